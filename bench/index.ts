@@ -1,0 +1,21 @@
+// Entry of `npm run bench`: runs each benchmark section in turn and ends with one JSON line of all figures.
+// A benchmark, not a test: a missed target is printed as FAIL but the exit code stays 0; a broken run exits 1.
+
+import { runScheduleHookBenchmark } from './schedule-hook.js';
+
+async function main(): Promise<void> {
+  console.log(`talos-etcd-backup benchmarks — node ${process.version}, ${process.platform}/${process.arch}`);
+  if (typeof globalThis.gc !== 'function') console.log('note: run with --expose-gc (npm run bench does) for steadier baselines');
+
+  // Further sections (e.g. the snapshot pipeline) go here, each adding its figures under its own key.
+  const figures: Record<string, unknown> = { node: process.version };
+  figures.scheduleHook = await runScheduleHookBenchmark();
+
+  console.log('');
+  console.log(JSON.stringify(figures));
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
