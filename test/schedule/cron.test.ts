@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseSchedule, timeZoneProblem } from '../../src/schedule/cron.js';
+import { README_EXAMPLES } from '../fixtures/cron-examples.js';
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
 
@@ -23,20 +24,6 @@ function nextRuns(expression: string, from: string, count: number, timeZone?: st
   return runs;
 }
 
-// The cron examples the README's table shows; a test below checks the README still lists exactly these.
-export const README_EXAMPLES: { expression: string; meaning: string; from: string; next: string[] }[] = [
-  { expression: '0 2 * * *', meaning: 'every day at 02:00', from: '2026-01-15T10:20:00Z', next: ['2026-01-16T02:00:00.000Z', '2026-01-17T02:00:00.000Z'] },
-  { expression: '0 */6 * * *', meaning: 'every 6 hours', from: '2026-01-15T10:20:00Z', next: ['2026-01-15T12:00:00.000Z', '2026-01-15T18:00:00.000Z'] },
-  { expression: '*/30 * * * *', meaning: 'every 30 minutes', from: '2026-01-15T10:20:00Z', next: ['2026-01-15T10:30:00.000Z', '2026-01-15T11:00:00.000Z'] },
-  { expression: '0 0 * * 0', meaning: 'every Sunday at midnight', from: '2026-01-15T10:20:00Z', next: ['2026-01-18T00:00:00.000Z', '2026-01-25T00:00:00.000Z'] },
-  { expression: '0 3 * * 1-5', meaning: 'weekdays at 03:00', from: '2026-01-16T10:20:00Z', next: ['2026-01-19T03:00:00.000Z', '2026-01-20T03:00:00.000Z'] },
-  { expression: '0 0 1 * *', meaning: 'the first of every month', from: '2026-01-15T10:20:00Z', next: ['2026-02-01T00:00:00.000Z', '2026-03-01T00:00:00.000Z'] },
-  { expression: '@hourly', meaning: 'every hour (0 * * * *)', from: '2026-01-15T10:20:00Z', next: ['2026-01-15T11:00:00.000Z', '2026-01-15T12:00:00.000Z'] },
-  { expression: '@daily', meaning: 'every day at midnight (0 0 * * *); also @midnight', from: '2026-01-15T10:20:00Z', next: ['2026-01-16T00:00:00.000Z', '2026-01-17T00:00:00.000Z'] },
-  { expression: '@weekly', meaning: 'every Sunday at midnight (0 0 * * 0)', from: '2026-01-15T10:20:00Z', next: ['2026-01-18T00:00:00.000Z', '2026-01-25T00:00:00.000Z'] },
-  { expression: '@monthly', meaning: 'the first of every month at midnight (0 0 1 * *)', from: '2026-01-15T10:20:00Z', next: ['2026-02-01T00:00:00.000Z', '2026-03-01T00:00:00.000Z'] },
-  { expression: '@yearly', meaning: '1 January at midnight (0 0 1 1 *); also @annually', from: '2026-01-15T10:20:00Z', next: ['2027-01-01T00:00:00.000Z', '2028-01-01T00:00:00.000Z'] },
-];
 
 describe('parseSchedule: slots of valid schedules', () => {
   for (const example of README_EXAMPLES) {

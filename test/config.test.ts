@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, DEFAULTS, parseServerConfig } from '../src/config.js';
+
+describe('parseServerConfig', () => {
+  it('uses the defaults with an empty environment', () => {
+    assert.deepEqual(parseServerConfig({}), DEFAULTS);
+    assert.equal(DEFAULTS.host, '0.0.0.0');
+    assert.equal(DEFAULTS.port, 8080);
+    assert.ok(DEFAULTS.bodyLimit > 1024 * 1024, 'above Fastify\'s 1 MiB default');
+    assert.ok(DEFAULTS.keepAliveTimeoutMs > 90_000, 'longer than Go\'s idle connection timeout');
+  });
+
+  it('reads every variable', () => {
+    assert.deepEqual(parseServerConfig({ HOST: '127.0.0.1', PORT: '9000', LOG_LEVEL: 'debug', BODY_LIMIT_BYTES: '2048', KEEP_ALIVE_TIMEOUT_SECONDS: '30' }), {
+      host: '127.0.0.1',
+      port: 9000,
+      logLevel: 'debug',
+      bodyLimit: 2048,
+      keepAliveTimeoutMs: 30_000,
+    });
+  });
+
+  it('lists every problem at once', () => {
+    assert.throws(
+      () => parseServerConfig({ PORT: '70000', BODY_LIMIT_BYTES: '1.5', LOG_LEVEL: 'verbose' }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /PORT must be an integer from 0 to 65535, got "70000"/);
+        assert.match(error.message, /BODY_LIMIT_BYTES must be an integer/);
+        assert.match(error.message, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/);
+        return true;
+      },
+    );
+  });
+});
