@@ -98,8 +98,8 @@ function conditionFields(types: string[]): JsonObject {
   return out;
 }
 
-/** The template spec as the API server stores it: the user's fields plus the CRD's defaults. */
-function backupTemplateSpec(): JsonObject {
+/** The template spec as the user wrote it (kubectl keeps this, without defaults, in its last-applied annotation). */
+function appliedTemplateSpec(): JsonObject {
   return {
     talosConfigSecretRef: { name: 'prod-talosconfig', key: 'config' },
     backupStorage: {
@@ -110,9 +110,17 @@ function backupTemplateSpec(): JsonObject {
         secretAccessKey: { name: 'etcd-backup-s3-credentials', key: 'secret-access-key' },
         endpoint: 'https://minio.storage.svc.cluster.local:9000',
         prefix: 'talos-operator-etcd-backups/prod',
-        insecureSkipTLSVerify: false,
       },
     },
+  };
+}
+
+/** The template spec as the API server stores it: the user's fields plus the CRD's defaults. */
+function backupTemplateSpec(): JsonObject {
+  const applied = appliedTemplateSpec() as { backupStorage: { s3: JsonObject } };
+  return {
+    ...applied,
+    backupStorage: { s3: { ...applied.backupStorage.s3, insecureSkipTLSVerify: false } },
     compression: 'none',
     deletionPolicy: 'Retain',
     verify: false,
@@ -134,7 +142,7 @@ function controller(): JsonObject {
     spec: {
       generateSelector: true,
       parentResource: { apiVersion: API_VERSION, resource: 'talosetcdbackupschedules' },
-      childResources: [{ apiVersion: API_VERSION, resource: 'talosetcdbackups', updateStrategy: { method: 'InPlace' } }],
+      childResources: [{ apiVersion: API_VERSION, resource: 'talosetcdbackups', updateStrategy: { method: 'OnDelete' } }],
       hooks: {
         sync: { webhook: { url: 'http://talos-etcd-backup.talos-system.svc:8080/hooks/schedule/sync', timeout: '10s' } },
       },
@@ -153,19 +161,7 @@ function parentObject(name: string, parentUid: string, created: number, newestSl
       schedule: CRON,
       retention: 100,
       backupTemplate: {
-        spec: {
-          talosConfigSecretRef: { name: 'prod-talosconfig', key: 'config' },
-          backupStorage: {
-            s3: {
-              bucket: 'acme-prod-etcd-backups',
-              region: 'eu-central-1',
-              accessKeyID: { name: 'etcd-backup-s3-credentials', key: 'access-key-id' },
-              secretAccessKey: { name: 'etcd-backup-s3-credentials', key: 'secret-access-key' },
-              endpoint: 'https://minio.storage.svc.cluster.local:9000',
-              prefix: 'talos-operator-etcd-backups/prod',
-            },
-          },
-        },
+        spec: appliedTemplateSpec(),
       },
     },
   };

@@ -16,7 +16,7 @@ interface CelRule {
 }
 
 // Kubernetes extensions that change how the API server stores or merges, not what is valid.
-const STRUCTURAL_KEYWORDS = [
+export const STRUCTURAL_KEYWORDS = [
   'x-kubernetes-list-type',
   'x-kubernetes-list-map-keys',
   'x-kubernetes-map-type',
@@ -73,6 +73,7 @@ interface Validators {
   schedule: ValidateFunction; // whole object (the root rules read metadata.name), defaults applied
   scheduleStatus: ValidateFunction;
   backupSpec: ValidateFunction; // defaults applied
+  backupSpecAsIs: ValidateFunction;
   backupStatus: ValidateFunction;
 }
 
@@ -88,6 +89,7 @@ function compiled(): Validators {
     schedule: defaulting.compile(scheduleSchema),
     scheduleStatus: checking.compile(subschema(scheduleSchema, 'status')),
     backupSpec: defaulting.compile(subschema(backupSchema, 'spec')),
+    backupSpecAsIs: checking.compile(subschema(backupSchema, 'spec')),
     backupStatus: checking.compile(subschema(backupSchema, 'status')),
   };
   return validators;
@@ -145,7 +147,8 @@ export function readScheduleStatus(status: unknown): ScheduleStatus {
   return compiled().scheduleStatus(status) ? (status as ScheduleStatus) : {};
 }
 
-/** Whether a backup's observed status matches the CRD, so its conditions can be trusted. */
-export function isReadableBackupStatus(status: unknown): boolean {
-  return status === undefined || compiled().backupStatus(status);
+/** Whether an observed TalosEtcdBackup's spec and status match the CRD, so what it says can be trusted. */
+export function isReadableBackup(object: { spec?: unknown; status?: unknown }): boolean {
+  const { backupSpecAsIs, backupStatus } = compiled();
+  return backupSpecAsIs(object.spec) && (object.status === undefined || backupStatus(object.status));
 }

@@ -3,7 +3,7 @@
 
 import { SCHEDULED_TIME_ANNOTATION } from '../api/constants.js';
 import type { BackupStatus } from '../api/types.js';
-import { isReadableBackupStatus } from '../api/validation.js';
+import { isReadableBackup } from '../api/validation.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
 import { findCondition, parseTime } from '../status/conditions.js';
 
@@ -11,7 +11,7 @@ import { findCondition, parseTime } from '../status/conditions.js';
  * - `succeeded`: Ready=True — counts toward retention.
  * - `failed`: Failed=True — kept unless failedBackupsHistoryLimit says otherwise.
  * - `active`: neither yet — never deleted by retention; blocks a new slot under concurrencyPolicy Forbid.
- * - `unreadable`: its status does not match the CRD — always kept, never counted, never blocks.
+ * - `unreadable`: its spec or status does not match the CRD — always kept, never counted, never blocks.
  */
 export type BackupOutcome = 'succeeded' | 'failed' | 'active' | 'unreadable';
 
@@ -37,8 +37,8 @@ function scheduledTimeOf(object: KubernetesObject, scheduleName: string): Date |
   return undefined;
 }
 
-function outcomeOf(status: BackupStatus | undefined): BackupOutcome {
-  if (!isReadableBackupStatus(status)) return 'unreadable';
+function outcomeOf(object: KubernetesObject, status: BackupStatus | undefined): BackupOutcome {
+  if (!isReadableBackup(object)) return 'unreadable';
   if (findCondition(status?.conditions, 'Failed')?.status === 'True') return 'failed';
   if (findCondition(status?.conditions, 'Ready')?.status === 'True') return 'succeeded';
   return 'active';
@@ -46,7 +46,7 @@ function outcomeOf(status: BackupStatus | undefined): BackupOutcome {
 
 export function readBackup(object: KubernetesObject, scheduleName: string): ObservedBackup {
   const status = object.status as BackupStatus | undefined;
-  const outcome = outcomeOf(status);
+  const outcome = outcomeOf(object, status);
   const scheduledTime = scheduledTimeOf(object, scheduleName);
   const created = parseTime(object.metadata.creationTimestamp);
   return {

@@ -213,7 +213,14 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   const created = decision.create ? newBackup(parent, spec, decision.create) : undefined;
 
   const next = schedule.nextSlot(now) ?? undefined;
-  const notes = [decision.note, next ? `next backup at ${formatTime(next)}` : 'no further slot'].filter(Boolean).join('; ');
+  const unreadable = live.filter((b) => b.outcome === 'unreadable').map((b) => b.name).sort();
+  const notes = [
+    decision.note,
+    unreadable.length > 0 ? `kept without counting ${unreadable.join(', ')}: spec or status does not match the CRD` : undefined,
+    next ? `next backup at ${formatTime(next)}` : 'no further slot',
+  ]
+    .filter(Boolean)
+    .join('; ');
   const status = buildStatus(
     {
       ...base,

@@ -8,7 +8,7 @@
 
 import { isDeepStrictEqual } from 'node:util';
 import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, BACKUP_PLURAL, CONTROLLER_UID_LABEL, LAST_APPLIED_ANNOTATION, SCHEDULE_KIND, SCHEDULE_PLURAL } from '../../src/api/constants.js';
-import { isReadableBackupStatus, readScheduleStatus, validateBackupSpec, validateSchedule } from '../../src/api/validation.js';
+import { isReadableBackup, readScheduleStatus, validateBackupSpec, validateSchedule } from '../../src/api/validation.js';
 import { SCHEDULE_SYNC_PATH } from '../../src/http/schedule-sync.js';
 import type { CompositeSyncRequest, CompositeSyncResponse, Condition, KubernetesObject } from '../../src/metacontroller/types.js';
 import { iso } from './builders.js';
@@ -189,7 +189,7 @@ export class CompositeSimulator {
             completionTime: finished,
             message: 'Failed to upload snapshot to S3: SlowDown',
           };
-    if (!isReadableBackupStatus(status)) throw new Error(`the API server would reject this status of ${name}: ${JSON.stringify(status)}`);
+    if (!isReadableBackup({ spec: child.spec, status })) throw new Error(`the API server would reject this status of ${name}: ${JSON.stringify(status)}`);
     child.status = status;
     child.metadata.resourceVersion = this.nextResourceVersion();
     return this.sync('child-changed');

@@ -245,6 +245,17 @@ describe('syncSchedule: paused, deleting, status', () => {
     assert.deepEqual(syncSchedule(request, at('2026-01-15T00:00:01Z')), syncSchedule(structuredClone(request), at('2026-01-15T00:00:01Z')));
   });
 
+  it('a backup whose spec or status does not match the CRD is kept, not counted, and named', () => {
+    const odd = backup('2026-01-15T00:00:00Z', 'succeeded');
+    (odd.spec as Record<string, unknown>).deletionPolicy = 'Shred';
+    const broken = backup('2026-01-15T06:00:00Z', 'active');
+    (broken.status as Record<string, unknown>).phase = 'Exploded';
+    const result = sync({ spec: { retention: 1 }, status: { lastScheduleTime: '2026-01-15T06:00:00Z' } }, [...children, odd, broken], at('2026-01-15T09:00:00Z'));
+    assert.deepEqual(childNames(result.response), [children[3]!.metadata.name, odd.metadata.name, broken.metadata.name].sort());
+    assert.deepEqual(result.response.status.activeBackups, []);
+    assert.match(condition(result.response.status, 'Ready')!.message, new RegExp(`kept without counting ${odd.metadata.name}, ${broken.metadata.name}: spec or status does not match the CRD`));
+  });
+
   it('an observed status that does not match the CRD is ignored, not trusted', () => {
     const result = sync({ status: { lastScheduleTime: 'yesterday', conditions: 'broken' } }, [], at('2026-01-15T12:00:01Z'));
     assert.equal(result.created, name('2026-01-15T12:00:00Z'));
