@@ -47,7 +47,7 @@ export async function buildApp(opts: AppOptions = {}): Promise<FastifyInstance> 
     ajv: {
       // Check hook bodies as they are: no type coercion, no defaults, nothing removed.
       customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false },
-      plugins: [(ajv: Ajv) => formats.default(ajv, ['date-time'])],
+      plugins: [(ajv: Ajv) => formats.default(ajv, { mode: 'fast', formats: ['date-time'] })],
     },
   };
   const app = Fastify(options);

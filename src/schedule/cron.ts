@@ -22,8 +22,13 @@ const ZONE_PART = /^[A-Za-z._\-0-9+]{1,14}$/;
 // A fixed reference for "does this pattern ever fire": any pattern that fires at all fires within 28 years of it.
 const NEVER_FIRES_PROBE = new Date(Date.UTC(2000, 0, 1));
 
+// Zones already found valid. Building an Intl.DateTimeFormat costs more than the rest of a sync; only valid
+// names are kept, and there are a few hundred of those, so garbage input cannot grow the set.
+const validZones = new Set<string>();
+
 /** Checks an IANA time zone name; returns a message a user can act on, or `undefined` when it is valid. */
 export function timeZoneProblem(timeZone: string): string | undefined {
+  if (validZones.has(timeZone)) return undefined;
   const hint = 'use an IANA time zone name such as "UTC" or "Europe/Berlin"';
   if (timeZone.toLowerCase() === 'local') return `timeZone "Local" depends on the server's clock settings: ${hint}`;
   const parts = timeZone.split('/');
@@ -35,6 +40,7 @@ export function timeZoneProblem(timeZone: string): string | undefined {
   } catch {
     return `unknown timeZone ${JSON.stringify(timeZone)}: ${hint}`;
   }
+  validZones.add(timeZone);
   return undefined;
 }
 
