@@ -32,7 +32,7 @@ export function createMetrics(): HookMetrics {
     }),
     scheduleSyncs: new Counter({
       name: 'talos_etcd_backup_schedule_syncs_total',
-      help: 'Schedule sync answers, by result: created (a backup for a slot), idle, paused, invalid.',
+      help: 'Schedule sync answers, by result: created (a backup for a slot), idle, paused, deleting, invalid.',
       labelNames: ['result'],
       registers: [registry],
     }),

@@ -16,13 +16,11 @@ export async function scheduleSyncRoute(app: FastifyInstance, opts: { clock: () 
     { schema: { body: compositeSyncRequestSchema(API_VERSION, SCHEDULE_KIND, BACKUP_CHILDREN_KEY) }, config: { hook: 'schedule/sync' } },
     async (request) => {
       const { parent } = request.body;
-      const { response, created, deleted } = syncSchedule(request.body, opts.clock());
-      const failed = (response.status.conditions as { type: string; status: string; reason: string }[]).find((c) => c.type === 'Failed');
-      const result = failed?.status === 'True' ? 'invalid' : created ? 'created' : response.resyncAfterSeconds === undefined ? 'paused' : 'idle';
-      opts.metrics.scheduleSyncs.inc({ result });
-      const fields = { schedule: `${parent.metadata.namespace ?? ''}/${parent.metadata.name}`, result, created, deleted, nextScheduleTime: response.status.nextScheduleTime };
-      if (created || deleted.length > 0) request.log.info(fields, 'schedule synced');
-      else if (result === 'invalid') request.log.info({ ...fields, reason: failed?.reason }, 'schedule spec is invalid');
+      const { response, outcome, reason, created, deleted } = syncSchedule(request.body, opts.clock());
+      opts.metrics.scheduleSyncs.inc({ result: outcome });
+      const fields = { schedule: `${parent.metadata.namespace ?? ''}/${parent.metadata.name}`, outcome, reason, created, deleted, nextScheduleTime: response.status.nextScheduleTime };
+      // Only answers that change something (or need a human) are worth a line at info level.
+      if (created || deleted.length > 0 || outcome === 'invalid') request.log.info(fields, 'schedule synced');
       else request.log.debug(fields, 'schedule synced');
       return response;
     },

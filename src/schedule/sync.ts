@@ -14,8 +14,14 @@ import { selectForRetention } from './retention.js';
 
 export type ScheduleFailureReason = 'InvalidSchedule' | 'InvalidTimeZone' | 'InvalidSpec';
 
+/** What an answer does, for logs and metrics. */
+export type ScheduleSyncOutcome = 'created' | 'idle' | 'paused' | 'deleting' | 'invalid';
+
 export interface ScheduleSyncResult {
   response: CompositeSyncResponse;
+  outcome: ScheduleSyncOutcome;
+  /** The failure reason when `outcome` is `invalid`. */
+  reason?: ScheduleFailureReason;
   /** Name of the backup this answer creates, if any (for logs and metrics). */
   created: string | undefined;
   /** Names of observed backups this answer leaves out, so Metacontroller deletes them. */
@@ -132,7 +138,7 @@ function invalidAnswer(
     { ...base, activeNames: activeNames(live), next: undefined, ready: { status: 'False', reason: failure.reason, message }, failure: { ...failure, message } },
     now,
   );
-  return { response: { status, children: [...live].sort(newestFirst).map(reemit) }, created: undefined, deleted: [] };
+  return { response: { status, children: [...live].sort(newestFirst).map(reemit) }, outcome: 'invalid', reason: failure.reason, created: undefined, deleted: [] };
 }
 
 interface SlotDecision {
@@ -173,7 +179,7 @@ function decideSlot(
 /**
  * Metacontroller's sync hook for a TalosEtcdBackupSchedule, as a pure function of the request and the clock.
  * Returns the response (complete desired children, complete status, resyncAfterSeconds until the next slot)
- * and, for logging, the backup it creates and those it deletes.
+ * and, for logs and metrics, its outcome, the backup it creates and those it deletes.
  */
 export function syncSchedule(request: CompositeSyncRequest, now: Date): ScheduleSyncResult {
   const parent = request.parent;
@@ -196,12 +202,14 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   // Paused, or the schedule is being deleted: nothing is created and nothing is deleted.
   const deleting = Boolean(parent.metadata.deletionTimestamp);
   if (spec.paused || deleting) {
-    const message = spec.paused ? 'paused: no backups are created or deleted' : 'the schedule is being deleted';
+    const ready = spec.paused
+      ? { status: 'False' as const, reason: 'Paused', message: 'paused: no backups are created or deleted' }
+      : { status: 'False' as const, reason: 'Deleting', message: 'the schedule is being deleted' };
     const status = buildStatus(
-      { ...base, activeNames: activeNames(live), next: undefined, ready: { status: 'False', reason: 'Paused', message }, failure: undefined },
+      { ...base, activeNames: activeNames(live), next: undefined, ready, failure: undefined },
       now,
     );
-    return { response: { status, children: [...live].sort(newestFirst).map(reemit) }, created: undefined, deleted: [] };
+    return { response: { status, children: [...live].sort(newestFirst).map(reemit) }, outcome: spec.paused ? 'paused' : 'deleting', created: undefined, deleted: [] };
   }
 
   const { kept, pruned } = selectForRetention(live, spec);
@@ -237,5 +245,5 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
     children: [...(created ? [created] : []), ...remaining.sort(newestFirst).map(reemit)],
     ...(next && { resyncAfterSeconds: (next.getTime() - now.getTime() + RESYNC_PAD_MS) / 1000 }),
   };
-  return { response, created: created?.metadata.name, deleted: [...pruned, ...replaced].map((b) => b.name) };
+  return { response, outcome: created ? 'created' : 'idle', created: created?.metadata.name, deleted: [...pruned, ...replaced].map((b) => b.name) };
 }

@@ -20,6 +20,8 @@ describe('syncSchedule: when a backup is created', () => {
     assert.equal(before.response.resyncAfterSeconds, 1.1);
 
     const atSlot = sync({ created: '2026-01-15T10:20:00Z' }, [], at('2026-01-15T12:00:00.050Z'));
+    assert.equal(before.outcome, 'idle');
+    assert.equal(atSlot.outcome, 'created');
     assert.equal(atSlot.created, name('2026-01-15T12:00:00Z'));
     assert.deepEqual(childNames(atSlot.response), [name('2026-01-15T12:00:00Z')]);
     assert.equal(atSlot.response.status.lastScheduleTime, '2026-01-15T12:00:00Z');
@@ -203,6 +205,7 @@ describe('syncSchedule: paused, deleting, status', () => {
     assert.deepEqual(result.deleted, []);
     assert.equal(condition(result.response.status, 'Ready')?.reason, 'Paused');
     assert.equal(condition(result.response.status, 'Ready')?.status, 'False');
+    assert.equal(result.outcome, 'paused');
     assert.equal(result.response.resyncAfterSeconds, undefined);
     assert.equal(result.response.status.nextScheduleTime, undefined);
   });
@@ -215,6 +218,8 @@ describe('syncSchedule: paused, deleting, status', () => {
   it('a schedule being deleted creates and deletes nothing', () => {
     const result = sync({ deletionTimestamp: '2026-01-15T11:00:00Z', spec: { retention: 1 } }, children, at('2026-01-15T12:00:01Z'));
     assert.deepEqual(childNames(result.response), children.map((c) => c.metadata.name).sort());
+    assert.equal(condition(result.response.status, 'Ready')?.reason, 'Deleting');
+    assert.equal(result.outcome, 'deleting');
   });
 
   it('status: lastSuccessfulBackupTime from the backups, observedGeneration, Ready=True/Scheduled, Failed=False', () => {
@@ -299,6 +304,8 @@ describe('syncSchedule: an invalid spec deletes nothing and says why', () => {
       assert.deepEqual(childNames(result.response), children.map((b) => b.metadata.name).sort());
       assert.equal(result.created, undefined);
       assert.deepEqual(result.deleted, []);
+      assert.equal(result.outcome, 'invalid');
+      assert.equal(result.reason, c.reason);
       const failed = condition(result.response.status, 'Failed')!;
       assert.equal(failed.status, 'True');
       assert.equal(failed.reason, c.reason);
