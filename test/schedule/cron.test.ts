@@ -35,6 +35,9 @@ describe('parseSchedule: slots of valid schedules', () => {
   const cases: { name: string; expression: string; timeZone?: string; from: string; next: string[] }[] = [
     { name: 'month ends: day 31 skips the months without one', expression: '0 0 31 * *', from: '2026-01-31T12:00:00Z', next: ['2026-03-31T00:00:00.000Z', '2026-05-31T00:00:00.000Z'] },
     { name: 'month ends: day 30 skips February', expression: '0 0 30 * *', from: '2026-01-30T12:00:00Z', next: ['2026-03-30T00:00:00.000Z', '2026-04-30T00:00:00.000Z'] },
+    { name: 'L is the last day of each month', expression: '0 0 L * *', from: '2026-01-15T00:00:00Z', next: ['2026-01-31T00:00:00.000Z', '2026-02-28T00:00:00.000Z', '2026-03-31T00:00:00.000Z'] },
+    { name: 'W is the nearest weekday to a day (15 August 2026 is a Saturday)', expression: '0 0 15W 8 *', from: '2026-08-01T00:00:00Z', next: ['2026-08-14T00:00:00.000Z'] },
+    { name: '# is the nth weekday of the month (second Tuesday)', expression: '0 4 * * 2#2', from: '2026-01-01T00:00:00Z', next: ['2026-01-13T04:00:00.000Z', '2026-02-10T04:00:00.000Z'] },
     { name: '29 February fires only in leap years', expression: '0 0 29 2 *', from: '2026-01-01T00:00:00Z', next: ['2028-02-29T00:00:00.000Z', '2032-02-29T00:00:00.000Z'] },
     { name: 'day of month and day of week together mean either (Vixie cron)', expression: '0 0 13 * 5', from: '2026-02-01T00:00:00Z', next: ['2026-02-06T00:00:00.000Z', '2026-02-13T00:00:00.000Z', '2026-02-20T00:00:00.000Z'] },
     { name: 'extra spaces between fields are ignored', expression: '  0   2 * *  * ', from: '2026-01-15T10:20:00Z', next: ['2026-01-16T02:00:00.000Z'] },
