@@ -1,0 +1,23 @@
+// The S3 object key of a backup (API.md): <prefix>/<cluster>/etcd-snapshot-<YYYY-MM-DDTHH-MM-SSZ>.db[.gz|.zst][.age]
+
+export interface ObjectKeyParts {
+  prefix: string;
+  cluster: string;
+  /** The backup's scheduled time, else its creation time. */
+  time: Date;
+  compression?: 'none' | 'gzip' | 'zstd';
+  encrypted?: boolean;
+}
+
+const SUFFIX = { none: '', gzip: '.gz', zstd: '.zst' } as const;
+
+/** Second precision, UTC, with dashes instead of colons (colons are awkward in keys and on some filesystems). */
+export function keyTimestamp(time: Date): string {
+  return time.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/:/g, '-');
+}
+
+export function objectKey(parts: ObjectKeyParts): string {
+  const prefix = parts.prefix.replace(/^\/+|\/+$/g, '');
+  const name = `etcd-snapshot-${keyTimestamp(parts.time)}.db${SUFFIX[parts.compression ?? 'none']}${parts.encrypted ? '.age' : ''}`;
+  return [prefix, parts.cluster, name].filter(Boolean).join('/');
+}
