@@ -1,0 +1,189 @@
+// Streams a snapshot into S3 with bounded memory, never overwriting another backup's object.
+//
+// S3 user metadata is fixed when an upload starts, but a snapshot's hashes are known only at its end. So the
+// object is uploaded with the backup's identity, and once the upload has completed (which the integrity
+// check gates: see verifyingStream) a server-side copy onto itself, conditional on the uploaded ETag, adds the
+// hashes. No byte goes through this process twice.
+
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  HeadObjectCommand,
+  S3ServiceException,
+  UploadPartCopyCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+
+/** Who wrote an object: stored as x-amz-meta-backup-{namespace,name,uid}. */
+export interface BackupIdentity {
+  namespace: string;
+  name: string;
+  uid: string;
+}
+
+export interface UploadedHashes {
+  sha256: string;
+  etcdSha256: string;
+}
+
+export interface SnapshotUpload {
+  client: S3Client;
+  bucket: string;
+  key: string;
+  identity: BackupIdentity;
+  /** Opens the snapshot stream; called only once the key is known to be free (or this backup's own). */
+  openBody: () => Readable;
+  /** The hashes, available once the body has ended (the verifying stream reports them just before its end). */
+  hashes: () => UploadedHashes | undefined;
+  /** Bytes per part: memory is about partSize × (queueSize + 1). */
+  partSize: number;
+  queueSize: number;
+  onProgress?: (bytesUploaded: number) => void;
+  /** Largest object copied in one request (S3's limit is 5 GiB); above it the copy is multipart. */
+  maxSingleCopyBytes?: number;
+}
+
+export interface UploadOutcome {
+  /** true when this backup's complete object was already there (a retried Job): nothing was uploaded. */
+  alreadyUploaded: boolean;
+  size: number;
+  hashes: UploadedHashes;
+}
+
+/** An S3 failure, worded as API.md wants ("Failed to upload snapshot to S3: ..."). */
+export class S3UploadError extends Error {
+  override name = 'S3UploadError';
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(`Failed to upload snapshot to S3: ${detail}`, options);
+  }
+}
+
+const FIVE_GIB = 5 * 1024 ** 3;
+const COPY_PART_BYTES = 1024 ** 3;
+
+/** A one-line description of an SDK or network error (code and message; never request details). */
+export function describeS3Error(error: unknown): string {
+  if (error instanceof S3ServiceException) {
+    const status = error.$metadata?.httpStatusCode;
+    return `${error.name}${status ? ` (HTTP ${status})` : ''}: ${error.message || 'no message'}`.replace(/\s+/g, ' ');
+  }
+  const e = error as { code?: string; message?: string };
+  return `${e.code ? `${e.code}: ` : ''}${e.message ?? String(error)}`.replace(/\s+/g, ' ');
+}
+
+function identityMetadata(identity: BackupIdentity): Record<string, string> {
+  return { 'backup-namespace': identity.namespace, 'backup-name': identity.name, 'backup-uid': identity.uid };
+}
+
+async function headObject(client: S3Client, bucket: string, key: string) {
+  try {
+    return await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+  } catch (error) {
+    if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 404 && error.name !== 'NoSuchBucket') return undefined;
+    throw error;
+  }
+}
+
+/** Replaces the object's metadata by copying it onto itself, only if it is still the object just uploaded. */
+async function addMetadata(up: SnapshotUpload, etag: string, size: number, metadata: Record<string, string>): Promise<void> {
+  const { client, bucket, key } = up;
+  const source = `${bucket}/${encodeURIComponent(key)}`;
+  if (size <= (up.maxSingleCopyBytes ?? FIVE_GIB)) {
+    await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadata, ContentType: 'application/octet-stream' }));
+    return;
+  }
+  // Above the single-copy limit: a multipart copy, part by part, still entirely inside the store.
+  const partBytes = Math.max(up.maxSingleCopyBytes ?? COPY_PART_BYTES, 5 * 1024 * 1024);
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata, ContentType: 'application/octet-stream' }));
+  try {
+    const parts = [];
+    for (let start = 0, number = 1; start < size; start += partBytes, number += 1) {
+      const end = Math.min(start + partBytes, size) - 1;
+      const { CopyPartResult } = await client.send(
+        new UploadPartCopyCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: number, CopySource: source, CopySourceIfMatch: etag, CopySourceRange: `bytes=${start}-${end}` }),
+      );
+      parts.push({ PartNumber: number, ETag: CopyPartResult?.ETag });
+    }
+    await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+  } catch (error) {
+    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Uploads a snapshot to `key`. If an object is already there: a complete one from this same backup (same uid,
+ * with hashes) is accepted as is — a retried Job — and the body is never opened; anything else written by another
+ * backup is refused, never overwritten. Any failure aborts the multipart upload, so nothing is left at the key
+ * and no upload stays pending. Errors from the body (Talos, integrity) are rethrown unchanged; S3's are
+ * S3UploadErrors.
+ */
+export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome> {
+  const { client, bucket, key, identity } = up;
+  let existing;
+  try {
+    existing = await headObject(client, bucket, key);
+  } catch (error) {
+    throw new S3UploadError(describeS3Error(error), { cause: error });
+  }
+  const ours = existing?.Metadata?.['backup-uid'] === identity.uid;
+  if (existing && !ours) {
+    const owner = existing.Metadata?.['backup-name'] ? ` by backup ${existing.Metadata['backup-namespace']}/${existing.Metadata['backup-name']}` : '';
+    throw new S3UploadError(`an object already exists at s3://${bucket}/${key}${owner}; refusing to overwrite it`);
+  }
+  if (existing && ours && existing.Metadata?.sha256 && existing.Metadata['etcd-sha256']) {
+    return { alreadyUploaded: true, size: existing.ContentLength ?? 0, hashes: { sha256: existing.Metadata.sha256, etcdSha256: existing.Metadata['etcd-sha256'] } };
+  }
+
+  // The body's own failure (a broken Talos stream, a failed integrity check) is the real cause even when
+  // lib-storage's abort call fails too and replaces it.
+  let bodyError: Error | undefined;
+  const body = up.openBody();
+  body.once('error', (error: Error) => (bodyError = error));
+  const upload = new Upload({
+    client,
+    params: {
+      Bucket: bucket,
+      Key: key,
+      Body: body,
+      ContentType: 'application/octet-stream',
+      Metadata: identityMetadata(identity),
+      // Atomic "create only": loses no race with another writer. Not when replacing this backup's own partial object.
+      ...(!existing && { IfNoneMatch: '*' }),
+    },
+    partSize: up.partSize,
+    queueSize: up.queueSize,
+    leavePartsOnError: false,
+  });
+  let uploaded = 0;
+  upload.on('httpUploadProgress', (progress) => {
+    uploaded = Math.max(uploaded, progress.loaded ?? 0);
+    up.onProgress?.(uploaded);
+  });
+  let result;
+  try {
+    result = await upload.done();
+  } catch (error) {
+    if (bodyError) throw bodyError;
+    throw new S3UploadError(describeS3Error(error), { cause: error });
+  } finally {
+    body.destroy(); // after a failed upload, stop the Talos stream instead of leaving it blocked on backpressure
+  }
+  const hashes = up.hashes();
+  if (!hashes) throw new S3UploadError('the upload completed without a verified snapshot (internal error)');
+  try {
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    const size = head.ContentLength ?? 0;
+    await addMetadata(up, result.ETag ?? head.ETag ?? '', size, { ...identityMetadata(identity), sha256: hashes.sha256, 'etcd-sha256': hashes.etcdSha256 });
+    // On a versioned bucket the copy is a new version; the one without hashes is redundant.
+    if (result.VersionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: result.VersionId }));
+    return { alreadyUploaded: false, size, hashes };
+  } catch (error) {
+    throw new S3UploadError(`the snapshot was uploaded to s3://${bucket}/${key} but recording its sha256 failed: ${describeS3Error(error)}`, { cause: error });
+  }
+}
