@@ -9,6 +9,9 @@ export interface ObjectKeyParts {
   encrypted?: boolean;
 }
 
+/** The default first segment of object keys (talos-operator's, so existing buckets keep their layout). */
+export const DEFAULT_PREFIX = 'talos-operator-etcd-backups';
+
 const SUFFIX = { none: '', gzip: '.gz', zstd: '.zst' } as const;
 
 /** Second precision, UTC, with dashes instead of colons (colons are awkward in keys and on some filesystems). */

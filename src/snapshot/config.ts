@@ -1,0 +1,89 @@
+// Settings of the `snapshot` and `verify` commands: environment variables (how the Job passes them), each with
+// a flag of the same meaning (how a person passes them). Flags win. Every problem is reported at once.
+
+import { randomUUID } from 'node:crypto';
+import { DEFAULT_PREFIX } from '../s3/object-key.js';
+
+export interface Setting {
+  env: string;
+  flag: string;
+  help: string;
+  default?: string;
+}
+
+/** Every setting, in the order `--help` and the README list them. */
+export const SETTINGS = {
+  talosconfig: { env: 'TALOSCONFIG', flag: 'talosconfig', help: 'path of the talosconfig', default: '/var/run/secrets/talos.dev/config' },
+  context: { env: 'TALOS_CONTEXT', flag: 'context', help: "talosconfig context (default: the file's current context)" },
+  endpoints: { env: 'TALOS_ENDPOINTS', flag: 'endpoints', help: "comma-separated Talos API endpoints, host or host:port (default: the talosconfig's)" },
+  node: { env: 'TALOS_NODE', flag: 'node', help: 'pin the snapshot to this control-plane node (default: the first endpoint that answers serves)' },
+  connectTimeout: { env: 'TALOS_CONNECT_TIMEOUT_SECONDS', flag: 'connect-timeout', help: 'seconds to wait for the first bytes from an endpoint before trying the next', default: '30' },
+  idleTimeout: { env: 'TALOS_IDLE_TIMEOUT_SECONDS', flag: 'idle-timeout', help: 'seconds without data after which a stream counts as broken', default: '60' },
+  bucket: { env: 'S3_BUCKET', flag: 'bucket', help: 'S3 bucket (required)' },
+  region: { env: 'S3_REGION', flag: 'region', help: 'S3 region (required; AWS_REGION is used when unset)' },
+  endpoint: { env: 'S3_ENDPOINT', flag: 'endpoint', help: 'S3-compatible endpoint URL (default: AWS)' },
+  forcePathStyle: { env: 'S3_FORCE_PATH_STYLE', flag: 'force-path-style', help: 'true|false (default: true with an endpoint)' },
+  insecureSkipTLSVerify: { env: 'S3_INSECURE_SKIP_TLS_VERIFY', flag: 'insecure-skip-tls-verify', help: 'true|false: do not verify the endpoint certificate', default: 'false' },
+  caBundle: { env: 'S3_CA_BUNDLE', flag: 'ca-bundle', help: 'path of a PEM CA bundle for the endpoint' },
+  prefix: { env: 'S3_PREFIX', flag: 'prefix', help: 'first segment(s) of the object key', default: DEFAULT_PREFIX },
+  cluster: { env: 'CLUSTER_NAME', flag: 'cluster', help: 'the <cluster> segment of the object key (required unless --key)' },
+  key: { env: 'S3_KEY', flag: 'key', help: 'the whole object key (snapshot: overrides prefix/cluster/time; verify: required)' },
+  time: { env: 'BACKUP_TIME', flag: 'time', help: 'RFC 3339 time for the key (default: now)' },
+  partSize: { env: 'S3_PART_SIZE_MIB', flag: 'part-size-mib', help: 'multipart part size in MiB (memory is about part size x (queue size + 1))', default: '16' },
+  queueSize: { env: 'S3_QUEUE_SIZE', flag: 'queue-size', help: 'parts uploaded concurrently', default: '2' },
+  backupNamespace: { env: 'BACKUP_NAMESPACE', flag: 'backup-namespace', help: 'namespace of the TalosEtcdBackup (object metadata)', default: '' },
+  backupName: { env: 'BACKUP_NAME', flag: 'backup-name', help: 'name of the TalosEtcdBackup (object metadata)', default: 'manual' },
+  backupUid: { env: 'BACKUP_UID', flag: 'backup-uid', help: 'uid of the TalosEtcdBackup: a retry with the same uid may complete its own object (default: random)' },
+} satisfies Record<string, Setting>;
+
+export type SettingName = keyof typeof SETTINGS;
+export type RawSettings = Partial<Record<SettingName, string>>;
+
+export class SettingsError extends Error {
+  override name = 'SettingsError';
+}
+
+/** Flag values over environment values over defaults. */
+export function resolveSettings(env: NodeJS.ProcessEnv, flags: Record<string, string | undefined>): RawSettings {
+  const raw: RawSettings = {};
+  for (const [name, setting] of Object.entries(SETTINGS) as [SettingName, Setting][]) {
+    const value = flags[setting.flag] ?? (env[setting.env] || undefined) ?? setting.default;
+    if (value !== undefined) raw[name] = value;
+  }
+  if (raw.region === undefined && env.AWS_REGION) raw.region = env.AWS_REGION;
+  return raw;
+}
+
+export class Problems {
+  readonly list: string[] = [];
+  required(raw: RawSettings, name: SettingName): string {
+    const value = raw[name];
+    if (value === undefined || value === '') this.list.push(`${SETTINGS[name].env} (--${SETTINGS[name].flag}) is required`);
+    return value ?? '';
+  }
+  positive(raw: RawSettings, name: SettingName): number {
+    const value = Number(raw[name]);
+    if (!Number.isFinite(value) || value <= 0) this.list.push(`${SETTINGS[name].env} (--${SETTINGS[name].flag}) must be a positive number, got ${JSON.stringify(raw[name])}`);
+    return value;
+  }
+  boolean(raw: RawSettings, name: SettingName): boolean | undefined {
+    const value = raw[name];
+    if (value === undefined) return undefined;
+    if (value !== 'true' && value !== 'false') this.list.push(`${SETTINGS[name].env} (--${SETTINGS[name].flag}) must be true or false, got ${JSON.stringify(value)}`);
+    return value === 'true';
+  }
+  time(raw: RawSettings, name: SettingName, fallback: Date): Date {
+    if (raw[name] === undefined) return fallback;
+    const date = new Date(raw[name]!);
+    if (Number.isNaN(date.getTime())) this.list.push(`${SETTINGS[name].env} (--${SETTINGS[name].flag}) must be an RFC 3339 time, got ${JSON.stringify(raw[name])}`);
+    return date;
+  }
+  throwIfAny(): void {
+    if (this.list.length > 0) throw new SettingsError(`invalid configuration: ${this.list.join('; ')}`);
+  }
+}
+
+/** The uid used when none is given: unique, so a manual run never mistakes another object for its own. */
+export function defaultUid(raw: RawSettings): string {
+  return raw.backupUid ?? randomUUID();
+}
