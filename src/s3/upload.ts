@@ -12,6 +12,7 @@ import {
   CopyObjectCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  GetObjectCommand,
   HeadObjectCommand,
   S3ServiceException,
   UploadPartCopyCommand,
@@ -70,7 +71,9 @@ const COPY_PART_BYTES = 1024 ** 3;
 export function describeS3Error(error: unknown): string {
   if (error instanceof S3ServiceException) {
     const status = error.$metadata?.httpStatusCode;
-    return `${error.name}${status ? ` (HTTP ${status})` : ''}: ${error.message || 'no message'}`.replace(/\s+/g, ' ');
+    // Some stores send no <Message>; the SDK then says "UnknownError", which tells nobody anything.
+    const message = error.message && error.message !== 'UnknownError' && error.message !== error.name ? `: ${error.message}` : '';
+    return `${error.name}${status ? ` (HTTP ${status})` : ''}${message}`.replace(/\s+/g, ' ');
   }
   const e = error as { code?: string; message?: string };
   return `${e.code ? `${e.code}: ` : ''}${e.message ?? String(error)}`.replace(/\s+/g, ' ');
@@ -80,11 +83,26 @@ function identityMetadata(identity: BackupIdentity): Record<string, string> {
   return { 'backup-namespace': identity.namespace, 'backup-name': identity.name, 'backup-uid': identity.uid };
 }
 
-async function headObject(client: S3Client, bucket: string, key: string) {
+type Existing = { metadata: Record<string, string>; size: number } | 'absent' | 'unknown';
+
+/**
+ * What is at the key now. A ranged GET rather than a HEAD: HEAD answers have no body, so a wrong key, a
+ * missing bucket or a bad signature would all read "403"/"404" with no code. AccessDenied is 'unknown': AWS
+ * answers it for a missing key when the writer may not list the bucket, and the atomic If-None-Match guard on
+ * the upload still protects an existing object.
+ */
+async function probeKey(client: S3Client, bucket: string, key: string): Promise<Existing> {
   try {
-    return await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: 'bytes=0-0' }));
+    await object.Body?.transformToByteArray(); // drain the one byte so the connection is reused
+    const total = Number(/\/(\d+)$/.exec(object.ContentRange ?? '')?.[1] ?? object.ContentLength ?? 0);
+    return { metadata: object.Metadata ?? {}, size: total };
   } catch (error) {
-    if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 404 && error.name !== 'NoSuchBucket') return undefined;
+    if (error instanceof S3ServiceException) {
+      if (error.name === 'NoSuchKey') return 'absent';
+      if (error.name === 'InvalidRange') return { metadata: {}, size: 0 }; // an empty object is there
+      if (error.name === 'AccessDenied') return 'unknown';
+    }
     throw error;
   }
 }
@@ -125,19 +143,19 @@ async function addMetadata(up: SnapshotUpload, etag: string, size: number, metad
  */
 export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome> {
   const { client, bucket, key, identity } = up;
-  let existing;
+  let existing: Existing;
   try {
-    existing = await headObject(client, bucket, key);
+    existing = await probeKey(client, bucket, key);
   } catch (error) {
     throw new S3UploadError(describeS3Error(error), { cause: error });
   }
-  const ours = existing?.Metadata?.['backup-uid'] === identity.uid;
-  if (existing && !ours) {
-    const owner = existing.Metadata?.['backup-name'] ? ` by backup ${existing.Metadata['backup-namespace']}/${existing.Metadata['backup-name']}` : '';
-    throw new S3UploadError(`an object already exists at s3://${bucket}/${key}${owner}; refusing to overwrite it`);
+  const refuse = (owner: string) => new S3UploadError(`an object already exists at s3://${bucket}/${key}${owner}; refusing to overwrite it`);
+  const ours = typeof existing === 'object' && existing.metadata['backup-uid'] === identity.uid;
+  if (typeof existing === 'object' && !ours) {
+    throw refuse(existing.metadata['backup-name'] ? ` by backup ${existing.metadata['backup-namespace']}/${existing.metadata['backup-name']}` : '');
   }
-  if (existing && ours && existing.Metadata?.sha256 && existing.Metadata['etcd-sha256']) {
-    return { alreadyUploaded: true, size: existing.ContentLength ?? 0, hashes: { sha256: existing.Metadata.sha256, etcdSha256: existing.Metadata['etcd-sha256'] } };
+  if (typeof existing === 'object' && existing.metadata.sha256 && existing.metadata['etcd-sha256']) {
+    return { alreadyUploaded: true, size: existing.size, hashes: { sha256: existing.metadata.sha256, etcdSha256: existing.metadata['etcd-sha256'] } };
   }
 
   // The body's own failure (a broken Talos stream, a failed integrity check) is the real cause even when
@@ -154,7 +172,7 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
       ContentType: 'application/octet-stream',
       Metadata: identityMetadata(identity),
       // Atomic "create only": loses no race with another writer. Not when replacing this backup's own partial object.
-      ...(!existing && { IfNoneMatch: '*' }),
+      ...(!ours && { IfNoneMatch: '*' }),
     },
     partSize: up.partSize,
     queueSize: up.queueSize,
@@ -170,6 +188,7 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
     result = await upload.done();
   } catch (error) {
     if (bodyError) throw bodyError;
+    if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 412) throw refuse(' (written while this upload ran)');
     throw new S3UploadError(describeS3Error(error), { cause: error });
   } finally {
     body.destroy(); // after a failed upload, stop the Talos stream instead of leaving it blocked on backpressure
