@@ -61,6 +61,9 @@ async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number>
 }
 
 async function runJobCommand(command: 'snapshot' | 'verify', args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  // The SDK is pinned (package.json) to releases that support Node 20, and the image runs Node 22; its
+  // multi-line "Node 20 support ends" warning would break the one-line error contract on Node 20 machines.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const settings = command === 'snapshot' ? SNAPSHOT_SETTINGS : VERIFY_SETTINGS;
   const { values } = parseArgs({ args, options: Object.fromEntries(settings.map((s) => [s.flag, { type: 'string' as const }])) });
   const raw = resolveSettings(env, values as Record<string, string | undefined>);
