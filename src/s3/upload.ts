@@ -199,8 +199,9 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
     const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
     const size = head.ContentLength ?? 0;
     await addMetadata(up, result.ETag ?? head.ETag ?? '', size, { ...identityMetadata(identity), sha256: hashes.sha256, 'etcd-sha256': hashes.etcdSha256 });
-    // On a versioned bucket the copy is a new version; the one without hashes is redundant.
-    if (result.VersionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: result.VersionId }));
+    // On a versioned bucket the copy is a new version and the one without hashes is redundant. Removing it is
+    // housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless extra version, not a failed backup.
+    if (result.VersionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: result.VersionId })).catch(() => undefined);
     return { alreadyUploaded: false, size, hashes };
   } catch (error) {
     throw new S3UploadError(`the snapshot was uploaded to s3://${bucket}/${key} but recording its sha256 failed: ${describeS3Error(error)}`, { cause: error });
