@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { packageRoot } from '../src/api/crds.js';
+import { SETTINGS, type Setting } from '../src/snapshot/config.js';
 import { README_EXAMPLES } from './fixtures/cron-examples.js';
 import { startServer, type RunningServer } from './helpers/server.js';
 
@@ -77,5 +78,13 @@ describe('README', () => {
     const table = readme.slice(start, readme.indexOf('\n\n', start));
     const rows = [...table.matchAll(/^\| `([^`]+)` \| (.+) \|$/gm)].map((m) => [m[1], m[2]!.replaceAll('`', '')]);
     assert.deepEqual(rows, README_EXAMPLES.map((e) => [e.expression, e.meaning]));
+  });
+
+  it('documents every setting of the snapshot command, with its flag and default', () => {
+    for (const setting of Object.values(SETTINGS) as Setting[]) {
+      const row = readme.split('\n').find((line) => line.startsWith(`| \`${setting.env}\` | \`--${setting.flag}\` |`));
+      assert.ok(row, `README has no row for ${setting.env}`);
+      if (setting.default) assert.ok(row.includes(`\`${setting.default}\``), `README row for ${setting.env} lacks its default`);
+    }
   });
 });
