@@ -1,6 +1,7 @@
 // Entry of `npm run bench`: runs each benchmark section in turn and ends with one JSON line of all figures.
 // A benchmark, not a test: a missed target is printed as FAIL but the exit code stays 0; a broken run exits 1.
 
+import { runPipelineBenchmark } from './pipeline.js';
 import { runScheduleHookBenchmark } from './schedule-hook.js';
 
 async function main(): Promise<void> {
@@ -10,6 +11,7 @@ async function main(): Promise<void> {
   // Further sections (e.g. the snapshot pipeline) go here, each adding its figures under its own key.
   const figures: Record<string, unknown> = { node: process.version };
   figures.scheduleHook = await runScheduleHookBenchmark();
+  figures.pipeline = await runPipelineBenchmark();
 
   console.log('');
   console.log(JSON.stringify(figures));

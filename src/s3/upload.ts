@@ -19,6 +19,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import type { VerifiedSnapshot } from '../snapshot/etcd-trailer.js';
 
 /** Who wrote an object: stored as x-amz-meta-backup-{namespace,name,uid}. */
 export interface BackupIdentity {
@@ -39,8 +40,8 @@ export interface SnapshotUpload {
   identity: BackupIdentity;
   /** Opens the snapshot stream; called only once the key is known to be free (or this backup's own). */
   openBody: () => Readable;
-  /** The hashes, available once the body has ended (the verifying stream reports them just before its end). */
-  hashes: () => UploadedHashes | undefined;
+  /** The verified snapshot's figures, available once the body has ended (the verifying stream reports them just before its end). */
+  verified: () => VerifiedSnapshot | undefined;
   /** Bytes per part: memory is about partSize × (queueSize + 1). */
   partSize: number;
   queueSize: number;
@@ -193,16 +194,22 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   } finally {
     body.destroy(); // after a failed upload, stop the Talos stream instead of leaving it blocked on backpressure
   }
-  const hashes = up.hashes();
-  if (!hashes) throw new S3UploadError('the upload completed without a verified snapshot (internal error)');
+  const verified = up.verified();
+  if (!verified) throw new S3UploadError('the upload completed without a verified snapshot (internal error)');
   try {
     const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
     const size = head.ContentLength ?? 0;
-    await addMetadata(up, result.ETag ?? head.ETag ?? '', size, { ...identityMetadata(identity), sha256: hashes.sha256, 'etcd-sha256': hashes.etcdSha256 });
+    // The copy must be conditional on this upload's object. Some stores (Ceph RGW) answer a multipart
+    // completion with an empty ETag; then the HEAD's is used, once the HEAD shows this backup's uid and size.
+    const etag = result.ETag || head.ETag;
+    if (!etag || head.Metadata?.['backup-uid'] !== identity.uid || size !== verified.size) {
+      throw new Error(`the object at the key is not the one just uploaded (someone wrote it meanwhile?); its hashes were not recorded`);
+    }
+    await addMetadata(up, etag, size, { ...identityMetadata(identity), sha256: verified.sha256, 'etcd-sha256': verified.etcdSha256 });
     // On a versioned bucket the copy is a new version and the one without hashes is redundant. Removing it is
     // housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless extra version, not a failed backup.
     if (result.VersionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: result.VersionId })).catch(() => undefined);
-    return { alreadyUploaded: false, size, hashes };
+    return { alreadyUploaded: false, size, hashes: { sha256: verified.sha256, etcdSha256: verified.etcdSha256 } };
   } catch (error) {
     throw new S3UploadError(`the snapshot was uploaded to s3://${bucket}/${key} but recording its sha256 failed: ${describeS3Error(error)}`, { cause: error });
   }

@@ -66,7 +66,7 @@ export async function takeSnapshot(settings: SnapshotSettings, clock: () => numb
         pipeline(source, verifying, () => undefined);
         return verifying;
       },
-      hashes: () => verified && { sha256: verified.sha256, etcdSha256: verified.etcdSha256 },
+      verified: () => verified,
     });
   });
   return {

@@ -38,7 +38,7 @@ function upload(client: SnapshotUpload['client'], bucket: string, key: string, d
       };
       return Readable.from(chunks()).pipe(verifyingStream((r) => (verified = r)));
     },
-    hashes: () => verified && { sha256: verified.sha256, etcdSha256: verified.etcdSha256 },
+    verified: () => verified,
     ...extra,
   });
   return { run, opened: () => opened };
@@ -133,6 +133,23 @@ describe('uploadSnapshot and verifyObject on Ceph RGW', () => {
     const outcome = await upload(client(), b, 'k.db', data, who).run;
     assert.equal(outcome.alreadyUploaded, false);
     assert.equal((await verifyObject(client(), b, 'k.db')).size, data.length);
+  });
+
+  it('never labels another writer\'s object with this snapshot\'s hashes (a write racing the completion)', async () => {
+    const b = await bucket();
+    const racing = client();
+    // Right before the upload's own HEAD (after its completion), someone else overwrites the key.
+    racing.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'HeadObjectCommand') await rgw().client().send(new PutObjectCommand({ Bucket: b, Key: 'k.db', Body: 'intruder' }));
+        return next(args);
+      },
+      { step: 'initialize', name: 'raceBeforeHead' },
+    );
+    await assert.rejects(upload(racing, b, 'k.db', snapshot(12 * MIB), identity()).run, /not the one just uploaded/);
+    const stored = await rgw().client().send(new GetObjectCommand({ Bucket: b, Key: 'k.db' }));
+    assert.equal(await stored.Body!.transformToString(), 'intruder');
+    assert.equal(stored.Metadata?.sha256, undefined);
   });
 
   it('copies objects above the single-copy limit part by part, keeping the bytes', async () => {

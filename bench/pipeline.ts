@@ -1,0 +1,611 @@
+// Benchmark of the snapshot pipeline: an etcd snapshot streamed from the Talos API (mutual TLS, 1024-byte messages)
+// through the integrity check into S3 (Ceph RGW on loopback), by the real CLI (`node dist/src/main.js snapshot`),
+// against its two stages alone and against the two-step script a user would write otherwise.
+//
+// Every measured run is a child process of its own (peak RSS and CPU are per run, recorded at its exit by
+// bench/measure-preload.js); the Talos double runs in another child (bench/talos-server.js) and RGW's daemons in
+// their own processes, so neither counts against the measured one. Each S3 run gets a fresh RGW: RGW frees deleted
+// objects only by a deferred garbage collection, and a fresh store puts every run on the same footing.
+//
+// Runs, in order: the CLI at the small size (for the RSS comparison), then at the big size stage A (gRPC read +
+// verify to nowhere), stage B (S3 upload of the same bytes, generated in the process), the two-step baseline
+// (talosctl-like save to file.part + fsync + rename, then an upload of the file) and the CLI. BENCH_PIPELINE_MIB sets
+// the big size (default 1024); the small one is 256, or a quarter of the big one below 1024.
+// Reading the figures: CPU seconds per process over the run tell who was busy (one JS thread caps a Node process at
+// about 1.0 core); on this RGW the CopyObject that adds the hashes is a metadata operation (~10 ms), other stores may
+// copy the bytes server-side.
+
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { createTalosPki, talosconfigYaml } from '../test/support/pki.js';
+import { startRgw, type Rgw } from '../test/support/rgw.js';
+import { CHUNK_SIZE } from '../test/support/talos-double.js';
+import type { ChildMeasure, S3CommandTiming } from './measure-preload.js';
+import type { ChildConfig, ChildMode, ChildReport } from './pipeline-child.js';
+import { MIB, type SnapshotFacts } from './snapshot-bytes.js';
+import type { ErrorMessage, ReadyMessage, StartMessage, StatsMessage } from './talos-server.js';
+
+/** The issue's targets. */
+export const PIPELINE_TARGETS = {
+  /** Pipeline time at most this times the slower stage alone. */
+  pipelineToSlowerStage: 1.3,
+  /** Pipeline time at most this times the two-step baseline. */
+  pipelineToTwoStep: 0.65,
+  /** Peak RSS of the pipeline process, MiB. */
+  peakRssMiB: 160,
+  /** Peak RSS difference between the small and the big snapshot, MiB. */
+  rssGrowthMiB: 16,
+} as const;
+
+const PART_SIZE_MIB = 16; // the CLI's defaults (S3_PART_SIZE_MIB, S3_QUEUE_SIZE), passed explicitly everywhere
+const QUEUE_SIZE = 2;
+const BUCKET = 'etcd-backups';
+
+export interface RunFigures {
+  /** Snapshot bytes (database + 32-byte trailer). */
+  bytes: number;
+  mib: number;
+  /** Wall time of the measured process, spawn to exit (node start-up and module loading included). */
+  seconds: number;
+  mibPerSec: number;
+  peakRssMiB: number;
+  /** Where the measured process's memory was at its highest sampled RSS (every 50 ms), MiB. */
+  atPeakMiB: { v8Heap: number; buffers: number; rest: number } | null;
+  /** CPU seconds (user + system, all threads) of the measured process, the Talos double and RGW (radosgw + OSD). */
+  cpuSeconds: { measured: number; double: number | null; rgw: number | null };
+  /** Where the time went, seconds (see the report for each phase's meaning). */
+  phases: Record<string, number>;
+}
+
+export interface PipelineFigures {
+  messageBytes: number;
+  partSizeMiB: number;
+  queueSize: number;
+  smallMiB: number;
+  bigMiB: number;
+  pipelineSmall: RunFigures;
+  pipeline: RunFigures;
+  readVerify: RunFigures;
+  s3Upload: RunFigures;
+  twoStep: RunFigures;
+  slowerStage: 'readVerify' | 's3Upload';
+  pipelineToSlowerStage: number;
+  pipelineToTwoStep: number;
+  rssGrowthMiB: number;
+  targets: typeof PIPELINE_TARGETS;
+  pass: { pipelineToSlowerStage: boolean; pipelineToTwoStep: boolean; peakRss: boolean; rssGrowth: boolean };
+}
+
+const round = (value: number, digits = 2): number => Number(value.toFixed(digits));
+
+function positiveInteger(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+// --- children: tracked so that they are killed on any exit ---------------------------------------------------
+
+const live = new Set<ChildProcess>();
+
+function killChildren(): void {
+  for (const child of live) child.kill('SIGKILL');
+}
+
+/**
+ * On exit and on SIGINT/SIGTERM: kills our children and removes the temporary directory (then lets the signal do
+ * what it would have done). The normal path cleans up in finally blocks; this covers the rest.
+ */
+function installCleanup(dir: string): () => void {
+  const lastResort = (): void => {
+    killChildren();
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // exiting anyway
+    }
+  };
+  process.on('exit', lastResort);
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
+    const handler = (): void => {
+      lastResort();
+      process.removeListener(signal, handler);
+      // test/support/rgw.js re-raises the signal after its own clean-up when no other handler is left.
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    };
+    process.on(signal, handler);
+    return [signal, handler] as const;
+  });
+  return () => {
+    process.removeListener('exit', lastResort);
+    for (const [signal, handler] of handlers) process.removeListener(signal, handler);
+  };
+}
+
+function track(child: ChildProcess): void {
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+}
+
+/** Keeps the last `max` characters of a stream (children's stderr, for error messages). */
+function tail(stream: NodeJS.ReadableStream | null, max = 8_000): () => string {
+  let text = '';
+  stream?.setEncoding('utf8');
+  stream?.on('data', (chunk: string) => {
+    text = (text + chunk).slice(-max);
+  });
+  return () => text.trim();
+}
+
+async function stopChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  if (child.connected) child.disconnect();
+  else child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+// --- the Talos double, in its own process ----------------------------------------------------------------------
+
+interface DoubleProcess {
+  endpoint: string;
+  facts: SnapshotFacts;
+  buildMs: number;
+  stats(): Promise<StatsMessage>;
+  stop(): Promise<void>;
+}
+
+function reply<T extends { type: string }>(child: ChildProcess, type: T['type'], what: string, timeoutMs: number, stderr: () => string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`the Talos double did not ${what} within ${timeoutMs / 1000} s; stderr: ${stderr()}`));
+    }, timeoutMs);
+    const onMessage = (raw: unknown): void => {
+      const message = raw as { type?: unknown } | null;
+      if (message?.type === 'error') {
+        done();
+        reject(new Error(`the Talos double failed: ${(message as ErrorMessage).message}`));
+      } else if (message?.type === type) {
+        done();
+        resolve(message as T);
+      }
+    };
+    const onExit = (code: number | null, signal: string | null): void => {
+      done();
+      reject(new Error(`the Talos double exited (code ${code}, signal ${signal}) before it could ${what}; stderr: ${stderr()}`));
+    };
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+async function startDouble(tls: StartMessage['tls'], dbBytes: number): Promise<DoubleProcess> {
+  const entry = fileURLToPath(new URL('./talos-server.js', import.meta.url));
+  const child = spawn(process.execPath, [entry], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: childEnv() });
+  track(child);
+  const stderr = tail(child.stderr);
+  try {
+    const ready = reply<ReadyMessage>(child, 'ready', 'start', 60_000, stderr);
+    child.send({ type: 'start', tls, dbBytes } satisfies StartMessage);
+    const { endpoint, facts, buildMs } = await ready;
+    return {
+      endpoint,
+      facts,
+      buildMs,
+      stats: () => {
+        const answer = reply<StatsMessage>(child, 'stats', 'report its stats', 5_000, stderr);
+        child.send({ type: 'stats' });
+        return answer;
+      },
+      stop: () => stopChild(child),
+    };
+  } catch (error) {
+    await stopChild(child);
+    throw error;
+  }
+}
+
+// --- CPU time of RGW's daemons, from /proc ---------------------------------------------------------------------
+
+let clockTicks: number | undefined;
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+/** CPU seconds (user + system, all threads) of every process whose command line mentions the RGW's directory. */
+function rgwCpuSeconds(rgw: Rgw): number {
+  let ticks = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`${rgw.dir}/`)) continue;
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from #3 (state) on
+      ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0); // #14 utime, #15 stime
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks / ticksPerSecond();
+}
+
+// --- one measured process --------------------------------------------------------------------------------------
+
+interface Measured {
+  wallMs: number;
+  stdout: string;
+  measure: ChildMeasure;
+}
+
+/** The environment for children: ours, less anything that would configure the CLI or the AWS SDK behind our back. */
+function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (/^(AWS_|S3_|TALOS|BACKUP_|BENCH_)/.test(name) || name === 'CLUSTER_NAME') continue;
+    env[name] = value;
+  }
+  return { ...env, ...extra };
+}
+
+async function runMeasured(label: string, args: string[], env: NodeJS.ProcessEnv, dir: string, timeoutMs: number, traceS3: boolean): Promise<Measured> {
+  const measureFile = join(dir, `measure-${process.hrtime.bigint()}.json`);
+  const preload = new URL('./measure-preload.js', import.meta.url).href;
+  const started = performance.now();
+  const child = spawn(process.execPath, ['--import', preload, ...args], {
+    env: { ...env, BENCH_MEASURE_FILE: measureFile, ...(traceS3 && { BENCH_S3_TIMING: '1' }) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  track(child);
+  let stdout = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => (stdout += chunk));
+  const stderr = tail(child.stderr);
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  let code: number | null;
+  let signal: NodeJS.Signals | null;
+  try {
+    [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null]; // rejects on 'error' (spawn failed)
+  } finally {
+    clearTimeout(timer);
+  }
+  const wallMs = performance.now() - started;
+  try {
+    if (code !== 0) {
+      const why = signal === 'SIGKILL' && wallMs >= timeoutMs ? `timed out after ${timeoutMs / 1000} s` : `exited with ${code ?? signal}`;
+      throw new Error(`${label}: the process ${why}\nstderr: ${stderr()}\nstdout: ${stdout.trim().slice(-2_000)}`);
+    }
+    const measure = JSON.parse(await readFile(measureFile, 'utf8')) as ChildMeasure;
+    return { wallMs, stdout, measure };
+  } finally {
+    await rm(measureFile, { force: true });
+  }
+}
+
+function lastJsonLine<T>(label: string, stdout: string): T {
+  const line = stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as T;
+  } catch {
+    throw new Error(`${label}: expected one JSON line on stdout, got ${JSON.stringify(stdout.slice(-2_000))}`);
+  }
+}
+
+/** Splits a run's S3 traffic: start-up until the first request, the streamed upload, the finishing requests after it. */
+function s3Phases(timings: readonly S3CommandTiming[]): Record<string, number> {
+  const first = timings[0];
+  const complete = timings.findLast((t) => t.command === 'CompleteMultipartUploadCommand');
+  const copy = timings.findLast((t) => t.command === 'CopyObjectCommand');
+  const last = timings.at(-1);
+  if (!first || !complete || !last) return {};
+  const probe = timings.find((t) => t.command === 'GetObjectCommand');
+  const streamFrom = probe && probe.endMs <= complete.startMs ? probe.endMs : first.startMs;
+  return {
+    startup: round(first.startMs / 1000),
+    ...(probe && { probe: round((probe.endMs - probe.startMs) / 1000) }),
+    upload: round((complete.endMs - streamFrom) / 1000),
+    ...(last !== complete && { finish: round((last.endMs - complete.endMs) / 1000) }),
+    ...(copy && { metadataCopy: round((copy.endMs - copy.startMs) / 1000) }),
+  };
+}
+
+interface Observed {
+  measured: Measured;
+  figures: RunFigures;
+}
+
+/** Runs one measured process, with the double's and RGW's CPU time over it. */
+async function observe(
+  label: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  ctx: { dir: string; bytes: number; double?: DoubleProcess; rgw?: Rgw },
+): Promise<Observed> {
+  const mib = (ctx.bytes - 32) / MIB;
+  const timeoutMs = 60_000 + mib * 125; // 8 MiB/s at worst: a run slower than that is broken, not slow
+  const doubleBefore = await ctx.double?.stats();
+  const rgwBefore = ctx.rgw && rgwCpuSeconds(ctx.rgw);
+  const measured = await runMeasured(label, args, env, ctx.dir, timeoutMs, ctx.rgw !== undefined);
+  const doubleAfter = await ctx.double?.stats();
+  const rgwAfter = ctx.rgw && rgwCpuSeconds(ctx.rgw);
+  if (doubleBefore && doubleAfter) {
+    const calls = doubleAfter.calls.slice(doubleBefore.calls.length);
+    const served = calls.filter((c) => c.code === 0 && c.bytes === ctx.bytes);
+    if (calls.length !== 1 || served.length !== 1) throw new Error(`${label}: expected one complete EtcdSnapshot call on the double, got ${JSON.stringify(calls)}`);
+  }
+  const seconds = measured.wallMs / 1000;
+  const { measure } = measured;
+  return {
+    measured,
+    figures: {
+      bytes: ctx.bytes,
+      mib,
+      seconds: round(seconds),
+      mibPerSec: round(mib / seconds, 1),
+      peakRssMiB: round(measure.maxRssKiB / 1024, 1),
+      atPeakMiB: measure.atPeak
+        ? {
+            v8Heap: measure.atPeak.heapTotal,
+            buffers: measure.atPeak.arrayBuffers,
+            rest: round(measure.atPeak.rss - measure.atPeak.heapTotal - measure.atPeak.arrayBuffers, 1),
+          }
+        : null,
+      cpuSeconds: {
+        measured: round((measure.userCpuUs + measure.systemCpuUs) / 1e6),
+        double: doubleBefore && doubleAfter ? round((doubleAfter.cpuUs - doubleBefore.cpuUs) / 1e6) : null,
+        rgw: rgwBefore !== undefined && rgwAfter !== undefined ? round(rgwAfter - rgwBefore) : null,
+      },
+      phases: s3Phases(measure.s3 ?? []),
+    },
+  };
+}
+
+// --- the runs --------------------------------------------------------------------------------------------------
+
+interface Setup {
+  dir: string;
+  talosconfig: string;
+}
+
+async function withRgw<T>(bytes: number, body: (rgw: Rgw) => Promise<T>): Promise<T> {
+  // The memstore OSD holds the data in RAM; the capacity is an upper bound, not an allocation.
+  const rgw = await startRgw({ memstoreBytes: Math.max(1024 * MIB, 3 * bytes + 512 * MIB) });
+  try {
+    await rgw.createBucket(BUCKET);
+    return await body(rgw);
+  } finally {
+    await rgw.stop();
+  }
+}
+
+function s3Env(rgw: Rgw): Record<string, string> {
+  return { S3_BUCKET: BUCKET, S3_REGION: rgw.region, S3_ENDPOINT: rgw.endpoint, AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
+}
+
+/** The object at `key` must be the snapshot; with `hashes`, it must also carry them as metadata. */
+async function checkObject(label: string, rgw: Rgw, key: string, facts: SnapshotFacts, hashes: boolean): Promise<void> {
+  const client = rgw.client();
+  let head;
+  try {
+    head = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+  } catch (error) {
+    throw new Error(`${label}: the object s3://${BUCKET}/${key} is not there (${(error as Error).name}: ${(error as Error).message})`);
+  }
+  if (head.ContentLength !== facts.size) throw new Error(`${label}: the stored object has ${head.ContentLength} bytes, expected ${facts.size}`);
+  if (hashes && (head.Metadata?.sha256 !== facts.sha256 || head.Metadata?.['etcd-sha256'] !== facts.etcdSha256)) {
+    throw new Error(`${label}: the stored object's metadata ${JSON.stringify(head.Metadata)} lacks the snapshot's hashes ${JSON.stringify(facts)}`);
+  }
+}
+
+/** The real CLI, configured by environment variables as the Job configures it. */
+async function runCli(label: string, setup: Setup, double: DoubleProcess): Promise<RunFigures> {
+  const cli = fileURLToPath(new URL('../src/main.js', import.meta.url));
+  const key = `bench/${label.replace(/\W+/g, '-')}.db`;
+  return withRgw(double.facts.size, async (rgw) => {
+    const env = childEnv({
+      ...s3Env(rgw),
+      TALOSCONFIG: setup.talosconfig,
+      S3_KEY: key,
+      S3_PART_SIZE_MIB: String(PART_SIZE_MIB),
+      S3_QUEUE_SIZE: String(QUEUE_SIZE),
+      BACKUP_NAMESPACE: 'bench',
+      BACKUP_NAME: label,
+    });
+    const { measured, figures } = await observe(label, [cli, 'snapshot'], env, { dir: setup.dir, bytes: double.facts.size, double, rgw });
+    const result = lastJsonLine<{ size?: unknown; sha256?: unknown; etcdSha256?: unknown; alreadyUploaded?: unknown; key?: unknown }>(label, measured.stdout);
+    const { facts } = double;
+    if (result.size !== facts.size || result.sha256 !== facts.sha256 || result.etcdSha256 !== facts.etcdSha256 || result.alreadyUploaded !== false || result.key !== key) {
+      throw new Error(`${label}: the CLI reported ${JSON.stringify(result)}, expected size ${facts.size}, sha256 ${facts.sha256}, etcdSha256 ${facts.etcdSha256}, key ${key}`);
+    }
+    await checkObject(label, rgw, key, facts, true);
+    return figures;
+  });
+}
+
+async function runStage(mode: ChildMode, label: string, setup: Setup, double: DoubleProcess): Promise<RunFigures> {
+  const entry = fileURLToPath(new URL('./pipeline-child.js', import.meta.url));
+  const key = `bench/${mode}.db`;
+  const file = join(setup.dir, 'etcd.snapshot');
+  const go = async (rgw: Rgw | undefined): Promise<RunFigures> => {
+    const config: ChildConfig = {
+      mode,
+      talosconfig: setup.talosconfig,
+      dbBytes: double.facts.size - 32,
+      facts: double.facts,
+      s3: { endpoint: rgw?.endpoint ?? '', region: rgw?.region ?? '', accessKeyId: rgw?.accessKeyId ?? '', secretAccessKey: rgw?.secretAccessKey ?? '', bucket: BUCKET, key },
+      partSize: PART_SIZE_MIB * MIB,
+      queueSize: QUEUE_SIZE,
+      ...(mode === 'two-step' && { file }),
+    };
+    const env = childEnv({ BENCH_PIPELINE_CHILD: JSON.stringify(config) });
+    // The S3-only upload needs no Talos: the double is left out of its figures (it idles meanwhile).
+    const ctx = { dir: setup.dir, bytes: double.facts.size, ...(mode !== 'upload' && { double }), ...(rgw && { rgw }) };
+    try {
+      const { measured, figures } = await observe(label, [entry], env, ctx);
+      const report = lastJsonLine<ChildReport>(label, measured.stdout);
+      if (report.bytes !== double.facts.size) throw new Error(`${label}: ${report.bytes} bytes went through, expected ${double.facts.size}`);
+      if (report.etcdSha256 !== undefined && report.etcdSha256 !== double.facts.etcdSha256) throw new Error(`${label}: etcdSha256 ${report.etcdSha256}, expected ${double.facts.etcdSha256}`);
+      if (report.sha256 !== undefined && report.sha256 !== double.facts.sha256) throw new Error(`${label}: sha256 ${report.sha256}, expected ${double.facts.sha256}`);
+      if (rgw) await checkObject(label, rgw, key, double.facts, mode === 'upload');
+      // Start-up: node, module loading and set-up, until the child's own clock starts.
+      const startup = round(figures.seconds - (report.phases.total ?? Number.NaN) / 1000);
+      if (mode === 'read') figures.phases = { startup, stream: round((report.phases.total ?? Number.NaN) / 1000) };
+      if (mode === 'two-step') {
+        figures.phases = { startup, save: round((report.phases.save ?? Number.NaN) / 1000), uploadFile: round((report.phases.upload ?? Number.NaN) / 1000) };
+      }
+      return figures;
+    } finally {
+      await rm(file, { force: true });
+      await rm(`${file}.part`, { force: true });
+    }
+  };
+  return mode === 'read' ? go(undefined) : withRgw(double.facts.size, go);
+}
+
+// --- report ----------------------------------------------------------------------------------------------------
+
+const show = (label: string, value: string): void => console.log(`${`${label}:`.padEnd(34)}${value}`);
+const verdict = (pass: boolean): string => (pass ? 'PASS' : 'FAIL  <<<<<<<<<<');
+
+function describeRun(label: string, run: RunFigures): void {
+  const cpu = (name: string, seconds: number | null): string => (seconds === null ? '' : `${name} ${seconds.toFixed(1)} (${(seconds / run.seconds).toFixed(2)})`);
+  const cpus = [cpu('measured', run.cpuSeconds.measured), cpu('double', run.cpuSeconds.double), cpu('rgw', run.cpuSeconds.rgw)].filter(Boolean).join(', ');
+  show(label, `${run.seconds.toFixed(2).padStart(6)} s  ${run.mibPerSec.toFixed(1).padStart(6)} MiB/s  peak RSS ${run.peakRssMiB.toFixed(1).padStart(5)} MiB`);
+  show('  CPU s (cores busy)', cpus);
+  if (run.atPeakMiB) {
+    const { v8Heap, buffers, rest } = run.atPeakMiB;
+    show('  memory at the sampled peak', `V8 heap ${v8Heap.toFixed(1)} MiB, Buffers ${buffers.toFixed(1)} MiB, rest ${rest.toFixed(1)} MiB (code, native, malloc)`);
+  }
+}
+
+function describePhases(label: string, phases: Record<string, number>): void {
+  const parts = Object.entries(phases).map(([name, seconds]) => `${name} ${seconds.toFixed(2)} s`);
+  if (parts.length > 0) show(`  ${label}`, parts.join(', '));
+}
+
+export async function runPipelineBenchmark(): Promise<PipelineFigures> {
+  const bigMiB = positiveInteger('BENCH_PIPELINE_MIB', 1024);
+  const smallMiB = Math.min(256, Math.max(16, Math.floor(bigMiB / 4)));
+  console.log(`\n## snapshot pipeline: Talos API (mTLS, ${CHUNK_SIZE}-byte messages) → verify → S3 (Ceph RGW on 127.0.0.1)`);
+  console.log(
+    `snapshots: ${bigMiB} MiB and ${smallMiB} MiB (+32-byte trailer); parts ${PART_SIZE_MIB} MiB, queue ${QUEUE_SIZE}; ` +
+      'the Talos double (pre-framed writes) and RGW run in their own processes; a fresh RGW for each S3 run',
+  );
+  console.log('time = the measured process from spawn to exit; peak RSS = its VmHWM; CPU s = user + system, all threads');
+
+  const dir = await mkdtemp(join(tmpdir(), 'talos-etcd-backup-bench-'));
+  const uninstall = installCleanup(dir);
+  const doubles: DoubleProcess[] = [];
+  try {
+    const pki = await createTalosPki();
+    const client = await pki.clientCert(['os:etcd:backup']);
+    const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
+    const talosconfig = join(dir, 'talosconfig');
+    const setup: Setup = { dir, talosconfig };
+    const startFor = async (mib: number): Promise<DoubleProcess> => {
+      const double = await startDouble(tls, mib * MIB);
+      doubles.push(double);
+      await writeFile(talosconfig, talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }), { mode: 0o600 });
+      console.log(`Talos double: ${mib} MiB snapshot built in ${(double.buildMs / 1000).toFixed(2)} s, serving on ${double.endpoint}`);
+      return double;
+    };
+    const retire = async (double: DoubleProcess): Promise<void> => {
+      await double.stop();
+      doubles.splice(doubles.indexOf(double), 1);
+    };
+
+    console.log('');
+    const small = await startFor(smallMiB);
+    const pipelineSmall = await runCli(`pipeline-${smallMiB}MiB`, setup, small);
+    describeRun(`pipeline, ${smallMiB} MiB`, pipelineSmall);
+    await retire(small);
+
+    const big = await startFor(bigMiB);
+    const readVerify = await runStage('read', 'gRPC read + verify', setup, big);
+    describeRun(`stage A: gRPC read + verify`, readVerify);
+    describePhases('stage A phases', readVerify.phases);
+    const s3Upload = await runStage('upload', 'S3 upload alone', setup, big);
+    describeRun(`stage B: S3 upload alone`, s3Upload);
+    describePhases('stage B phases', s3Upload.phases);
+    const twoStep = await runStage('two-step', 'two-step baseline', setup, big);
+    describeRun(`two-step: save file, upload file`, twoStep);
+    describePhases('two-step phases', twoStep.phases);
+    const pipeline = await runCli(`pipeline-${bigMiB}MiB`, setup, big);
+    describeRun(`pipeline, ${bigMiB} MiB`, pipeline);
+    describePhases('pipeline phases', pipeline.phases);
+    await retire(big);
+
+    const slowerStage = readVerify.seconds >= s3Upload.seconds ? 'readVerify' : 's3Upload';
+    const slower = slowerStage === 'readVerify' ? readVerify : s3Upload;
+    const pipelineToSlowerStage = pipeline.seconds / slower.seconds;
+    const pipelineToTwoStep = pipeline.seconds / twoStep.seconds;
+    const rssGrowthMiB = pipeline.peakRssMiB - pipelineSmall.peakRssMiB;
+    const peakRss = Math.max(pipeline.peakRssMiB, pipelineSmall.peakRssMiB);
+    const pass = {
+      pipelineToSlowerStage: pipelineToSlowerStage <= PIPELINE_TARGETS.pipelineToSlowerStage,
+      pipelineToTwoStep: pipelineToTwoStep <= PIPELINE_TARGETS.pipelineToTwoStep,
+      peakRss: peakRss <= PIPELINE_TARGETS.peakRssMiB,
+      rssGrowth: Math.abs(rssGrowthMiB) <= PIPELINE_TARGETS.rssGrowthMiB,
+    };
+
+    console.log(
+      'phases: startup = node and modules until the first request; upload = probe answered → CompleteMultipartUpload; ' +
+        'finish = HeadObject + CopyObject adding the hashes; save = Talos stream to file.part, fsync, rename',
+    );
+    console.log('');
+    show('slower stage', `${slowerStage === 'readVerify' ? 'A, gRPC read + verify' : 'B, S3 upload'} (${slower.seconds.toFixed(2)} s)`);
+    const stagesCpu = readVerify.cpuSeconds.measured + s3Upload.cpuSeconds.measured;
+    show('CPU: pipeline vs A + B', `${pipeline.cpuSeconds.measured.toFixed(1)} s vs ${readVerify.cpuSeconds.measured.toFixed(1)} + ${s3Upload.cpuSeconds.measured.toFixed(1)} = ${stagesCpu.toFixed(1)} s (the CLI does both stages' work on one JS thread)`);
+    show(`pipeline / slower stage`, `${pipelineToSlowerStage.toFixed(2)}  target <= ${PIPELINE_TARGETS.pipelineToSlowerStage}  ${verdict(pass.pipelineToSlowerStage)}`);
+    show(`pipeline / two-step`, `${pipelineToTwoStep.toFixed(2)}  target <= ${PIPELINE_TARGETS.pipelineToTwoStep}  ${verdict(pass.pipelineToTwoStep)}`);
+    show(`pipeline peak RSS`, `${peakRss.toFixed(1)} MiB  target <= ${PIPELINE_TARGETS.peakRssMiB}  ${verdict(pass.peakRss)}`);
+    show(`RSS ${bigMiB} MiB − ${smallMiB} MiB`, `${rssGrowthMiB >= 0 ? '+' : ''}${rssGrowthMiB.toFixed(1)} MiB  target within ${PIPELINE_TARGETS.rssGrowthMiB}  ${verdict(pass.rssGrowth)}`);
+
+    return {
+      messageBytes: CHUNK_SIZE,
+      partSizeMiB: PART_SIZE_MIB,
+      queueSize: QUEUE_SIZE,
+      smallMiB,
+      bigMiB,
+      pipelineSmall,
+      pipeline,
+      readVerify,
+      s3Upload,
+      twoStep,
+      slowerStage,
+      pipelineToSlowerStage: round(pipelineToSlowerStage, 3),
+      pipelineToTwoStep: round(pipelineToTwoStep, 3),
+      rssGrowthMiB: round(rssGrowthMiB, 1),
+      targets: PIPELINE_TARGETS,
+      pass,
+    };
+  } finally {
+    await Promise.allSettled(doubles.map((double) => double.stop()));
+    killChildren(); // nothing should be left; this is the last resort
+    await rm(dir, { recursive: true, force: true });
+    uninstall();
+  }
+}
