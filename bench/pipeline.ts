@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { SETTINGS } from '../src/snapshot/config.js';
 import { createTalosPki, talosconfigYaml } from '../test/support/pki.js';
 import { startRgw, type Rgw } from '../test/support/rgw.js';
 import { CHUNK_SIZE } from '../test/support/talos-double.js';
@@ -44,8 +45,9 @@ export const PIPELINE_TARGETS = {
   rssGrowthMiB: 16,
 } as const;
 
-const PART_SIZE_MIB = 16; // the CLI's defaults (S3_PART_SIZE_MIB, S3_QUEUE_SIZE), passed explicitly everywhere
-const QUEUE_SIZE = 2;
+// The CLI's own defaults (S3_PART_SIZE_MIB, S3_QUEUE_SIZE), passed explicitly everywhere.
+const PART_SIZE_MIB = Number(SETTINGS.partSize.default);
+const QUEUE_SIZE = Number(SETTINGS.queueSize.default);
 const BUCKET = 'etcd-backups';
 
 export interface RunFigures {

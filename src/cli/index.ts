@@ -6,8 +6,6 @@ import { parseArgs } from 'node:util';
 import { packageRoot } from '../api/crds.js';
 import { ConfigError, DEFAULTS, HOST_ENV, PORT_ENV, parseServerConfig } from '../config.js';
 import { resolveSettings, SETTINGS, SettingsError, type Setting } from '../snapshot/config.js';
-import { serve } from './serve.js';
-import { redact, snapshotCommand, verifyCommand } from './snapshot.js';
 
 const SNAPSHOT_SETTINGS = Object.values(SETTINGS) as Setting[];
 const VERIFY_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
@@ -52,6 +50,8 @@ function fail(message: string, code: number): number {
 
 async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { host: { type: 'string' }, port: { type: 'string' } } });
+  // Each command loads only its own modules: the Job's memory budget has no room for the web server's.
+  const { serve } = await import('./serve.js');
   try {
     await serve(parseServerConfig({ ...env, ...(values.host !== undefined && { [HOST_ENV]: values.host }), ...(values.port !== undefined && { [PORT_ENV]: values.port }) }));
     return 0;
@@ -67,6 +67,7 @@ async function runJobCommand(command: 'snapshot' | 'verify', args: string[], env
   const settings = command === 'snapshot' ? SNAPSHOT_SETTINGS : VERIFY_SETTINGS;
   const { values } = parseArgs({ args, options: Object.fromEntries(settings.map((s) => [s.flag, { type: 'string' as const }])) });
   const raw = resolveSettings(env, values as Record<string, string | undefined>);
+  const { redact, snapshotCommand, verifyCommand } = await import('./snapshot.js');
   try {
     const result = command === 'snapshot' ? await snapshotCommand(raw) : await verifyCommand(raw);
     process.stdout.write(`${redact(JSON.stringify(command === 'verify' ? { ...result, verified: true } : result), env)}\n`);

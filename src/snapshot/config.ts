@@ -29,7 +29,7 @@ export const SETTINGS = {
   cluster: { env: 'CLUSTER_NAME', flag: 'cluster', help: 'the <cluster> segment of the object key (required unless --key)' },
   key: { env: 'S3_KEY', flag: 'key', help: 'the whole object key (snapshot: overrides prefix/cluster/time; verify: required)' },
   time: { env: 'BACKUP_TIME', flag: 'time', help: 'RFC 3339 time for the key (default: now)' },
-  partSize: { env: 'S3_PART_SIZE_MIB', flag: 'part-size-mib', help: 'multipart part size in MiB (memory is about part size x (queue size + 1))', default: '16' },
+  partSize: { env: 'S3_PART_SIZE_MIB', flag: 'part-size-mib', help: 'multipart part size in MiB (memory is about part size x (queue size + 2); objects up to 10000 parts)', default: '8' },
   queueSize: { env: 'S3_QUEUE_SIZE', flag: 'queue-size', help: 'parts uploaded concurrently', default: '2' },
   backupNamespace: { env: 'BACKUP_NAMESPACE', flag: 'backup-namespace', help: 'namespace of the TalosEtcdBackup (object metadata)', default: '' },
   backupName: { env: 'BACKUP_NAME', flag: 'backup-name', help: 'name of the TalosEtcdBackup (object metadata)', default: 'manual' },

