@@ -1,10 +1,11 @@
 // `talos-etcd-backup snapshot` and `verify`: the Job's commands. One JSON line on stdout on success; one line
 // on stderr and a non-zero exit on failure. Secrets are redacted from anything printed.
 
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { objectKey } from '../s3/object-key.js';
 import { createS3Client, type S3Settings } from '../s3/client.js';
-import { defaultUid, Problems, type RawSettings } from '../snapshot/config.js';
+import { Problems, type RawSettings } from '../snapshot/config.js';
 import { takeSnapshot, type SnapshotResult } from '../snapshot/run.js';
 import { verifyObject, type VerifiedObject } from '../snapshot/verify-object.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from '../talos/talosconfig.js';
@@ -60,10 +61,11 @@ export async function snapshotCommand(raw: RawSettings, now: () => Date = () => 
     return await takeSnapshot({
       talos: { context, endpoints, node: raw.node, connectTimeoutMs, idleTimeoutMs },
       s3: { client: createS3Client(s3), bucket, key, partSize, queueSize },
-      identity: { namespace: raw.backupNamespace ?? '', name: raw.backupName ?? '', uid: defaultUid(raw) },
+      // Without a uid a manual run gets a unique one, so it never mistakes another object for its own.
+      identity: { namespace: raw.backupNamespace ?? '', name: raw.backupName ?? '', uid: raw.backupUid ?? randomUUID() },
     });
   } catch (error) {
-    if (error instanceof TalosError) throw new TalosError(`Failed to take etcd snapshot: ${error.message}`, error.endpoint, error.failover, error.code);
+    if (error instanceof TalosError) throw new TalosError(`Failed to take etcd snapshot: ${error.message}`, error.endpoint, error.failover);
     throw error;
   }
 }

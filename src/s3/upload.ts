@@ -45,7 +45,6 @@ export interface SnapshotUpload {
   /** Bytes per part: memory is about partSize × (queueSize + 1). */
   partSize: number;
   queueSize: number;
-  onProgress?: (bytesUploaded: number) => void;
   /** Largest object copied in one request (S3's limit is 5 GiB); above it the copy is multipart. */
   maxSingleCopyBytes?: number;
 }
@@ -112,12 +111,14 @@ async function probeKey(client: S3Client, bucket: string, key: string): Promise<
 async function addMetadata(up: SnapshotUpload, etag: string, size: number, metadata: Record<string, string>): Promise<void> {
   const { client, bucket, key } = up;
   const source = `${bucket}/${encodeURIComponent(key)}`;
-  if (size <= (up.maxSingleCopyBytes ?? FIVE_GIB)) {
+  const singleCopyLimit = up.maxSingleCopyBytes ?? FIVE_GIB;
+  if (size <= singleCopyLimit) {
     await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadata, ContentType: 'application/octet-stream' }));
     return;
   }
   // Above the single-copy limit: a multipart copy, part by part, still entirely inside the store.
-  const partBytes = Math.max(up.maxSingleCopyBytes ?? COPY_PART_BYTES, 5 * 1024 * 1024);
+  // Parts of 1 GiB, never above the single-copy limit (a test lowers that limit to exercise this path).
+  const partBytes = Math.max(Math.min(singleCopyLimit, COPY_PART_BYTES), 5 * 1024 * 1024);
   const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata, ContentType: 'application/octet-stream' }));
   try {
     const parts = [];
@@ -178,11 +179,6 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
     partSize: up.partSize,
     queueSize: up.queueSize,
     leavePartsOnError: false,
-  });
-  let uploaded = 0;
-  upload.on('httpUploadProgress', (progress) => {
-    uploaded = Math.max(uploaded, progress.loaded ?? 0);
-    up.onProgress?.(uploaded);
   });
   let result;
   try {

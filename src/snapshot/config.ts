@@ -1,7 +1,6 @@
 // Settings of the `snapshot` and `verify` commands: environment variables (how the Job passes them), each with
 // a flag of the same meaning (how a person passes them). Flags win. Every problem is reported at once.
 
-import { randomUUID } from 'node:crypto';
 import { DEFAULT_PREFIX } from '../s3/object-key.js';
 
 export interface Setting {
@@ -81,9 +80,4 @@ export class Problems {
   throwIfAny(): void {
     if (this.list.length > 0) throw new SettingsError(`invalid configuration: ${this.list.join('; ')}`);
   }
-}
-
-/** The uid used when none is given: unique, so a manual run never mistakes another object for its own. */
-export function defaultUid(raw: RawSettings): string {
-  return raw.backupUid ?? randomUUID();
 }

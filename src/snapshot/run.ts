@@ -19,7 +19,6 @@ export interface SnapshotSettings {
   };
   s3: { client: S3Client; bucket: string; key: string; partSize: number; queueSize: number };
   identity: BackupIdentity;
-  onProgress?: (bytesUploaded: number) => void;
 }
 
 export interface SnapshotResult {
@@ -58,7 +57,6 @@ export async function takeSnapshot(settings: SnapshotSettings, clock: () => numb
       identity: settings.identity,
       partSize: s3.partSize,
       queueSize: s3.queueSize,
-      ...(settings.onProgress && { onProgress: settings.onProgress }),
       openBody: () => {
         const source = openEtcdSnapshot(talos.context, endpoint, { node: talos.node, connectTimeoutMs: talos.connectTimeoutMs, idleTimeoutMs: talos.idleTimeoutMs });
         const verifying = verifyingStream((result) => (verified = result));

@@ -26,7 +26,6 @@ export class TalosError extends Error {
     message: string,
     readonly endpoint: string,
     readonly failover: boolean,
-    readonly code?: grpc.status,
   ) {
     super(message);
   }
@@ -45,22 +44,27 @@ const BATCH_BYTES = 256 * 1024;
 
 let machineService: grpc.ServiceClientConstructor | undefined;
 
+/** How messages name where a snapshot came from: the endpoint, or the pinned node through it. */
+function describeTarget(endpoint: string, node: string | undefined): string {
+  return node ? `node ${node} via ${endpoint}` : endpoint;
+}
+
 function describeStatus(error: grpc.ServiceError, endpoint: string, node: string | undefined): TalosError {
-  const where = node ? `node ${node} via ${endpoint}` : endpoint;
+  const where = describeTarget(endpoint, node);
   const detail = error.details || error.message;
   switch (error.code) {
     case grpc.status.UNIMPLEMENTED:
-      return new TalosError(`${where} is not a control-plane node: etcd snapshots are only available on control-plane nodes (Unimplemented: ${detail})`, endpoint, true, error.code);
+      return new TalosError(`${where} is not a control-plane node: etcd snapshots are only available on control-plane nodes (Unimplemented: ${detail})`, endpoint, true);
     case grpc.status.PERMISSION_DENIED:
-      return new TalosError(`${where} refused the snapshot: the talosconfig's role needs os:etcd:backup, os:operator or os:admin (PermissionDenied: ${detail})`, endpoint, false, error.code);
+      return new TalosError(`${where} refused the snapshot: the talosconfig's role needs os:etcd:backup, os:operator or os:admin (PermissionDenied: ${detail})`, endpoint, false);
     case grpc.status.UNAUTHENTICATED:
-      return new TalosError(`${where} did not accept the talosconfig's client certificate (Unauthenticated: ${detail})`, endpoint, false, error.code);
+      return new TalosError(`${where} did not accept the talosconfig's client certificate (Unauthenticated: ${detail})`, endpoint, false);
     case grpc.status.INVALID_ARGUMENT:
-      return new TalosError(`${where} rejected the request (InvalidArgument: ${detail})`, endpoint, false, error.code);
+      return new TalosError(`${where} rejected the request (InvalidArgument: ${detail})`, endpoint, false);
     case grpc.status.UNAVAILABLE:
-      return new TalosError(`cannot reach the Talos API at ${where} (Unavailable: ${detail})`, endpoint, true, error.code);
+      return new TalosError(`cannot reach the Talos API at ${where} (Unavailable: ${detail})`, endpoint, true);
     default:
-      return new TalosError(`the snapshot stream from ${where} failed (${grpc.status[error.code] ?? error.code}: ${detail})`, endpoint, true, error.code);
+      return new TalosError(`the snapshot stream from ${where} failed (${grpc.status[error.code] ?? error.code}: ${detail})`, endpoint, true);
   }
 }
 
@@ -97,7 +101,7 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
   };
 
   // One clock check per interval rather than a timer re-armed per message.
-  const where = opts.node ? `node ${opts.node} via ${endpoint}` : endpoint;
+  const where = describeTarget(endpoint, opts.node);
   const started = Date.now();
   let lastData: number | undefined;
   const watchdog = setInterval(() => {

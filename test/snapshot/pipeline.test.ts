@@ -103,9 +103,13 @@ describe('snapshot pipeline: Talos API → S3, end to end', () => {
   });
 
   it('pins the snapshot to a node with the node metadata', async () => {
-    const before = cp1.servedBy.length;
-    await snapshotCommand(settings({ endpoints: cp1.endpoint, node: 'cp-1' }));
-    assert.equal(cp1.servedBy.length, before + 1);
+    const result = await snapshotCommand(settings({ endpoints: cp1.endpoint, node: 'cp-1' }));
+    assert.equal(result.node, 'cp-1');
+    assert.equal(cp1.records.at(-1)?.node, 'cp-1', 'the node metadata reached apid');
+    // A node apid cannot reach fails the call instead of being served by whichever node answers.
+    const s = settings({ endpoints: cp1.endpoint, node: 'cp-9' });
+    await assert.rejects(snapshotCommand(s), /^TalosError: Failed to take etcd snapshot: cannot reach the Talos API at node cp-9 via 127\.0\.0\.1:\d+/);
+    assert.equal(cp1.records.at(-1)?.node, 'cp-9');
   });
 
   const recovered: { name: string; fault: Parameters<TalosDouble['setFault']>[0]; message: RegExp }[] = [
