@@ -30,14 +30,13 @@ export interface VerifiedSnapshot {
  * views, not copies, except the small held-back tail); `finish` checks the whole and returns the trailer.
  */
 export class EtcdSnapshotVerifier {
+  // One pass of SHA-256: the whole snapshot's hash continues the database's (a copy of its state, plus the tail).
   private readonly database: Hash = createHash('sha256');
-  private readonly whole: Hash = createHash('sha256');
   private tail: Buffer = Buffer.alloc(0);
   private size = 0;
 
   push(chunk: Buffer): Buffer[] {
     this.size += chunk.length;
-    this.whole.update(chunk);
     if (chunk.length >= TRAILER_BYTES) {
       const released = [this.tail, chunk.subarray(0, chunk.length - TRAILER_BYTES)].filter((b) => b.length > 0);
       for (const piece of released) this.database.update(piece);
@@ -58,10 +57,11 @@ export class EtcdSnapshotVerifier {
     if (this.size % 512 !== TRAILER_BYTES) {
       throw new IntegrityError(`the stream ended after ${this.size} bytes, which is not a whole etcd snapshot (size % 512 = ${this.size % 512}, expected ${TRAILER_BYTES}): truncated, or not an etcd snapshot`);
     }
+    const sha256 = this.database.copy().update(this.tail).digest('hex');
     const computed = this.database.digest('hex');
     const trailer = this.tail.toString('hex');
     if (computed !== trailer) throw new IntegrityError(`the database's sha256 ${computed} does not match the snapshot's trailer ${trailer}: corrupted in transit`);
-    return { trailer: this.tail, result: { size: this.size, etcdSha256: trailer, sha256: this.whole.digest('hex') } };
+    return { trailer: this.tail, result: { size: this.size, etcdSha256: trailer, sha256 } };
   }
 }
 

@@ -1,8 +1,9 @@
 // Streams an etcd snapshot from the Talos API (machine.MachineService/EtcdSnapshot) over mutual TLS.
 // The server certificate is verified against the talosconfig's CA and the endpoint's name; there is no skip.
 
-import { Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
+import { decodeDataMessage, type DataMessage } from './data-message.js';
 import { loadMachineService } from './protos.js';
 import type { TalosContext } from './talosconfig.js';
 
@@ -74,8 +75,9 @@ function describeStatus(error: grpc.ServiceError, endpoint: string, node: string
  * upstream inside a stream), nothing arrives within `connectTimeoutMs`, or nothing more within `idleTimeoutMs`.
  * Destroying the stream cancels the call and closes the connection.
  */
-export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: SnapshotStreamOptions): Transform {
+export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: SnapshotStreamOptions): Readable {
   machineService ??= loadMachineService();
+  const method = machineService.service.EtcdSnapshot!;
   const credentials = grpc.credentials.createSsl(Buffer.from(context.caPem), Buffer.from(context.keyPem), Buffer.from(context.certPem));
   const client = new machineService(endpoint, credentials, {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -87,7 +89,8 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
   });
   const metadata = new grpc.Metadata();
   if (opts.node) metadata.set('node', opts.node);
-  const call = (client as unknown as { EtcdSnapshot(request: object, metadata: grpc.Metadata): grpc.ClientReadableStream<{ metadata?: { error?: string }; bytes: Buffer }> }).EtcdSnapshot({}, metadata);
+  // The loaded definition gives the path and the request encoding; responses use the hand-written decoder.
+  const call: grpc.ClientReadableStream<DataMessage> = client.makeServerStreamRequest(method.path, method.requestSerialize, decodeDataMessage, {}, metadata);
 
   // Messages are 1 KiB: they are gathered into larger chunks, so everything downstream (hashing, the upload's
   // part assembly) handles a few thousand chunks per GiB instead of a million messages.
@@ -113,28 +116,33 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
     }
   }, Math.max(50, Math.min(opts.connectTimeoutMs, opts.idleTimeoutMs) / 10));
 
-  const out = new Transform({
-    writableObjectMode: true,
-    transform(message: { metadata?: { error?: string }; bytes: Buffer }, _encoding, callback: TransformCallback) {
-      lastData = Date.now();
-      if (message.metadata?.error) return callback(new TalosError(`${where} reported an error inside the stream: ${message.metadata.error}`, endpoint, true));
-      if (message.bytes.length > 0) {
-        batch.push(message.bytes);
-        batchBytes += message.bytes.length;
-      }
-      callback(null, batchBytes >= BATCH_BYTES ? takeBatch() : undefined);
-    },
-    flush(callback: TransformCallback) {
-      clearInterval(watchdog);
-      callback(null, batchBytes > 0 ? takeBatch() : undefined);
-    },
+  // The call's messages are taken as 'data' events (no per-message stream plumbing); backpressure pauses the
+  // call, which stops grpc-js reading and so, through HTTP/2 flow control, the server.
+  const out = new Readable({ read: () => void call.resume() });
+  call.on('data', (message: DataMessage) => {
+    lastData = Date.now();
+    if (message.error) {
+      out.destroy(new TalosError(`${where} reported an error inside the stream: ${message.error}`, endpoint, true));
+      return;
+    }
+    if (message.bytes.length > 0) {
+      batch.push(message.bytes);
+      batchBytes += message.bytes.length;
+    }
+    if (batchBytes >= BATCH_BYTES && !out.push(takeBatch())) call.pause();
   });
+  // grpc-js emits 'error' (a non-OK status) before 'end', so 'end' here means the server said OK.
   call.on('error', (error: grpc.ServiceError) => out.destroy(describeStatus(error, endpoint, opts.node)));
+  call.on('end', () => {
+    if (out.destroyed) return;
+    clearInterval(watchdog);
+    if (batchBytes > 0) out.push(takeBatch());
+    out.push(null);
+  });
   out.on('close', () => {
     clearInterval(watchdog);
     call.cancel();
     client.close();
   });
-  call.pipe(out);
   return out;
 }
