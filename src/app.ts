@@ -6,6 +6,8 @@ import type { Ajv } from 'ajv';
 import formats from 'ajv-formats';
 import { compileSchemas } from './api/validation.js';
 import { DEFAULTS } from './config.js';
+import type { JobImage } from './backup/job.js';
+import { backupHookRoutes } from './http/backup-hooks.js';
 import { healthRoutes } from './http/health.js';
 import { createMetrics, metricsPlugin } from './http/metrics.js';
 import { scheduleSyncRoute } from './http/schedule-sync.js';
@@ -33,6 +35,8 @@ export interface AppOptions {
   logger?: FastifyServerOptions['logger'];
   bodyLimit?: number;
   keepAliveTimeoutMs?: number;
+  /** Image, pull policy and pull secrets of the backup Jobs. */
+  jobImage?: JobImage;
 }
 
 export async function buildApp(opts: AppOptions = {}): Promise<FastifyInstance> {
@@ -61,5 +65,6 @@ export async function buildApp(opts: AppOptions = {}): Promise<FastifyInstance> 
   await app.register(healthRoutes);
   await app.register(metricsPlugin, { metrics });
   await app.register(scheduleSyncRoute, { clock, metrics });
+  await app.register(backupHookRoutes, { clock, metrics, jobImage: opts.jobImage ?? DEFAULTS.jobImage });
   return app;
 }

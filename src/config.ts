@@ -1,13 +1,27 @@
 // Server configuration from environment variables: a flat mapping, checked once at start.
 
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from './api/crds.js';
+import type { JobImage } from './backup/job.js';
+
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 export const HOST_ENV = 'HOST';
 export const PORT_ENV = 'PORT';
 export const LOG_LEVEL_ENV = 'LOG_LEVEL';
 export const BODY_LIMIT_ENV = 'BODY_LIMIT_BYTES';
 export const KEEP_ALIVE_TIMEOUT_ENV = 'KEEP_ALIVE_TIMEOUT_SECONDS';
+export const JOB_IMAGE_ENV = 'JOB_IMAGE';
+export const JOB_IMAGE_PULL_POLICY_ENV = 'JOB_IMAGE_PULL_POLICY';
+export const JOB_IMAGE_PULL_SECRETS_ENV = 'JOB_IMAGE_PULL_SECRETS';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
 
 export interface ServerConfig {
   host: string;
@@ -17,6 +31,8 @@ export interface ServerConfig {
   bodyLimit: number;
   /** How long an idle keep-alive connection stays open, in milliseconds. */
   keepAliveTimeoutMs: number;
+  /** What the backup Jobs run: the server's own image (the Helm chart sets it), its pull policy and pull secrets. */
+  jobImage: JobImage;
 }
 
 export const DEFAULTS: ServerConfig = {
@@ -30,6 +46,8 @@ export const DEFAULTS: ServerConfig = {
   // Go's HTTP client (Metacontroller) drops idle connections after 90 s; staying open longer means the client
   // always closes first, so it never sends a request on a connection we are closing.
   keepAliveTimeoutMs: 120_000,
+  // The chart always sets JOB_IMAGE to the image it deploys; this default serves `npm start` and curl examples.
+  jobImage: { image: `talos-etcd-backup:${packageVersion()}`, pullPolicy: 'IfNotPresent', pullSecrets: [] },
 };
 
 export class ConfigError extends Error {
@@ -47,6 +65,15 @@ function integer(env: NodeJS.ProcessEnv, name: string, min: number, max: number,
   return value;
 }
 
+function jobImage(env: NodeJS.ProcessEnv, problems: string[]): JobImage {
+  const pullPolicy = (env[JOB_IMAGE_PULL_POLICY_ENV] || DEFAULTS.jobImage.pullPolicy) as JobImage['pullPolicy'];
+  if (!PULL_POLICIES.includes(pullPolicy)) problems.push(`${JOB_IMAGE_PULL_POLICY_ENV} must be one of ${PULL_POLICIES.join(', ')}, got ${JSON.stringify(pullPolicy)}`);
+  const image = env[JOB_IMAGE_ENV]?.trim() || DEFAULTS.jobImage.image;
+  if (/\s/.test(image)) problems.push(`${JOB_IMAGE_ENV} must be an image reference without spaces, got ${JSON.stringify(image)}`);
+  const pullSecrets = (env[JOB_IMAGE_PULL_SECRETS_ENV] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return { image, pullPolicy, pullSecrets };
+}
+
 /** Reads the server configuration; throws a ConfigError listing every problem at once. */
 export function parseServerConfig(env: NodeJS.ProcessEnv): ServerConfig {
   const problems: string[] = [];
@@ -58,6 +85,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv): ServerConfig {
     logLevel,
     bodyLimit: integer(env, BODY_LIMIT_ENV, 1024, 1024 * 1024 * 1024, DEFAULTS.bodyLimit, problems),
     keepAliveTimeoutMs: integer(env, KEEP_ALIVE_TIMEOUT_ENV, 1, 3600, DEFAULTS.keepAliveTimeoutMs / 1000, problems) * 1000,
+    jobImage: jobImage(env, problems),
   };
   if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   return config;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, DEFAULTS, parseServerConfig } from '../src/config.js';
+import { ConfigError, DEFAULTS, packageVersion, parseServerConfig } from '../src/config.js';
 
 describe('parseServerConfig', () => {
   it('uses the defaults with an empty environment', () => {
@@ -12,23 +12,40 @@ describe('parseServerConfig', () => {
   });
 
   it('reads every variable', () => {
-    assert.deepEqual(parseServerConfig({ HOST: '127.0.0.1', PORT: '9000', LOG_LEVEL: 'debug', BODY_LIMIT_BYTES: '2048', KEEP_ALIVE_TIMEOUT_SECONDS: '30' }), {
+    const env = {
+      HOST: '127.0.0.1',
+      PORT: '9000',
+      LOG_LEVEL: 'debug',
+      BODY_LIMIT_BYTES: '2048',
+      KEEP_ALIVE_TIMEOUT_SECONDS: '30',
+      JOB_IMAGE: 'registry.example/talos-etcd-backup:1.2.3',
+      JOB_IMAGE_PULL_POLICY: 'Always',
+      JOB_IMAGE_PULL_SECRETS: 'regcred, other',
+    };
+    assert.deepEqual(parseServerConfig(env), {
       host: '127.0.0.1',
       port: 9000,
       logLevel: 'debug',
       bodyLimit: 2048,
       keepAliveTimeoutMs: 30_000,
+      jobImage: { image: 'registry.example/talos-etcd-backup:1.2.3', pullPolicy: 'Always', pullSecrets: ['regcred', 'other'] },
     });
+  });
+
+  it('defaults the Job image to this version, pulled IfNotPresent, without pull secrets', () => {
+    assert.deepEqual(parseServerConfig({}).jobImage, { image: `talos-etcd-backup:${packageVersion()}`, pullPolicy: 'IfNotPresent', pullSecrets: [] });
   });
 
   it('lists every problem at once', () => {
     assert.throws(
-      () => parseServerConfig({ PORT: '70000', BODY_LIMIT_BYTES: '1.5', LOG_LEVEL: 'verbose' }),
+      () => parseServerConfig({ PORT: '70000', BODY_LIMIT_BYTES: '1.5', LOG_LEVEL: 'verbose', JOB_IMAGE_PULL_POLICY: 'Sometimes', JOB_IMAGE: 'a b' }),
       (error: unknown) => {
         assert.ok(error instanceof ConfigError);
         assert.match(error.message, /PORT must be an integer from 0 to 65535, got "70000"/);
         assert.match(error.message, /BODY_LIMIT_BYTES must be an integer/);
         assert.match(error.message, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/);
+        assert.match(error.message, /JOB_IMAGE_PULL_POLICY must be one of Always, IfNotPresent, Never, got "Sometimes"/);
+        assert.match(error.message, /JOB_IMAGE must be an image reference without spaces/);
         return true;
       },
     );

@@ -20,3 +20,25 @@ export const SCHEDULED_TIME_ANNOTATION = `${GROUP}/scheduled-time`;
 export const CONTROLLER_UID_LABEL = 'controller-uid';
 /** Annotation Metacontroller keeps on children; never copied back into a desired child. */
 export const LAST_APPLIED_ANNOTATION = 'metacontroller.k8s.io/last-applied-configuration';
+
+/** talos-operator's TalosControlPlane: same API group as ours. */
+export const TALOS_CONTROL_PLANE_KIND = 'TalosControlPlane';
+export const TALOS_CONTROL_PLANE_PLURAL = 'taloscontrolplanes';
+/** talos-operator's TalosCluster, which may own a TalosControlPlane (and then names its talosconfig Secret). */
+export const TALOS_CLUSTER_KIND = 'TalosCluster';
+
+/** Metacontroller's keys for the objects the backup decorator deals with. */
+export const RELATED_CONTROL_PLANE_KEY = `${TALOS_CONTROL_PLANE_KIND}.${API_VERSION}`;
+export const JOB_KEY = 'Job.batch/v1';
+export const SERVICE_ACCOUNT_KEY = 'ServiceAccount.v1';
+export const ROLE_KEY = 'Role.rbac.authorization.k8s.io/v1';
+export const ROLE_BINDING_KEY = 'RoleBinding.rbac.authorization.k8s.io/v1';
+
+/** Labels on every Job (and its pods) and helper object: `kubectl get pods -l talos.alperen.cloud/backup=<name>`. */
+export const BACKUP_LABEL = `${GROUP}/backup`;
+/** The backup's uid, for names too long to be a label value (names above 63 characters are shortened in BACKUP_LABEL). */
+export const BACKUP_UID_LABEL = `${GROUP}/backup-uid`;
+export const COMPONENT_LABEL = 'app.kubernetes.io/component';
+export const NAME_LABEL = 'app.kubernetes.io/name';
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+export const APP_NAME = 'talos-etcd-backup';

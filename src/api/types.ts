@@ -67,11 +67,49 @@ export interface ScheduleStatus {
   observedGeneration?: number;
 }
 
+export interface SnapshotInfo {
+  bucket: string;
+  key: string;
+  size: number;
+  sha256: string;
+  etcdSha256: string;
+  node: string;
+  compression?: string;
+  encrypted?: boolean;
+  verified?: boolean;
+  verifiedAt?: string;
+}
+
+/**
+ * What the snapshot Job writes into `status.report` (a merge patch on the status subresource): its only way
+ * to tell the controller what happened. The controller derives every other status field from it and the Job.
+ */
+export interface BackupReport {
+  /** Running while streaming; Succeeded once the object is complete in S3; Failed when this attempt failed. */
+  state: 'Running' | 'Succeeded' | 'Failed';
+  /** The pod that wrote the report (one per attempt). */
+  pod?: string;
+  startedAt?: string;
+  updatedAt?: string;
+  bytesUploaded?: number;
+  /** Succeeded: the stored object. */
+  snapshot?: Omit<SnapshotInfo, 'compression' | 'encrypted' | 'verified' | 'verifiedAt'>;
+  /** Failed: the one-line cause, in API.md's wording. */
+  message?: string;
+  /** Failed: whether another attempt could succeed (false: bad configuration, missing Secret, refused object, ...). */
+  retryable?: boolean;
+}
+
 export interface BackupStatus {
   conditions?: Condition[];
   phase?: 'Pending' | 'Running' | 'Succeeded' | 'Failed';
+  cluster?: string;
   startTime?: string;
   completionTime?: string;
+  snapshot?: SnapshotInfo;
+  progress?: { bytesUploaded?: number };
   message?: string;
-  [key: string]: unknown;
+  observedGeneration?: number;
+  report?: BackupReport;
+  deletion?: { message?: string };
 }

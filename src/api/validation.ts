@@ -6,7 +6,7 @@ import { Ajv, type ErrorObject, type SchemaValidateFunction, type ValidateFuncti
 import formats from 'ajv-formats';
 import { BACKUP_PLURAL, SCHEDULE_PLURAL } from './constants.js';
 import { crdSchema, loadCrd, type JsonSchema } from './crds.js';
-import type { BackupSpec, ScheduleSpec, ScheduleStatus } from './types.js';
+import type { BackupSpec, BackupStatus, ScheduleSpec, ScheduleStatus } from './types.js';
 
 export type Validated<T> = { ok: true; value: T } | { ok: false; problems: string[] };
 
@@ -145,6 +145,12 @@ export function validateBackupSpec(spec: unknown, root = 'spec'): Validated<Back
 export function readScheduleStatus(status: unknown): ScheduleStatus {
   if (status === undefined || status === null) return {};
   return compiled().scheduleStatus(status) ? (status as ScheduleStatus) : {};
+}
+
+/** A backup's observed status, or `{}` when it is absent or does not match the CRD (then nothing in it is trusted). */
+export function readBackupStatus(status: unknown): BackupStatus {
+  if (status === undefined || status === null) return {};
+  return compiled().backupStatus(status) ? (status as BackupStatus) : {};
 }
 
 /** Whether an observed TalosEtcdBackup's spec and status match the CRD, so what it says can be trusted. */

@@ -1,14 +1,13 @@
 // The one command-line entry: `talos-etcd-backup <command>`. Parses arguments and maps failures to exit codes.
 
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { packageRoot } from '../api/crds.js';
-import { ConfigError, DEFAULTS, HOST_ENV, PORT_ENV, parseServerConfig } from '../config.js';
-import { resolveSettings, SETTINGS, SettingsError, type Setting } from '../snapshot/config.js';
+import { ConfigError, DEFAULTS, HOST_ENV, PORT_ENV, packageVersion, parseServerConfig } from '../config.js';
+import { resolveSettings, SETTINGS, SettingsError, type RawSettings, type Setting } from '../snapshot/config.js';
 
 const SNAPSHOT_SETTINGS = Object.values(SETTINGS) as Setting[];
-const VERIFY_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
+const S3_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
+const VERIFY_SETTINGS = S3_SETTINGS;
+const DELETE_SETTINGS = [...S3_SETTINGS, SETTINGS.backupUid, SETTINGS.backupNamespace, SETTINGS.requiredSecrets];
 
 function settingLines(settings: Setting[]): string {
   return settings.map((s) => `  --${s.flag.padEnd(26)} ${s.env.padEnd(30)} ${s.help}${s.default ? ` [${s.default}]` : ''}`).join('\n');
@@ -20,6 +19,7 @@ Commands:
   serve        Run the Metacontroller hook server (HTTP)
   snapshot     Stream one etcd snapshot from the Talos API into S3; prints one JSON line
   verify       Read a stored snapshot back from S3 and check it; prints one JSON line
+  delete       Delete a backup's object from S3, only if that backup (BACKUP_UID) wrote it; prints one JSON line
 
 Options for serve (flags override environment variables):
   --host HOST  Address to listen on (env ${HOST_ENV}, default ${DEFAULTS.host})
@@ -35,13 +35,15 @@ ${settingLines(SNAPSHOT_SETTINGS)}
 Options for verify:
 ${settingLines(VERIFY_SETTINGS)}
 
+Options for delete:
+${settingLines(DELETE_SETTINGS)}
+
+Exit codes of snapshot, verify and delete: 0 done; 1 failed, a retry may succeed; 2 failed, a retry cannot help
+(bad settings, a missing Secret, a refused object, denied access).
+
   -h, --help     Show this help
   -v, --version  Show the version
 `;
-
-function version(): string {
-  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
-}
 
 function fail(message: string, code: number): number {
   process.stderr.write(`talos-etcd-backup: ${message}\n`);
@@ -60,22 +62,63 @@ async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number>
   }
 }
 
-async function runJobCommand(command: 'snapshot' | 'verify', args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+type JobCommand = 'snapshot' | 'verify' | 'delete';
+
+/** Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job). */
+async function reporterFor(raw: RawSettings, env: NodeJS.ProcessEnv) {
+  if (raw.reportStatus !== 'true') return undefined;
+  const [{ inClusterApi }, { statusReporter }] = await Promise.all([import('../kubernetes/in-cluster.js'), import('../snapshot/report.js')]);
+  const namespace = raw.backupNamespace ?? '';
+  const name = raw.backupName ?? '';
+  const interval = Number(raw.progressInterval);
+  if (!namespace || !name) throw new SettingsError('REPORT_STATUS=true needs BACKUP_NAMESPACE and BACKUP_NAME');
+  if (!(interval > 0)) throw new SettingsError(`PROGRESS_INTERVAL_SECONDS (--progress-interval) must be a positive number, got ${JSON.stringify(raw.progressInterval)}`);
+  return statusReporter({
+    api: inClusterApi(env),
+    namespace,
+    name,
+    pod: raw.podName,
+    intervalMs: interval * 1000,
+    warn: (message) => process.stderr.write(`${message}\n`),
+  });
+}
+
+async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   // The SDK is pinned (package.json) to releases that support Node 20, and the image runs Node 22; its
   // multi-line "Node 20 support ends" warning would break the one-line error contract on Node 20 machines.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const settings = command === 'snapshot' ? SNAPSHOT_SETTINGS : VERIFY_SETTINGS;
+  const settings = command === 'snapshot' ? SNAPSHOT_SETTINGS : command === 'verify' ? VERIFY_SETTINGS : DELETE_SETTINGS;
   const { values } = parseArgs({ args, options: Object.fromEntries(settings.map((s) => [s.flag, { type: 'string' as const }])) });
   const raw = resolveSettings(env, values as Record<string, string | undefined>);
-  const { redact, snapshotCommand, verifyCommand } = await import('./snapshot.js');
+  const [{ redact, snapshotCommand, verifyCommand, deleteCommand }, { isPermanentFailure }] = await Promise.all([import('./snapshot.js'), import('../snapshot/failure.js')]);
+  // A deleted Job's pod gets SIGTERM: stop streaming and abort the multipart upload, so nothing stays pending.
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
+  process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
+  let reporter: Awaited<ReturnType<typeof reporterFor>>;
   try {
-    const result = command === 'snapshot' ? await snapshotCommand(raw) : await verifyCommand(raw);
-    process.stdout.write(`${redact(JSON.stringify(command === 'verify' ? { ...result, verified: true } : result), env)}\n`);
+    let result: object;
+    if (command === 'snapshot') {
+      reporter = await reporterFor(raw, env);
+      await reporter?.running();
+      const snapshot = await snapshotCommand(raw, env, undefined, { signal: stop.signal, ...(reporter && { onProgress: (bytes: number) => reporter!.progress(bytes) }) });
+      // The object is complete in S3; if the report cannot be written, a retry finds it and reports again.
+      await reporter?.succeeded(snapshot);
+      result = snapshot;
+    } else {
+      result = command === 'verify' ? { ...(await verifyCommand(raw)), verified: true } : await deleteCommand(raw, env);
+    }
+    process.stdout.write(`${redact(JSON.stringify(result), env)}\n`);
     return 0;
   } catch (error) {
     // One line, worded for the backup's status ("Failed to upload snapshot to S3: ...", ...), no secret.
-    process.stderr.write(`${redact((error as Error).message, env)}\n`);
-    return error instanceof SettingsError ? 2 : 1;
+    const message = redact((error as Error).message, env);
+    const permanent = isPermanentFailure(error);
+    process.stderr.write(`${message}\n`);
+    await reporter?.failed(message, !permanent).catch((e: Error) => process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${redact(e.message, env)}\n`));
+    return permanent ? 2 : 1;
+  } finally {
+    process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal);
   }
 }
 
@@ -83,7 +126,7 @@ async function runJobCommand(command: 'snapshot' | 'verify', args: string[], env
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const [command, ...rest] = argv;
   if (command === '-v' || command === '--version') {
-    process.stdout.write(`${version()}\n`);
+    process.stdout.write(`${packageVersion()}\n`);
     return 0;
   }
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
@@ -96,7 +139,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   try {
     if (command === 'serve') return await runServe(rest, env);
-    if (command === 'snapshot' || command === 'verify') return await runJobCommand(command, rest, env);
+    if (command === 'snapshot' || command === 'verify' || command === 'delete') return await runJobCommand(command, rest, env);
   } catch (error) {
     // parseArgs: an unknown option or a missing value.
     return fail(`${(error as Error).message}\n\n${USAGE}`, 2);

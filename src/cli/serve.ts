@@ -13,6 +13,7 @@ export async function serve(config: ServerConfig): Promise<void> {
     logger: { level: config.logLevel },
     bodyLimit: config.bodyLimit,
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    jobImage: config.jobImage,
   });
   closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an unexpected error');

@@ -1,11 +1,13 @@
-// `talos-etcd-backup snapshot` and `verify`: the Job's commands. One JSON line on stdout on success; one line
+// `talos-etcd-backup snapshot`, `verify` and `delete`: the Jobs' commands. One JSON line on stdout on success; one line
 // on stderr and a non-zero exit on failure. Secrets are redacted from anything printed.
 
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { deleteSnapshotObject, type DeleteOutcome } from '../s3/delete.js';
 import { objectKey } from '../s3/object-key.js';
 import { createS3Client, type S3Settings } from '../s3/client.js';
 import { Problems, type RawSettings } from '../snapshot/config.js';
+import { checkRequiredInputs } from '../snapshot/required-inputs.js';
 import { takeSnapshot, type SnapshotResult } from '../snapshot/run.js';
 import { verifyObject, type VerifiedObject } from '../snapshot/verify-object.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from '../talos/talosconfig.js';
@@ -34,8 +36,14 @@ function s3Settings(raw: RawSettings, problems: Problems): S3Settings {
   };
 }
 
+export interface SnapshotHooks {
+  onProgress?: (bytesUploaded: number) => void;
+  signal?: AbortSignal;
+}
+
 /** `snapshot`: one etcd snapshot from the Talos API into S3. */
-export async function snapshotCommand(raw: RawSettings, now: () => Date = () => new Date()): Promise<SnapshotResult> {
+export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env, now: () => Date = () => new Date(), hooks: SnapshotHooks = {}): Promise<SnapshotResult> {
+  checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
   const problems = new Problems();
   const bucket = problems.required(raw, 'bucket');
   const s3 = s3Settings(raw, problems);
@@ -63,6 +71,7 @@ export async function snapshotCommand(raw: RawSettings, now: () => Date = () => 
       s3: { client: createS3Client(s3), bucket, key, partSize, queueSize },
       // Without a uid a manual run gets a unique one, so it never mistakes another object for its own.
       identity: { namespace: raw.backupNamespace ?? '', name: raw.backupName ?? '', uid: raw.backupUid ?? randomUUID() },
+      ...hooks,
     });
   } catch (error) {
     if (error instanceof TalosError) throw new TalosError(`Failed to take etcd snapshot: ${error.message}`, error.endpoint, error.failover);
@@ -78,6 +87,18 @@ export async function verifyCommand(raw: RawSettings): Promise<VerifiedObject> {
   const s3 = s3Settings(raw, problems);
   problems.throwIfAny();
   return verifyObject(createS3Client(s3), bucket, key);
+}
+
+/** `delete`: remove a backup's object from S3, only if that backup (BACKUP_UID) wrote it. */
+export async function deleteCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env): Promise<DeleteOutcome & { bucket: string; key: string }> {
+  checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
+  const problems = new Problems();
+  const bucket = problems.required(raw, 'bucket');
+  const key = problems.required(raw, 'key');
+  const uid = problems.required(raw, 'backupUid');
+  const s3 = s3Settings(raw, problems);
+  problems.throwIfAny();
+  return { bucket, key, ...(await deleteSnapshotObject(createS3Client(s3), bucket, key, uid)) };
 }
 
 /** Removes secret values (and anything after a secret-looking key) from text that is about to be printed. */

@@ -9,6 +9,7 @@ export interface HookMetrics {
   requests: Counter<'hook' | 'code'>;
   duration: Histogram<'hook'>;
   scheduleSyncs: Counter<'result'>;
+  backupSyncs: Counter<'result'>;
 }
 
 export function createMetrics(): HookMetrics {
@@ -33,6 +34,12 @@ export function createMetrics(): HookMetrics {
     scheduleSyncs: new Counter({
       name: 'talos_etcd_backup_schedule_syncs_total',
       help: 'Schedule sync answers, by result: created (a backup for a slot), idle, paused, deleting, invalid.',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    backupSyncs: new Counter({
+      name: 'talos_etcd_backup_backup_syncs_total',
+      help: 'Backup sync answers, by result: pending, running, succeeded, failed (this answer records the outcome), finished (recorded before).',
       labelNames: ['result'],
       registers: [registry],
     }),

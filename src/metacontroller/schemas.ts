@@ -57,3 +57,42 @@ export function compositeSyncRequestSchema(parentApiVersion: string, parentKind:
     },
   } as const;
 }
+
+/** The decorated object of a DecoratorController request: ours are namespaced backups with a uid. */
+function decoratedObject(apiVersion: string, kind: string) {
+  return {
+    ...kubernetesObject,
+    properties: {
+      apiVersion: { const: apiVersion },
+      kind: { const: kind },
+      metadata: { ...objectMeta, required: ['name', 'namespace', 'uid'] },
+    },
+  } as const;
+}
+
+/**
+ * A DecoratorController sync or finalize request for `kind`. `attachments` may be absent (a hand-written request):
+ * the answer then attaches what a new backup needs, which is never destructive.
+ */
+export function decoratorSyncRequestSchema(apiVersion: string, kind: string) {
+  return {
+    type: 'object',
+    required: ['object'],
+    properties: {
+      controller: { type: 'object' },
+      object: decoratedObject(apiVersion, kind),
+      attachments: objectMap,
+      related: objectMap,
+      finalizing: { type: 'boolean' },
+    },
+  } as const;
+}
+
+/** A customize hook request; `parent` is the decorated object. */
+export function customizeRequestSchema(apiVersion: string, kind: string) {
+  return {
+    type: 'object',
+    required: ['parent'],
+    properties: { controller: { type: 'object' }, parent: decoratedObject(apiVersion, kind) },
+  } as const;
+}

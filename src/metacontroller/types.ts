@@ -53,3 +53,39 @@ export interface Condition {
   lastTransitionTime: string;
   observedGeneration?: number;
 }
+
+export interface DecoratorSyncRequest {
+  controller?: unknown;
+  /** The decorated object (ours: a TalosEtcdBackup). */
+  object: KubernetesObject;
+  /** Objects it owns that carry the decorator's annotation, keyed like `children`. */
+  attachments?: ObjectMap;
+  related?: ObjectMap;
+  finalizing?: boolean;
+}
+
+export interface DecoratorSyncResponse {
+  /** Replaces the object's whole `.status` (no observedGeneration is injected: we write it). */
+  status: Record<string, unknown>;
+  /** The complete desired set: every observed attachment left out is deleted. */
+  attachments: KubernetesObject[];
+  resyncAfterSeconds?: number;
+  /** Finalize hook only: true lets the object go (Metacontroller removes its finalizer). */
+  finalized?: boolean;
+}
+
+export interface CustomizeRequest {
+  controller?: unknown;
+  parent: KubernetesObject;
+}
+
+export interface RelatedResourceRule {
+  apiVersion: string;
+  resource: string;
+  namespace?: string;
+  names?: string[];
+}
+
+export interface CustomizeResponse {
+  relatedResources: RelatedResourceRule[];
+}

@@ -47,6 +47,10 @@ export interface SnapshotUpload {
   queueSize: number;
   /** Largest object copied in one request (S3's limit is 5 GiB); above it the copy is multipart. */
   maxSingleCopyBytes?: number;
+  /** Told the bytes uploaded so far, as parts complete. */
+  onProgress?: (bytesUploaded: number) => void;
+  /** Aborting it stops the upload (and aborts the multipart upload), e.g. on SIGTERM. */
+  signal?: AbortSignal;
 }
 
 export interface UploadOutcome {
@@ -59,10 +63,16 @@ export interface UploadOutcome {
 /** An S3 failure, worded as API.md wants ("Failed to upload snapshot to S3: ..."). */
 export class S3UploadError extends Error {
   override name = 'S3UploadError';
-  constructor(detail: string, options?: { cause?: unknown }) {
+  /** true when a retry cannot help: a refused key, a missing bucket, bad credentials. */
+  readonly permanent: boolean;
+  constructor(detail: string, options: { cause?: unknown; permanent?: boolean } = {}) {
     super(`Failed to upload snapshot to S3: ${detail}`, options);
+    this.permanent = options.permanent ?? (options.cause instanceof S3ServiceException && PERMANENT_S3_ERRORS.has(options.cause.name));
   }
 }
+
+// S3 errors that repeat however often the request is retried.
+const PERMANENT_S3_ERRORS = new Set(['NoSuchBucket', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidBucketName']);
 
 const FIVE_GIB = 5 * 1024 ** 3;
 const COPY_PART_BYTES = 1024 ** 3;
@@ -151,7 +161,7 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   } catch (error) {
     throw new S3UploadError(describeS3Error(error), { cause: error });
   }
-  const refuse = (owner: string) => new S3UploadError(`an object already exists at s3://${bucket}/${key}${owner}; refusing to overwrite it`);
+  const refuse = (owner: string) => new S3UploadError(`an object already exists at s3://${bucket}/${key}${owner}; refusing to overwrite it`, { permanent: true });
   const ours = typeof existing === 'object' && existing.metadata['backup-uid'] === identity.uid;
   if (typeof existing === 'object' && !ours) {
     throw refuse(existing.metadata['backup-name'] ? ` by backup ${existing.metadata['backup-namespace']}/${existing.metadata['backup-name']}` : '');
@@ -180,14 +190,23 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
     queueSize: up.queueSize,
     leavePartsOnError: false,
   });
+  if (up.onProgress) {
+    const report = up.onProgress;
+    upload.on('httpUploadProgress', (progress) => progress.loaded !== undefined && report(progress.loaded));
+  }
+  const abort = () => void upload.abort().catch(() => undefined);
+  up.signal?.addEventListener('abort', abort, { once: true });
   let result;
   try {
+    if (up.signal?.aborted) throw new Error('stopped before the upload started');
     result = await upload.done();
   } catch (error) {
+    if (up.signal?.aborted) throw new S3UploadError(`stopped (${String(up.signal.reason ?? 'aborted')}); the multipart upload was aborted`, { cause: error });
     if (bodyError) throw bodyError;
     if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 412) throw refuse(' (written while this upload ran)');
     throw new S3UploadError(describeS3Error(error), { cause: error });
   } finally {
+    up.signal?.removeEventListener('abort', abort);
     body.destroy(); // after a failed upload, stop the Talos stream instead of leaving it blocked on backpressure
   }
   const verified = up.verified();

@@ -33,6 +33,10 @@ export const SETTINGS = {
   backupNamespace: { env: 'BACKUP_NAMESPACE', flag: 'backup-namespace', help: 'namespace of the TalosEtcdBackup (object metadata)', default: '' },
   backupName: { env: 'BACKUP_NAME', flag: 'backup-name', help: 'name of the TalosEtcdBackup (object metadata)', default: 'manual' },
   backupUid: { env: 'BACKUP_UID', flag: 'backup-uid', help: 'uid of the TalosEtcdBackup: a retry with the same uid may complete its own object (default: random)' },
+  reportStatus: { env: 'REPORT_STATUS', flag: 'report-status', help: "true|false: write progress and the outcome into the TalosEtcdBackup's status.report (BACKUP_NAMESPACE/BACKUP_NAME) through the Kubernetes API (in-cluster service account)", default: 'false' },
+  progressInterval: { env: 'PROGRESS_INTERVAL_SECONDS', flag: 'progress-interval', help: 'with REPORT_STATUS: least seconds between two progress reports', default: '10' },
+  requiredSecrets: { env: 'REQUIRED_SECRETS', flag: 'required-secrets', help: 'JSON list of the Secret/ConfigMap keys the Job mounts, [{"kind","name","key","env"|"pathEnv"}] (the variable holding the value, or the path of the file): a missing one fails at once, naming it' },
+  podName: { env: 'POD_NAME', flag: 'pod-name', help: 'name of the pod, recorded in status.report' },
 } satisfies Record<string, Setting>;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -19,6 +19,10 @@ export interface SnapshotSettings {
   };
   s3: { client: S3Client; bucket: string; key: string; partSize: number; queueSize: number };
   identity: BackupIdentity;
+  /** Told the bytes uploaded so far (of the current attempt). */
+  onProgress?: (bytesUploaded: number) => void;
+  /** Stops the backup; the upload in progress is aborted. */
+  signal?: AbortSignal;
 }
 
 export interface SnapshotResult {
@@ -57,6 +61,8 @@ export async function takeSnapshot(settings: SnapshotSettings, clock: () => numb
       identity: settings.identity,
       partSize: s3.partSize,
       queueSize: s3.queueSize,
+      ...(settings.onProgress && { onProgress: settings.onProgress }),
+      ...(settings.signal && { signal: settings.signal }),
       openBody: () => {
         const source = openEtcdSnapshot(talos.context, endpoint, { node: talos.node, connectTimeoutMs: talos.connectTimeoutMs, idleTimeoutMs: talos.idleTimeoutMs });
         const verifying = verifyingStream((result) => (verified = result));

@@ -8,7 +8,8 @@ import { describe, it } from 'node:test';
 import { Ajv, type ValidateFunction } from 'ajv';
 import formats from 'ajv-formats';
 import { parseAllDocuments } from 'yaml';
-import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, BACKUP_PLURAL, SCHEDULE_KIND, SCHEDULE_PLURAL } from '../../src/api/constants.js';
+import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, BACKUP_PLURAL, JOB_KEY, ROLE_BINDING_KEY, ROLE_KEY, SCHEDULE_KIND, SCHEDULE_PLURAL, SERVICE_ACCOUNT_KEY } from '../../src/api/constants.js';
+import { BACKUP_CUSTOMIZE_PATH, BACKUP_FINALIZE_PATH, BACKUP_SYNC_PATH } from '../../src/http/backup-hooks.js';
 import { packageRoot } from '../../src/api/crds.js';
 import { SCHEDULE_SYNC_PATH } from '../../src/http/schedule-sync.js';
 import { STRUCTURAL_KEYWORDS } from '../../src/api/validation.js';
@@ -317,5 +318,52 @@ describe('the schedule CompositeController matches the server and crds/', () => 
       assert.notEqual(hook.version, 'v2', `hooks.${name}.version v2 needs v4.15`);
       for (const field of ['caBundle', 'authorization', 'basicAuth', 'clientTLS']) assert.equal(hook.webhook?.[field], undefined, `hooks.${name}.webhook.${field} needs v4.16`);
     }
+  });
+});
+
+describe('the backup DecoratorController matches the server and crds/', () => {
+  const found = manifests.find((m) => m.object.kind === 'DecoratorController' && (m.object.metadata as Json).name === 'talos-etcd-backup');
+  const spec = (found?.object.spec ?? {}) as {
+    resources: { apiVersion: string; resource: string; labelSelector?: unknown }[];
+    attachments: { apiVersion: string; resource: string; updateStrategy?: { method?: string } }[];
+    hooks: Record<string, { version?: string; webhook: { url?: string; path?: string; timeout?: string; service?: Json } }>;
+    [key: string]: unknown;
+  };
+
+  it('exists as talos-etcd-backup (which names its finalizer metacontroller.io/decoratorcontroller-talos-etcd-backup)', () => {
+    assert.ok(found, 'metacontroller/ has no DecoratorController named talos-etcd-backup');
+  });
+
+  it('decorates our TalosEtcdBackup CRD, all of them', () => {
+    assert.equal(spec.resources.length, 1);
+    const target = spec.resources[0]!;
+    assert.equal(target.apiVersion, API_VERSION);
+    assert.equal(target.resource, BACKUP_PLURAL);
+    assert.equal(target.labelSelector, undefined, 'a backup that stops matching a selector would be finalized');
+    assert.equal(ourCrd(target.apiVersion, target.resource).crd.spec.names.kind, BACKUP_KIND);
+  });
+
+  it('the customize, sync and finalize hooks are the routes the server registers, v1, 10s, on the Service', () => {
+    const paths = { customize: BACKUP_CUSTOMIZE_PATH, sync: BACKUP_SYNC_PATH, finalize: BACKUP_FINALIZE_PATH };
+    assert.deepEqual(Object.keys(spec.hooks).sort(), Object.keys(paths).sort());
+    for (const [name, path] of Object.entries(paths)) {
+      const hook = spec.hooks[name]!;
+      assert.equal(hook.webhook.path, path);
+      assert.equal(hook.webhook.url, undefined);
+      assert.equal(hook.version, 'v1');
+      assert.equal(hook.webhook.timeout, '10s');
+      assert.deepEqual(hook.webhook.service, { name: 'talos-etcd-backup', namespace: 'talos-etcd-backup', port: 8080, protocol: 'http' });
+    }
+  });
+
+  it('attaches exactly the kinds the hook emits, never updated in place (OnDelete)', () => {
+    const keys = spec.attachments.map((a) => {
+      const [group, version] = a.apiVersion.includes('/') ? a.apiVersion.split('/') : ['', a.apiVersion];
+      const kind = { jobs: 'Job', serviceaccounts: 'ServiceAccount', roles: 'Role', rolebindings: 'RoleBinding' }[a.resource];
+      assert.ok(kind, `unexpected attachment ${a.resource}`);
+      return childrenKey(kind, group!, version!);
+    });
+    assert.deepEqual(keys.sort(), [JOB_KEY, ROLE_KEY, ROLE_BINDING_KEY, SERVICE_ACCOUNT_KEY].sort());
+    for (const a of spec.attachments) assert.equal(a.updateStrategy?.method, 'OnDelete', a.resource);
   });
 });

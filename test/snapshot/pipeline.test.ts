@@ -199,11 +199,11 @@ describe('snapshot pipeline: Talos API → S3, end to end', () => {
     assert.equal(JSON.parse(verify.stdout).verified, true);
   });
 
-  it('a failure is one line on stderr, exit code 1, and never shows a secret', async () => {
+  it('a failure is one line on stderr, exit code 2 when no retry can help, and never shows a secret', async () => {
     const secret = 'Sup3rSecretKeyThatMustNeverBePrinted';
     const env = { TALOSCONFIG: talosconfig, S3_BUCKET: BUCKET, S3_REGION: rgw().region, S3_ENDPOINT: rgw().endpoint, CLUSTER_NAME: 'prod', BACKUP_TIME: '2026-02-03T04:05:07Z', AWS_ACCESS_KEY_ID: rgw().accessKeyId, AWS_SECRET_ACCESS_KEY: secret };
     const run = await cli(['snapshot'], env);
-    assert.equal(run.code, 1);
+    assert.equal(run.code, 2, 'a wrong secret key fails the same way on every retry');
     assert.equal(run.stdout, '');
     assert.match(run.stderr, /^Failed to upload snapshot to S3: SignatureDoesNotMatch \(HTTP 403\)[^\n]*\n$/);
     assert.ok(!run.stderr.includes(secret) && !run.stderr.includes(rgw().accessKeyId));

@@ -1,0 +1,237 @@
+// The backup decorator's decisions, as pure functions of Metacontroller's request and the clock:
+//   customize: which TalosControlPlane to send along (never Secrets: Metacontroller would cache all of them);
+//   sync:      which Job (and identity) to attach and what the status says;
+//   finalize:  with deletionPolicy Delete, the Job that removes the S3 object, and when to let the backup go.
+//
+// The status is derived from two sources: the Job's own status (it ran, failed, gave up) and status.report,
+// which the Job's pod writes (progress, the stored object, its error message). A finished backup is final: once
+// the observed status records the outcome, the answer repeats it and attaches nothing, so Kubernetes removes
+// the Job and its helpers, and the backup never runs again.
+
+import { BACKUP_LABEL, JOB_KEY, RELATED_CONTROL_PLANE_KEY, API_VERSION, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
+import { unsupportedFeatures } from '../api/features.js';
+import type { BackupReport, BackupSpec, BackupStatus, SnapshotInfo } from '../api/types.js';
+import { readBackupStatus, validateBackupSpec } from '../api/validation.js';
+import type { Condition, CustomizeRequest, CustomizeResponse, DecoratorSyncRequest, DecoratorSyncResponse, KubernetesObject } from '../metacontroller/types.js';
+import { findCondition, formatTime, nextCondition, parseTime } from '../status/conditions.js';
+import { deleteJob, snapshotIdentity, snapshotJob, type BackupRef, type JobImage } from './job.js';
+import { readJobState, type JobState } from './job-state.js';
+import { attachmentName, fitName } from './names.js';
+import { resolveTalosSource, type TalosSource } from './talos-source.js';
+
+/** How long a missing or unprovisioned TalosControlPlane is waited for (it may be created alongside the backup). */
+export const CONTROL_PLANE_GRACE_SECONDS = 30;
+
+export type BackupOutcome = 'pending' | 'running' | 'succeeded' | 'failed' | 'finished';
+
+export interface BackupSyncResult {
+  response: DecoratorSyncResponse;
+  /** What this answer means; `finished` = the observed status already recorded the outcome. */
+  outcome: BackupOutcome;
+  /** The failure message, when this answer records a failure. */
+  message?: string;
+}
+
+const REASON = { inProgress: 'BackupInProgress', completed: 'BackupCompleted', succeeded: 'BackupSucceeded', failed: 'BackupFailed' } as const;
+
+function backupRef(object: KubernetesObject): BackupRef {
+  const { name, namespace, uid, creationTimestamp, annotations } = object.metadata;
+  return { name, namespace: namespace ?? '', uid: uid ?? '', creationTimestamp, annotations };
+}
+
+function podsHint(ref: BackupRef): string {
+  return `kubectl logs -n ${ref.namespace} -l ${BACKUP_LABEL}=${fitName(ref.name)} --tail=20`;
+}
+
+/** A recorded outcome: Ready or Failed is True. Such a backup is never run again. */
+export function isFinished(status: BackupStatus): boolean {
+  return findCondition(status.conditions, 'Ready')?.status === 'True' || findCondition(status.conditions, 'Failed')?.status === 'True';
+}
+
+interface Verdict {
+  phase: NonNullable<BackupStatus['phase']>;
+  /** The Progressing condition's message while running; the failure message once failed. */
+  message: string;
+  snapshot?: SnapshotInfo;
+  completionTime?: string;
+}
+
+function conditionsFor(observed: Condition[] | undefined, verdict: Verdict, generation: number | undefined, now: Date): Condition[] {
+  const gen = generation === undefined ? {} : { observedGeneration: generation };
+  const c = (type: string, status: Condition['status'], reason: string, message: string) => nextCondition(observed, { type, status, reason, message, ...gen }, now);
+  switch (verdict.phase) {
+    case 'Succeeded':
+      return [
+        c('Progressing', 'False', REASON.completed, 'The backup finished'),
+        c('Ready', 'True', REASON.succeeded, verdict.message),
+        c('Failed', 'False', REASON.succeeded, 'The backup succeeded'),
+      ];
+    case 'Failed':
+      return [
+        c('Progressing', 'False', REASON.completed, 'The backup finished'),
+        c('Ready', 'False', REASON.failed, 'The backup failed: see the Failed condition'),
+        c('Failed', 'True', REASON.failed, verdict.message),
+      ];
+    default:
+      return [
+        c('Progressing', 'True', REASON.inProgress, verdict.message),
+        c('Ready', 'False', REASON.inProgress, 'The backup has not finished'),
+        c('Failed', 'False', REASON.inProgress, 'The backup has not failed'),
+      ];
+  }
+}
+
+function buildStatus(object: KubernetesObject, observed: BackupStatus, verdict: Verdict, extra: Partial<BackupStatus>, now: Date): BackupStatus {
+  const report = observed.report;
+  const startTime = report?.startedAt ?? extra.startTime ?? observed.startTime;
+  const bytes = verdict.snapshot?.size ?? report?.bytesUploaded;
+  const finished = verdict.phase === 'Succeeded' || verdict.phase === 'Failed';
+  return {
+    phase: verdict.phase,
+    conditions: conditionsFor(observed.conditions, verdict, object.metadata.generation, now),
+    ...((extra.cluster ?? observed.cluster) && { cluster: extra.cluster ?? observed.cluster }),
+    ...(startTime && { startTime }),
+    ...(finished && { completionTime: verdict.completionTime ?? observed.completionTime ?? formatTime(now) }),
+    ...(verdict.snapshot && { snapshot: verdict.snapshot }),
+    ...(bytes !== undefined && { progress: { bytesUploaded: bytes } }),
+    ...(verdict.phase === 'Failed' && { message: verdict.message }),
+    ...(object.metadata.generation !== undefined && { observedGeneration: object.metadata.generation }),
+    // The Job's report is carried over as it is: it is the Job's field, and replacing the status must not lose it.
+    ...(report && { report }),
+    ...(observed.deletion && { deletion: observed.deletion }),
+  };
+}
+
+function storedSnapshot(report: BackupReport): SnapshotInfo | undefined {
+  const s = report.snapshot;
+  if (!s?.bucket || !s.key || s.size === undefined || !s.sha256 || !s.etcdSha256) return undefined;
+  return { bucket: s.bucket, key: s.key, size: s.size, sha256: s.sha256, etcdSha256: s.etcdSha256, node: s.node ?? '', compression: 'none', encrypted: false, verified: false };
+}
+
+/** The verdict on a running backup, from its report and its Job. */
+function judge(ref: BackupRef, report: BackupReport | undefined, job: JobState | undefined): Verdict {
+  if (report?.state === 'Succeeded') {
+    const snapshot = storedSnapshot(report);
+    if (snapshot) {
+      return { phase: 'Succeeded', message: `Snapshot stored at s3://${snapshot.bucket}/${snapshot.key} (${snapshot.size} bytes, sha256 ${snapshot.sha256})`, snapshot, ...(report.updatedAt && { completionTime: report.updatedAt }) };
+    }
+  }
+  const attemptFailed = report?.state === 'Failed' ? report.message || 'the snapshot attempt failed' : undefined;
+  if (attemptFailed && report?.retryable === false) return { phase: 'Failed', message: attemptFailed, ...(report.updatedAt && { completionTime: report.updatedAt }) };
+  if (job?.failed) {
+    const why = `${job.failed.reason}${job.failed.message ? `: ${job.failed.message}` : ''}`;
+    const message = attemptFailed
+      ? `${attemptFailed} (the snapshot Job gave up after ${job.failedPods} failed attempt(s): ${why})`
+      : `The snapshot Job failed without reporting a result (${why}); the pod was probably killed (out of memory, deadline, eviction) or never started (image pull): see kubectl describe pods and ${podsHint(ref)}`;
+    return { phase: 'Failed', message, ...(job.failed.time && { completionTime: job.failed.time }) };
+  }
+  if (job?.complete) {
+    return { phase: 'Failed', message: `The snapshot Job completed without reporting a stored snapshot; see ${podsHint(ref)}`, ...(job.complete.time && { completionTime: job.complete.time }) };
+  }
+  if (attemptFailed) return { phase: 'Running', message: `Attempt ${job ? job.failedPods + 1 : 1} failed, the Job retries: ${attemptFailed}` };
+  if (report?.state === 'Running') return { phase: 'Running', message: `Streaming the snapshot to S3 (${report.bytesUploaded ?? 0} bytes uploaded)` };
+  if (job && (job.active > 0 || job.startTime)) return { phase: 'Running', message: `The snapshot Job ${attachmentName(ref.name, 'snapshot')} is running` };
+  return { phase: 'Pending', message: `Waiting for the snapshot Job ${attachmentName(ref.name, 'snapshot')} to start` };
+}
+
+function observedJob(request: DecoratorSyncRequest, name: string): KubernetesObject | undefined {
+  const jobs = request.attachments?.[JOB_KEY] ?? {};
+  return jobs[name] ?? jobs[`${request.object.metadata.namespace ?? ''}/${name}`];
+}
+
+function finished(object: KubernetesObject, observed: BackupStatus): BackupSyncResult {
+  // Repeat the recorded status as it is (same request, same answer) and attach nothing: the Job goes.
+  return { response: { status: observed as Record<string, unknown>, attachments: [] }, outcome: 'finished' };
+}
+
+function fail(object: KubernetesObject, observed: BackupStatus, message: string, now: Date, extra: Partial<BackupStatus> = {}): BackupSyncResult {
+  const status = buildStatus(object, observed, { phase: 'Failed', message }, extra, now);
+  return { response: { status: status as Record<string, unknown>, attachments: [] }, outcome: 'failed', message };
+}
+
+type SpecCheck = { ok: true; spec: BackupSpec } | { ok: false; message: string };
+
+function checkSpec(object: KubernetesObject): SpecCheck {
+  const validated = validateBackupSpec(object.spec);
+  if (!validated.ok) return { ok: false, message: `Invalid spec: ${validated.problems.join('; ')}` };
+  const unsupported = unsupportedFeatures(validated.value);
+  if (unsupported.length > 0) return { ok: false, message: `Invalid spec: ${unsupported.join('; ')}` };
+  return { ok: true, spec: validated.value };
+}
+
+export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobImage): BackupSyncResult {
+  const { object } = request;
+  const observed = readBackupStatus(object.status);
+  if (isFinished(observed)) return finished(object, observed);
+
+  const checked = checkSpec(object);
+  if (!checked.ok) return fail(object, observed, checked.message, now);
+  const ref = backupRef(object);
+  const jobName = attachmentName(ref.name, 'snapshot');
+  const job = observedJob(request, jobName);
+
+  const resolved = resolveTalosSource(checked.spec, ref.namespace, request.related);
+  if (!resolved.ok) {
+    const created = parseTime(ref.creationTimestamp) ?? now;
+    const waitLeft = CONTROL_PLANE_GRACE_SECONDS - (now.getTime() - created.getTime()) / 1000;
+    if (!resolved.transient || waitLeft <= 0 || job) return fail(object, observed, resolved.message, now);
+    const status = buildStatus(object, observed, { phase: 'Pending', message: `${resolved.message}; waiting up to ${CONTROL_PLANE_GRACE_SECONDS}s` }, {}, now);
+    return { response: { status: status as Record<string, unknown>, attachments: [], resyncAfterSeconds: Math.ceil(waitLeft) }, outcome: 'pending' };
+  }
+  const source: TalosSource = resolved.source;
+  const jobState = job && readJobState(job);
+  const verdict = judge(ref, observed.report, jobState);
+  const status = buildStatus(object, observed, verdict, { cluster: source.cluster, ...(jobState?.startTime && { startTime: jobState.startTime }) }, now);
+  // The Job and its identity stay attached until the observed status records the outcome (next sync): the
+  // status write comes first, and a backup whose outcome was recorded is never run again.
+  const attachments = [...snapshotIdentity(ref), snapshotJob(ref, checked.spec, source, image)];
+  const outcome = verdict.phase === 'Succeeded' ? 'succeeded' : verdict.phase === 'Failed' ? 'failed' : verdict.phase === 'Running' ? 'running' : 'pending';
+  return { response: { status: status as Record<string, unknown>, attachments }, outcome, ...(verdict.phase === 'Failed' && { message: verdict.message }) };
+}
+
+export type FinalizeOutcome = 'released' | 'deleting' | 'delete-failed';
+
+export interface BackupFinalizeResult {
+  response: DecoratorSyncResponse & { finalized: boolean };
+  outcome: FinalizeOutcome;
+}
+
+/**
+ * The backup is being deleted. Retain (the default): let it go at once; its object stays in S3. Delete: run the
+ * delete Job (which removes the object only if this backup wrote it) and let the backup go once it succeeded.
+ * If the Job fails, the backup stays (Terminating) with the reason in status.deletion; changing
+ * spec.deletionPolicy to Retain lets it go and keeps the object.
+ */
+export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage): BackupFinalizeResult {
+  const { object } = request;
+  const observed = readBackupStatus(object.status);
+  const release = (): BackupFinalizeResult => ({ response: { status: observed as Record<string, unknown>, attachments: [], finalized: true }, outcome: 'released' });
+  const checked = checkSpec(object);
+  if (!checked.ok || checked.spec.deletionPolicy !== 'Delete') return release();
+  const key = observed.snapshot?.key ?? (observed.report?.state === 'Succeeded' ? observed.report.snapshot?.key : undefined);
+  if (!key) return release(); // nothing was stored (a running snapshot Job is removed with the backup and aborts its upload)
+
+  const ref = backupRef(object);
+  const job = observedJob(request, attachmentName(ref.name, 'delete'));
+  const state = job && readJobState(job);
+  if (state?.complete) return release();
+  const where = `s3://${checked.spec.backupStorage.s3.bucket}/${key}`;
+  const message = state?.failed
+    ? `Failed to delete snapshot from S3: the delete Job failed (${state.failed.reason}${state.failed.message ? `: ${state.failed.message}` : ''}); see ${podsHint(ref)}. ${where} stays; set spec.deletionPolicy to Retain to let the backup go without deleting it`
+    : `Deleting ${where}`;
+  const status = { ...observed, deletion: { message } };
+  return {
+    response: { status: status as Record<string, unknown>, attachments: [deleteJob(ref, checked.spec, key, image)], finalized: false },
+    outcome: state?.failed ? 'delete-failed' : 'deleting',
+  };
+}
+
+/** Related objects for a backup: its TalosControlPlane, by name, in its namespace. */
+export function customizeBackup(request: CustomizeRequest): CustomizeResponse {
+  const spec = request.parent.spec as Partial<BackupSpec> | undefined;
+  const name = spec?.talosControlPlaneRef?.name;
+  if (typeof name !== 'string' || name === '') return { relatedResources: [] };
+  return { relatedResources: [{ apiVersion: API_VERSION, resource: TALOS_CONTROL_PLANE_PLURAL, ...(request.parent.metadata.namespace && { namespace: request.parent.metadata.namespace }), names: [name] }] };
+}
+
+export { RELATED_CONTROL_PLANE_KEY };
