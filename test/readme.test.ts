@@ -43,7 +43,7 @@ describe('README', () => {
 
   it('shows a curl command for every hook and probe', () => {
     const paths = commands.map((c) => /http:\/\/localhost:8080(\/\S*)/.exec(c)?.[1]);
-    assert.deepEqual([...new Set(paths)].sort(), ['/healthz', '/hooks/schedule/sync', '/metrics', '/readyz']);
+    assert.deepEqual([...new Set(paths)].sort(), ['/healthz', '/hooks/backup/customize', '/hooks/backup/finalize', '/hooks/backup/sync', '/hooks/schedule/sync', '/metrics', '/readyz']);
   });
 
   for (const command of commands) {
@@ -63,6 +63,25 @@ describe('README', () => {
         assert.equal(answer.children.length, 3);
         assert.equal(answer.status.conditions[1].reason, 'InvalidSchedule');
         assert.ok(documentedOutput(command)!.includes(JSON.stringify(answer.status.conditions[1].message).slice(1, -1)));
+      } else if (command.includes('backup-customize.json')) {
+        assert.deepEqual(JSON.parse(output), JSON.parse(documentedOutput(command)!));
+      } else if (command.includes('backup-sync.json')) {
+        const answer = JSON.parse(output);
+        assert.equal(answer.status.phase, 'Pending');
+        assert.deepEqual(answer.attachments.map((a: { kind: string }) => a.kind), ['ServiceAccount', 'Role', 'RoleBinding', 'Job']);
+        const env = answer.attachments[3].spec.template.spec.containers[0].env as { name: string; value?: string }[];
+        assert.equal(env.find((e) => e.name === 'TALOS_ENDPOINTS')?.value, '10.0.0.1,10.0.0.2,10.0.0.3');
+        assert.ok(documentedOutput(command)!.includes(JSON.stringify(answer.attachments[1].rules)));
+      } else if (command.includes('backup-sync-running.json')) {
+        const answer = JSON.parse(output);
+        assert.equal(answer.status.phase, 'Running');
+        assert.deepEqual(answer.status.progress, { bytesUploaded: 52428800 });
+        assert.ok(documentedOutput(command)!.includes(answer.status.conditions[0].message));
+      } else if (command.includes('backup-finalize.json')) {
+        const answer = JSON.parse(output);
+        assert.equal(answer.finalized, false);
+        assert.deepEqual(answer.attachments.map((a: { metadata: { name: string } }) => a.metadata.name), ['manual-backup-delete']);
+        assert.ok(documentedOutput(command)!.includes(answer.status.deletion.message));
       } else if (command.includes('/hooks/')) {
         assert.deepEqual(JSON.parse(output), JSON.parse(documentedOutput(command)!));
       } else if (command.endsWith('/metrics')) {

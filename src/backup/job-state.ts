@@ -32,10 +32,12 @@ interface JobStatus {
 
 export function readJobState(job: KubernetesObject): JobState {
   const status = (job.status ?? {}) as JobStatus;
-  const conditions = Array.isArray(status.conditions) ? status.conditions : [];
-  const isTrue = (...types: string[]) => conditions.find((c) => c.status === 'True' && types.includes(c.type ?? ''));
-  const failed = isTrue('Failed', 'FailureTarget');
-  const complete = isTrue('Complete', 'SuccessCriteriaMet');
+  // Only well-formed entries count: a hand-written or foreign status must not crash the hook.
+  const conditions = (Array.isArray(status.conditions) ? status.conditions : []).filter((c): c is JobCondition => typeof c === 'object' && c !== null);
+  const isTrue = (type: string) => conditions.find((c) => c.status === 'True' && c.type === type);
+  // Failed is final; FailureTarget (Kubernetes 1.31+) comes first, while the pods stop.
+  const failed = isTrue('Failed') ?? isTrue('FailureTarget');
+  const complete = isTrue('Complete') ?? isTrue('SuccessCriteriaMet');
   return {
     active: typeof status.active === 'number' ? status.active : 0,
     failedPods: typeof status.failed === 'number' ? status.failed : 0,

@@ -8,15 +8,16 @@
 // the observed status records the outcome, the answer repeats it and attaches nothing, so Kubernetes removes
 // the Job and its helpers, and the backup never runs again.
 
-import { BACKUP_LABEL, JOB_KEY, RELATED_CONTROL_PLANE_KEY, API_VERSION, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
+import { BACKUP_LABEL, COMPONENT_LABEL, JOB_KEY, RELATED_CONTROL_PLANE_KEY, API_VERSION, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
 import { unsupportedFeatures } from '../api/features.js';
 import type { BackupReport, BackupSpec, BackupStatus, SnapshotInfo } from '../api/types.js';
 import { readBackupStatus, validateBackupSpec } from '../api/validation.js';
 import type { Condition, CustomizeRequest, CustomizeResponse, DecoratorSyncRequest, DecoratorSyncResponse, KubernetesObject } from '../metacontroller/types.js';
 import { findCondition, formatTime, nextCondition, parseTime } from '../status/conditions.js';
-import { deleteJob, snapshotIdentity, snapshotJob, type BackupRef, type JobImage } from './job.js';
+import { objectKey } from '../s3/object-key.js';
+import { backupTime, deleteJob, snapshotIdentity, snapshotJob, type BackupRef, type JobImage } from './job.js';
 import { readJobState, type JobState } from './job-state.js';
-import { attachmentName, fitName } from './names.js';
+import { attachmentName, fitName, type Component } from './names.js';
 import { resolveTalosSource, type TalosSource } from './talos-source.js';
 
 /** How long a missing or unprovisioned TalosControlPlane is waited for (it may be created alongside the backup). */
@@ -39,8 +40,10 @@ function backupRef(object: KubernetesObject): BackupRef {
   return { name, namespace: namespace ?? '', uid: uid ?? '', creationTimestamp, annotations };
 }
 
-function podsHint(ref: BackupRef): string {
-  return `kubectl logs -n ${ref.namespace} -l ${BACKUP_LABEL}=${fitName(ref.name)} --tail=20`;
+/** Where to look further. The pods go with the Job once the outcome is recorded; their events stay about an hour. */
+function podsHint(ref: BackupRef, component: Component = 'snapshot'): string {
+  const selector = `${BACKUP_LABEL}=${fitName(ref.name)},${COMPONENT_LABEL}=${component}`;
+  return `kubectl get events -n ${ref.namespace} --field-selector involvedObject.name=${attachmentName(ref.name, component)} (and the pods' events; while the Job exists: kubectl logs -n ${ref.namespace} -l ${selector})`;
 }
 
 /** A recorded outcome: Ready or Failed is True. Such a backup is never run again. */
@@ -83,7 +86,8 @@ function conditionsFor(observed: Condition[] | undefined, verdict: Verdict, gene
 
 function buildStatus(object: KubernetesObject, observed: BackupStatus, verdict: Verdict, extra: Partial<BackupStatus>, now: Date): BackupStatus {
   const report = observed.report;
-  const startTime = report?.startedAt ?? extra.startTime ?? observed.startTime;
+  // The first start seen stays: the Job's start, else the first attempt's report.
+  const startTime = observed.startTime ?? extra.startTime ?? report?.startedAt;
   const bytes = verdict.snapshot?.size ?? report?.bytesUploaded;
   const finished = verdict.phase === 'Succeeded' || verdict.phase === 'Failed';
   return {
@@ -122,7 +126,7 @@ function judge(ref: BackupRef, report: BackupReport | undefined, job: JobState |
     const why = `${job.failed.reason}${job.failed.message ? `: ${job.failed.message}` : ''}`;
     const message = attemptFailed
       ? `${attemptFailed} (the snapshot Job gave up after ${job.failedPods} failed attempt(s): ${why})`
-      : `The snapshot Job failed without reporting a result (${why}); the pod was probably killed (out of memory, deadline, eviction) or never started (image pull): see kubectl describe pods and ${podsHint(ref)}`;
+      : `The snapshot Job failed without reporting a result (${why}); the pod was probably killed (out of memory, deadline, eviction) or never started (image pull): see ${podsHint(ref)}`;
     return { phase: 'Failed', message, ...(job.failed.time && { completionTime: job.failed.time }) };
   }
   if (job?.complete) {
@@ -139,7 +143,7 @@ function observedJob(request: DecoratorSyncRequest, name: string): KubernetesObj
   return jobs[name] ?? jobs[`${request.object.metadata.namespace ?? ''}/${name}`];
 }
 
-function finished(object: KubernetesObject, observed: BackupStatus): BackupSyncResult {
+function finished(_object: KubernetesObject, observed: BackupStatus): BackupSyncResult {
   // Repeat the recorded status as it is (same request, same answer) and attach nothing: the Job goes.
   return { response: { status: observed as Record<string, unknown>, attachments: [] }, outcome: 'finished' };
 }
@@ -161,8 +165,10 @@ function checkSpec(object: KubernetesObject): SpecCheck {
 
 export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobImage): BackupSyncResult {
   const { object } = request;
+  // A recorded outcome is final even if the rest of the status does not match the CRD: never run it again.
+  const recorded = (object.status ?? {}) as BackupStatus;
+  if (Array.isArray(recorded.conditions) && isFinished(recorded)) return finished(object, recorded);
   const observed = readBackupStatus(object.status);
-  if (isFinished(observed)) return finished(object, observed);
 
   const checked = checkSpec(object);
   if (!checked.ok) return fail(object, observed, checked.message, now);
@@ -199,8 +205,10 @@ export interface BackupFinalizeResult {
 /**
  * The backup is being deleted. Retain (the default): let it go at once; its object stays in S3. Delete: run the
  * delete Job (which removes the object only if this backup wrote it) and let the backup go once it succeeded.
- * If the Job fails, the backup stays (Terminating) with the reason in status.deletion; changing
- * spec.deletionPolicy to Retain lets it go and keeps the object.
+ * A snapshot Job still running is removed first (its pod aborts its upload on SIGTERM), and then the delete Job
+ * looks for the object at the key that Job would have written, in case it completed meanwhile. If the delete Job
+ * fails, the backup stays (Terminating) with the reason in status.deletion; changing spec.deletionPolicy to
+ * Retain lets it go and keeps the object.
  */
 export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage): BackupFinalizeResult {
   const { object } = request;
@@ -208,22 +216,44 @@ export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage): 
   const release = (): BackupFinalizeResult => ({ response: { status: observed as Record<string, unknown>, attachments: [], finalized: true }, outcome: 'released' });
   const checked = checkSpec(object);
   if (!checked.ok || checked.spec.deletionPolicy !== 'Delete') return release();
-  const key = observed.snapshot?.key ?? (observed.report?.state === 'Succeeded' ? observed.report.snapshot?.key : undefined);
-  if (!key) return release(); // nothing was stored (a running snapshot Job is removed with the backup and aborts its upload)
-
   const ref = backupRef(object);
+  const snapshotJobSeen = observedJob(request, attachmentName(ref.name, 'snapshot')) !== undefined;
+  // A finished backup stored exactly its recorded snapshot (a failed one nothing: failed attempts abort their
+  // uploads). An unfinished one may have stored an object if its Job ran at all.
+  const key = isFinished(observed)
+    ? observed.snapshot?.key
+    : (observed.snapshot?.key ?? observed.report?.snapshot?.key ?? (snapshotJobSeen || observed.report ? expectedKey(ref, checked.spec, request) : undefined));
+  if (!key) return release();
+
+  // The bucket the object went to: the spec may have been edited since.
+  const bucket = observed.snapshot?.bucket ?? observed.report?.snapshot?.bucket ?? checked.spec.backupStorage.s3.bucket;
+  const spec: BackupSpec = { ...checked.spec, backupStorage: { s3: { ...checked.spec.backupStorage.s3, bucket } } };
+  const where = `s3://${bucket}/${key}`;
+  if (snapshotJobSeen) {
+    // Wait for the snapshot Job to go (leaving it out deletes it) before deleting what it may have written.
+    const status = { ...observed, deletion: { message: `Stopping the snapshot Job before deleting ${where}` } };
+    return { response: { status: status as Record<string, unknown>, attachments: [], finalized: false }, outcome: 'deleting' };
+  }
   const job = observedJob(request, attachmentName(ref.name, 'delete'));
   const state = job && readJobState(job);
   if (state?.complete) return release();
-  const where = `s3://${checked.spec.backupStorage.s3.bucket}/${key}`;
   const message = state?.failed
-    ? `Failed to delete snapshot from S3: the delete Job failed (${state.failed.reason}${state.failed.message ? `: ${state.failed.message}` : ''}); see ${podsHint(ref)}. ${where} stays; set spec.deletionPolicy to Retain to let the backup go without deleting it`
+    ? `Failed to delete snapshot from S3: the delete Job failed (${state.failed.reason}${state.failed.message ? `: ${state.failed.message}` : ''}); see ${podsHint(ref, 'delete')}. ${where} stays; set spec.deletionPolicy to Retain to let the backup go without deleting it`
     : `Deleting ${where}`;
   const status = { ...observed, deletion: { message } };
   return {
-    response: { status: status as Record<string, unknown>, attachments: [deleteJob(ref, checked.spec, key, image)], finalized: false },
+    response: { status: status as Record<string, unknown>, attachments: [deleteJob(ref, spec, key, image)], finalized: false },
     outcome: state?.failed ? 'delete-failed' : 'deleting',
   };
+}
+
+/** The key the snapshot Job writes: computed from the same inputs, so a backup deleted mid-run can be cleaned up. */
+function expectedKey(ref: BackupRef, spec: BackupSpec, request: DecoratorSyncRequest): string | undefined {
+  const resolved = resolveTalosSource(spec, ref.namespace, request.related);
+  const time = parseTime(backupTime(ref));
+  const cluster = resolved.ok ? resolved.source.cluster : (request.object.status as BackupStatus | undefined)?.cluster;
+  if (!time || !cluster) return undefined;
+  return objectKey({ prefix: spec.backupStorage.s3.prefix, cluster, time });
 }
 
 /** Related objects for a backup: its TalosControlPlane, by name, in its namespace. */

@@ -65,7 +65,7 @@ function decoratedObject(apiVersion: string, kind: string) {
     properties: {
       apiVersion: { const: apiVersion },
       kind: { const: kind },
-      metadata: { ...objectMeta, required: ['name', 'namespace', 'uid'] },
+      metadata: { ...objectMeta, required: ['name', 'namespace', 'uid', 'creationTimestamp'] },
     },
   } as const;
 }

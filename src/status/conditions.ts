@@ -16,7 +16,8 @@ export function parseTime(value: unknown): Date | undefined {
 }
 
 export function findCondition(conditions: readonly Condition[] | undefined, type: string): Condition | undefined {
-  return conditions?.find((c) => c.type === type);
+  // Tolerates malformed entries (null, non-objects): observed statuses are not always what we wrote.
+  return Array.isArray(conditions) ? conditions.find((c) => typeof c === 'object' && c !== null && c.type === type) : undefined;
 }
 
 /**
