@@ -14,7 +14,7 @@ import { API_VERSION, BACKUP_KIND, JOB_KEY } from '../../src/api/constants.js';
 import { packageRoot } from '../../src/api/crds.js';
 import type { BackupStatus } from '../../src/api/types.js';
 import type { JobImage } from '../../src/backup/job.js';
-import { syncBackup } from '../../src/backup/sync.js';
+import { finalizeBackup, syncBackup } from '../../src/backup/sync.js';
 import type { KubernetesObject } from '../../src/metacontroller/types.js';
 import { restoreSnapshot, startEtcd, type Etcd } from '../support/etcd.js';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../support/kube-api.js';
@@ -233,5 +233,36 @@ describe('the snapshot Job, run as the kubelet would run it', () => {
       big.setFault(undefined);
       await prepared.cleanup();
     }
+  });
+
+  it('deletionPolicy Delete: the delete Job the finalize hook emits removes the object, then the backup is let go', async () => {
+    const backup = createBackup();
+    const { job, result } = await runJob(backup);
+    assert.equal(result.code, 0, result.stderr);
+    const key = (JSON.parse(result.stdout) as { key: string }).key;
+    // The backup as the controller left it (Succeeded), now being deleted with deletionPolicy Delete.
+    const done = syncAfter(backup, job, { succeeded: 1, conditions: [{ type: 'Complete', status: 'True' }] }).response.status;
+    const deleting = { ...backupNow(backup), status: done, spec: { ...(backupNow(backup).spec as object), deletionPolicy: 'Delete' } } as KubernetesObject;
+    deleting.metadata.deletionTimestamp = '2026-11-21T11:00:00Z';
+    const held = finalizeBackup({ object: deleting, attachments: {}, related: {}, finalizing: true }, IMAGE);
+    assert.equal(held.response.finalized, false);
+    const deleteJob = held.response.attachments[0]!;
+    const template = (deleteJob.spec as { template: Parameters<typeof prepareContainer>[0] }).template;
+    const prepared = await prepareContainer(template, { api, namespace: NAMESPACE, imagePaths: { '/app': packageRoot() } });
+    try {
+      assert.deepEqual(prepared.configErrors, []);
+      assert.equal(prepared.env.KUBERNETES_SERVICE_ACCOUNT_DIR, undefined, 'the delete Job gets no API token');
+      const run = await runContainer(prepared, { timeoutMs: 60_000 });
+      assert.equal(run.code, 0, run.stderr);
+      assert.deepEqual(JSON.parse(run.stdout), { bucket: BUCKET, key, deleted: true });
+    } finally {
+      await prepared.cleanup();
+    }
+    const gone = await rgw().client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: key })).then(() => false, () => true);
+    assert.ok(gone, 'the object is deleted');
+    const observed = { ...deleteJob, status: { succeeded: 1, conditions: [{ type: 'Complete', status: 'True' }] } };
+    const released = finalizeBackup({ object: deleting, attachments: { [JOB_KEY]: { [deleteJob.metadata.name]: observed } }, related: {}, finalizing: true }, IMAGE);
+    assert.equal(released.response.finalized, true);
+    assert.deepEqual(released.response.attachments, []);
   });
 });
