@@ -8,7 +8,7 @@
 // the observed status records the outcome, the answer repeats it and attaches nothing, so Kubernetes removes
 // the Job and its helpers, and the backup never runs again.
 
-import { BACKUP_LABEL, COMPONENT_LABEL, JOB_KEY, RELATED_CONTROL_PLANE_KEY, API_VERSION, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
+import { API_VERSION, BACKUP_LABEL, COMPONENT_LABEL, JOB_KEY, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
 import { unsupportedFeatures } from '../api/features.js';
 import type { BackupReport, BackupSpec, BackupStatus, SnapshotInfo } from '../api/types.js';
 import { readBackupStatus, validateBackupSpec } from '../api/validation.js';
@@ -143,13 +143,13 @@ function observedJob(request: DecoratorSyncRequest, name: string): KubernetesObj
   return jobs[name] ?? jobs[`${request.object.metadata.namespace ?? ''}/${name}`];
 }
 
-function finished(_object: KubernetesObject, observed: BackupStatus): BackupSyncResult {
+function finished(observed: BackupStatus): BackupSyncResult {
   // Repeat the recorded status as it is (same request, same answer) and attach nothing: the Job goes.
   return { response: { status: observed as Record<string, unknown>, attachments: [] }, outcome: 'finished' };
 }
 
-function fail(object: KubernetesObject, observed: BackupStatus, message: string, now: Date, extra: Partial<BackupStatus> = {}): BackupSyncResult {
-  const status = buildStatus(object, observed, { phase: 'Failed', message }, extra, now);
+function fail(object: KubernetesObject, observed: BackupStatus, message: string, now: Date): BackupSyncResult {
+  const status = buildStatus(object, observed, { phase: 'Failed', message }, {}, now);
   return { response: { status: status as Record<string, unknown>, attachments: [] }, outcome: 'failed', message };
 }
 
@@ -167,7 +167,7 @@ export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobI
   const { object } = request;
   // A recorded outcome is final even if the rest of the status does not match the CRD: never run it again.
   const recorded = (object.status ?? {}) as BackupStatus;
-  if (Array.isArray(recorded.conditions) && isFinished(recorded)) return finished(object, recorded);
+  if (Array.isArray(recorded.conditions) && isFinished(recorded)) return finished(recorded);
   const observed = readBackupStatus(object.status);
 
   const checked = checkSpec(object);
@@ -263,5 +263,3 @@ export function customizeBackup(request: CustomizeRequest): CustomizeResponse {
   if (typeof name !== 'string' || name === '') return { relatedResources: [] };
   return { relatedResources: [{ apiVersion: API_VERSION, resource: TALOS_CONTROL_PLANE_PLURAL, ...(request.parent.metadata.namespace && { namespace: request.parent.metadata.namespace }), names: [name] }] };
 }
-
-export { RELATED_CONTROL_PLANE_KEY };

@@ -73,8 +73,14 @@ async function reporterFor(raw: RawSettings, env: NodeJS.ProcessEnv) {
   const interval = Number(raw.progressInterval);
   if (!namespace || !name) throw new SettingsError('REPORT_STATUS=true needs BACKUP_NAMESPACE and BACKUP_NAME');
   if (!(interval > 0)) throw new SettingsError(`PROGRESS_INTERVAL_SECONDS (--progress-interval) must be a positive number, got ${JSON.stringify(raw.progressInterval)}`);
+  let api;
+  try {
+    api = inClusterApi(env);
+  } catch (error) {
+    throw new SettingsError(`REPORT_STATUS=true, but the Kubernetes API is not usable: ${(error as Error).message}`);
+  }
   return statusReporter({
-    api: inClusterApi(env),
+    api,
     namespace,
     name,
     pod: raw.podName,
