@@ -1,5 +1,5 @@
 // Benchmark of the snapshot pipeline: an etcd snapshot streamed from the Talos API (mutual TLS, 1024-byte messages)
-// through the integrity check into S3 (Ceph RGW on loopback), by the real CLI as the Job runs it (`node <SNAPSHOT_NODE_FLAGS> dist/src/main.js snapshot`),
+// through the integrity check into S3 (Ceph RGW on loopback), by the real CLI as the Job runs it (`node <SNAPSHOT_NODE_FLAGS> dist/src/main.js snapshot`, SNAPSHOT_RUNTIME_ENV),
 // against its two stages alone and against the two-step script a user would write otherwise.
 //
 // Every measured run is a child process of its own (peak RSS and CPU are per run, recorded at its exit by
@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import { SETTINGS, SNAPSHOT_NODE_FLAGS } from '../src/snapshot/config.js';
+import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../src/snapshot/config.js';
 import { createTalosPki, talosconfigYaml } from '../test/support/pki.js';
 import { startRgw, type Rgw } from '../test/support/rgw.js';
 import { CHUNK_SIZE } from '../test/support/talos-double.js';
@@ -435,6 +435,7 @@ async function runCli(label: string, setup: Setup, double: DoubleProcess): Promi
       S3_QUEUE_SIZE: String(QUEUE_SIZE),
       BACKUP_NAMESPACE: 'bench',
       BACKUP_NAME: label,
+      ...SNAPSHOT_RUNTIME_ENV,
     });
     const { measured, figures } = await observe(label, [...SNAPSHOT_NODE_FLAGS, cli, 'snapshot'], env, { dir: setup.dir, bytes: double.facts.size, double, rgw });
     const result = lastJsonLine<{ size?: unknown; sha256?: unknown; etcdSha256?: unknown; alreadyUploaded?: unknown; key?: unknown }>(label, measured.stdout);

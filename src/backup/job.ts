@@ -11,7 +11,7 @@
 import { GROUP, BACKUP_PLURAL, SCHEDULED_TIME_ANNOTATION } from '../api/constants.js';
 import type { BackupSpec, SecretKeyRef } from '../api/types.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
-import { SETTINGS, SNAPSHOT_NODE_FLAGS } from '../snapshot/config.js';
+import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../snapshot/config.js';
 import { formatTime, parseTime } from '../status/conditions.js';
 import { attachmentLabels, attachmentName, type Component } from './names.js';
 import type { TalosSource } from './talos-source.js';
@@ -126,6 +126,7 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
     imagePullPolicy: image.pullPolicy,
     command: ['node', ...SNAPSHOT_NODE_FLAGS, IMAGE_ENTRYPOINT, parts.command],
     env: [
+      ...Object.entries(SNAPSHOT_RUNTIME_ENV).map(([name, value]) => ({ name, value })),
       ...parts.vars,
       { name: SETTINGS.requiredSecrets.env, value: JSON.stringify(parts.required) },
       { name: SETTINGS.podName.env, valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
