@@ -2,7 +2,7 @@
 // x-amz-meta-backup-uid must be the backup's uid. Idempotent: a key with no object is success (a retried Job).
 
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
-import { describeS3Error } from './upload.js';
+import { describeS3Error, isPermanentS3Error } from './errors.js';
 
 /** An S3 failure or refusal, worded as API.md wants ("Failed to delete snapshot from S3: ..."). */
 export class S3DeleteError extends Error {
@@ -21,13 +21,11 @@ export interface DeleteOutcome {
   detail?: string;
 }
 
-// Errors that say the same thing however often the request is repeated: a wrong bucket, key or permission.
-const PERMANENT_CODES = new Set(['NoSuchBucket', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied']);
 
 /** Whether retrying cannot help: a foreign or Object-Locked object, a missing bucket, bad credentials, a denied request. */
 export function isPermanentDeleteError(error: unknown): boolean {
   if (error instanceof S3DeleteError) return error.permanent;
-  return error instanceof S3ServiceException && PERMANENT_CODES.has(error.name);
+  return isPermanentS3Error(error);
 }
 
 function s3Error(error: unknown, suffix = ''): S3DeleteError {

@@ -20,6 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { VerifiedSnapshot } from '../snapshot/etcd-trailer.js';
+import { describeS3Error, isPermanentS3Error } from './errors.js';
 
 /** Who wrote an object: stored as x-amz-meta-backup-{namespace,name,uid}. */
 export interface BackupIdentity {
@@ -67,27 +68,12 @@ export class S3UploadError extends Error {
   readonly permanent: boolean;
   constructor(detail: string, options: { cause?: unknown; permanent?: boolean } = {}) {
     super(`Failed to upload snapshot to S3: ${detail}`, options);
-    this.permanent = options.permanent ?? (options.cause instanceof S3ServiceException && PERMANENT_S3_ERRORS.has(options.cause.name));
+    this.permanent = options.permanent ?? isPermanentS3Error(options.cause);
   }
 }
-
-// S3 errors that repeat however often the request is retried.
-const PERMANENT_S3_ERRORS = new Set(['NoSuchBucket', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidBucketName']);
 
 const FIVE_GIB = 5 * 1024 ** 3;
 const COPY_PART_BYTES = 1024 ** 3;
-
-/** A one-line description of an SDK or network error (code and message; never request details). */
-export function describeS3Error(error: unknown): string {
-  if (error instanceof S3ServiceException) {
-    const status = error.$metadata?.httpStatusCode;
-    // Some stores send no <Message>; the SDK then says "UnknownError", which tells nobody anything.
-    const message = error.message && error.message !== 'UnknownError' && error.message !== error.name ? `: ${error.message}` : '';
-    return `${error.name}${status ? ` (HTTP ${status})` : ''}${message}`.replace(/\s+/g, ' ');
-  }
-  const e = error as { code?: string; message?: string };
-  return `${e.code ? `${e.code}: ` : ''}${e.message ?? String(error)}`.replace(/\s+/g, ' ');
-}
 
 function identityMetadata(identity: BackupIdentity): Record<string, string> {
   return { 'backup-namespace': identity.namespace, 'backup-name': identity.name, 'backup-uid': identity.uid };

@@ -3,7 +3,7 @@
 
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { describeS3Error } from '../s3/upload.js';
+import { describeS3Error } from '../s3/errors.js';
 import { EtcdSnapshotVerifier, IntegrityError, type VerifiedSnapshot } from './etcd-trailer.js';
 
 export class VerificationError extends Error {
