@@ -55,8 +55,28 @@ export interface FakeKubeApi {
   /** A bearer token authenticating as system:serviceaccount:<namespace>:<name> (the same one on every call). */
   tokenFor(namespace: string, serviceAccount: string): string;
   readonly requests: ApiRequestRecord[];
+  /** Copies of the stored objects of a kind (in one namespace, or all), sorted by namespace and name. */
+  list(apiVersion: string, kind: string, namespace?: string): KubeObject[];
+  /**
+   * Deletes as the API server and the garbage collector do: an object with finalizers only gets a
+   * deletionTimestamp (it goes once a write leaves its finalizers empty); a deleted object's dependents (by
+   * ownerReferences uid) are deleted too (background propagation). Unknown objects are ignored.
+   */
+  remove(apiVersion: string, kind: string, namespace: string, name: string): void;
+  /** Called after every change, whether made through HTTP or put/remove. Returns an unsubscribe function. */
+  onChange(listener: (event: ChangeEvent) => void): () => void;
   /** Destroys open connections and stops listening. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface ChangeEvent {
+  type: 'added' | 'modified' | 'deleted';
+  object: KubeObject;
+}
+
+export interface FakeKubeApiOptions {
+  /** The clock of creation and deletion timestamps (default: the real one). */
+  clock?: () => Date;
 }
 
 const RBAC_GROUP = 'rbac.authorization.k8s.io';
@@ -211,7 +231,13 @@ function ruleAllows(rule: PolicyRule, group: string, verb: string, resource: str
 
 // ---------------------------------------------------------------------------------------------------------------
 
-export async function startFakeKubeApi(): Promise<FakeKubeApi> {
+export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promise<FakeKubeApi> {
+  const clock = options.clock ?? (() => new Date());
+  const timestamp = () => clock().toISOString().replace(/\.\d+Z$/, 'Z');
+  const listeners = new Set<(event: ChangeEvent) => void>();
+  const emit = (type: ChangeEvent['type'], object: KubeObject) => {
+    for (const listener of listeners) listener({ type, object: structuredClone(object) });
+  };
   // ECDSA P-256 (not pki.ts' Ed25519 default): closer to a cluster CA, and every TLS client accepts it.
   const pki = await createTalosPki({
     algorithm: 'ECDSA-P256',
@@ -234,14 +260,41 @@ export async function startFakeKubeApi(): Promise<FakeKubeApi> {
     return [...store].filter(([k]) => k.startsWith(prefix)).map(([, o]) => o).sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
   };
 
+  /** Removes an object and, as the garbage collector does, every object it owns. */
+  const erase = (group: string, resource: string, object: KubeObject): void => {
+    if (!store.delete(keyOf(group, resource, object.metadata.namespace ?? '', object.metadata.name))) return;
+    emit('deleted', object);
+    for (const [key, dependent] of [...store]) {
+      const owners = (dependent.metadata.ownerReferences ?? []) as { uid?: string }[];
+      if (!owners.some((o) => o.uid === object.metadata.uid)) continue;
+      const [g, r] = key.split('|') as [string, string];
+      remove(g, r, dependent);
+    }
+  };
+  const finalizersOf = (object: KubeObject): unknown[] => (Array.isArray(object.metadata.finalizers) ? object.metadata.finalizers : []);
+  /** Deletion: with finalizers, only a deletionTimestamp; without, gone (with its dependents). */
+  const remove = (group: string, resource: string, object: KubeObject): void => {
+    if (finalizersOf(object).length === 0) return erase(group, resource, object);
+    if (object.metadata.deletionTimestamp) return;
+    save(group, resource, { ...object, metadata: { ...object.metadata, deletionTimestamp: timestamp() } });
+  };
+
   /** Stores a copy with a new resourceVersion (unless `keepVersion` is given) and uid/creationTimestamp when missing. */
   const save = (group: string, resource: string, object: KubeObject, keepVersion?: string): KubeObject => {
     const copy = structuredClone(object);
     copy.metadata.uid ??= randomUUID();
-    copy.metadata.creationTimestamp ??= new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    copy.metadata.creationTimestamp ??= timestamp();
     copy.metadata.resourceVersion = keepVersion ?? String(++revision);
     kinds.set(resource, copy.kind);
-    store.set(keyOf(group, resource, copy.metadata.namespace ?? '', copy.metadata.name), copy);
+    const key = keyOf(group, resource, copy.metadata.namespace ?? '', copy.metadata.name);
+    const existed = store.has(key);
+    // A write that leaves a deleted object without finalizers completes its deletion.
+    if (copy.metadata.deletionTimestamp && finalizersOf(copy).length === 0) {
+      erase(group, resource, copy);
+      return structuredClone(copy);
+    }
+    store.set(key, copy);
+    emit(existed ? 'modified' : 'added', copy);
     return structuredClone(copy);
   };
 
@@ -369,7 +422,7 @@ export async function startFakeKubeApi(): Promise<FakeKubeApi> {
       case 'delete':
         if (t.subresource) throw notAllowed;
         if (!stored) throw notFound(t.name!);
-        store.delete(keyOf(t.group, t.resource, t.namespace, t.name!));
+        remove(t.group, t.resource, stored);
         return [200, stored];
       default:
         throw notAllowed;
@@ -457,6 +510,23 @@ export async function startFakeKubeApi(): Promise<FakeKubeApi> {
     get(apiVersion, kind, namespace, name) {
       const found = lookup(groupOf(apiVersion), resourceOf(kind), namespace, name);
       return found && structuredClone(found);
+    },
+    list(apiVersion, kind, namespace) {
+      const prefix = `${groupOf(apiVersion)}|${resourceOf(kind)}|${namespace === undefined ? '' : `${namespace}|`}`;
+      return [...store]
+        .filter(([k]) => k.startsWith(prefix))
+        .map(([, o]) => structuredClone(o))
+        .sort((a, b) => `${a.metadata.namespace ?? ''}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace ?? ''}/${b.metadata.name}`));
+    },
+    remove(apiVersion, kind, namespace, name) {
+      const group = groupOf(apiVersion);
+      const resource = resourceOf(kind);
+      const found = lookup(group, resource, namespace, name);
+      if (found) remove(group, resource, found);
+    },
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
     },
     tokenFor(namespace, serviceAccount) {
       const account = `${namespace}:${serviceAccount}`;
