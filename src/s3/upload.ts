@@ -14,6 +14,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   S3ServiceException,
   UploadPartCopyCommand,
   type S3Client,
@@ -133,6 +134,24 @@ async function addMetadata(up: SnapshotUpload, etag: string, size: number, metad
 }
 
 /**
+ * Aborts incomplete multipart uploads to exactly `key` started before `before`: an earlier attempt of this backup
+ * that was killed (SIGKILL, out of memory) could not abort its own, and its parts would be stored, invisible, until
+ * a lifecycle rule removes them. Keys are unique per backup, so nobody else uploads to this one. Best effort: a
+ * writer without s3:ListBucketMultipartUploads simply skips this.
+ */
+async function abortLeftoverUploads(client: S3Client, bucket: string, key: string, before: Date): Promise<void> {
+  try {
+    const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }));
+    for (const upload of listed.Uploads ?? []) {
+      if (upload.Key !== key || !upload.UploadId || (upload.Initiated && upload.Initiated >= before)) continue;
+      await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: upload.UploadId }));
+    }
+  } catch {
+    // housekeeping only
+  }
+}
+
+/**
  * Uploads a snapshot to `key`. If an object is already there: a complete one from this same backup (same uid,
  * with hashes) is accepted as is — a retried Job — and the body is never opened; anything else written by another
  * backup is refused, never overwritten. Any failure aborts the multipart upload, so nothing is left at the key
@@ -155,6 +174,8 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   if (typeof existing === 'object' && existing.metadata.sha256 && existing.metadata['etcd-sha256']) {
     return { alreadyUploaded: true, size: existing.size, hashes: { sha256: existing.metadata.sha256, etcdSha256: existing.metadata['etcd-sha256'] } };
   }
+
+  await abortLeftoverUploads(client, bucket, key, new Date());
 
   // The body's own failure (a broken Talos stream, a failed integrity check) is the real cause even when
   // lib-storage's abort call fails too and replaces it.

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../src/s3/client.js';
 import { S3UploadError, uploadSnapshot, type BackupIdentity, type SnapshotUpload } from '../../src/s3/upload.js';
 import { IntegrityError, verifyingStream, type VerifiedSnapshot } from '../../src/snapshot/etcd-trailer.js';
@@ -123,6 +123,16 @@ describe('uploadSnapshot and verifyObject on Ceph RGW', () => {
     assert.equal(outcome.alreadyUploaded, true);
     assert.equal(outcome.hashes.etcdSha256, data.subarray(-32).toString('hex'));
     assert.equal(retry.opened(), false);
+  });
+
+  it('a retried Job aborts the multipart upload a killed attempt left at its key (and only at its key)', async () => {
+    const b = await bucket();
+    const s3 = rgw().client();
+    const leftover = await s3.send(new CreateMultipartUploadCommand({ Bucket: b, Key: 'k.db' }));
+    await s3.send(new UploadPartCommand({ Bucket: b, Key: 'k.db', UploadId: leftover.UploadId, PartNumber: 1, Body: Buffer.alloc(5 * MIB) }));
+    const neighbour = await s3.send(new CreateMultipartUploadCommand({ Bucket: b, Key: 'k.db.other' }));
+    await upload(client(), b, 'k.db', snapshot(64 * 1024), identity()).run;
+    assert.deepEqual((await pending(b)).map((u) => u.UploadId), [neighbour.UploadId]);
   });
 
   it('a retried Job replaces its own object when it lacks the hashes (the earlier try died before recording them)', async () => {
