@@ -158,3 +158,46 @@ export function isReadableBackup(object: { spec?: unknown; status?: unknown }): 
   const { backupSpecAsIs, backupStatus } = compiled();
   return backupSpecAsIs(object.spec) && (object.status === undefined || backupStatus(object.status));
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Any structural schema (tests use it to stand in for the API server with any CRD in crds/).
+
+const anySchema = new WeakMap<JsonSchema, ValidateFunction>();
+let anyAjv: Ajv | undefined;
+
+/** Paths of fields the schema does not declare: the API server prunes them silently (`metadata` is ObjectMeta's business). */
+function undeclaredFields(schema: JsonSchema, value: unknown, path: string, isRoot: boolean): string[] {
+  if (Array.isArray(value)) {
+    const items = schema.items as JsonSchema | undefined;
+    return items ? value.flatMap((v, i) => undeclaredFields(items, v, `${path}[${i}]`, false)) : [];
+  }
+  if (typeof value !== 'object' || value === null || schema['x-kubernetes-preserve-unknown-fields'] === true) return [];
+  const properties = (schema.properties ?? {}) as Record<string, JsonSchema>;
+  const additional = schema.additionalProperties;
+  return Object.entries(value).flatMap(([key, v]) => {
+    const at = path ? `${path}.${key}` : key;
+    if (isRoot && key === 'metadata') return [];
+    const sub = properties[key] ?? (typeof additional === 'object' && additional !== null ? (additional as JsonSchema) : undefined);
+    if (sub) return undeclaredFields(sub, v, at, false);
+    return additional === true ? [] : [`${at}: unknown field (the API server would prune it)`];
+  });
+}
+
+/**
+ * Checks `value` against a CRD's `openAPIV3Schema` (or a part of it, e.g. its status) as the API server checks a
+ * write: structure, CEL rules and defaults (applied to the returned copy; the input is not modified). Fields the
+ * schema does not declare, which the API server would prune silently, are reported as problems too. `root` prefixes
+ * problem paths (e.g. 'status'); with root '' the value is a whole object and its `metadata` is not checked.
+ */
+export function validateAgainstSchema(schema: JsonSchema, value: unknown, root = ''): Validated<unknown> {
+  anyAjv ??= newAjv(true);
+  let validate = anySchema.get(schema);
+  if (!validate) {
+    validate = anyAjv.compile(schema);
+    anySchema.set(schema, validate);
+  }
+  const candidate = clone(value);
+  const problems = validate(candidate) ? [] : describeProblems(validate.errors, root);
+  problems.push(...undeclaredFields(schema, candidate, root, root === ''));
+  return problems.length === 0 ? { ok: true, value: candidate } : { ok: false, problems };
+}

@@ -232,7 +232,9 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   const status = buildStatus(
     {
       ...base,
-      lastScheduled: latest(lastScheduled, decision.create),
+      // The new slot is recorded once its backup is observed: if Metacontroller fails to create it (quota, an
+      // admission webhook), the status it writes anyway must not mark the slot as handled.
+      lastScheduled,
       activeNames: activeNames(remaining, created?.metadata.name),
       next,
       ready: { status: 'True', reason: 'Scheduled', message: notes },

@@ -24,7 +24,8 @@ describe('syncSchedule: when a backup is created', () => {
     assert.equal(atSlot.outcome, 'created');
     assert.equal(atSlot.created, name('2026-01-15T12:00:00Z'));
     assert.deepEqual(childNames(atSlot.response), [name('2026-01-15T12:00:00Z')]);
-    assert.equal(atSlot.response.status.lastScheduleTime, '2026-01-15T12:00:00Z');
+    // The slot is recorded once its backup is observed, so a failed creation does not lose it.
+    assert.equal(atSlot.response.status.lastScheduleTime, undefined);
     assert.equal(atSlot.response.status.nextScheduleTime, '2026-01-15T18:00:00Z');
     assert.deepEqual(atSlot.response.status.activeBackups, [name('2026-01-15T12:00:00Z')]);
     assert.equal(atSlot.response.resyncAfterSeconds, 21599.95 + 0.1);
@@ -70,6 +71,18 @@ describe('syncSchedule: when a backup is created', () => {
 
     const inTime = sync({ spec, status: { lastScheduleTime: '2026-01-15T06:00:00Z' } }, [], at('2026-01-15T12:05:00Z'));
     assert.equal(inTime.created, name('2026-01-15T12:00:00Z'));
+  });
+
+  it('a slot whose backup Metacontroller failed to create is created again (the status it wrote anyway does not count it)', () => {
+    const first = sync({ created: '2026-01-15T10:20:00Z' }, [], at('2026-01-15T12:00:00.050Z'));
+    assert.equal(first.created, name('2026-01-15T12:00:00Z'));
+    // Metacontroller writes the status even when creating the child failed; the retry sees no child.
+    const retry = sync({ created: '2026-01-15T10:20:00Z', status: first.response.status }, [], at('2026-01-15T12:00:07Z'));
+    assert.equal(retry.created, name('2026-01-15T12:00:00Z'));
+    // Once the backup is observed, the slot is recorded.
+    const observed = sync({ created: '2026-01-15T10:20:00Z', status: retry.response.status }, [backup('2026-01-15T12:00:00Z', 'active')], at('2026-01-15T12:00:08Z'));
+    assert.equal(observed.created, undefined);
+    assert.equal(observed.response.status.lastScheduleTime, '2026-01-15T12:00:00Z');
   });
 
   it('a slot that already has a backup is not created again, even if status was lost', () => {
