@@ -60,7 +60,7 @@ export function resolveTalosSource(spec: BackupSpec, namespace: string, related:
   const name = spec.talosControlPlaneRef!.name;
   const tcp = relatedControlPlane(related, namespace, name);
   const what = `TalosControlPlane ${namespace}/${name}`;
-  if (!tcp) return { ok: false, transient: true, message: `Failed to get TalosControlPlane: ${what} not found` };
+  if (!tcp) return { ok: false, transient: true, message: `Failed to get ${what}: not found in the backup's namespace` };
   const owners = Array.isArray(tcp.metadata?.ownerReferences) ? tcp.metadata.ownerReferences : [];
   const owner = owners.find((o) => o?.kind === TALOS_CLUSTER_KIND && typeof o.name === 'string' && o.name !== '')?.name;
   const talosconfig = { name: `${owner ?? name}-talosconfig`, key: `${name}.talosconfig` };
@@ -73,7 +73,7 @@ export function resolveTalosSource(spec: BackupSpec, namespace: string, related:
       return {
         ok: false,
         transient: true,
-        message: `Failed to get TalosControlPlane: ${what} lists no Talos API endpoints yet (status.bundleConfig.clientEndpoint is empty; is it provisioned?); set spec.endpoints to give them`,
+        message: `Failed to get ${what}: it lists no Talos API endpoints yet (status.bundleConfig.clientEndpoint is empty; is it provisioned?); set spec.endpoints to give them`,
       };
     }
   }

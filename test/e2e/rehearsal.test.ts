@@ -1,0 +1,196 @@
+// The rehearsal as a test: the whole loop with real etcd, Talos API double, Ceph RGW, hook servers, and the
+// Metacontroller and Job controller stand-ins (test/e2e/rehearsal.ts), checked at every step.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { API_VERSION, BACKUP_KIND, SCHEDULED_TIME_ANNOTATION, SCHEDULE_KIND } from '../../src/api/constants.js';
+import type { BackupStatus, ScheduleStatus } from '../../src/api/types.js';
+import type { Condition } from '../../src/metacontroller/types.js';
+import type { KubeObject } from '../support/kube-api.js';
+import { BUCKET, NAMESPACE, SCHEDULE, startRehearsal, type Rehearsal } from './rehearsal.js';
+
+const SLOT_MS = 5 * 60 * 1000;
+const HELPER_KINDS = [
+  ['batch/v1', 'Job'],
+  ['v1', 'ServiceAccount'],
+  ['rbac.authorization.k8s.io/v1', 'Role'],
+  ['rbac.authorization.k8s.io/v1', 'RoleBinding'],
+] as const;
+
+const status = (b: KubeObject) => (b.status ?? {}) as BackupStatus;
+const condition = (conditions: Condition[] | undefined, type: string) => conditions?.find((c) => c.type === type);
+const phaseOf = (b: KubeObject) => status(b).phase;
+const slotOf = (b: KubeObject) => (b.metadata.annotations as Record<string, string> | undefined)?.[SCHEDULED_TIME_ANNOTATION];
+
+function helpers(r: Rehearsal): string[] {
+  return HELPER_KINDS.flatMap(([apiVersion, kind]) => r.api.list(apiVersion, kind, NAMESPACE).map((o) => `${kind}/${o.metadata.name}`));
+}
+
+async function pendingUploads(r: Rehearsal) {
+  return (await r.s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET }))).Uploads ?? [];
+}
+
+/** Runs the schedule through `slots` slots from the current time; `beforeSlot` may inject faults. */
+async function runSlots(r: Rehearsal, slots: number, beforeSlot?: (index: number) => Promise<void> | void): Promise<void> {
+  const first = Math.ceil((r.now().getTime() + 1) / SLOT_MS) * SLOT_MS;
+  for (let i = 0; i < slots; i += 1) {
+    await beforeSlot?.(i);
+    await r.etcd.put(`registry/slot-${first + i * SLOT_MS}`, `written before the ${new Date(first + i * SLOT_MS).toISOString()} slot`);
+    await r.advanceTo(new Date(first + i * SLOT_MS + 1000));
+  }
+}
+
+describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete', () => {
+  let r: Rehearsal;
+  before(async () => {
+    r = await startRehearsal();
+    r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120, failedBackupsHistoryLimit: 3 }, template: { deletionPolicy: 'Delete' } });
+    await r.settle();
+  });
+  after(() => r?.close());
+
+  it('runs one backup per slot, keeps 3 successful ones and exactly their 3 objects; a failed slot is Failed and not counted', async () => {
+    await runSlots(r, 7, (i) => {
+      // Slot 4: the Talos API is unavailable for every attempt of the Job (backoffLimit 2 → 3 attempts).
+      r.talos.setFault(i === 4 ? { kind: 'unavailable', times: 3 } : undefined);
+    });
+    r.talos.setFault(undefined);
+    assert.deepEqual(r.metacontroller.errors, []);
+
+    const backups = r.backups();
+    const slots = backups.map(slotOf);
+    assert.equal(new Set(slots).size, slots.length, 'never two backups for one slot');
+    const ready = backups.filter((b) => phaseOf(b) === 'Succeeded');
+    const failed = backups.filter((b) => phaseOf(b) === 'Failed');
+    assert.equal(ready.length, 3, 'retention 3');
+    assert.equal(failed.length, 1);
+    assert.match(status(failed[0]!).message ?? '', /^Failed to take etcd snapshot: cannot reach the Talos API/);
+    assert.equal(condition(status(failed[0]!).conditions, 'Failed')?.status, 'True');
+    // The newest slots are the ones kept: the slot after the failure succeeded.
+    const newest = [...backups].sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b)))).pop()!;
+    assert.equal(phaseOf(newest), 'Succeeded');
+
+    const keys = (await r.objects()).map((o) => o.key).sort();
+    assert.deepEqual(keys, ready.map((b) => status(b).snapshot!.key).sort(), 'with Delete, exactly the kept backups\' objects');
+    assert.deepEqual(helpers(r), [], 'finished backups keep no Job or helper');
+    assert.deepEqual(await pendingUploads(r), []);
+
+    const scheduleStatus = r.schedule()!.status as ScheduleStatus;
+    assert.equal(condition(scheduleStatus.conditions, 'Ready')?.status, 'True');
+    assert.equal(scheduleStatus.lastSuccessfulBackupTime !== undefined, true);
+  });
+
+  it('the newest object restores with etcdctl, with the keys written before its slot', async () => {
+    const newest = r
+      .backups()
+      .filter((b) => phaseOf(b) === 'Succeeded')
+      .sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b))))
+      .pop()!;
+    const slot = new Date(slotOf(newest)!).getTime();
+    const restored = await r.restore(status(newest).snapshot!.key);
+    try {
+      assert.equal(await restored.get(`registry/slot-${slot}`), `written before the ${new Date(slot).toISOString()} slot`);
+      assert.equal(await restored.get(`registry/slot-${slot + SLOT_MS}`), undefined, 'nothing written after its slot');
+    } finally {
+      await restored.stop();
+    }
+  });
+
+  it('pausing stops new backups', async () => {
+    const count = r.backups().length;
+    const schedule = r.schedule()!;
+    r.metacontroller.apply({ ...schedule, spec: { ...(schedule.spec as object), paused: true } });
+    await runSlots(r, 3);
+    assert.equal(r.backups().length, count);
+    assert.equal(condition((r.schedule()!.status as ScheduleStatus).conditions, 'Ready')?.reason, 'Paused');
+  });
+
+  it('deleting the schedule removes its backups, their objects, and every Job and helper', async () => {
+    r.metacontroller.delete(API_VERSION, SCHEDULE_KIND, NAMESPACE, SCHEDULE);
+    await r.settle();
+    assert.equal(r.schedule(), undefined);
+    assert.deepEqual(r.backups(), []);
+    assert.deepEqual(helpers(r), []);
+    assert.deepEqual(await r.objects(), []);
+    assert.deepEqual(r.metacontroller.errors, []);
+  });
+});
+
+describe('rehearsal: restarts, killed snapshots, two replicas, bad input (deletionPolicy Retain)', () => {
+  let r: Rehearsal;
+  before(async () => {
+    r = await startRehearsal({ replicas: 2 });
+    // A snapshot of several 5 MiB parts, so a killed stream has a multipart upload in flight.
+    await r.etcd.putMany(2500, 'registry/big/', 4096);
+    r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120 }, template: {} });
+    await r.settle();
+  });
+  after(() => r?.close());
+
+  it('a hook server restarted mid-run and two replicas answering alternately lose nothing and duplicate nothing', async () => {
+    await runSlots(r, 2);
+    await r.restartServer(0);
+    await runSlots(r, 2);
+    const backups = r.backups();
+    assert.equal(backups.length, 3, 'retention 3 of 4 slots');
+    assert.ok(backups.every((b) => phaseOf(b) === 'Succeeded'));
+    assert.equal((await r.objects()).length, 4, 'with Retain, every object stays');
+    const urls = new Set(r.metacontroller.calls.map((c) => c.url.replace(/\/hooks\/.*/, '')));
+    assert.ok(urls.size >= 2, 'both replicas answered');
+  });
+
+  it('a snapshot process killed mid-stream leaves no object and no pending upload; the Job retry stores a good backup', async () => {
+    const first = Math.ceil((r.now().getTime() + 1) / SLOT_MS) * SLOT_MS;
+    r.talos.setFault({ kind: 'stall', afterBytes: 7 * 1024 * 1024, ms: 10_000, times: 1 });
+    const advancing = r.advanceTo(new Date(first + 1000));
+    // Wait for the stalled pod with an upload in flight, then kill it outright (as the OOM killer would).
+    const deadline = Date.now() + 30_000;
+    while ((await pendingUploads(r)).length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal((await pendingUploads(r)).length, 1, 'a multipart upload in flight');
+    const running = r.jobs.running()[0]!;
+    assert.ok(r.jobs.kill(running.namespace, running.job, 'SIGKILL'));
+    await advancing;
+    await r.settle();
+    const backup = r.backups().find((b) => slotOf(b) === new Date(first).toISOString().replace(/\.\d+Z$/, 'Z'))!;
+    assert.equal(phaseOf(backup), 'Succeeded', JSON.stringify(status(backup)));
+    assert.ok(r.jobs.pods.filter((p) => p.job === running.job).length >= 2, 'the Job retried');
+    assert.deepEqual(await pendingUploads(r), [], 'the retry aborted the killed attempt\'s upload');
+    const restored = await r.restore(status(backup).snapshot!.key);
+    await restored.stop();
+  });
+
+  it('bad input ends with the documented condition and disturbs nothing else', async () => {
+    const template = (r.schedule()!.spec as { backupTemplate: { spec: Record<string, unknown> & { backupStorage: { s3: Record<string, unknown> } } } }).backupTemplate.spec;
+    const backup = (name: string, spec: Record<string, unknown>): KubeObject => {
+      const merged: Record<string, unknown> = { ...template, ...spec };
+      for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
+      return { apiVersion: API_VERSION, kind: BACKUP_KIND, metadata: { name, namespace: NAMESPACE }, spec: merged };
+    };
+    const schedule = (name: string, spec: Record<string, unknown>): KubeObject => ({ apiVersion: API_VERSION, kind: SCHEDULE_KIND, metadata: { name, namespace: NAMESPACE }, spec: { ...(r.schedule()!.spec as object), ...spec } });
+    r.metacontroller.apply(schedule('bad-cron', { schedule: '0 0 2 * * *' }));
+    r.metacontroller.apply(schedule('bad-zone', { timeZone: 'Mars/Olympus_Mons' }));
+    r.metacontroller.apply(backup('missing-secret', { backupStorage: { s3: { ...template.backupStorage.s3, accessKeyID: { name: 'nope', key: 'access-key-id' }, secretAccessKey: { name: 'nope', key: 'secret-access-key' } } } }));
+    r.metacontroller.apply(backup('missing-tcp', { talosConfigSecretRef: undefined, talosControlPlaneRef: { name: 'no-such-cluster' } }));
+    r.metacontroller.apply(backup('missing-bucket', { backupStorage: { s3: { ...template.backupStorage.s3, bucket: 'no-such-bucket' } } }));
+    const goodBefore = r.backups().filter((b) => phaseOf(b) === 'Succeeded').length;
+    await r.settle();
+    await r.advanceTo(new Date(r.now().getTime() + 31_000)); // past the TalosControlPlane grace period
+
+    const get = (kind: string, name: string) => r.api.get(API_VERSION, kind, NAMESPACE, name)!;
+    const failedMessage = (name: string) => condition(status(get(BACKUP_KIND, name)).conditions, 'Failed');
+    assert.equal(condition((get(SCHEDULE_KIND, 'bad-cron').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidSchedule');
+    assert.equal(condition((get(SCHEDULE_KIND, 'bad-zone').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidTimeZone');
+    assert.match(failedMessage('missing-secret')?.message ?? '', /^Failed to get secret: secret talos-backup\/nope key access-key-id/);
+    assert.match(failedMessage('missing-tcp')?.message ?? '', /^Failed to get TalosControlPlane talos-backup\/no-such-cluster: not found in the backup's namespace/);
+    assert.match(failedMessage('missing-bucket')?.message ?? '', /^Failed to upload snapshot to S3: NoSuchBucket/);
+    for (const name of ['missing-secret', 'missing-tcp', 'missing-bucket']) assert.equal(phaseOf(get(BACKUP_KIND, name)), 'Failed', name);
+
+    // Nothing else disturbed: the main schedule still backs up on its next slot.
+    await runSlots(r, 1);
+    const mine = r.backups().filter((b) => b.metadata.name.startsWith(`${SCHEDULE}-`));
+    assert.ok(mine.filter((b) => phaseOf(b) === 'Succeeded').length >= Math.min(goodBefore, 3));
+    assert.equal(phaseOf([...mine].sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b)))).pop()!), 'Succeeded');
+    assert.deepEqual(helpers(r).filter((h) => !h.includes('missing-') && !h.includes('bad-')), []);
+  });
+});
