@@ -6,82 +6,18 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Ajv, type ValidateFunction } from 'ajv';
-import formats from 'ajv-formats';
 import type { FastifyInstance } from 'fastify';
-import { parse, parseAllDocuments } from 'yaml';
+import { parse } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
-import { STRUCTURAL_KEYWORDS } from '../../src/api/validation.js';
 import { buildApp } from '../../src/app.js';
 import { BACKUP_CUSTOMIZE_PATH, BACKUP_FINALIZE_PATH, BACKUP_SYNC_PATH } from '../../src/http/backup-hooks.js';
 import { SCHEDULE_SYNC_PATH } from '../../src/http/schedule-sync.js';
 import { ALL_FEATURES, ALL_FEATURES_RELEASE, renderChart, type KubeObject } from '../support/helm.js';
+import { metacontrollerProblems } from '../helpers/metacontroller-crds.js';
 
 type J = any;
 
 const root = packageRoot();
-
-// ---------------------------------------------------------------------------------------------------------------
-// Validation against Metacontroller's CRDs as the API server does it: the minimal part of
-// test/metacontroller/manifests.test.ts (which tests that validation itself against broken manifests).
-
-const GO_DURATION = /^[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)$/;
-
-const metacontrollerCrds = (() => {
-  const docs = parseAllDocuments(readFileSync(join(root, 'test', 'fixtures', 'metacontroller-crds-v1.yaml'), 'utf8'));
-  return (Array.isArray(docs) ? docs : []).map((d) => d.toJS() as J).filter(Boolean);
-})();
-
-function collectFormats(schema: unknown, into = new Set<string>()): Set<string> {
-  if (Array.isArray(schema)) for (const s of schema) collectFormats(s, into);
-  else if (schema && typeof schema === 'object') {
-    for (const [key, value] of Object.entries(schema)) {
-      if (key === 'format' && typeof value === 'string') into.add(value);
-      else collectFormats(value, into);
-    }
-  }
-  return into;
-}
-
-/** Objects with declared properties reject undeclared ones: a misspelt field must fail, not be pruned. */
-function closeObjects(schema: unknown): unknown {
-  if (Array.isArray(schema)) return schema.map(closeObjects);
-  if (!schema || typeof schema !== 'object') return schema;
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(schema)) {
-    out[key] = key === 'properties' ? Object.fromEntries(Object.entries(value as J).map(([k, v]) => [k, closeObjects(v)])) : closeObjects(value);
-  }
-  if (out.type === 'object' && out.properties !== undefined && out.additionalProperties === undefined && out['x-kubernetes-preserve-unknown-fields'] !== true) {
-    out.additionalProperties = false;
-  }
-  return out;
-}
-
-const validators = new Map<string, ValidateFunction>();
-function validatorFor(object: KubeObject): ValidateFunction | undefined {
-  const key = `${object.apiVersion} ${object.kind}`;
-  if (!validators.has(key)) {
-    const crd = metacontrollerCrds.find((c) => c.spec.names.kind === object.kind && c.spec.versions.some((v: J) => object.apiVersion === `${c.spec.group}/${v.name}`));
-    if (!crd) return undefined;
-    const schema = crd.spec.versions.find((v: J) => object.apiVersion === `${crd.spec.group}/${v.name}`).schema.openAPIV3Schema;
-    const ajv = new Ajv({ strict: true, allErrors: true });
-    formats.default(ajv);
-    ajv.addVocabulary([...STRUCTURAL_KEYWORDS, 'x-kubernetes-validations']);
-    ajv.addFormat('int32', { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31 });
-    ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isInteger(n) });
-    ajv.addFormat('duration', { type: 'string', validate: (s: string) => GO_DURATION.test(s) });
-    for (const format of collectFormats(schema)) if (!(format in ajv.formats)) ajv.addFormat(format, true);
-    validators.set(key, ajv.compile(closeObjects(schema) as object));
-  }
-  return validators.get(key);
-}
-
-function crdProblems(object: KubeObject): string[] {
-  const validate = validatorFor(object);
-  if (!validate) return [`${object.apiVersion} ${object.kind} is not a Metacontroller kind`];
-  if (validate(structuredClone(object))) return [];
-  return (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? e.keyword} ${JSON.stringify(e.params)}`);
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -124,7 +60,7 @@ describe('the chart Metacontroller controllers, default release (talos-etcd-back
   for (const kind of ['CompositeController', 'DecoratorController']) {
     it(`the ${kind} validates against Metacontroller's CRD, cluster-scoped`, () => {
       const object = one(objects, kind);
-      assert.deepEqual(crdProblems(object), []);
+      assert.deepEqual(metacontrollerProblems(object), []);
       assert.equal(object.metadata.namespace, undefined);
     });
   }
@@ -133,7 +69,7 @@ describe('the chart Metacontroller controllers, default release (talos-etcd-back
     const broken = structuredClone(one(objects, 'CompositeController'));
     broken.spec.hooks.sync.webhook.timeOut = '10s';
     broken.spec.resyncPeriodSeconds = '300';
-    const problems = crdProblems(broken).join('\n');
+    const problems = metacontrollerProblems(broken).join('\n');
     assert.match(problems, /"additionalProperty":"timeOut"/);
     assert.match(problems, /resyncPeriodSeconds must be integer/);
   });
@@ -174,7 +110,7 @@ describe('the chart Metacontroller controllers call this release\'s Service on t
     };
     assert.deepEqual(withoutLabels(one(objects, 'CompositeController')), retarget(staticManifest('schedule-controller.yaml'), 'backups-talos-etcd-backup-schedule', service, tuned));
     assert.deepEqual(withoutLabels(one(objects, 'DecoratorController')), retarget(staticManifest('backup-controller.yaml'), 'backups-talos-etcd-backup', service, tuned));
-    for (const kind of ['CompositeController', 'DecoratorController']) assert.deepEqual(crdProblems(one(objects, kind)), []);
+    for (const kind of ['CompositeController', 'DecoratorController']) assert.deepEqual(metacontrollerProblems(one(objects, kind)), []);
   });
 
   it('every hook targets the rendered Service: its name, namespace and port, which forwards to the server port', () => {
