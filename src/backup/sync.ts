@@ -138,6 +138,20 @@ function judge(ref: BackupRef, report: BackupReport | undefined, job: JobState |
   return { phase: 'Pending', message: `Waiting for the snapshot Job ${attachmentName(ref.name, 'snapshot')} to start` };
 }
 
+function outcomeOf(verdict: Verdict): BackupOutcome {
+  return verdict.phase === 'Succeeded' ? 'succeeded' : verdict.phase === 'Failed' ? 'failed' : verdict.phase === 'Running' ? 'running' : 'pending';
+}
+
+/** The observed attachments, re-emitted as they are (without status and server-set metadata): OnDelete keeps them. */
+function observedAttachments(request: DecoratorSyncRequest): KubernetesObject[] {
+  return Object.values(request.attachments ?? {}).flatMap((byName) =>
+    Object.values(byName).map((o) => {
+      const { status: _status, metadata, ...rest } = structuredClone(o);
+      return { ...rest, metadata: { name: metadata.name, ...(metadata.namespace && { namespace: metadata.namespace }), ...(metadata.labels && { labels: metadata.labels }) } } as KubernetesObject;
+    }),
+  );
+}
+
 function observedJob(request: DecoratorSyncRequest, name: string): KubernetesObject | undefined {
   const jobs = request.attachments?.[JOB_KEY] ?? {};
   return jobs[name] ?? jobs[`${request.object.metadata.namespace ?? ''}/${name}`];
@@ -177,10 +191,17 @@ export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobI
   const job = observedJob(request, jobName);
 
   const resolved = resolveTalosSource(checked.spec, ref.namespace, request.related);
+  if (!resolved.ok && job) {
+    // The Job already has what it needs (its spec never changes: OnDelete): a TalosControlPlane deleted or
+    // briefly unprovisioned meanwhile must not fail a backup that is running or has stored its snapshot.
+    const verdict = judge(ref, observed.report, readJobState(job));
+    const status = buildStatus(object, observed, verdict, {}, now);
+    return { response: { status: status as Record<string, unknown>, attachments: observedAttachments(request) }, outcome: outcomeOf(verdict), ...(verdict.phase === 'Failed' && { message: verdict.message }) };
+  }
   if (!resolved.ok) {
     const created = parseTime(ref.creationTimestamp) ?? now;
     const waitLeft = CONTROL_PLANE_GRACE_SECONDS - (now.getTime() - created.getTime()) / 1000;
-    if (!resolved.transient || waitLeft <= 0 || job) return fail(object, observed, resolved.message, now);
+    if (!resolved.transient || waitLeft <= 0) return fail(object, observed, resolved.message, now);
     const status = buildStatus(object, observed, { phase: 'Pending', message: `${resolved.message}; waiting up to ${CONTROL_PLANE_GRACE_SECONDS}s` }, {}, now);
     return { response: { status: status as Record<string, unknown>, attachments: [], resyncAfterSeconds: Math.ceil(waitLeft) }, outcome: 'pending' };
   }
@@ -191,8 +212,7 @@ export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobI
   // The Job and its identity stay attached until the observed status records the outcome (next sync): the
   // status write comes first, and a backup whose outcome was recorded is never run again.
   const attachments = [...snapshotIdentity(ref), snapshotJob(ref, checked.spec, source, image)];
-  const outcome = verdict.phase === 'Succeeded' ? 'succeeded' : verdict.phase === 'Failed' ? 'failed' : verdict.phase === 'Running' ? 'running' : 'pending';
-  return { response: { status: status as Record<string, unknown>, attachments }, outcome, ...(verdict.phase === 'Failed' && { message: verdict.message }) };
+  return { response: { status: status as Record<string, unknown>, attachments }, outcome: outcomeOf(verdict), ...(verdict.phase === 'Failed' && { message: verdict.message }) };
 }
 
 export type FinalizeOutcome = 'released' | 'deleting' | 'delete-failed';
@@ -220,8 +240,11 @@ export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage): 
   const snapshotJobSeen = observedJob(request, attachmentName(ref.name, 'snapshot')) !== undefined;
   // A finished backup stored exactly its recorded snapshot (a failed one nothing: failed attempts abort their
   // uploads). An unfinished one may have stored an object if its Job ran at all.
+  // A failed backup whose Job had uploaded bytes may still have completed its object (e.g. it failed only while
+  // recording hashes or reporting): the delete Job checks, and deletes only this backup's object.
+  const uploaded = (observed.report?.bytesUploaded ?? 0) > 0;
   const key = isFinished(observed)
-    ? observed.snapshot?.key
+    ? (observed.snapshot?.key ?? (uploaded ? expectedKey(ref, checked.spec, request) : undefined))
     : (observed.snapshot?.key ?? observed.report?.snapshot?.key ?? (snapshotJobSeen || observed.report ? expectedKey(ref, checked.spec, request) : undefined));
   if (!key) return release();
 
@@ -238,7 +261,7 @@ export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage): 
   const state = job && readJobState(job);
   if (state?.complete) return release();
   const message = state?.failed
-    ? `Failed to delete snapshot from S3: the delete Job failed (${state.failed.reason}${state.failed.message ? `: ${state.failed.message}` : ''}); see ${podsHint(ref, 'delete')}. ${where} stays; set spec.deletionPolicy to Retain to let the backup go without deleting it`
+    ? `Failed to delete snapshot from S3: the delete Job failed (${state.failed.reason}${state.failed.message ? `: ${state.failed.message}` : ''}); see ${podsHint(ref, 'delete')}. ${where} stays; fix the cause and delete Job ${attachmentName(ref.name, 'delete')} to try again, or set spec.deletionPolicy to Retain to let the backup go without deleting it`
     : `Deleting ${where}`;
   const status = { ...observed, deletion: { message } };
   return {

@@ -41,13 +41,13 @@ export function inClusterApi(env: NodeJS.ProcessEnv): KubernetesApi {
   const dir = env.KUBERNETES_SERVICE_ACCOUNT_DIR || SERVICE_ACCOUNT_DIR;
   const ca = readFileSync(join(dir, 'ca.crt'));
   return {
-    mergePatch(path, body) {
+    async mergePatch(path, body) {
       const token = readFileSync(join(dir, 'token'), 'utf8').trim();
       const payload = JSON.stringify(body);
       return new Promise((resolve, reject) => {
         const req = request(
           {
-            host: host.includes(':') ? `[${host}]` : host, // an IPv6 service address
+            host, // an IPv6 service address goes as it is: Node would resolve "[fd00::1]" as a name
             port,
             path,
             method: 'PATCH',

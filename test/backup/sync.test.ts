@@ -843,12 +843,19 @@ describe('syncBackup: the Talos source', () => {
     assert.equal(envValue(custom, 'TALOS_ENDPOINTS'), '10.0.0.1,10.0.0.2:50001');
   });
 
-  it('a TalosControlPlane that disappears while its Job runs fails the backup (no grace once a Job exists)', () => {
+  it('a TalosControlPlane that disappears while its Job runs does not fail the backup: the Job has what it needs', () => {
     const related = [controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } })];
     const object = backup({ spec: tcpSpec(), created: '2026-01-15T12:04:59Z' });
-    const r = sync(request(object, { attachments: observedAttachments(object, jobActive, related) }));
-    assert.equal(st(r).phase, 'Failed');
-    assert.match(st(r).message, /^Failed to get TalosControlPlane/);
+    const attachments = observedAttachments(object, jobActive, related);
+    const running = sync(request(object, { attachments }));
+    assert.equal(st(running).phase, 'Running');
+    assert.deepEqual(kinds(running), attachments.map((a) => `${a.kind}/${a.metadata.name}`).sort(), 'the observed Job and helpers stay');
+    assert.equal(snapshotJobOf(running).status, undefined, 're-emitted without status');
+
+    // Its stored snapshot still counts when the TalosControlPlane is gone.
+    const done = sync(request(backup({ spec: tcpSpec(), status: { report: succeeded } }), { attachments: observedAttachments(object, jobComplete, related) }));
+    assert.equal(st(done).phase, 'Succeeded');
+    assert.equal(st(done).snapshot.key, KEY);
   });
 });
 
@@ -1185,6 +1192,18 @@ describe('finalizeBackup', () => {
     assert.equal(job.metadata.name, DELETE_JOB);
     assert.equal(envOf(job).S3_KEY.value, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T02-00-00Z.db', 'the key the snapshot Job was writing');
     assert.equal(envOf(job).BACKUP_UID.value, UID, 'only this backup\'s object is deleted');
+  });
+
+  it('deletionPolicy Delete, a failed backup whose Job had uploaded bytes: the delete Job checks its key; without uploaded bytes it is let go', () => {
+    const spec = withSpec({ deletionPolicy: 'Delete', clusterName: 'prod' });
+    const failedAfterUpload = st(sync(request(backup({ spec, status: { report: { ...failedReport('Failed to upload snapshot to S3: the snapshot was uploaded but recording its sha256 failed', true), bytesUploaded: 5 * 1024 * 1024 } } }), { attachments: observedAttachments(backup({ spec }), jobFailed('BackoffLimitExceeded', 'x')) })));
+    assert.equal(failedAfterUpload.phase, 'Failed');
+    const held = deleting(spec, failedAfterUpload);
+    assert.equal(held.response.finalized, false);
+    assert.equal(envOf(held.response.attachments[0] as J).S3_KEY.value, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T12-00-00Z.db');
+
+    const failedEarly = st(sync(request(backup({ spec, status: { report: failedReport('Failed to get secret: secret talos-backup/s3 key k (…)', false) } }))));
+    assert.equal(deleting(spec, failedEarly).response.finalized, true, 'nothing can be in S3: no delete Job (it would need the same missing Secret)');
   });
 
   it('deletionPolicy Delete with status.snapshot.key attaches the delete Job and holds the backup', () => {
