@@ -5,9 +5,9 @@ import { ConfigError, DEFAULTS, HOST_ENV, PORT_ENV, packageVersion, parseServerC
 import { resolveSettings, SETTINGS, SettingsError, type RawSettings, type Setting } from '../snapshot/config.js';
 
 const SNAPSHOT_SETTINGS = Object.values(SETTINGS) as Setting[];
-const S3_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
-const VERIFY_SETTINGS = S3_SETTINGS;
-const DELETE_SETTINGS = [...S3_SETTINGS, SETTINGS.backupUid, SETTINGS.backupNamespace, SETTINGS.requiredSecrets];
+const VERIFY_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
+// delete takes verify's S3 settings plus the backup whose object it may remove.
+const DELETE_SETTINGS = [...VERIFY_SETTINGS, SETTINGS.backupUid, SETTINGS.backupNamespace, SETTINGS.requiredSecrets];
 
 function settingLines(settings: Setting[]): string {
   return settings.map((s) => `  --${s.flag.padEnd(26)} ${s.env.padEnd(30)} ${s.help}${s.default ? ` [${s.default}]` : ''}`).join('\n');

@@ -263,12 +263,13 @@ export interface BuildOptions {
   configOnly?: boolean;
 }
 
-/** The resulting image: its filesystem (what the Dockerfile put there) and its configuration. */
-export interface ImageConfig {
+/** A stage while it is being built: the image's state plus the ARG values in scope. */
+interface StageState {
   /** Local directory standing for the image's `/`. */
   root: string;
   /** Absolute path inside the image. */
   workdir: string;
+  vars: Record<string, string | undefined>;
   /** ENV set by the Dockerfile (not the base image's). */
   env: Record<string, string>;
   /** Undefined when the Dockerfile does not set it (the base image's then applies). */
@@ -277,20 +278,12 @@ export interface ImageConfig {
   cmd?: string[];
   exposed: string[];
   labels: Record<string, string>;
-  /** Where an absolute image path is on this machine. */
-  localPath(path: string): string;
 }
 
-interface StageState {
-  root: string;
-  workdir: string;
-  vars: Record<string, string | undefined>;
-  env: Record<string, string>;
-  user?: string;
-  entrypoint?: string[];
-  cmd?: string[];
-  exposed: string[];
-  labels: Record<string, string>;
+/** The resulting image: its filesystem (what the Dockerfile put there) and its configuration. */
+export interface ImageConfig extends Omit<StageState, 'vars'> {
+  /** Where an absolute image path is on this machine. */
+  localPath(path: string): string;
 }
 
 function stageRef(dockerfile: Dockerfile, ref: string): Stage {
