@@ -11,6 +11,11 @@
 // verify to nowhere), stage B (S3 upload of the same bytes, generated in the process), the two-step baseline
 // (talosctl-like save to file.part + fsync + rename, then an upload of the file) and the CLI. BENCH_PIPELINE_MIB sets
 // the big size (default 1024); the small one is 256, or a quarter of the big one below 1024.
+// Then the CLI again at the big size with the stored formats on (COMPRESSION, AGE_RECIPIENTS, VERIFY with
+// AGE_IDENTITY_FILE): gzip, zstd, zstd + age, zstd + age + verify (the read-back runs in the same process, so its
+// memory and time count). These four take a second double whose snapshot is the same keystream laid out as a valid
+// etcd bbolt database (bench/snapshot-bytes.ts, layout 'bolt'), which VERIFY's structure check requires; its bytes
+// are as incompressible as the first's, so their compression ratios and codec speeds are a worst case.
 // Reading the figures: CPU seconds per process over the run tell who was busy (one JS thread caps a Node process at
 // about 1.0 core); on this RGW the CopyObject that adds the hashes is a metadata operation (~10 ms), other stores may
 // copy the bytes server-side.
@@ -23,14 +28,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { generateIdentity, identityToRecipient } from 'age-encryption';
+import { GZIP_LEVEL, sniffFormat, ZSTD_LEVEL, zstdImplementation, type Compression } from '../src/codec/compression.js';
 import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../src/snapshot/config.js';
 import { createTalosPki, talosconfigYaml } from '../test/support/pki.js';
 import { startRgw, type Rgw } from '../test/support/rgw.js';
 import { CHUNK_SIZE } from '../test/support/talos-double.js';
 import type { ChildMeasure, S3CommandTiming } from './measure-preload.js';
 import type { ChildConfig, ChildMode, ChildReport } from './pipeline-child.js';
-import { MIB, type SnapshotFacts } from './snapshot-bytes.js';
+import { MIB, type DatabaseLayout, type SnapshotFacts } from './snapshot-bytes.js';
 import type { ErrorMessage, ReadyMessage, StartMessage, StatsMessage } from './talos-server.js';
 
 /** The issue's targets. */
@@ -66,6 +73,29 @@ export interface RunFigures {
   phases: Record<string, number>;
 }
 
+/** A CLI run with a stored format: the run's figures and what the CLI stored. */
+export interface FormatRunFigures extends RunFigures {
+  compression: Compression;
+  encrypted: boolean;
+  verified: boolean;
+  /** With VERIFY: 'Full' (the plain snapshot was read: trailer and bbolt structure) or 'StoredBytes'. */
+  verification: 'Full' | 'StoredBytes' | null;
+  /** Bytes of the stored object (compressed, encrypted). */
+  storedBytes: number;
+  storedMiB: number;
+  /** Stored bytes / snapshot bytes. */
+  ratio: number;
+}
+
+/** The runs with stored formats, in the order they run. */
+export const FORMAT_RUNS = [
+  { name: 'gzip', label: 'pipeline + gzip', compression: 'gzip', encrypt: false, verify: false },
+  { name: 'zstd', label: 'pipeline + zstd', compression: 'zstd', encrypt: false, verify: false },
+  { name: 'zstdAge', label: 'pipeline + zstd + age', compression: 'zstd', encrypt: true, verify: false },
+  { name: 'zstdAgeVerify', label: 'pipeline + zstd + age + verify', compression: 'zstd', encrypt: true, verify: true },
+] as const satisfies readonly { name: string; label: string; compression: Compression; encrypt: boolean; verify: boolean }[];
+export type FormatRunName = (typeof FORMAT_RUNS)[number]['name'];
+
 export interface PipelineFigures {
   messageBytes: number;
   partSizeMiB: number;
@@ -81,8 +111,21 @@ export interface PipelineFigures {
   pipelineToSlowerStage: number;
   pipelineToTwoStep: number;
   rssGrowthMiB: number;
+  /** The CLI at the big size with stored formats on (bytes: see `formatData`). */
+  formats: Record<FormatRunName, FormatRunFigures>;
+  /** What the format runs' snapshot holds: its compressibility decides what their ratios and codec speeds mean. */
+  formatData: string;
+  /** zstd of the CLI under this Node: node:zlib (Node >= 22.15) or WebAssembly (Node 20: slower). */
+  zstdImplementation: 'node:zlib' | 'wasm';
   targets: typeof PIPELINE_TARGETS;
-  pass: { pipelineToSlowerStage: boolean; pipelineToTwoStep: boolean; peakRss: boolean; rssGrowth: boolean };
+  pass: {
+    pipelineToSlowerStage: boolean;
+    pipelineToTwoStep: boolean;
+    peakRss: boolean;
+    rssGrowth: boolean;
+    /** Each format run's peak RSS against the same target. */
+    formatPeakRss: Record<FormatRunName, boolean>;
+  };
 }
 
 const round = (value: number, digits = 2): number => Number(value.toFixed(digits));
@@ -198,14 +241,14 @@ function reply<T extends { type: string }>(child: ChildProcess, type: T['type'],
   });
 }
 
-async function startDouble(tls: StartMessage['tls'], dbBytes: number): Promise<DoubleProcess> {
+async function startDouble(tls: StartMessage['tls'], dbBytes: number, layout: DatabaseLayout = 'random'): Promise<DoubleProcess> {
   const entry = fileURLToPath(new URL('./talos-server.js', import.meta.url));
   const child = spawn(process.execPath, [entry], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: childEnv() });
   track(child);
   const stderr = tail(child.stderr);
   try {
     const ready = reply<ReadyMessage>(child, 'ready', 'start', 60_000, stderr);
-    child.send({ type: 'start', tls, dbBytes } satisfies StartMessage);
+    child.send({ type: 'start', tls, dbBytes, layout } satisfies StartMessage);
     const { endpoint, facts, buildMs } = await ready;
     return {
       endpoint,
@@ -263,11 +306,14 @@ interface Measured {
   measure: ChildMeasure;
 }
 
+/** Every variable the CLI reads a setting from (COMPRESSION, VERIFY, AGE_RECIPIENTS, ...). */
+const CLI_SETTING_ENV = new Set<string>(Object.values(SETTINGS).map((setting) => setting.env));
+
 /** The environment for children: ours, less anything that would configure the CLI or the AWS SDK behind our back. */
 function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [name, value] of Object.entries(process.env)) {
-    if (/^(AWS_|S3_|TALOS|BACKUP_|BENCH_)/.test(name) || name === 'CLUSTER_NAME') continue;
+    if (/^(AWS_|S3_|TALOS|BACKUP_|BENCH_)/.test(name) || CLI_SETTING_ENV.has(name)) continue;
     env[name] = value;
   }
   return { ...env, ...extra };
@@ -316,21 +362,30 @@ function lastJsonLine<T>(label: string, stdout: string): T {
   }
 }
 
-/** Splits a run's S3 traffic: start-up until the first request, the streamed upload, the finishing requests after it. */
-function s3Phases(timings: readonly S3CommandTiming[]): Record<string, number> {
+/**
+ * Splits a run's S3 traffic: start-up until the first request, the streamed upload, the finishing requests after
+ * it, and (VERIFY) the read-back: from its GetObject to the process's exit (`uptimeMs`).
+ */
+function s3Phases(timings: readonly S3CommandTiming[], uptimeMs: number): Record<string, number> {
   const first = timings[0];
-  const complete = timings.findLast((t) => t.command === 'CompleteMultipartUploadCommand');
-  const copy = timings.findLast((t) => t.command === 'CopyObjectCommand');
-  const last = timings.at(-1);
-  if (!first || !complete || !last) return {};
+  const completeAt = timings.findLastIndex((t) => t.command === 'CompleteMultipartUploadCommand');
+  const complete = timings[completeAt];
+  if (!first || !complete) return {};
+  // A GetObject after the upload is VERIFY's read-back; the requests between are the upload's finish.
+  const readBackAt = timings.findIndex((t, index) => index > completeAt && t.command === 'GetObjectCommand');
+  const readBack = timings[readBackAt];
+  const finishing = readBack ? timings.slice(0, readBackAt) : timings;
+  const last = finishing.at(-1)!;
+  const copy = finishing.findLast((t) => t.command === 'CopyObjectCommand');
   const probe = timings.find((t) => t.command === 'GetObjectCommand');
   const streamFrom = probe && probe.endMs <= complete.startMs ? probe.endMs : first.startMs;
   return {
     startup: round(first.startMs / 1000),
-    ...(probe && { probe: round((probe.endMs - probe.startMs) / 1000) }),
+    ...(probe && probe !== readBack && { probe: round((probe.endMs - probe.startMs) / 1000) }),
     upload: round((complete.endMs - streamFrom) / 1000),
     ...(last !== complete && { finish: round((last.endMs - complete.endMs) / 1000) }),
     ...(copy && { metadataCopy: round((copy.endMs - copy.startMs) / 1000) }),
+    ...(readBack && { readBack: round((uptimeMs - readBack.startMs) / 1000) }),
   };
 }
 
@@ -344,10 +399,11 @@ async function observe(
   label: string,
   args: string[],
   env: NodeJS.ProcessEnv,
-  ctx: { dir: string; bytes: number; double?: DoubleProcess; rgw?: Rgw },
+  ctx: { dir: string; bytes: number; double?: DoubleProcess; rgw?: Rgw; passes?: number },
 ): Promise<Observed> {
   const mib = (ctx.bytes - 32) / MIB;
-  const timeoutMs = 60_000 + mib * 125; // 8 MiB/s at worst: a run slower than that is broken, not slow
+  // 8 MiB/s at worst for each pass over the bytes (VERIFY reads them back: 2): a run slower than that is broken, not slow
+  const timeoutMs = 60_000 + mib * 125 * (ctx.passes ?? 1);
   const doubleBefore = await ctx.double?.stats();
   const rgwBefore = ctx.rgw && rgwCpuSeconds(ctx.rgw);
   const measured = await runMeasured(label, args, env, ctx.dir, timeoutMs, ctx.rgw !== undefined);
@@ -380,7 +436,7 @@ async function observe(
         double: doubleBefore && doubleAfter ? round((doubleAfter.cpuUs - doubleBefore.cpuUs) / 1e6) : null,
         rgw: rgwBefore !== undefined && rgwAfter !== undefined ? round(rgwAfter - rgwBefore) : null,
       },
-      phases: s3Phases(measure.s3 ?? []),
+      phases: s3Phases(measure.s3 ?? [], measure.uptimeMs),
     },
   };
 }
@@ -422,10 +478,35 @@ async function checkObject(label: string, rgw: Rgw, key: string, facts: Snapshot
   }
 }
 
-/** The real CLI, configured by environment variables as the Job configures it. */
-async function runCli(label: string, setup: Setup, double: DoubleProcess): Promise<RunFigures> {
+/** The CLI's JSON line (the fields the benchmark checks). */
+interface CliResult {
+  key?: unknown;
+  size?: unknown;
+  sha256?: unknown;
+  etcdSha256?: unknown;
+  alreadyUploaded?: unknown;
+  compression?: unknown;
+  encrypted?: unknown;
+  verified?: unknown;
+  verification?: unknown;
+  keys?: unknown;
+  revision?: unknown;
+}
+
+/**
+ * The real CLI, configured by environment variables as the Job configures it (plus `extraEnv`), storing to `key`;
+ * `check` judges its JSON line and the stored object before the RGW goes.
+ */
+async function runCliWith(
+  label: string,
+  setup: Setup,
+  double: DoubleProcess,
+  key: string,
+  extraEnv: Record<string, string>,
+  passes: number,
+  check: (result: CliResult, rgw: Rgw) => Promise<void>,
+): Promise<{ figures: RunFigures; result: CliResult }> {
   const cli = fileURLToPath(new URL('../src/main.js', import.meta.url));
-  const key = `bench/${label.replace(/\W+/g, '-')}.db`;
   return withRgw(double.facts.size, async (rgw) => {
     const env = childEnv({
       ...s3Env(rgw),
@@ -436,16 +517,111 @@ async function runCli(label: string, setup: Setup, double: DoubleProcess): Promi
       BACKUP_NAMESPACE: 'bench',
       BACKUP_NAME: label,
       ...SNAPSHOT_RUNTIME_ENV,
+      ...extraEnv,
     });
-    const { measured, figures } = await observe(label, [...SNAPSHOT_NODE_FLAGS, cli, 'snapshot'], env, { dir: setup.dir, bytes: double.facts.size, double, rgw });
-    const result = lastJsonLine<{ size?: unknown; sha256?: unknown; etcdSha256?: unknown; alreadyUploaded?: unknown; key?: unknown }>(label, measured.stdout);
+    const { measured, figures } = await observe(label, [...SNAPSHOT_NODE_FLAGS, cli, 'snapshot'], env, { dir: setup.dir, bytes: double.facts.size, double, rgw, passes });
+    const result = lastJsonLine<CliResult>(label, measured.stdout);
+    await check(result, rgw);
+    return { figures, result };
+  });
+}
+
+/** The real CLI, storing the snapshot as etcd wrote it. */
+async function runCli(label: string, setup: Setup, double: DoubleProcess): Promise<RunFigures> {
+  const key = `bench/${label.replace(/\W+/g, '-')}.db`;
+  const { figures } = await runCliWith(label, setup, double, key, {}, 1, async (result, rgw) => {
     const { facts } = double;
     if (result.size !== facts.size || result.sha256 !== facts.sha256 || result.etcdSha256 !== facts.etcdSha256 || result.alreadyUploaded !== false || result.key !== key) {
       throw new Error(`${label}: the CLI reported ${JSON.stringify(result)}, expected size ${facts.size}, sha256 ${facts.sha256}, etcdSha256 ${facts.etcdSha256}, key ${key}`);
     }
     await checkObject(label, rgw, key, facts, true);
-    return figures;
   });
+  return figures;
+}
+
+/** An age identity (written to `identityFile`, mode 0600) and its recipient, made for this benchmark. */
+interface AgeKeys {
+  recipient: string;
+  identityFile: string;
+}
+
+async function makeAgeKeys(dir: string): Promise<AgeKeys> {
+  const identity = await generateIdentity();
+  const recipient = await identityToRecipient(identity);
+  const identityFile = join(dir, 'age-identity.txt');
+  await writeFile(identityFile, `# talos-etcd-backup benchmark, throwaway\n# public key: ${recipient}\n${identity}\n`, { mode: 0o600 });
+  return { recipient, identityFile };
+}
+
+const KEY_SUFFIX: Record<Compression, string> = { none: '', gzip: '.gz', zstd: '.zst' };
+const MAGIC_FORMAT = { none: 'raw', gzip: 'gzip', zstd: 'zstd' } as const;
+
+/** Hex SHA-256 recorded with the object: metadata (plain buckets, RGW's), else object tags (Object Lock buckets). */
+async function recordedHashes(rgw: Rgw, key: string, metadata: Record<string, string>): Promise<{ sha256?: string | undefined; etcdSha256?: string | undefined }> {
+  if (metadata.sha256 || metadata['etcd-sha256']) return { sha256: metadata.sha256, etcdSha256: metadata['etcd-sha256'] };
+  const { TagSet } = await rgw.client().send(new GetObjectTaggingCommand({ Bucket: BUCKET, Key: key }));
+  const tags = new Map((TagSet ?? []).map((tag) => [tag.Key, tag.Value]));
+  return { sha256: tags.get('sha256'), etcdSha256: tags.get('etcd-sha256') };
+}
+
+/**
+ * The real CLI with a stored format (COMPRESSION, AGE_RECIPIENTS, VERIFY + AGE_IDENTITY_FILE). Checks: etcdSha256 is
+ * the snapshot's; size and sha256 are those of the stored object (its length, the hash recorded with it) and not the
+ * snapshot's; the object starts with the format's magic; compression, encrypted and verified are as asked; a full
+ * read-back saw the database the double serves.
+ */
+async function runCliFormat(run: (typeof FORMAT_RUNS)[number], setup: Setup, double: DoubleProcess, age: AgeKeys): Promise<FormatRunFigures> {
+  const { label, compression, encrypt, verify } = run;
+  const key = `bench/${label.replace(/\W+/g, '-')}.db${KEY_SUFFIX[compression]}${encrypt ? '.age' : ''}`;
+  const env: Record<string, string> = {
+    COMPRESSION: compression,
+    ...(encrypt && { AGE_RECIPIENTS: age.recipient }),
+    VERIFY: String(verify),
+    ...(verify && encrypt && { AGE_IDENTITY_FILE: age.identityFile }),
+  };
+  const { facts } = double;
+  const fail = (what: string, result: CliResult): never => {
+    throw new Error(`${label}: ${what}; the CLI reported ${JSON.stringify(result)}`);
+  };
+  const { figures, result } = await runCliWith(label, setup, double, key, env, verify ? 2 : 1, async (result, rgw) => {
+    if (result.key !== key || result.alreadyUploaded !== false) fail(`expected a fresh upload to ${key}`, result);
+    if (result.etcdSha256 !== facts.etcdSha256) fail(`etcdSha256 is not the snapshot's ${facts.etcdSha256}`, result);
+    if (result.compression !== compression || result.encrypted !== encrypt) fail(`expected compression ${compression}, encrypted ${encrypt}`, result);
+    if (typeof result.size !== 'number' || typeof result.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(result.sha256)) fail('expected the stored size and sha256', result);
+    if (result.sha256 === facts.sha256) fail('the stored sha256 is the plain snapshot\'s: nothing was compressed or encrypted', result);
+    if (result.verified !== verify) fail(`expected verified ${verify}`, result);
+    if (verify) {
+      if (result.verification !== 'Full') fail('expected a Full verification (the identity was given)', result);
+      if (facts.bolt && (result.keys !== facts.bolt.keys || result.revision !== facts.bolt.revision)) {
+        fail(`the read-back database should hold ${facts.bolt.keys} keys up to revision ${facts.bolt.revision}`, result);
+      }
+    }
+    const client = rgw.client();
+    let head;
+    try {
+      head = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+    } catch (error) {
+      throw new Error(`${label}: the object s3://${BUCKET}/${key} is not there (${(error as Error).name}: ${(error as Error).message})`);
+    }
+    if (head.ContentLength !== result.size) fail(`the stored object has ${head.ContentLength} bytes`, result);
+    const recorded = await recordedHashes(rgw, key, head.Metadata ?? {});
+    if (recorded.sha256 !== result.sha256 || recorded.etcdSha256 !== facts.etcdSha256) fail(`the object's recorded hashes are ${JSON.stringify(recorded)}`, result);
+    const first = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key, Range: 'bytes=0-31' }));
+    const format = sniffFormat((await first.Body?.transformToByteArray()) ?? new Uint8Array());
+    const expected = encrypt ? 'age' : MAGIC_FORMAT[compression];
+    if (format !== expected) fail(`the stored bytes start like ${format}, not ${expected}`, result);
+  });
+  const storedBytes = result.size as number;
+  return {
+    ...figures,
+    compression,
+    encrypted: encrypt,
+    verified: verify,
+    verification: verify ? (result.verification as 'Full' | 'StoredBytes') : null,
+    storedBytes,
+    storedMiB: round(storedBytes / MIB, 1),
+    ratio: round(storedBytes / facts.size, 4),
+  };
 }
 
 async function runStage(mode: ChildMode, label: string, setup: Setup, double: DoubleProcess): Promise<RunFigures> {
@@ -528,11 +704,12 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
     const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
     const talosconfig = join(dir, 'talosconfig');
     const setup: Setup = { dir, talosconfig };
-    const startFor = async (mib: number): Promise<DoubleProcess> => {
-      const double = await startDouble(tls, mib * MIB);
+    const startFor = async (mib: number, layout: DatabaseLayout = 'random'): Promise<DoubleProcess> => {
+      const double = await startDouble(tls, mib * MIB, layout);
       doubles.push(double);
       await writeFile(talosconfig, talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }), { mode: 0o600 });
-      console.log(`Talos double: ${mib} MiB snapshot built in ${(double.buildMs / 1000).toFixed(2)} s, serving on ${double.endpoint}`);
+      const what = layout === 'bolt' ? ' (bbolt layout)' : '';
+      console.log(`Talos double: ${mib} MiB snapshot${what} built in ${(double.buildMs / 1000).toFixed(2)} s, serving on ${double.endpoint}`);
       return double;
     };
     const retire = async (double: DoubleProcess): Promise<void> => {
@@ -561,6 +738,29 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
     describePhases('pipeline phases', pipeline.phases);
     await retire(big);
 
+    // The stored formats, on a second double serving the same keystream as a valid bbolt database.
+    const zstd = zstdImplementation();
+    const formatData =
+      'AES-CTR keystream (random, incompressible) laid out as a valid etcd bbolt database (one revision per 4 KiB leaf, ' +
+      '98.8% keystream): compression ratios and speeds are a WORST case (real etcd data compresses several-fold)';
+    console.log('');
+    console.log(
+      `### with compression and encryption, ${bigMiB} MiB — synthetic data is random (incompressible): ratios and codec speeds are a WORST case; ` +
+        `gzip ${GZIP_LEVEL}, zstd ${ZSTD_LEVEL} (${zstd === 'wasm' ? 'WebAssembly on this Node' : 'node:zlib'}), age X25519; VERIFY reads back in the same process`,
+    );
+    console.log(`data: ${formatData}`);
+    const age = await makeAgeKeys(dir);
+    const bolt = await startFor(bigMiB, 'bolt');
+    const formats = {} as Record<FormatRunName, FormatRunFigures>;
+    for (const run of FORMAT_RUNS) {
+      const figures = await runCliFormat(run, setup, bolt, age);
+      formats[run.name] = figures;
+      describeRun(run.label, figures);
+      show('  stored', `${figures.storedMiB.toFixed(1)} MiB (${figures.storedBytes} bytes), ${figures.ratio.toFixed(4)} of the snapshot${figures.verified ? `; verified: ${figures.verification}` : ''}`);
+      describePhases(`${run.label.replace('pipeline + ', '')} phases`, figures.phases);
+    }
+    await retire(bolt);
+
     const slowerStage = readVerify.seconds >= s3Upload.seconds ? 'readVerify' : 's3Upload';
     const slower = slowerStage === 'readVerify' ? readVerify : s3Upload;
     const pipelineToSlowerStage = pipeline.seconds / slower.seconds;
@@ -572,11 +772,12 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
       pipelineToTwoStep: pipelineToTwoStep <= PIPELINE_TARGETS.pipelineToTwoStep,
       peakRss: peakRss <= PIPELINE_TARGETS.peakRssMiB,
       rssGrowth: Math.abs(rssGrowthMiB) <= PIPELINE_TARGETS.rssGrowthMiB,
+      formatPeakRss: Object.fromEntries(FORMAT_RUNS.map(({ name }) => [name, formats[name].peakRssMiB <= PIPELINE_TARGETS.peakRssMiB])) as Record<FormatRunName, boolean>,
     };
 
     console.log(
       'phases: startup = node and modules until the first request; upload = probe answered → CompleteMultipartUpload; ' +
-        'finish = HeadObject + CopyObject adding the hashes; save = Talos stream to file.part, fsync, rename',
+        'finish = HeadObject + CopyObject adding the hashes; readBack = VERIFY\'s GetObject to exit; save = Talos stream to file.part, fsync, rename',
     );
     console.log('');
     show('slower stage', `${slowerStage === 'readVerify' ? 'A, gRPC read + verify' : 'B, S3 upload'} (${slower.seconds.toFixed(2)} s)`);
@@ -586,6 +787,9 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
     show(`pipeline / two-step`, `${pipelineToTwoStep.toFixed(2)}  target <= ${PIPELINE_TARGETS.pipelineToTwoStep}  ${verdict(pass.pipelineToTwoStep)}`);
     show(`pipeline peak RSS`, `${peakRss.toFixed(1)} MiB  target <= ${PIPELINE_TARGETS.peakRssMiB}  ${verdict(pass.peakRss)}`);
     show(`RSS ${bigMiB} MiB − ${smallMiB} MiB`, `${rssGrowthMiB >= 0 ? '+' : ''}${rssGrowthMiB.toFixed(1)} MiB  target within ${PIPELINE_TARGETS.rssGrowthMiB}  ${verdict(pass.rssGrowth)}`);
+    for (const { name, label } of FORMAT_RUNS) {
+      show(`peak RSS ${label.replace('pipeline ', '')}`, `${formats[name].peakRssMiB.toFixed(1)} MiB  target <= ${PIPELINE_TARGETS.peakRssMiB}  ${verdict(pass.formatPeakRss[name])}`);
+    }
 
     return {
       messageBytes: CHUNK_SIZE,
@@ -602,6 +806,9 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
       pipelineToSlowerStage: round(pipelineToSlowerStage, 3),
       pipelineToTwoStep: round(pipelineToTwoStep, 3),
       rssGrowthMiB: round(rssGrowthMiB, 1),
+      formats,
+      formatData,
+      zstdImplementation: zstd,
       targets: PIPELINE_TARGETS,
       pass,
     };

@@ -1,19 +1,21 @@
 // Benchmark-only entry: the Talos API double (test/support/talos-double.ts) in fast mode, in its own process so that
 // neither its CPU nor its 1 GiB source buffer counts against the process being measured.
 // Spawned by bench/pipeline.ts with an IPC channel:
-//   parent → {type:'start', tls, dbBytes}   child → {type:'ready', endpoint, facts}
+//   parent → {type:'start', tls, dbBytes, layout?}   child → {type:'ready', endpoint, facts}
 //   parent → {type:'stats'}                 child → {type:'stats', cpuUs, calls}
 // It exits when the channel closes (the bench ended, or died without stopping it).
 
 import { performance } from 'node:perf_hooks';
 import { startTalosDouble, type TalosDouble, type TalosDoubleTls } from '../test/support/talos-double.js';
-import { buildSnapshot, type SnapshotFacts } from './snapshot-bytes.js';
+import { buildSnapshot, type DatabaseLayout, type SnapshotFacts } from './snapshot-bytes.js';
 
 export interface StartMessage {
   type: 'start';
   tls: TalosDoubleTls;
   /** Database bytes (a multiple of 4096); the snapshot is these plus the 32-byte trailer. */
   dbBytes: number;
+  /** How the database's bytes are laid out (default 'random'; see bench/snapshot-bytes.ts). */
+  layout?: DatabaseLayout;
 }
 
 export interface ReadyMessage {
@@ -45,7 +47,7 @@ function send(message: ReadyMessage | StatsMessage | ErrorMessage): void {
 async function start(message: StartMessage): Promise<void> {
   if (double) throw new Error('the double is already running');
   const began = performance.now();
-  const { buffer, facts } = buildSnapshot(message.dbBytes);
+  const { buffer, facts } = buildSnapshot(message.dbBytes, message.layout);
   const buildMs = performance.now() - began;
   double = await startTalosDouble({ pki: message.tls, source: buffer, hostname: 'bench-cp-1' });
   send({ type: 'ready', endpoint: double.endpoint, facts, buildMs });

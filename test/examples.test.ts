@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { API_VERSION, BACKUP_KIND, SCHEDULE_KIND } from '../src/api/constants.js';
 import { packageRoot } from '../src/api/crds.js';
-import { unsupportedFeatures } from '../src/api/features.js';
+import { specProblems } from '../src/api/spec-checks.js';
 import type { BackupSpec } from '../src/api/types.js';
 import { validateBackupSpec, validateSchedule } from '../src/api/validation.js';
 
@@ -101,7 +101,7 @@ describe('examples/*.yaml', () => {
     it(`${label(s)} passes validateSchedule and asks for no unsupported feature`, () => {
       const result = validateSchedule({ metadata: s.object.metadata, spec: s.object.spec });
       assert.ok(result.ok, result.ok ? '' : result.problems.join('\n'));
-      assert.deepEqual(unsupportedFeatures(result.value.backupTemplate.spec, 'spec.backupTemplate.spec'), []);
+      assert.deepEqual(specProblems(result.value.backupTemplate.spec, 'spec.backupTemplate.spec'), []);
     });
   }
 
@@ -109,7 +109,7 @@ describe('examples/*.yaml', () => {
     it(`${label(b)} passes validateBackupSpec and asks for no unsupported feature`, () => {
       const result = validateBackupSpec(b.object.spec);
       assert.ok(result.ok, result.ok ? '' : result.problems.join('\n'));
-      assert.deepEqual(unsupportedFeatures(result.value), []);
+      assert.deepEqual(specProblems(result.value), []);
     });
   }
 

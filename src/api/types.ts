@@ -76,8 +76,15 @@ export interface SnapshotInfo {
   node: string;
   compression?: string;
   encrypted?: boolean;
+  /** With Object Lock: when the stored version's retention ends. */
+  retainUntil?: string;
   verified?: boolean;
   verifiedAt?: string;
+  /** Full: the plain snapshot was read back (trailer, database structure); StoredBytes: only the encrypted bytes. */
+  verification?: 'Full' | 'StoredBytes';
+  /** From the verified database: etcd's revision and the number of keys (revisions) it holds. */
+  revision?: number;
+  keys?: number;
 }
 
 /**
@@ -92,8 +99,8 @@ export interface BackupReport {
   startedAt?: string;
   updatedAt?: string;
   bytesUploaded?: number;
-  /** Succeeded: the stored object. */
-  snapshot?: Omit<SnapshotInfo, 'compression' | 'encrypted' | 'verified' | 'verifiedAt'>;
+  /** Succeeded: the stored object (and what verifying it proved). */
+  snapshot?: SnapshotInfo;
   /** Failed: the one-line cause, in API.md's wording. */
   message?: string;
   /** Failed: whether another attempt could succeed (false: bad configuration, missing Secret, refused object, ...). */

@@ -25,6 +25,8 @@ export const CONTAINER_NAME = 'backup';
 const TALOSCONFIG_DIR = '/var/run/secrets/talos.dev';
 const CA_BUNDLE_DIR = '/var/run/secrets/s3-ca';
 const CA_BUNDLE_FILE = 'ca.crt';
+const AGE_IDENTITY_DIR = '/var/run/secrets/age';
+const AGE_IDENTITY_FILE = 'identity.txt';
 // The delete Job only talks to S3; a short deadline keeps a stuck one from holding the finalizer for an hour.
 const DELETE_JOB_DEADLINE_SECONDS = 600;
 const DELETE_JOB_BACKOFF_LIMIT = 2;
@@ -170,9 +172,36 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
   };
 }
 
+/**
+ * How the object is protected and checked: compression, age recipients, server-side encryption, Object Lock, and
+ * the read-back. The age identity is mounted only when the read-back can use it: taking a backup never needs it.
+ */
+function protectionInputs(spec: BackupSpec) {
+  const s3 = spec.backupStorage.s3;
+  const vars: EnvVar[] = [
+    ...env(SETTINGS.compression.env, spec.compression),
+    ...env(SETTINGS.ageRecipients.env, spec.encryption?.age.recipients.join(',')),
+    ...env(SETTINGS.sse.env, s3.serverSideEncryption?.algorithm),
+    ...env(SETTINGS.sseKmsKeyId.env, s3.serverSideEncryption?.kmsKeyID),
+    ...env(SETTINGS.objectLockMode.env, s3.objectLock?.mode),
+    ...env(SETTINGS.objectLockRetainDays.env, s3.objectLock && String(s3.objectLock.retainDays)),
+    ...env(SETTINGS.verify.env, String(spec.verify)),
+  ];
+  const identity = spec.verify ? spec.encryption?.age.identitySecretRef : undefined;
+  if (!identity) return { vars, required: [] as RequiredSecret[], volumes: [], mounts: [] };
+  vars.push({ name: SETTINGS.ageIdentity.env, value: `${AGE_IDENTITY_DIR}/${AGE_IDENTITY_FILE}` });
+  return {
+    vars,
+    required: [{ kind: 'Secret', ...identity, pathEnv: SETTINGS.ageIdentity.env }] as RequiredSecret[],
+    volumes: [{ name: 'age-identity', secret: { secretName: identity.name, items: [{ key: identity.key, path: AGE_IDENTITY_FILE }], optional: true } }],
+    mounts: [{ name: 'age-identity', mountPath: AGE_IDENTITY_DIR, readOnly: true }],
+  };
+}
+
 /** The Job that takes the snapshot, as `talos-etcd-backup snapshot` with the settings of the backup. */
 export function snapshotJob(backup: BackupRef, spec: BackupSpec, source: TalosSource, image: JobImage): KubernetesObject {
   const s3 = s3Inputs(spec);
+  const protection = protectionInputs(spec);
   const talosconfigFile = SETTINGS.talosconfig.default;
   const vars: EnvVar[] = [
     ...env(SETTINGS.talosconfig.env, talosconfigFile),
@@ -186,15 +215,16 @@ export function snapshotJob(backup: BackupRef, spec: BackupSpec, source: TalosSo
     ...env(SETTINGS.backupName.env, backup.name),
     ...env(SETTINGS.backupUid.env, backup.uid),
     ...env(SETTINGS.reportStatus.env, 'true'),
+    ...protection.vars,
   ];
   const talosconfigItem = talosconfigFile.slice(TALOSCONFIG_DIR.length + 1);
   return cliJob(backup, spec, image, {
     component: 'snapshot',
     command: 'snapshot',
     vars,
-    required: [{ kind: 'Secret', ...source.talosconfig, pathEnv: SETTINGS.talosconfig.env }, ...s3.required],
-    volumes: [{ name: 'talosconfig', secret: { secretName: source.talosconfig.name, items: [{ key: source.talosconfig.key, path: talosconfigItem }], optional: true } }, ...s3.volumes],
-    mounts: [{ name: 'talosconfig', mountPath: TALOSCONFIG_DIR, readOnly: true }, ...s3.mounts],
+    required: [{ kind: 'Secret', ...source.talosconfig, pathEnv: SETTINGS.talosconfig.env }, ...s3.required, ...protection.required],
+    volumes: [{ name: 'talosconfig', secret: { secretName: source.talosconfig.name, items: [{ key: source.talosconfig.key, path: talosconfigItem }], optional: true } }, ...s3.volumes, ...protection.volumes],
+    mounts: [{ name: 'talosconfig', mountPath: TALOSCONFIG_DIR, readOnly: true }, ...s3.mounts, ...protection.mounts],
     serviceAccountName: attachmentName(backup.name, 'snapshot'),
     activeDeadlineSeconds: spec.job.activeDeadlineSeconds,
     backoffLimit: spec.job.backoffLimit,

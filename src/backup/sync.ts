@@ -9,7 +9,7 @@
 // the Job and its helpers, and the backup never runs again.
 
 import { API_VERSION, BACKUP_LABEL, COMPONENT_LABEL, JOB_KEY, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
-import { unsupportedFeatures } from '../api/features.js';
+import { specProblems } from '../api/spec-checks.js';
 import type { BackupReport, BackupSpec, BackupStatus, SnapshotInfo } from '../api/types.js';
 import { readBackupStatus, validateBackupSpec } from '../api/validation.js';
 import type { Condition, CustomizeRequest, CustomizeResponse, DecoratorSyncRequest, DecoratorSyncResponse, KubernetesObject } from '../metacontroller/types.js';
@@ -109,7 +109,31 @@ function buildStatus(object: KubernetesObject, observed: BackupStatus, verdict: 
 function storedSnapshot(report: BackupReport): SnapshotInfo | undefined {
   const s = report.snapshot;
   if (!s?.bucket || !s.key || s.size === undefined || !s.sha256 || !s.etcdSha256) return undefined;
-  return { bucket: s.bucket, key: s.key, size: s.size, sha256: s.sha256, etcdSha256: s.etcdSha256, node: s.node ?? '', compression: 'none', encrypted: false, verified: false };
+  return {
+    bucket: s.bucket,
+    key: s.key,
+    size: s.size,
+    sha256: s.sha256,
+    etcdSha256: s.etcdSha256,
+    node: s.node ?? '',
+    compression: s.compression ?? 'none',
+    encrypted: s.encrypted ?? false,
+    ...(s.retainUntil && { retainUntil: s.retainUntil }),
+    verified: s.verified ?? false,
+    ...(s.verifiedAt && { verifiedAt: s.verifiedAt }),
+    ...(s.verification && { verification: s.verification }),
+    ...(s.revision !== undefined && { revision: s.revision }),
+    ...(s.keys !== undefined && { keys: s.keys }),
+  };
+}
+
+/** The Ready condition's message: where the snapshot is, how it is protected, and what verifying it proved. */
+function storedMessage(s: SnapshotInfo): string {
+  const format = [s.compression && s.compression !== 'none' ? s.compression : '', s.encrypted ? 'age-encrypted' : '', s.retainUntil ? `locked until ${s.retainUntil}` : ''].filter(Boolean);
+  const stored = `Snapshot stored at s3://${s.bucket}/${s.key} (${s.size} bytes${format.length > 0 ? `, ${format.join(', ')}` : ''}, sha256 ${s.sha256})`;
+  if (!s.verified) return stored;
+  if (s.verification === 'StoredBytes') return `${stored}; verified: the stored bytes read back match (no age identity to check the snapshot inside)`;
+  return `${stored}; verified: read back, etcd trailer and database structure sound${s.revision !== undefined ? ` (revision ${s.revision}, ${s.keys ?? 0} keys)` : ''}`;
 }
 
 /** The verdict on a running backup, from its report and its Job. */
@@ -117,7 +141,7 @@ function judge(ref: BackupRef, report: BackupReport | undefined, job: JobState |
   if (report?.state === 'Succeeded') {
     const snapshot = storedSnapshot(report);
     if (snapshot) {
-      return { phase: 'Succeeded', message: `Snapshot stored at s3://${snapshot.bucket}/${snapshot.key} (${snapshot.size} bytes, sha256 ${snapshot.sha256})`, snapshot, ...(report.updatedAt && { completionTime: report.updatedAt }) };
+      return { phase: 'Succeeded', message: storedMessage(snapshot), snapshot, ...(report.updatedAt && { completionTime: report.updatedAt }) };
     }
   }
   const attemptFailed = report?.state === 'Failed' ? report.message || 'the snapshot attempt failed' : undefined;
@@ -172,8 +196,8 @@ type SpecCheck = { ok: true; spec: BackupSpec } | { ok: false; message: string }
 function checkSpec(object: KubernetesObject): SpecCheck {
   const validated = validateBackupSpec(object.spec);
   if (!validated.ok) return { ok: false, message: `Invalid spec: ${validated.problems.join('; ')}` };
-  const unsupported = unsupportedFeatures(validated.value);
-  if (unsupported.length > 0) return { ok: false, message: `Invalid spec: ${unsupported.join('; ')}` };
+  const problems = specProblems(validated.value);
+  if (problems.length > 0) return { ok: false, message: `Invalid spec: ${problems.join('; ')}` };
   return { ok: true, spec: validated.value };
 }
 
@@ -215,7 +239,7 @@ export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobI
   return { response: { status: status as Record<string, unknown>, attachments }, outcome: outcomeOf(verdict), ...(verdict.phase === 'Failed' && { message: verdict.message }) };
 }
 
-export type FinalizeOutcome = 'released' | 'deleting' | 'delete-failed';
+export type FinalizeOutcome = 'released' | 'kept-locked' | 'deleting' | 'delete-failed';
 
 export interface BackupFinalizeResult {
   response: DecoratorSyncResponse & { finalized: boolean };
@@ -228,9 +252,11 @@ export interface BackupFinalizeResult {
  * A snapshot Job still running is removed first (its pod aborts its upload on SIGTERM), and then the delete Job
  * looks for the object at the key that Job would have written, in case it completed meanwhile. If the delete Job
  * fails, the backup stays (Terminating) with the reason in status.deletion; changing spec.deletionPolicy to
- * Retain lets it go and keeps the object.
+ * Retain lets it go and keeps the object. An object this backup locked with Object Lock cannot be deleted before
+ * its retention ends: the backup goes at once and the object stays (S3 refuses any earlier delete; holding the
+ * backup for the whole retention would block its namespace's deletion).
  */
-export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage): BackupFinalizeResult {
+export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage, now: Date = new Date()): BackupFinalizeResult {
   const { object } = request;
   const observed = readBackupStatus(object.status);
   const release = (): BackupFinalizeResult => ({ response: { status: observed as Record<string, unknown>, attachments: [], finalized: true }, outcome: 'released' });
@@ -252,6 +278,11 @@ export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage): 
   const bucket = observed.snapshot?.bucket ?? observed.report?.snapshot?.bucket ?? checked.spec.backupStorage.s3.bucket;
   const spec: BackupSpec = { ...checked.spec, backupStorage: { s3: { ...checked.spec.backupStorage.s3, bucket } } };
   const where = `s3://${bucket}/${key}`;
+  const lockedUntil = parseTime(observed.snapshot?.retainUntil);
+  if (lockedUntil && lockedUntil > now && observed.snapshot?.key === key) {
+    const status = { ...observed, deletion: { message: `Kept ${where}: it is locked by S3 Object Lock until ${observed.snapshot.retainUntil}, and S3 refuses to delete it before then` } };
+    return { response: { status: status as Record<string, unknown>, attachments: [], finalized: true }, outcome: 'kept-locked' };
+  }
   if (snapshotJobSeen) {
     // Wait for the snapshot Job to go (leaving it out deletes it) before deleting what it may have written.
     const status = { ...observed, deletion: { message: `Stopping the snapshot Job before deleting ${where}` } };
@@ -276,7 +307,7 @@ function expectedKey(ref: BackupRef, spec: BackupSpec, request: DecoratorSyncReq
   const time = parseTime(backupTime(ref));
   const cluster = resolved.ok ? resolved.source.cluster : (request.object.status as BackupStatus | undefined)?.cluster;
   if (!time || !cluster) return undefined;
-  return objectKey({ prefix: spec.backupStorage.s3.prefix, cluster, time });
+  return objectKey({ prefix: spec.backupStorage.s3.prefix, cluster, time, compression: spec.compression, encrypted: Boolean(spec.encryption) });
 }
 
 /** Related objects for a backup: its TalosControlPlane, by name, in its namespace. */

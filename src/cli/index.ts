@@ -3,11 +3,16 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULTS, HOST_ENV, PORT_ENV, packageVersion, parseServerConfig } from '../config.js';
 import { resolveSettings, SETTINGS, SettingsError, type RawSettings, type Setting } from '../snapshot/config.js';
+import type { ProgressBar } from './progress.js';
 
-const SNAPSHOT_SETTINGS = Object.values(SETTINGS) as Setting[];
-const VERIFY_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
-// delete takes verify's S3 settings plus the backup whose object it may remove.
-const DELETE_SETTINGS = [...VERIFY_SETTINGS, SETTINGS.backupUid, SETTINGS.backupNamespace, SETTINGS.requiredSecrets];
+const S3_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
+// restore's own settings; the rest of the snapshot settings are the Job's.
+const RESTORE_ONLY = [SETTINGS.output];
+const SNAPSHOT_SETTINGS = (Object.values(SETTINGS) as Setting[]).filter((s) => !RESTORE_ONLY.includes(s));
+const VERIFY_SETTINGS = [...S3_SETTINGS, SETTINGS.ageIdentity];
+// delete takes the S3 settings plus the backup whose object it may remove.
+const DELETE_SETTINGS = [...S3_SETTINGS, SETTINGS.backupUid, SETTINGS.backupNamespace, SETTINGS.requiredSecrets];
+const RESTORE_SETTINGS = [...S3_SETTINGS, SETTINGS.prefix, SETTINGS.cluster, SETTINGS.ageIdentity, ...RESTORE_ONLY];
 
 function settingLines(settings: Setting[]): string {
   return settings.map((s) => `  --${s.flag.padEnd(26)} ${s.env.padEnd(30)} ${s.help}${s.default ? ` [${s.default}]` : ''}`).join('\n');
@@ -20,6 +25,8 @@ Commands:
   snapshot     Stream one etcd snapshot from the Talos API into S3; prints one JSON line
   verify       Read a stored snapshot back from S3 and check it; prints one JSON line
   delete       Delete a backup's object from S3, only if that backup (BACKUP_UID) wrote it; prints one JSON line
+  restore      Download a backup (a key, or the newest of a cluster), decrypt, decompress and verify it into a
+               snapshot file for etcdctl snapshot restore / talosctl bootstrap --recover-from; prints one JSON line
 
 Options for serve (flags override environment variables):
   --host HOST  Address to listen on (env ${HOST_ENV}, default ${DEFAULTS.host})
@@ -38,8 +45,11 @@ ${settingLines(VERIFY_SETTINGS)}
 Options for delete:
 ${settingLines(DELETE_SETTINGS)}
 
-Exit codes of snapshot, verify and delete: 0 done; 1 failed, a retry may succeed; 2 failed, a retry cannot help
-(bad settings, a missing Secret, a refused object, denied access).
+Options for restore:
+${settingLines(RESTORE_SETTINGS)}
+
+Exit codes of snapshot, verify, delete and restore: 0 done; 1 failed, a retry may succeed; 2 failed, a retry
+cannot help (bad settings, a missing Secret, a refused object, denied access, a damaged backup).
 
   -h, --help     Show this help
   -v, --version  Show the version
@@ -62,7 +72,9 @@ async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number>
   }
 }
 
-type JobCommand = 'snapshot' | 'verify' | 'delete';
+type JobCommand = 'snapshot' | 'verify' | 'delete' | 'restore';
+
+const COMMAND_SETTINGS: Record<JobCommand, Setting[]> = { snapshot: SNAPSHOT_SETTINGS, verify: VERIFY_SETTINGS, delete: DELETE_SETTINGS, restore: RESTORE_SETTINGS };
 
 /** Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job). */
 async function reporterFor(raw: RawSettings, env: NodeJS.ProcessEnv) {
@@ -93,15 +105,16 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
   // The SDK is pinned (package.json) to releases that support Node 20, and the image runs Node 22; its
   // multi-line "Node 20 support ends" warning would break the one-line error contract on Node 20 machines.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const settings = command === 'snapshot' ? SNAPSHOT_SETTINGS : command === 'verify' ? VERIFY_SETTINGS : DELETE_SETTINGS;
+  const settings = COMMAND_SETTINGS[command];
   const { values } = parseArgs({ args, options: Object.fromEntries(settings.map((s) => [s.flag, { type: 'string' as const }])) });
   const raw = resolveSettings(env, values as Record<string, string | undefined>);
-  const [{ redact, snapshotCommand, verifyCommand, deleteCommand }, { isPermanentFailure }] = await Promise.all([import('./snapshot.js'), import('../snapshot/failure.js')]);
+  const [{ redact, snapshotCommand, verifyCommand, deleteCommand, restoreCommand }, { isPermanentFailure }] = await Promise.all([import('./snapshot.js'), import('../snapshot/failure.js')]);
   // A deleted Job's pod gets SIGTERM: stop streaming and abort the multipart upload, so nothing stays pending.
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
   process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
   let reporter: Awaited<ReturnType<typeof reporterFor>>;
+  let bar: ProgressBar | undefined;
   try {
     let result: object;
     if (command === 'snapshot') {
@@ -111,6 +124,16 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
       // The object is complete in S3; if the report cannot be written, a retry finds it and reports again.
       await reporter?.succeeded(snapshot);
       result = snapshot;
+    } else if (command === 'restore') {
+      const { progressBar } = await import('./progress.js');
+      result = await restoreCommand(raw, {
+        onKey: (key, skipped) => {
+          for (const incomplete of skipped) process.stderr.write(`skipping ${incomplete}: its upload did not finish (no recorded sha256)\n`);
+          bar = progressBar(process.stderr, `restoring ${key}`);
+        },
+        onProgress: (done, total) => bar?.update(done, total),
+      });
+      bar?.finish();
     } else {
       result = command === 'verify' ? { ...(await verifyCommand(raw)), verified: true } : await deleteCommand(raw, env);
     }
@@ -118,6 +141,7 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
     return 0;
   } catch (error) {
     // One line, worded for the backup's status ("Failed to upload snapshot to S3: ...", ...), no secret.
+    bar?.finish();
     const message = redact((error as Error).message, env);
     const permanent = isPermanentFailure(error);
     process.stderr.write(`${message}\n`);
@@ -145,7 +169,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   try {
     if (command === 'serve') return await runServe(rest, env);
-    if (command === 'snapshot' || command === 'verify' || command === 'delete') return await runJobCommand(command, rest, env);
+    if (Object.hasOwn(COMMAND_SETTINGS, command)) return await runJobCommand(command as JobCommand, rest, env);
   } catch (error) {
     // parseArgs: an unknown option or a missing value.
     return fail(`${(error as Error).message}\n\n${USAGE}`, 2);

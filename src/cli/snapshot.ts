@@ -1,14 +1,18 @@
-// `talos-etcd-backup snapshot`, `verify` and `delete`: the Jobs' commands. One JSON line on stdout on success; one line
-// on stderr and a non-zero exit on failure. Secrets are redacted from anything printed.
+// `talos-etcd-backup snapshot`, `verify`, `delete` (the Jobs' commands) and `restore` (a person's). One JSON line on
+// stdout on success; one line on stderr and a non-zero exit on failure. Secrets are redacted from anything printed.
 
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { AgeError, parseIdentities, parseRecipients } from '../codec/age-keys.js';
+import type { Compression } from '../codec/compression.js';
 import { deleteSnapshotObject, type DeleteOutcome } from '../s3/delete.js';
-import { objectKey } from '../s3/object-key.js';
+import { DEFAULT_PREFIX, objectKey } from '../s3/object-key.js';
 import { createS3Client, type S3Settings } from '../s3/client.js';
-import { Problems, type RawSettings } from '../snapshot/config.js';
+import type { ObjectProtection } from '../s3/upload.js';
+import { Problems, SETTINGS, type RawSettings } from '../snapshot/config.js';
 import { checkRequiredInputs } from '../snapshot/required-inputs.js';
-import { takeSnapshot, type SnapshotResult } from '../snapshot/run.js';
+import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from '../snapshot/restore.js';
+import { takeSnapshot, type SnapshotOutcome, type SnapshotResult, type StoredFormat } from '../snapshot/run.js';
 import { verifyObject, type VerifiedObject } from '../snapshot/verify-object.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from '../talos/talosconfig.js';
 import { TalosError } from '../talos/client.js';
@@ -36,13 +40,61 @@ function s3Settings(raw: RawSettings, problems: Problems): S3Settings {
   };
 }
 
+const COMPRESSIONS: readonly Compression[] = ['none', 'gzip', 'zstd'];
+
+function storedFormat(raw: RawSettings, problems: Problems): StoredFormat {
+  const compression = (raw.compression ?? 'none') as Compression;
+  if (!COMPRESSIONS.includes(compression)) problems.list.push(`${SETTINGS.compression.env} (--${SETTINGS.compression.flag}) must be none, gzip or zstd, got ${JSON.stringify(raw.compression)}`);
+  let recipients: string[] = [];
+  const listed = (raw.ageRecipients ?? '').split(/[\s,]+/).filter(Boolean);
+  try {
+    recipients = parseRecipients(listed);
+  } catch (error) {
+    if (!(error instanceof AgeError)) throw error;
+    problems.list.push(`${SETTINGS.ageRecipients.env} (--${SETTINGS.ageRecipients.flag}): ${error.message}`);
+  }
+  return { compression, recipients };
+}
+
+/** The identities in AGE_IDENTITY_FILE (none when unset). The file's content is never echoed. */
+function identities(raw: RawSettings, problems: Problems): string[] {
+  if (!raw.ageIdentity) return [];
+  const text = readFile(raw.ageIdentity, 'age identity file', problems);
+  if (text === undefined) return [];
+  try {
+    return parseIdentities(text);
+  } catch (error) {
+    if (!(error instanceof AgeError)) throw error;
+    problems.list.push(`${SETTINGS.ageIdentity.env} (--${SETTINGS.ageIdentity.flag}) ${raw.ageIdentity}: ${error.message}`);
+    return [];
+  }
+}
+
+function protection(raw: RawSettings, problems: Problems): ObjectProtection {
+  const out: ObjectProtection = {};
+  if (raw.sse !== undefined && raw.sse !== '') {
+    if (raw.sse !== 'AES256' && raw.sse !== 'aws:kms') problems.list.push(`${SETTINGS.sse.env} (--${SETTINGS.sse.flag}) must be AES256 or aws:kms, got ${JSON.stringify(raw.sse)}`);
+    out.serverSideEncryption = { algorithm: raw.sse as 'AES256' | 'aws:kms', kmsKeyId: raw.sseKmsKeyId || undefined };
+  }
+  if (raw.sseKmsKeyId && raw.sse !== 'aws:kms') problems.list.push(`${SETTINGS.sseKmsKeyId.env} (--${SETTINGS.sseKmsKeyId.flag}) needs ${SETTINGS.sse.env}=aws:kms`);
+  const mode = raw.objectLockMode || undefined;
+  const days = raw.objectLockRetainDays || undefined;
+  if (mode !== undefined || days !== undefined) {
+    if (mode !== 'GOVERNANCE' && mode !== 'COMPLIANCE') problems.list.push(`${SETTINGS.objectLockMode.env} (--${SETTINGS.objectLockMode.flag}) must be GOVERNANCE or COMPLIANCE${mode === undefined ? ` when ${SETTINGS.objectLockRetainDays.env} is set` : `, got ${JSON.stringify(mode)}`}`);
+    const retainDays = Number(days);
+    if (!Number.isInteger(retainDays) || retainDays < 1) problems.list.push(`${SETTINGS.objectLockRetainDays.env} (--${SETTINGS.objectLockRetainDays.flag}) must be a whole number of days >= 1, got ${JSON.stringify(days)}`);
+    out.objectLock = { mode: mode as 'GOVERNANCE' | 'COMPLIANCE', retainDays };
+  }
+  return out;
+}
+
 export interface SnapshotHooks {
   onProgress?: (bytesUploaded: number) => void;
   signal?: AbortSignal;
 }
 
-/** `snapshot`: one etcd snapshot from the Talos API into S3. */
-export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env, now: () => Date = () => new Date(), hooks: SnapshotHooks = {}): Promise<SnapshotResult> {
+/** `snapshot`: one etcd snapshot from the Talos API into S3, read back and verified when VERIFY=true. */
+export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env, now: () => Date = () => new Date(), hooks: SnapshotHooks = {}): Promise<SnapshotOutcome> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
   const problems = new Problems();
   const bucket = problems.required(raw, 'bucket');
@@ -52,7 +104,11 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
   const connectTimeoutMs = problems.positive(raw, 'connectTimeout') * 1000;
   const idleTimeoutMs = problems.positive(raw, 'idleTimeout') * 1000;
   const time = problems.time(raw, 'time', now());
-  const key = raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster: problems.required(raw, 'cluster'), time });
+  const format = storedFormat(raw, problems);
+  const objectProtection = protection(raw, problems);
+  const verify = problems.boolean(raw, 'verify') ?? false;
+  const verifyIdentities = verify ? identities(raw, problems) : [];
+  const key = raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster: problems.required(raw, 'cluster'), time, compression: format.compression, encrypted: format.recipients.length > 0 });
   if (partSize < 5 * MIB) problems.list.push('S3_PART_SIZE_MIB (--part-size-mib) must be at least 5 (S3\'s minimum part size)');
   const talosconfigText = readFile(raw.talosconfig ?? '', 'talosconfig', problems);
   problems.throwIfAny();
@@ -65,10 +121,13 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
     throw error;
   }
   const endpoints = raw.endpoints ? raw.endpoints.split(',').map((e) => e.trim()).filter(Boolean).map(normalizeEndpoint) : context.endpoints;
+  const client = createS3Client(s3);
+  let stored: SnapshotResult;
   try {
-    return await takeSnapshot({
+    stored = await takeSnapshot({
       talos: { context, endpoints, node: raw.node, connectTimeoutMs, idleTimeoutMs },
-      s3: { client: createS3Client(s3), bucket, key, partSize, queueSize },
+      s3: { client, bucket, key, partSize, queueSize, protection: objectProtection },
+      format,
       // Without a uid a manual run gets a unique one, so it never mistakes another object for its own.
       identity: { namespace: raw.backupNamespace ?? '', name: raw.backupName ?? '', uid: raw.backupUid ?? randomUUID() },
       ...hooks,
@@ -77,16 +136,47 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
     if (error instanceof TalosError) throw new TalosError(`Failed to take etcd snapshot: ${error.message}`, error.endpoint, error.failover);
     throw error;
   }
+  if (!verify) return { ...stored, verified: false };
+  // What was uploaded is known exactly: the object read back must be those bytes.
+  const checked = await verifyObject(client, bucket, key, { identities: verifyIdentities, expected: { size: stored.size, sha256: stored.sha256, etcdSha256: stored.etcdSha256 } });
+  return {
+    ...stored,
+    verified: true,
+    verifiedAt: now().toISOString(),
+    verification: checked.verification,
+    ...(checked.database && { revision: checked.database.revision, keys: checked.database.keys }),
+  };
 }
 
-/** `verify`: read a stored snapshot back and check it. */
+/** `verify`: read a stored snapshot back and check it against the hashes recorded with it. */
 export async function verifyCommand(raw: RawSettings): Promise<VerifiedObject> {
   const problems = new Problems();
   const bucket = problems.required(raw, 'bucket');
   const key = problems.required(raw, 'key');
   const s3 = s3Settings(raw, problems);
+  const ids = identities(raw, problems);
   problems.throwIfAny();
-  return verifyObject(createS3Client(s3), bucket, key);
+  return verifyObject(createS3Client(s3), bucket, key, { identities: ids });
+}
+
+export interface RestoreHooks {
+  onProgress?: (bytesRead: number, total: number | undefined) => void;
+  /** Told which key will be restored before the download starts. */
+  onKey?: (key: string, skipped: string[]) => void;
+}
+
+/** `restore`: a backup (S3_KEY, else the newest of CLUSTER_NAME under S3_PREFIX) into a verified snapshot file. */
+export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {}): Promise<RestoreResult> {
+  const problems = new Problems();
+  const bucket = problems.required(raw, 'bucket');
+  if (!raw.key && !raw.cluster) problems.list.push(`${SETTINGS.key.env} (--${SETTINGS.key.flag}) or ${SETTINGS.cluster.env} (--${SETTINGS.cluster.flag}) is required: the backup to restore, or the cluster whose newest backup to restore`);
+  const s3 = s3Settings(raw, problems);
+  const ids = identities(raw, problems);
+  problems.throwIfAny();
+  const client = createS3Client(s3);
+  const { key, skipped } = raw.key ? { key: raw.key, skipped: [] } : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
+  hooks.onKey?.(key, skipped);
+  return restoreBackup({ client, bucket, key, identities: ids, output: raw.output ?? defaultOutput(key), ...(hooks.onProgress && { onProgress: hooks.onProgress }) });
 }
 
 /** `delete`: remove a backup's object from S3, only if that backup (BACKUP_UID) wrote it. */

@@ -39,8 +39,10 @@ export async function backupHookRoutes(app: FastifyInstance, opts: BackupHookOpt
   });
 
   app.post<{ Body: DecoratorSyncRequest }>(BACKUP_FINALIZE_PATH, { schema: syncSchema, config: { hook: 'backup/finalize' } }, async (request) => {
-    const { response, outcome } = finalizeBackup(request.body, opts.jobImage);
-    const fields = { backup: name(request.body.object), outcome };
+    const { response, outcome } = finalizeBackup(request.body, opts.jobImage, opts.clock());
+    // The backup goes with this answer: the log keeps what happened to its object (e.g. kept by Object Lock).
+    const deletion = (response.status as { deletion?: { message?: string } }).deletion?.message;
+    const fields = { backup: name(request.body.object), outcome, ...(deletion && { deletion }) };
     if (outcome === 'deleting') request.log.debug(fields, 'backup finalizing');
     else request.log.info(fields, 'backup finalizing');
     return response;

@@ -1,5 +1,7 @@
 // Deletes a backup's snapshot object (deletionPolicy: Delete), but only the backup's own: the object's
 // x-amz-meta-backup-uid must be the backup's uid. Idempotent: a key with no object is success (a retried Job).
+// An object that S3 Object Lock protects is kept, and that is an outcome, not a failure: no retry can delete it
+// before its retention ends, and holding the backup in Terminating for months would block its namespace.
 
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
 import { describeS3Error, isPermanentS3Error } from './errors.js';
@@ -19,10 +21,12 @@ export interface DeleteOutcome {
   deleted: boolean;
   /** why nothing was deleted, when deleted is false */
   detail?: string;
+  /** Set when Object Lock kept the object: until when (if the store said), or 'legal hold'. */
+  protectedUntil?: string;
 }
 
 
-/** Whether retrying cannot help: a foreign or Object-Locked object, a missing bucket, bad credentials, a denied request. */
+/** Whether retrying cannot help: a foreign object, a missing bucket, bad credentials, a denied request. */
 export function isPermanentDeleteError(error: unknown): boolean {
   if (error instanceof S3DeleteError) return error.permanent;
   return isPermanentS3Error(error);
@@ -108,7 +112,11 @@ export async function deleteSnapshotObject(client: S3Client, bucket: string, key
     if (lockedOut(error, found)) {
       const until = found.retainUntil ? ` (${found.lockMode ?? 'retention'} until ${found.retainUntil.toISOString()})` : '';
       const hold = found.legalHold === 'ON' ? ' (legal hold)' : '';
-      throw new S3DeleteError(`the object at ${where} is protected by Object Lock${until}${hold} and stays in the bucket`, { cause: error, permanent: true });
+      return {
+        deleted: false,
+        detail: `the object at ${where} is protected by Object Lock${until}${hold}: S3 refuses to delete it before then, so it was kept (a lifecycle rule can expire it afterwards)`,
+        protectedUntil: found.legalHold === 'ON' ? 'legal hold' : (found.retainUntil?.toISOString() ?? 'unknown'),
+      };
     }
     throw s3Error(error);
   }

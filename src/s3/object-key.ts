@@ -24,3 +24,11 @@ export function objectKey(parts: ObjectKeyParts): string {
   const name = `etcd-snapshot-${keyTimestamp(parts.time)}.db${SUFFIX[parts.compression ?? 'none']}${parts.encrypted ? '.age' : ''}`;
   return [prefix, parts.cluster, name].filter(Boolean).join('/');
 }
+
+/** What a key's suffixes say about the stored bytes: `.age` last when encrypted, before it `.gz`/`.zst`. */
+export function storedFormatOf(key: string): { compression: 'none' | 'gzip' | 'zstd'; encrypted: boolean } {
+  const encrypted = key.endsWith('.age');
+  const rest = encrypted ? key.slice(0, -'.age'.length) : key;
+  const compression = rest.endsWith('.gz') ? 'gzip' : rest.endsWith('.zst') ? 'zstd' : 'none';
+  return { compression, encrypted };
+}

@@ -3,7 +3,10 @@
 // S3 user metadata is fixed when an upload starts, but a snapshot's hashes are known only at its end. So the
 // object is uploaded with the backup's identity, and once the upload has completed (which the integrity
 // check gates: see verifyingStream) a server-side copy onto itself, conditional on the uploaded ETag, adds the
-// hashes. No byte goes through this process twice.
+// hashes (or object tags do: see recorded-hashes.ts). No byte goes through this process twice.
+//
+// Protection asked for by the backup: server-side encryption on every request that writes the object, and
+// Object Lock on the uploaded version (object-lock.ts), checked against the bucket before any byte is sent.
 
 import type { Readable } from 'node:stream';
 import {
@@ -18,10 +21,13 @@ import {
   S3ServiceException,
   UploadPartCopyCommand,
   type S3Client,
+  type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { VerifiedSnapshot } from '../snapshot/etcd-trailer.js';
 import { describeS3Error, isPermanentS3Error } from './errors.js';
+import { bucketObjectLock, lockVersion, ObjectLockError, retainUntil, type ObjectLockRequest } from './object-lock.js';
+import { hashMetadata, readRecordedHashes, tagHashes, type UploadedHashes } from './recorded-hashes.js';
 
 /** Who wrote an object: stored as x-amz-meta-backup-{namespace,name,uid}. */
 export interface BackupIdentity {
@@ -30,9 +36,9 @@ export interface BackupIdentity {
   uid: string;
 }
 
-export interface UploadedHashes {
-  sha256: string;
-  etcdSha256: string;
+export interface ObjectProtection {
+  serverSideEncryption?: { algorithm: 'AES256' | 'aws:kms'; kmsKeyId?: string | undefined } | undefined;
+  objectLock?: ObjectLockRequest | undefined;
 }
 
 export interface SnapshotUpload {
@@ -41,7 +47,7 @@ export interface SnapshotUpload {
   key: string;
   identity: BackupIdentity;
   /** Opens the snapshot stream; called only once the key is known to be free (or this backup's own). */
-  openBody: () => Readable;
+  openBody: () => Readable | Promise<Readable>;
   /** The verified snapshot's figures, available once the body has ended (the verifying stream reports them just before its end). */
   verified: () => VerifiedSnapshot | undefined;
   /** Bytes per part: memory is about partSize × (queueSize + 1). */
@@ -53,6 +59,9 @@ export interface SnapshotUpload {
   onProgress?: (bytesUploaded: number) => void;
   /** Aborting it stops the upload (and aborts the multipart upload), e.g. on SIGTERM. */
   signal?: AbortSignal;
+  protection?: ObjectProtection;
+  /** The time the Object Lock retention counts from (default: now). */
+  clock?: () => Date;
 }
 
 export interface UploadOutcome {
@@ -60,6 +69,8 @@ export interface UploadOutcome {
   alreadyUploaded: boolean;
   size: number;
   hashes: UploadedHashes;
+  /** With Object Lock: the date the stored version is locked until. */
+  retainUntil?: Date;
 }
 
 /** An S3 failure, worded as API.md wants ("Failed to upload snapshot to S3: ..."). */
@@ -80,7 +91,7 @@ function identityMetadata(identity: BackupIdentity): Record<string, string> {
   return { 'backup-namespace': identity.namespace, 'backup-name': identity.name, 'backup-uid': identity.uid };
 }
 
-type Existing = { metadata: Record<string, string>; size: number } | 'absent' | 'unknown';
+type Existing = { metadata: Record<string, string>; size: number; versionId?: string | undefined } | 'absent' | 'unknown';
 
 /**
  * What is at the key now. A ranged GET rather than a HEAD: HEAD answers have no body, so a wrong key, a
@@ -93,7 +104,7 @@ async function probeKey(client: S3Client, bucket: string, key: string): Promise<
     const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: 'bytes=0-0' }));
     await object.Body?.transformToByteArray(); // drain the one byte so the connection is reused
     const total = Number(/\/(\d+)$/.exec(object.ContentRange ?? '')?.[1] ?? object.ContentLength ?? 0);
-    return { metadata: object.Metadata ?? {}, size: total };
+    return { metadata: object.Metadata ?? {}, size: total, versionId: object.VersionId };
   } catch (error) {
     if (error instanceof S3ServiceException) {
       if (error.name === 'NoSuchKey') return 'absent';
@@ -104,19 +115,28 @@ async function probeKey(client: S3Client, bucket: string, key: string): Promise<
   }
 }
 
+/** The server-side encryption parameters of every request that writes the object (upload, copy). */
+function encryptionParams(protection: ObjectProtection | undefined): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
+  const sse = protection?.serverSideEncryption;
+  if (!sse) return {};
+  return { ServerSideEncryption: sse.algorithm as ServerSideEncryption, ...(sse.kmsKeyId && { SSEKMSKeyId: sse.kmsKeyId }) };
+}
+
 /** Replaces the object's metadata by copying it onto itself, only if it is still the object just uploaded. */
 async function addMetadata(up: SnapshotUpload, etag: string, size: number, metadata: Record<string, string>): Promise<void> {
   const { client, bucket, key } = up;
   const source = `${bucket}/${encodeURIComponent(key)}`;
   const singleCopyLimit = up.maxSingleCopyBytes ?? FIVE_GIB;
+  // A copy is a new object: without the encryption parameters it would get the bucket's default encryption.
+  const sse = encryptionParams(up.protection);
   if (size <= singleCopyLimit) {
-    await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadata, ContentType: 'application/octet-stream' }));
+    await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadata, ContentType: 'application/octet-stream', ...sse }));
     return;
   }
   // Above the single-copy limit: a multipart copy, part by part, still entirely inside the store.
   // Parts of 1 GiB, never above the single-copy limit (a test lowers that limit to exercise this path).
   const partBytes = Math.max(Math.min(singleCopyLimit, COPY_PART_BYTES), 5 * 1024 * 1024);
-  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata, ContentType: 'application/octet-stream' }));
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata, ContentType: 'application/octet-stream', ...sse }));
   try {
     const parts = [];
     for (let start = 0, number = 1; start < size; start += partBytes, number += 1) {
@@ -151,6 +171,30 @@ async function abortLeftoverUploads(client: S3Client, bucket: string, key: strin
   }
 }
 
+/** How the hashes get onto the object: see recorded-hashes.ts. */
+type HashRecording = 'copy' | 'tags';
+
+/**
+ * Checks the bucket against the protection asked for, before any byte is sent: Object Lock needs a bucket with
+ * Object Lock enabled. Returns how the hashes will be recorded (tags on a bucket that locks objects).
+ */
+async function prepareBucket(up: SnapshotUpload): Promise<HashRecording> {
+  const { client, bucket } = up;
+  let lock;
+  try {
+    lock = await bucketObjectLock(client, bucket);
+  } catch (error) {
+    throw new S3UploadError(describeS3Error(error), { cause: error });
+  }
+  if (up.protection?.objectLock && lock === 'disabled') {
+    throw new S3UploadError(
+      `bucket ${bucket} has no Object Lock configuration, so objectLock (${up.protection.objectLock.mode}, ${up.protection.objectLock.retainDays} days) cannot be applied: use a bucket created with Object Lock enabled, or remove spec.backupStorage.s3.objectLock`,
+      { permanent: true },
+    );
+  }
+  return up.protection?.objectLock || lock === 'enabled' ? 'tags' : 'copy';
+}
+
 /**
  * Uploads a snapshot to `key`. If an object is already there: a complete one from this same backup (same uid,
  * with hashes) is accepted as is — a retried Job — and the body is never opened; anything else written by another
@@ -160,6 +204,19 @@ async function abortLeftoverUploads(client: S3Client, bucket: string, key: strin
  */
 export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome> {
   const { client, bucket, key, identity } = up;
+  const recording = await prepareBucket(up);
+  const lockRequest = up.protection?.objectLock;
+  const lockUntil = lockRequest && retainUntil((up.clock ?? (() => new Date()))(), lockRequest.retainDays);
+  const lock = async (versionId: string | undefined): Promise<Date | undefined> => {
+    if (!lockRequest || !lockUntil) return undefined;
+    try {
+      return await lockVersion(client, bucket, key, versionId, lockRequest.mode, lockUntil);
+    } catch (error) {
+      const detail = error instanceof ObjectLockError ? error.message : describeS3Error(error);
+      throw new S3UploadError(`the snapshot was uploaded to s3://${bucket}/${key} but locking it failed: ${detail}`, { cause: error, permanent: error instanceof ObjectLockError || undefined });
+    }
+  };
+
   let existing: Existing;
   try {
     existing = await probeKey(client, bucket, key);
@@ -171,8 +228,10 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   if (typeof existing === 'object' && !ours) {
     throw refuse(existing.metadata['backup-name'] ? ` by backup ${existing.metadata['backup-namespace']}/${existing.metadata['backup-name']}` : '');
   }
-  if (typeof existing === 'object' && existing.metadata.sha256 && existing.metadata['etcd-sha256']) {
-    return { alreadyUploaded: true, size: existing.size, hashes: { sha256: existing.metadata.sha256, etcdSha256: existing.metadata['etcd-sha256'] } };
+  const recorded = typeof existing === 'object' ? await readRecordedHashes(client, bucket, key, existing.metadata, existing.versionId) : undefined;
+  if (typeof existing === 'object' && recorded) {
+    const locked = await lock(existing.versionId);
+    return { alreadyUploaded: true, size: existing.size, hashes: recorded, ...(locked && { retainUntil: locked }) };
   }
 
   await abortLeftoverUploads(client, bucket, key, new Date());
@@ -180,7 +239,7 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   // The body's own failure (a broken Talos stream, a failed integrity check) is the real cause even when
   // lib-storage's abort call fails too and replaces it.
   let bodyError: Error | undefined;
-  const body = up.openBody();
+  const body = await up.openBody();
   body.once('error', (error: Error) => (bodyError = error));
   const upload = new Upload({
     client,
@@ -192,6 +251,12 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
       Metadata: identityMetadata(identity),
       // Atomic "create only": loses no race with another writer. Not when replacing this backup's own partial object.
       ...(!ours && { IfNoneMatch: '*' }),
+      ...encryptionParams(up.protection),
+      // S3 refuses uploads to a bucket that locks objects unless every part carries a checksum (the client sends
+      // them only when required, for stores that reject them). The lock itself is set on the version below;
+      // asking for it here too makes it atomic where the store honours it (AWS).
+      ...(recording === 'tags' && { ChecksumAlgorithm: 'CRC32' as const }),
+      ...(lockRequest && lockUntil && { ObjectLockMode: lockRequest.mode, ObjectLockRetainUntilDate: lockUntil }),
     },
     partSize: up.partSize,
     queueSize: up.queueSize,
@@ -218,8 +283,10 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   }
   const verified = up.verified();
   if (!verified) throw new S3UploadError('the upload completed without a verified snapshot (internal error)');
+  const hashes = { sha256: verified.sha256, etcdSha256: verified.etcdSha256 };
+  let versionId = result.VersionId;
   try {
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, ...(versionId && { VersionId: versionId }) }));
     const size = head.ContentLength ?? 0;
     // The copy must be conditional on this upload's object. Some stores (Ceph RGW) answer a multipart
     // completion with an empty ETag; then the HEAD's is used, once the HEAD shows this backup's uid and size.
@@ -227,12 +294,30 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
     if (!etag || head.Metadata?.['backup-uid'] !== identity.uid || size !== verified.size) {
       throw new Error(`the object at the key is not the one just uploaded (someone wrote it meanwhile?); its hashes were not recorded`);
     }
-    await addMetadata(up, etag, size, { ...identityMetadata(identity), sha256: verified.sha256, 'etcd-sha256': verified.etcdSha256 });
-    // On a versioned bucket the copy is a new version and the one without hashes is redundant. Removing it is
-    // housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless extra version, not a failed backup.
-    if (result.VersionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: result.VersionId })).catch(() => undefined);
-    return { alreadyUploaded: false, size, hashes: { sha256: verified.sha256, etcdSha256: verified.etcdSha256 } };
+    versionId ??= head.VersionId;
+    if (recording === 'copy' && (await copiedWithHashes(up, etag, size, hashes))) {
+      // On a versioned bucket the copy is a new version and the one without hashes is redundant. Removing it is
+      // housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless extra version, not a failed backup.
+      if (versionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId })).catch(() => undefined);
+      return { alreadyUploaded: false, size, hashes };
+    }
+    await tagHashes(client, bucket, key, versionId, hashes);
+    const locked = await lock(versionId);
+    return { alreadyUploaded: false, size, hashes, ...(locked && { retainUntil: locked }) };
   } catch (error) {
+    if (error instanceof S3UploadError) throw error;
     throw new S3UploadError(`the snapshot was uploaded to s3://${bucket}/${key} but recording its sha256 failed: ${describeS3Error(error)}`, { cause: error });
+  }
+}
+
+/** Adds the hashes as metadata by a copy; false when the store cannot copy this object (then tags record them). */
+async function copiedWithHashes(up: SnapshotUpload, etag: string, size: number, hashes: UploadedHashes): Promise<boolean> {
+  try {
+    await addMetadata(up, etag, size, { ...identityMetadata(up.identity), ...hashMetadata(hashes) });
+    return true;
+  } catch (error) {
+    // Ceph RGW 16 cannot copy an SSE-KMS object (501 NotImplemented).
+    if (error instanceof S3ServiceException && (error.name === 'NotImplemented' || error.$metadata?.httpStatusCode === 501)) return false;
+    throw error;
   }
 }

@@ -3,7 +3,7 @@
 // several hook replicas never create a backup twice.
 
 import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, CONTROLLER_UID_LABEL, LAST_APPLIED_ANNOTATION, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../api/constants.js';
-import { unsupportedFeatures } from '../api/features.js';
+import { specProblems } from '../api/spec-checks.js';
 import type { ScheduleSpec, ScheduleStatus } from '../api/types.js';
 import { readScheduleStatus, validateSchedule } from '../api/validation.js';
 import type { CompositeSyncRequest, CompositeSyncResponse, Condition, KubernetesObject } from '../metacontroller/types.js';
@@ -193,8 +193,8 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   const validated = validateSchedule(parent);
   if (!validated.ok) return invalidAnswer(base, live, { reason: 'InvalidSpec', message: `invalid spec: ${validated.problems.join('; ')}` }, now);
   const spec = validated.value;
-  const unsupported = unsupportedFeatures(spec.backupTemplate.spec, 'spec.backupTemplate.spec');
-  if (unsupported.length > 0) return invalidAnswer(base, live, { reason: 'InvalidSpec', message: `invalid spec: ${unsupported.join('; ')}` }, now);
+  const problems = specProblems(spec.backupTemplate.spec, 'spec.backupTemplate.spec');
+  if (problems.length > 0) return invalidAnswer(base, live, { reason: 'InvalidSpec', message: `invalid spec: ${problems.join('; ')}` }, now);
   const parsed = parseSchedule(spec.schedule, spec.timeZone);
   if (!parsed.ok) return invalidAnswer(base, live, parsed, now);
   const schedule = parsed.schedule;

@@ -8,12 +8,17 @@ import { TalosError } from '../talos/client.js';
 import { TalosconfigError } from '../talos/talosconfig.js';
 import { SettingsError } from './config.js';
 import { MissingInputError } from './required-inputs.js';
+import { RestoreError } from './restore.js';
+import { VerificationError } from './verify-object.js';
+import { AgeError } from '../codec/age-keys.js';
 
 export function isPermanentFailure(error: unknown): boolean {
   if (error instanceof SettingsError || error instanceof MissingInputError || error instanceof TalosconfigError) return true;
   // Permission denied, bad certificate, bad request: every endpoint and every retry would answer the same.
   if (error instanceof TalosError) return !error.failover;
-  if (error instanceof S3UploadError || error instanceof S3DeleteError) return error.permanent;
+  if (error instanceof S3UploadError || error instanceof S3DeleteError || error instanceof VerificationError || error instanceof RestoreError) return error.permanent;
+  // A recipient or identity that is not an age key stays one.
+  if (error instanceof AgeError) return true;
   // The Job's identity may not write its backup's status: a broken Role, not a passing fault.
   if (error instanceof KubernetesApiError) return error.status === 401 || error.status === 403 || error.status === 404;
   return false;

@@ -6,7 +6,7 @@ import { BACKUP_PLURAL, GROUP, VERSION } from '../api/constants.js';
 import type { BackupReport } from '../api/types.js';
 import type { KubernetesApi } from '../kubernetes/in-cluster.js';
 import { formatTime } from '../status/conditions.js';
-import type { SnapshotResult } from './run.js';
+import type { SnapshotOutcome } from './run.js';
 
 // A failed report write is retried: right after the pod starts, its RoleBinding may not be in the API server's
 // authorizer cache yet (403), and the API may be briefly unavailable.
@@ -17,7 +17,7 @@ export interface StatusReporter {
   running(): Promise<void>;
   /** Call as bytes go out; writes at most one report per interval, never two at once. */
   progress(bytesUploaded: number): void;
-  succeeded(result: SnapshotResult): Promise<void>;
+  succeeded(result: SnapshotOutcome): Promise<void>;
   failed(message: string, retryable: boolean): Promise<void>;
 }
 
@@ -71,7 +71,22 @@ export function statusReporter(opts: ReporterOptions): StatusReporter {
       writeFinal({
         state: 'Succeeded',
         bytesUploaded: result.size,
-        snapshot: { bucket: result.bucket, key: result.key, size: result.size, sha256: result.sha256, etcdSha256: result.etcdSha256, node: result.node },
+        snapshot: {
+          bucket: result.bucket,
+          key: result.key,
+          size: result.size,
+          sha256: result.sha256,
+          etcdSha256: result.etcdSha256,
+          node: result.node,
+          compression: result.compression,
+          encrypted: result.encrypted,
+          ...(result.retainUntil && { retainUntil: result.retainUntil }),
+          verified: result.verified,
+          ...(result.verifiedAt && { verifiedAt: result.verifiedAt }),
+          ...(result.verification && { verification: result.verification }),
+          ...(result.revision !== undefined && { revision: result.revision }),
+          ...(result.keys !== undefined && { keys: result.keys }),
+        },
       }),
     failed: (message, retryable) => writeFinal({ state: 'Failed', message, retryable }),
   };

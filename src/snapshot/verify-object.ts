@@ -1,52 +1,213 @@
-// Reads a stored snapshot back from S3 and checks it, streaming: size, the sha256 recorded in its metadata,
-// and etcd's own trailer.
+// Reads a stored snapshot back from S3 and proves it restorable, streaming, with bounded memory: the stored
+// bytes' size and sha256; then, when the plain snapshot can be seen (not encrypted, or an age identity is at
+// hand), decryption, decompression, etcd's sha256 trailer, and the bolt database's structure. `restore` runs the
+// same checks while it writes the plain snapshot to a file.
 
-import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { pipeline, Writable, type Duplex, type Readable } from 'node:stream';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { AgeError, createDecryptor } from '../codec/age.js';
+import { CompressionError, createDecompressor, type Compression } from '../codec/compression.js';
+import { BoltChecker, BoltStructureError, type BoltSummary } from '../etcd/bolt-check.js';
 import { describeS3Error } from '../s3/errors.js';
-import { EtcdSnapshotVerifier, IntegrityError, type VerifiedSnapshot } from './etcd-trailer.js';
+import { storedFormatOf } from '../s3/object-key.js';
+import { readRecordedHashes } from '../s3/recorded-hashes.js';
+import { EtcdSnapshotVerifier, IntegrityError } from './etcd-trailer.js';
 
 export class VerificationError extends Error {
   override name = 'VerificationError';
-  constructor(detail: string, options?: { cause?: unknown }) {
-    super(`Snapshot verification failed: ${detail}`, options);
+  /** true when the object itself is wrong (a retry reads the same bytes); false when reading it failed. */
+  readonly permanent: boolean;
+  constructor(detail: string, options: { cause?: unknown; permanent: boolean }) {
+    super(`Snapshot verification failed: ${detail}`, { cause: options.cause });
+    this.permanent = options.permanent;
   }
 }
 
-export interface VerifiedObject extends VerifiedSnapshot {
-  bucket: string;
-  key: string;
+/** What the object should be; every field known is checked. */
+export interface ExpectedObject {
+  size?: number | undefined;
+  sha256?: string | undefined;
+  etcdSha256?: string | undefined;
 }
 
-/** Downloads `key` and verifies it; throws a VerificationError saying what does not match. */
-export async function verifyObject(client: S3Client, bucket: string, key: string): Promise<VerifiedObject> {
+/**
+ * Full: the plain snapshot was read (trailer and database structure checked). StoredBytes: the object is
+ * encrypted and no identity was given, so only its size and sha256 were checked.
+ */
+export type Verification = 'Full' | 'StoredBytes';
+
+export interface ReadBackResult {
+  /** Bytes stored. */
+  size: number;
+  /** SHA-256 of the stored bytes. */
+  sha256: string;
+  verification: Verification;
+  /** Full only: etcd's trailer, the plain snapshot's size and what the database holds. */
+  etcdSha256?: string;
+  snapshotSize?: number;
+  database?: BoltSummary;
+}
+
+export interface ReadBackOptions {
+  compression: Compression;
+  encrypted: boolean;
+  /** age identities (AGE-SECRET-KEY-1...): needed to see inside an encrypted object. */
+  identities?: string[] | undefined;
+  expected?: ExpectedObject | undefined;
+  /** Receives the plain snapshot (database and trailer) as it is checked: restore's output file. */
+  sink?: Writable | undefined;
+  /** Told the stored bytes read so far. */
+  onProgress?: ((bytesRead: number) => void) | undefined;
+}
+
+/** A Writable that checks the plain snapshot: etcd's trailer over the database, and the database's structure. */
+function snapshotChecker(sink: Writable | undefined): { stream: Writable; result: () => { etcdSha256: string; snapshotSize: number; database: BoltSummary } } {
+  const trailer = new EtcdSnapshotVerifier();
+  const bolt = new BoltChecker();
+  let outcome: { etcdSha256: string; snapshotSize: number; database: BoltSummary } | undefined;
+  const forward = async (chunk: Buffer) => {
+    if (sink && !sink.write(chunk)) await once(sink, 'drain');
+  };
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      try {
+        for (const piece of trailer.push(chunk)) bolt.push(piece);
+      } catch (error) {
+        callback(error as Error);
+        return;
+      }
+      forward(chunk).then(() => callback(), callback);
+    },
+    final(callback) {
+      try {
+        const { result } = trailer.finish();
+        outcome = { etcdSha256: result.etcdSha256, snapshotSize: result.size, database: bolt.finish() };
+      } catch (error) {
+        callback(error as Error);
+        return;
+      }
+      if (!sink) return callback();
+      sink.end(() => callback());
+    },
+  });
+  return { stream, result: () => outcome! };
+}
+
+/** One-line wording of a failure while decoding or checking the plain snapshot. */
+function describeContentError(error: unknown): string {
+  // The trailer check's wording is the stream's ("corrupted in transit"); here the bytes come from the store.
+  if (error instanceof IntegrityError) return `etcd trailer: ${error.message.replace(/^Snapshot integrity check failed: /, '').replace(/: corrupted in transit$/, '')}`;
+  if (error instanceof BoltStructureError) return `database structure: ${error.message}`;
+  if (error instanceof AgeError || error instanceof CompressionError) return error.message;
+  return (error as Error).message;
+}
+
+/**
+ * Reads a stored object's bytes and checks them against `expected`; throws a VerificationError naming the first
+ * thing that does not match. A damaged object is read to its end even after decoding failed, so that a changed
+ * sha256 — the root cause — is what gets reported.
+ */
+export async function readBack(body: Readable, where: string, opts: ReadBackOptions): Promise<ReadBackResult> {
+  const hash = createHash('sha256');
+  let size = 0;
+  const full = !opts.encrypted || (opts.identities?.length ?? 0) > 0;
+  let contentError: unknown;
+  let entry: Writable | undefined;
+  let decoded: Promise<void> = Promise.resolve();
+  let checker: ReturnType<typeof snapshotChecker> | undefined;
+  if (full) {
+    checker = snapshotChecker(opts.sink);
+    const stages: (Duplex | Writable)[] = [
+      ...(opts.encrypted ? [createDecryptor(opts.identities ?? [])] : []),
+      ...(opts.compression !== 'none' ? [await createDecompressor(opts.compression)] : []),
+      checker.stream,
+    ];
+    entry = stages[0]!;
+    decoded = new Promise((resolve) => {
+      if (stages.length === 1) checker!.stream.once('finish', resolve).once('error', (error) => ((contentError ??= error), resolve()));
+      else pipeline(stages as [Duplex, ...Duplex[]], (error) => ((contentError ??= error ?? undefined), resolve()));
+    });
+  }
+  const failed = decoded.then(() => undefined);
+  try {
+    for await (const chunk of body) {
+      const bytes = chunk as Buffer;
+      hash.update(bytes);
+      size += bytes.length;
+      opts.onProgress?.(size);
+      if (entry && contentError === undefined && !entry.write(bytes)) {
+        await Promise.race([once(entry, 'drain').catch(() => undefined), failed]);
+      }
+    }
+  } catch (error) {
+    entry?.destroy();
+    throw new VerificationError(`reading ${where} failed: ${describeS3Error(error)}`, { cause: error, permanent: false });
+  }
+  if (entry && contentError === undefined) entry.end();
+  await decoded;
+
+  const sha256 = hash.digest('hex');
+  const expected = opts.expected ?? {};
+  const contentNote = contentError === undefined ? '' : `; reading it: ${describeContentError(contentError)}`;
+  if (expected.sha256 && sha256 !== expected.sha256) {
+    const sizeNote = expected.size !== undefined && expected.size !== size ? ` instead of ${expected.size} bytes` : ` (${size} bytes)`;
+    throw new VerificationError(`${where} has sha256 ${sha256}${sizeNote}, but ${expected.sha256} was recorded when it was stored: its bytes changed since (damaged, truncated or replaced)${contentNote}`, { permanent: true });
+  }
+  if (expected.size !== undefined && size !== expected.size) {
+    throw new VerificationError(`read ${size} bytes from ${where} but ${expected.size} were stored${contentNote}`, { permanent: true });
+  }
+  if (contentError !== undefined) throw new VerificationError(describeContentError(contentError), { cause: contentError, permanent: true });
+  if (!checker) return { size, sha256, verification: 'StoredBytes' };
+  const plain = checker.result();
+  if (expected.etcdSha256 && plain.etcdSha256 !== expected.etcdSha256) {
+    throw new VerificationError(`the snapshot's etcd trailer is ${plain.etcdSha256}, but ${expected.etcdSha256} was recorded when it was taken`, { permanent: true });
+  }
+  return { size, sha256, verification: 'Full', ...plain };
+}
+
+export interface VerifiedObject extends ReadBackResult {
+  bucket: string;
+  key: string;
+  compression: Compression;
+  encrypted: boolean;
+}
+
+export interface VerifyObjectOptions {
+  identities?: string[] | undefined;
+  /** What the object must be (the Job knows what it uploaded); else the hashes recorded on the object. */
+  expected?: ExpectedObject | undefined;
+  sink?: Writable | undefined;
+  onProgress?: ((bytesRead: number, total: number | undefined) => void) | undefined;
+}
+
+/** Downloads `key` and verifies it; its format (compression, encryption) comes from the key's suffixes. */
+export async function verifyObject(client: S3Client, bucket: string, key: string, opts: VerifyObjectOptions = {}): Promise<VerifiedObject> {
+  const where = `s3://${bucket}/${key}`;
   let object;
   try {
     object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   } catch (error) {
-    throw new VerificationError(`cannot read s3://${bucket}/${key}: ${describeS3Error(error)}`, { cause: error });
+    throw new VerificationError(`cannot read ${where}: ${describeS3Error(error)}`, { cause: error, permanent: false });
   }
-  const recorded = object.Metadata ?? {};
-  if (!recorded.sha256 || !recorded['etcd-sha256']) {
-    throw new VerificationError(`s3://${bucket}/${key} has no sha256 metadata: it was not written by talos-etcd-backup, or its upload did not finish`);
+  let expected = opts.expected;
+  if (!expected) {
+    const recorded = await readRecordedHashes(client, bucket, key, object.Metadata ?? {}, object.VersionId);
+    if (!recorded) {
+      (object.Body as Readable | undefined)?.destroy();
+      throw new VerificationError(`${where} has no recorded sha256 (metadata or tags): it was not written by talos-etcd-backup, or its upload did not finish`, { permanent: true });
+    }
+    expected = recorded;
   }
-  const verifier = new EtcdSnapshotVerifier();
-  try {
-    for await (const chunk of object.Body as Readable) verifier.push(chunk as Buffer);
-  } catch (error) {
-    throw new VerificationError(`reading s3://${bucket}/${key} failed: ${describeS3Error(error)}`, { cause: error });
-  }
-  let result: VerifiedSnapshot;
-  try {
-    result = verifier.finish().result;
-  } catch (error) {
-    if (error instanceof IntegrityError) throw new VerificationError(error.message.replace(/^Snapshot integrity check failed: /, 'etcd trailer: '), { cause: error });
-    throw error;
-  }
-  if (object.ContentLength !== undefined && object.ContentLength !== result.size) {
-    throw new VerificationError(`read ${result.size} bytes but the object is ${object.ContentLength} bytes`);
-  }
-  if (result.sha256 !== recorded.sha256) throw new VerificationError(`sha256 of the object is ${result.sha256}, its metadata records ${recorded.sha256}`);
-  if (result.etcdSha256 !== recorded['etcd-sha256']) throw new VerificationError(`the etcd trailer is ${result.etcdSha256}, the metadata records ${recorded['etcd-sha256']}`);
-  return { bucket, key, ...result };
+  const format = storedFormatOf(key);
+  const total = object.ContentLength;
+  const result = await readBack(object.Body as Readable, where, {
+    ...format,
+    identities: opts.identities,
+    expected,
+    sink: opts.sink,
+    onProgress: opts.onProgress && ((bytes) => opts.onProgress!(bytes, total)),
+  });
+  return { bucket, key, ...format, ...result };
 }

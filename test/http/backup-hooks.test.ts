@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { JOB_KEY, RELATED_CONTROL_PLANE_KEY } from '../../src/api/constants.js';
 import { packageRoot } from '../../src/api/crds.js';
-import { unsupportedFeatures } from '../../src/api/features.js';
+import { specProblems } from '../../src/api/spec-checks.js';
 import { readBackupStatus, validateBackupSpec } from '../../src/api/validation.js';
 import { buildApp } from '../../src/app.js';
 import type { JobImage } from '../../src/backup/job.js';
@@ -69,7 +69,7 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
       const object = body.object ?? body.parent;
       const spec = validateBackupSpec(object.spec);
       assert.ok(spec.ok, `${file}: ${spec.ok ? '' : spec.problems.join('; ')}`);
-      assert.deepEqual(unsupportedFeatures(spec.value), [], file);
+      assert.deepEqual(specProblems(spec.value), [], file);
       if (object.status !== undefined) assert.deepEqual(readBackupStatus(object.status), object.status, `${file}: status`);
       assert.equal(typeof object.metadata.uid, 'string', file);
       assert.equal(typeof object.metadata.creationTimestamp, 'string', file);
@@ -205,7 +205,7 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
 
   it('an invalid spec is 200 with Failed and nothing attached', async () => {
     const base = example('backup-sync.json').object.spec;
-    for (const spec of [{ talosControlPlaneRef: { name: 'my-cluster' } }, { ...base, talosConfigSecretRef: { name: 'x' } }, { ...base, compression: 'gzip' }, { ...base, backupStorage: { s3: { bucket: 'b', region: 'r' } }, deletionPolicy: 'Sometimes' }]) {
+    for (const spec of [{ talosControlPlaneRef: { name: 'my-cluster' } }, { ...base, talosConfigSecretRef: { name: 'x' } }, { ...base, encryption: { age: { recipients: ['age1' + 'q'.repeat(58)] } } }, { ...base, backupStorage: { s3: { bucket: 'b', region: 'r' } }, deletionPolicy: 'Sometimes' }]) {
       const { status, body } = await post(app, SYNC, syncBody({ spec }));
       assert.equal(status, 200, JSON.stringify(body));
       assert.equal(body.status.phase, 'Failed');

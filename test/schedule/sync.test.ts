@@ -305,10 +305,10 @@ describe('syncSchedule: an invalid spec deletes nothing and says why', () => {
     },
     { name: 'a missing backupTemplate', spec: { backupTemplate: undefined }, reason: 'InvalidSpec', message: /spec\.backupTemplate: is required/ },
     {
-      name: 'a feature this release cannot carry out yet',
-      spec: { backupTemplate: { spec: { ...backupTemplateSpec(), compression: 'zstd' } } },
+      name: 'an age recipient that is no age public key',
+      spec: { backupTemplate: { spec: { ...backupTemplateSpec(), encryption: { age: { recipients: ['age1' + 'q'.repeat(58)] } } } } },
       reason: 'InvalidSpec',
-      message: /spec\.backupTemplate\.spec\.compression: zstd is not supported by this release yet/,
+      message: /spec\.backupTemplate\.spec\.encryption\.age\.recipients: /,
     },
   ];
   for (const c of cases) {

@@ -49,6 +49,8 @@ export interface StartRgwOptions {
 }
 
 const REGION = 'us-east-1';
+/** The one key RGW's test KMS knows: SSE-KMS uploads naming it work, any other key id is refused. */
+export const RGW_TEST_KMS_KEY_ID = 'talos-etcd-backup-test';
 const START_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 1_500;
 const OSD_PORT_RANGE = 16; // an OSD binds up to 8 ports (public, cluster, 2 heartbeat; v1 + v2 each); slack for races
@@ -161,6 +163,11 @@ async function bringUp(instance: Instance, bins: Record<Binary, string>, memstor
       `rgw frontends = beast endpoint=127.0.0.1:${rgwPort} tcp_nodelay=1`,
       // Required: with auth off, radosgw otherwise loops on "get_initial_auth_request returned -13".
       'ms mon client mode = crc secure',
+      // Server-side encryption over plain HTTP on loopback, with RGW's built-in test KMS holding one key, so
+      // SSE-KMS requests are carried out for real (RGW 16 has no SSE-S3, so AES256 is refused: InvalidRequest).
+      'rgw crypt require ssl = false',
+      'rgw crypt s3 kms backend = testing',
+      `rgw crypt s3 kms encryption keys = ${RGW_TEST_KMS_KEY_ID}=${Buffer.alloc(32, 7).toString('base64')}`,
       '',
     ].join('\n'),
   );
