@@ -24,6 +24,7 @@ import { once } from 'node:events';
 import { createTalosPki, talosconfigYaml, type TalosPki } from '../support/pki.js';
 import { useRgw } from '../support/rgw.js';
 import { startTalosDouble, type TalosDouble } from '../support/talos-double.js';
+import { generateIdentity, identityToRecipient } from 'age-encryption';
 
 const NAMESPACE = 'talos-backup';
 const BUCKET = 'etcd-backups';
@@ -264,5 +265,51 @@ describe('the snapshot Job, run as the kubelet would run it', () => {
     const released = finalizeBackup({ object: deleting, attachments: { [JOB_KEY]: { [deleteJob.metadata.name]: observed } }, related: {}, finalizing: true }, IMAGE);
     assert.equal(released.response.finalized, true);
     assert.deepEqual(released.response.attachments, []);
+  });
+
+  it('every protection at once: zstd, age, Object Lock and verify with the identity Secret; Ready, locked, and kept when deleted', async () => {
+    const locked = 'etcd-backups-locked';
+    await rgw().createBucket(locked, { objectLock: true });
+    const identity = await generateIdentity();
+    const recipient = await identityToRecipient(identity);
+    api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'etcd-backup-age', namespace: NAMESPACE }, data: { 'identity.txt': b64(`# the backups' identity\n${identity}\n`) } });
+    const base = createBackup();
+    const backup = api.put({
+      ...base,
+      spec: {
+        ...(base.spec as Record<string, unknown>),
+        backupStorage: { s3: { ...((base.spec as { backupStorage: { s3: Record<string, unknown> } }).backupStorage.s3), bucket: locked, objectLock: { mode: 'COMPLIANCE', retainDays: 1 } } },
+        compression: 'zstd',
+        encryption: { age: { recipients: [recipient], identitySecretRef: { name: 'etcd-backup-age', key: 'identity.txt' } } },
+        verify: true,
+        deletionPolicy: 'Delete',
+      },
+    });
+    const { job, result } = await runJob(backup);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(!result.stdout.includes(identity) && !result.stderr.includes(identity), 'the identity never appears in the output');
+    const complete = { succeeded: 1, conditions: [{ type: 'Complete', status: 'True', lastTransitionTime: '2026-11-21T10:01:30Z' }] };
+    const { response } = syncAfter(backup, job, complete);
+    const status = response.status as BackupStatus;
+    assert.equal(status.phase, 'Succeeded');
+    assert.match(status.snapshot!.key, /\.db\.zst\.age$/);
+    assert.equal(status.snapshot!.compression, 'zstd');
+    assert.equal(status.snapshot!.encrypted, true);
+    assert.equal(status.snapshot!.verified, true);
+    assert.equal(status.snapshot!.verification, 'Full');
+    assert.ok((status.snapshot!.keys ?? 0) >= keys.size);
+    assert.ok(Date.parse(status.snapshot!.retainUntil!) > Date.now() + 23 * 3600_000);
+    assert.match(status.conditions!.find((c) => c.type === 'Ready')!.message, /age-encrypted, locked until .*; verified: read back, etcd trailer and database structure sound \(revision \d+, \d+ keys\)$/);
+    assert.ok(!JSON.stringify(status).includes(identity), 'the identity never appears in the status');
+
+    // Deleting it with deletionPolicy Delete: the lock holds, so the backup goes at once and the object stays.
+    api.put({ ...backupNow(backup), status: status as Record<string, unknown> } as KubeObject);
+    const deleting = { ...backupNow(backup), metadata: { ...backupNow(backup).metadata, deletionTimestamp: '2026-11-21T10:05:00Z' } };
+    const finalized = finalizeBackup({ object: deleting, attachments: {}, related: {}, finalizing: true }, IMAGE, new Date());
+    assert.equal(finalized.outcome, 'kept-locked');
+    assert.equal(finalized.response.finalized, true);
+    assert.deepEqual(finalized.response.attachments, []);
+    const head = await rgw().client().send(new HeadObjectCommand({ Bucket: locked, Key: status.snapshot!.key }));
+    assert.equal(head.ContentLength, status.snapshot!.size);
   });
 });
