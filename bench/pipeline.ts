@@ -463,15 +463,17 @@ function s3Env(rgw: Rgw): Record<string, string> {
   return { S3_BUCKET: BUCKET, S3_REGION: rgw.region, S3_ENDPOINT: rgw.endpoint, AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
 }
 
-/** The object at `key` must be the snapshot; with `hashes`, it must also carry them as metadata. */
-async function checkObject(label: string, rgw: Rgw, key: string, facts: SnapshotFacts, hashes: boolean): Promise<void> {
-  const client = rgw.client();
-  let head;
+async function headObject(label: string, rgw: Rgw, key: string) {
   try {
-    head = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+    return await rgw.client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
   } catch (error) {
     throw new Error(`${label}: the object s3://${BUCKET}/${key} is not there (${(error as Error).name}: ${(error as Error).message})`);
   }
+}
+
+/** The object at `key` must be the snapshot; with `hashes`, it must also carry them as metadata. */
+async function checkObject(label: string, rgw: Rgw, key: string, facts: SnapshotFacts, hashes: boolean): Promise<void> {
+  const head = await headObject(label, rgw, key);
   if (head.ContentLength !== facts.size) throw new Error(`${label}: the stored object has ${head.ContentLength} bytes, expected ${facts.size}`);
   if (hashes && (head.Metadata?.sha256 !== facts.sha256 || head.Metadata?.['etcd-sha256'] !== facts.etcdSha256)) {
     throw new Error(`${label}: the stored object's metadata ${JSON.stringify(head.Metadata)} lacks the snapshot's hashes ${JSON.stringify(facts)}`);
@@ -597,12 +599,7 @@ async function runCliFormat(run: (typeof FORMAT_RUNS)[number], setup: Setup, dou
       }
     }
     const client = rgw.client();
-    let head;
-    try {
-      head = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
-    } catch (error) {
-      throw new Error(`${label}: the object s3://${BUCKET}/${key} is not there (${(error as Error).name}: ${(error as Error).message})`);
-    }
+    const head = await headObject(label, rgw, key);
     if (head.ContentLength !== result.size) fail(`the stored object has ${head.ContentLength} bytes`, result);
     const recorded = await recordedHashes(rgw, key, head.Metadata ?? {});
     if (recorded.sha256 !== result.sha256 || recorded.etcdSha256 !== facts.etcdSha256) fail(`the object's recorded hashes are ${JSON.stringify(recorded)}`, result);
