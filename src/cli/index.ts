@@ -132,10 +132,11 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
           bar = progressBar(process.stderr, `restoring ${key}`);
         },
         onProgress: (done, total) => bar?.update(done, total),
+        signal: stop.signal,
       });
       bar?.finish();
     } else {
-      result = command === 'verify' ? { ...(await verifyCommand(raw)), verified: true } : await deleteCommand(raw, env);
+      result = command === 'verify' ? { ...(await verifyCommand(raw, stop.signal)), verified: true } : await deleteCommand(raw, env);
     }
     process.stdout.write(`${redact(JSON.stringify(result), env)}\n`);
     return 0;

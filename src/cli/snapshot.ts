@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { AgeError, parseIdentities, parseRecipients } from '../codec/age-keys.js';
 import type { Compression } from '../codec/compression.js';
 import { deleteSnapshotObject, type DeleteOutcome } from '../s3/delete.js';
-import { DEFAULT_PREFIX, objectKey } from '../s3/object-key.js';
+import { DEFAULT_PREFIX, objectKey, storedFormatOf } from '../s3/object-key.js';
 import { createS3Client, type S3Settings } from '../s3/client.js';
 import type { ObjectProtection } from '../s3/upload.js';
 import { Problems, SETTINGS, type RawSettings } from '../snapshot/config.js';
@@ -108,7 +108,13 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
   const objectProtection = protection(raw, problems);
   const verify = problems.boolean(raw, 'verify') ?? false;
   const verifyIdentities = verify ? identities(raw, problems) : [];
-  const key = raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster: problems.required(raw, 'cluster'), time, compression: format.compression, encrypted: format.recipients.length > 0 });
+  const encrypted = format.recipients.length > 0;
+  const key = raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster: problems.required(raw, 'cluster'), time, compression: format.compression, encrypted });
+  // verify and restore read the format from the key's suffixes: a key given by hand must say it.
+  const suffixes = storedFormatOf(key);
+  if (suffixes.compression !== format.compression || suffixes.encrypted !== encrypted) {
+    problems.list.push(`${SETTINGS.key.env} (--${SETTINGS.key.flag}) must end with ${objectKey({ prefix: '', cluster: '', time: new Date(0), compression: format.compression, encrypted }).replace(/^.*\.db/, '.db')} for this compression and encryption (verify and restore read the format from it)`);
+  }
   if (partSize < 5 * MIB) problems.list.push('S3_PART_SIZE_MIB (--part-size-mib) must be at least 5 (S3\'s minimum part size)');
   const talosconfigText = readFile(raw.talosconfig ?? '', 'talosconfig', problems);
   problems.throwIfAny();
@@ -149,20 +155,21 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
 }
 
 /** `verify`: read a stored snapshot back and check it against the hashes recorded with it. */
-export async function verifyCommand(raw: RawSettings): Promise<VerifiedObject> {
+export async function verifyCommand(raw: RawSettings, signal?: AbortSignal): Promise<VerifiedObject> {
   const problems = new Problems();
   const bucket = problems.required(raw, 'bucket');
   const key = problems.required(raw, 'key');
   const s3 = s3Settings(raw, problems);
   const ids = identities(raw, problems);
   problems.throwIfAny();
-  return verifyObject(createS3Client(s3), bucket, key, { identities: ids });
+  return verifyObject(createS3Client(s3), bucket, key, { identities: ids, signal });
 }
 
 export interface RestoreHooks {
   onProgress?: (bytesRead: number, total: number | undefined) => void;
   /** Told which key will be restored before the download starts. */
   onKey?: (key: string, skipped: string[]) => void;
+  signal?: AbortSignal;
 }
 
 /** `restore`: a backup (S3_KEY, else the newest of CLUSTER_NAME under S3_PREFIX) into a verified snapshot file. */
@@ -176,7 +183,7 @@ export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {})
   const client = createS3Client(s3);
   const { key, skipped } = raw.key ? { key: raw.key, skipped: [] } : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
   hooks.onKey?.(key, skipped);
-  return restoreBackup({ client, bucket, key, identities: ids, output: raw.output ?? defaultOutput(key), ...(hooks.onProgress && { onProgress: hooks.onProgress }) });
+  return restoreBackup({ client, bucket, key, identities: ids, output: raw.output ?? defaultOutput(key), ...(hooks.onProgress && { onProgress: hooks.onProgress }), ...(hooks.signal && { signal: hooks.signal }) });
 }
 
 /** `delete`: remove a backup's object from S3, only if that backup (BACKUP_UID) wrote it. */
@@ -198,5 +205,6 @@ export function redact(text: string, env: NodeJS.ProcessEnv): string {
     const value = env[name];
     if (value && value.length >= 4) out = out.split(value).join(`[${name} redacted]`);
   }
-  return out;
+  // No message is meant to carry an age identity; should one ever do, it is not printed.
+  return out.replace(/AGE-SECRET-KEY-[A-Z0-9-]+/gi, '[age identity redacted]');
 }

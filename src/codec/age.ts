@@ -13,10 +13,6 @@ import { AgeError, IDENTITY_LINE, isValidIdentity, parseRecipients } from './age
 export { AgeError, parseIdentities, parseRecipients } from './age-keys.js';
 
 const VERSION_LINE = Buffer.from('age-encryption.org/v1\n', 'ascii');
-/** age encrypts the payload in 64 KiB chunks, each with a 16-byte Poly1305 tag; a 16-byte nonce precedes them. */
-const PAYLOAD_CHUNK_BYTES = 64 * 1024;
-const TAG_BYTES = 16;
-const NONCE_BYTES = 16;
 /**
  * A header is ~100 bytes per X25519 recipient and ~1.6 KiB per hybrid one. age-encryption reads it line by line
  * with no limit, so a damaged file without newlines would be buffered whole: stop it here.
@@ -24,12 +20,6 @@ const NONCE_BYTES = 16;
 export const MAX_HEADER_BYTES = 1024 * 1024;
 /** Input is handed to age in pieces of at most this size, so that the header limit above is checked finely. */
 const INPUT_PIECE_BYTES = 64 * 1024;
-
-/** Bytes an age file of `plainBytes` plaintext takes, given its header size (the header's lines, MAC line included). */
-export function ageFileSize(plainBytes: number, headerBytes: number): number {
-  const chunks = Math.max(1, Math.ceil(plainBytes / PAYLOAD_CHUNK_BYTES));
-  return headerBytes + NONCE_BYTES + plainBytes + chunks * TAG_BYTES;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Streams

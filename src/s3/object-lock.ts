@@ -20,20 +20,25 @@ export interface ObjectLockRequest {
   retainDays: number;
 }
 
-/** enabled / disabled: the bucket said so. unknown: the store would not tell (no permission, not implemented). */
-export type BucketLock = 'enabled' | 'disabled' | 'unknown';
+/**
+ * enabled / disabled: the bucket said so; `defaultRetention`: every new version is locked on arrival. unknown: the
+ * store would not tell (no permission, not implemented).
+ */
+export type BucketLock = { state: 'enabled'; defaultRetention: boolean } | { state: 'disabled' | 'unknown' };
 
 /** Whether `bucket` has Object Lock enabled. Throws only for errors that also doom the upload (no such bucket). */
 export async function bucketObjectLock(client: S3Client, bucket: string): Promise<BucketLock> {
   try {
     const answer = await client.send(new GetObjectLockConfigurationCommand({ Bucket: bucket }));
-    return answer.ObjectLockConfiguration?.ObjectLockEnabled === 'Enabled' ? 'enabled' : 'disabled';
+    const config = answer.ObjectLockConfiguration;
+    if (config?.ObjectLockEnabled !== 'Enabled') return { state: 'disabled' };
+    return { state: 'enabled', defaultRetention: Boolean(config.Rule?.DefaultRetention?.Mode) };
   } catch (error) {
     if (error instanceof S3ServiceException) {
-      if (error.name === 'ObjectLockConfigurationNotFoundError') return 'disabled';
+      if (error.name === 'ObjectLockConfigurationNotFoundError') return { state: 'disabled' };
       if (error.name === 'NoSuchBucket') throw error;
     }
-    return 'unknown';
+    return { state: 'unknown' };
   }
 }
 

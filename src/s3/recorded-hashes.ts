@@ -1,9 +1,10 @@
 // Where a stored snapshot's hashes live. They are known only once the upload has ended, and S3 metadata is fixed
 // when it starts, so they are added afterwards: as metadata through a copy of the object onto itself (the
-// default: every S3-compatible store can copy), or as object tags (a bucket with Object Lock, where a copy would
-// be a second locked version, and stores that cannot copy the object, e.g. Ceph RGW 16 with SSE-KMS).
+// default: every S3-compatible store can copy, and a locked version's metadata cannot change), or as object tags
+// where a copy cannot be made or cleaned up: a bucket whose default retention locks the uploaded version (the
+// copy would be a second locked version), and stores that cannot copy the object (Ceph RGW 16 with SSE-KMS).
 
-import { GetObjectTaggingCommand, PutObjectTaggingCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectTaggingCommand, PutObjectTaggingCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
 
 export interface UploadedHashes {
   /** Hex SHA-256 of the stored bytes. */
@@ -32,7 +33,8 @@ export async function tagHashes(client: S3Client, bucket: string, key: string, v
 
 /**
  * The hashes recorded for an object: from its metadata, else from its tags. undefined when neither has them (an
- * upload that did not finish recording them) or the tags cannot be read (no permission, not implemented).
+ * upload that did not finish recording them). A failure to read the tags (s3:GetObjectTagging denied, the store
+ * unavailable) is thrown: taking it for "no hashes" would call a complete backup unfinished.
  */
 export async function readRecordedHashes(client: S3Client, bucket: string, key: string, metadata: Record<string, string>, versionId?: string): Promise<UploadedHashes | undefined> {
   const inMetadata = fromRecord(metadata);
@@ -40,7 +42,9 @@ export async function readRecordedHashes(client: S3Client, bucket: string, key: 
   try {
     const { TagSet } = await client.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key, ...(versionId && { VersionId: versionId }) }));
     return fromRecord(Object.fromEntries((TagSet ?? []).map((t) => [t.Key ?? '', t.Value])));
-  } catch {
-    return undefined;
+  } catch (error) {
+    if (error instanceof S3ServiceException && (error.name === 'NoSuchTagSet' || error.name === 'NoSuchTagSetError')) return undefined;
+    if (error instanceof S3ServiceException && error.name === 'AccessDenied') error.message = `${error.message} (reading an object's tags needs s3:GetObjectTagging)`;
+    throw error;
   }
 }

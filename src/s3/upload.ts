@@ -122,16 +122,19 @@ function encryptionParams(protection: ObjectProtection | undefined): { ServerSid
   return { ServerSideEncryption: sse.algorithm as ServerSideEncryption, ...(sse.kmsKeyId && { SSEKMSKeyId: sse.kmsKeyId }) };
 }
 
-/** Replaces the object's metadata by copying it onto itself, only if it is still the object just uploaded. */
-async function addMetadata(up: SnapshotUpload, etag: string, size: number, metadata: Record<string, string>): Promise<void> {
+/**
+ * Replaces the object's metadata by copying it onto itself, only if it is still the object just uploaded. Returns
+ * the copy's version id (versioned buckets).
+ */
+async function addMetadata(up: SnapshotUpload, etag: string, size: number, metadata: Record<string, string>): Promise<string | undefined> {
   const { client, bucket, key } = up;
   const source = `${bucket}/${encodeURIComponent(key)}`;
   const singleCopyLimit = up.maxSingleCopyBytes ?? FIVE_GIB;
   // A copy is a new object: without the encryption parameters it would get the bucket's default encryption.
   const sse = encryptionParams(up.protection);
   if (size <= singleCopyLimit) {
-    await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadata, ContentType: 'application/octet-stream', ...sse }));
-    return;
+    const copied = await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadata, ContentType: 'application/octet-stream', ...sse }));
+    return copied.VersionId;
   }
   // Above the single-copy limit: a multipart copy, part by part, still entirely inside the store.
   // Parts of 1 GiB, never above the single-copy limit (a test lowers that limit to exercise this path).
@@ -146,7 +149,8 @@ async function addMetadata(up: SnapshotUpload, etag: string, size: number, metad
       );
       parts.push({ PartNumber: number, ETag: CopyPartResult?.ETag });
     }
-    await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+    const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+    return completed.VersionId;
   } catch (error) {
     await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => undefined);
     throw error;
@@ -171,14 +175,21 @@ async function abortLeftoverUploads(client: S3Client, bucket: string, key: strin
   }
 }
 
-/** How the hashes get onto the object: see recorded-hashes.ts. */
-type HashRecording = 'copy' | 'tags';
+/**
+ * How the object is written: `recording`, how the hashes get onto it (see recorded-hashes.ts); `checksums`, whether
+ * every part carries one (S3 requires it on buckets that lock objects).
+ */
+interface WritePlan {
+  recording: 'copy' | 'tags';
+  checksums: boolean;
+}
 
 /**
  * Checks the bucket against the protection asked for, before any byte is sent: Object Lock needs a bucket with
- * Object Lock enabled. Returns how the hashes will be recorded (tags on a bucket that locks objects).
+ * Object Lock enabled. Tags record the hashes only where the bucket's default retention locks the uploaded
+ * version, so that a copy would leave a second locked version behind.
  */
-async function prepareBucket(up: SnapshotUpload): Promise<HashRecording> {
+async function prepareBucket(up: SnapshotUpload): Promise<WritePlan> {
   const { client, bucket } = up;
   let lock;
   try {
@@ -186,13 +197,14 @@ async function prepareBucket(up: SnapshotUpload): Promise<HashRecording> {
   } catch (error) {
     throw new S3UploadError(describeS3Error(error), { cause: error });
   }
-  if (up.protection?.objectLock && lock === 'disabled') {
+  if (up.protection?.objectLock && lock.state === 'disabled') {
     throw new S3UploadError(
       `bucket ${bucket} has no Object Lock configuration, so objectLock (${up.protection.objectLock.mode}, ${up.protection.objectLock.retainDays} days) cannot be applied: use a bucket created with Object Lock enabled, or remove spec.backupStorage.s3.objectLock`,
       { permanent: true },
     );
   }
-  return up.protection?.objectLock || lock === 'enabled' ? 'tags' : 'copy';
+  const locking = lock.state === 'enabled';
+  return { recording: lock.state === 'enabled' && lock.defaultRetention ? 'tags' : 'copy', checksums: locking || Boolean(up.protection?.objectLock) };
 }
 
 /**
@@ -204,7 +216,7 @@ async function prepareBucket(up: SnapshotUpload): Promise<HashRecording> {
  */
 export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome> {
   const { client, bucket, key, identity } = up;
-  const recording = await prepareBucket(up);
+  const plan = await prepareBucket(up);
   const lockRequest = up.protection?.objectLock;
   const lockUntil = lockRequest && retainUntil((up.clock ?? (() => new Date()))(), lockRequest.retainDays);
   const lock = async (versionId: string | undefined): Promise<Date | undefined> => {
@@ -228,7 +240,12 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   if (typeof existing === 'object' && !ours) {
     throw refuse(existing.metadata['backup-name'] ? ` by backup ${existing.metadata['backup-namespace']}/${existing.metadata['backup-name']}` : '');
   }
-  const recorded = typeof existing === 'object' ? await readRecordedHashes(client, bucket, key, existing.metadata, existing.versionId) : undefined;
+  let recorded;
+  try {
+    recorded = typeof existing === 'object' ? await readRecordedHashes(client, bucket, key, existing.metadata, existing.versionId) : undefined;
+  } catch (error) {
+    throw new S3UploadError(`cannot tell whether this backup's object at s3://${bucket}/${key} is complete: ${describeS3Error(error)}`, { cause: error });
+  }
   if (typeof existing === 'object' && recorded) {
     const locked = await lock(existing.versionId);
     return { alreadyUploaded: true, size: existing.size, hashes: recorded, ...(locked && { retainUntil: locked }) };
@@ -253,10 +270,12 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
       ...(!ours && { IfNoneMatch: '*' }),
       ...encryptionParams(up.protection),
       // S3 refuses uploads to a bucket that locks objects unless every part carries a checksum (the client sends
-      // them only when required, for stores that reject them). The lock itself is set on the version below;
-      // asking for it here too makes it atomic where the store honours it (AWS).
-      ...(recording === 'tags' && { ChecksumAlgorithm: 'CRC32' as const }),
-      ...(lockRequest && lockUntil && { ObjectLockMode: lockRequest.mode, ObjectLockRetainUntilDate: lockUntil }),
+      // them only when required, for stores that reject them).
+      ...(plan.checksums && { ChecksumAlgorithm: 'CRC32' as const }),
+      // The version that will hold the hashes is locked below. When the hashes go on as tags that is this one, and
+      // asking for the lock here too makes it atomic where the store honours it (AWS); when they go on by a copy,
+      // this version must stay unlocked, so that it can be removed once the copy exists.
+      ...(plan.recording === 'tags' && lockRequest && lockUntil && { ObjectLockMode: lockRequest.mode, ObjectLockRetainUntilDate: lockUntil }),
     },
     partSize: up.partSize,
     queueSize: up.queueSize,
@@ -295,11 +314,13 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
       throw new Error(`the object at the key is not the one just uploaded (someone wrote it meanwhile?); its hashes were not recorded`);
     }
     versionId ??= head.VersionId;
-    if (recording === 'copy' && (await copiedWithHashes(up, etag, size, hashes))) {
+    const copy = plan.recording === 'copy' ? await copiedWithHashes(up, etag, size, hashes) : undefined;
+    if (copy) {
+      const locked = await lock(copy.versionId);
       // On a versioned bucket the copy is a new version and the one without hashes is redundant. Removing it is
       // housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless extra version, not a failed backup.
       if (versionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId })).catch(() => undefined);
-      return { alreadyUploaded: false, size, hashes };
+      return { alreadyUploaded: false, size, hashes, ...(locked && { retainUntil: locked }) };
     }
     await tagHashes(client, bucket, key, versionId, hashes);
     const locked = await lock(versionId);
@@ -310,14 +331,13 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
   }
 }
 
-/** Adds the hashes as metadata by a copy; false when the store cannot copy this object (then tags record them). */
-async function copiedWithHashes(up: SnapshotUpload, etag: string, size: number, hashes: UploadedHashes): Promise<boolean> {
+/** Adds the hashes as metadata by a copy; undefined when the store cannot copy this object (then tags record them). */
+async function copiedWithHashes(up: SnapshotUpload, etag: string, size: number, hashes: UploadedHashes): Promise<{ versionId: string | undefined } | undefined> {
   try {
-    await addMetadata(up, etag, size, { ...identityMetadata(up.identity), ...hashMetadata(hashes) });
-    return true;
+    return { versionId: await addMetadata(up, etag, size, { ...identityMetadata(up.identity), ...hashMetadata(hashes) }) };
   } catch (error) {
     // Ceph RGW 16 cannot copy an SSE-KMS object (501 NotImplemented).
-    if (error instanceof S3ServiceException && (error.name === 'NotImplemented' || error.$metadata?.httpStatusCode === 501)) return false;
+    if (error instanceof S3ServiceException && (error.name === 'NotImplemented' || error.$metadata?.httpStatusCode === 501)) return undefined;
     throw error;
   }
 }

@@ -7,10 +7,10 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { link, rename, rm } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { describeS3Error } from '../s3/errors.js';
+import { describeS3Error, isPermanentS3Error } from '../s3/errors.js';
 import { storedFormatOf } from '../s3/object-key.js';
 import { readRecordedHashes } from '../s3/recorded-hashes.js';
-import { VerificationError, verifyObject, type VerifiedObject } from './verify-object.js';
+import { SinkError, verifyObject, type VerifiedObject } from './verify-object.js';
 
 export class RestoreError extends Error {
   override name = 'RestoreError';
@@ -22,11 +22,16 @@ export class RestoreError extends Error {
   }
 }
 
+/** `<prefix>/<cluster>/`, as object keys have it. */
+function clusterPrefix(prefix: string, cluster: string): string {
+  return `${[prefix.replace(/^\/+|\/+$/g, ''), cluster].filter(Boolean).join('/')}/`;
+}
+
 const SNAPSHOT_NAME = /\/etcd-snapshot-(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)\.db(\.gz|\.zst)?(\.age)?$/;
 
 /** Backups of a cluster under a prefix, newest first (by the time in their names). */
 export async function listBackups(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<string[]> {
-  const listPrefix = `${[prefix.replace(/^\/+|\/+$/g, ''), cluster].filter(Boolean).join('/')}/etcd-snapshot-`;
+  const listPrefix = `${clusterPrefix(prefix, cluster)}etcd-snapshot-`;
   const keys: { key: string; time: string }[] = [];
   let token: string | undefined;
   do {
@@ -45,20 +50,28 @@ export async function listBackups(client: S3Client, bucket: string, prefix: stri
  * upload that did not finish). Throws a RestoreError when there is none.
  */
 export async function newestBackup(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<{ key: string; skipped: string[] }> {
+  const where = `s3://${bucket}/${clusterPrefix(prefix, cluster)}`;
+  const s3Failure = (what: string, error: unknown) => new RestoreError(`cannot ${what}: ${describeS3Error(error)}`, { cause: error, permanent: isPermanentS3Error(error) });
   let keys;
   try {
     keys = await listBackups(client, bucket, prefix, cluster);
   } catch (error) {
-    throw new RestoreError(`cannot list s3://${bucket}/${prefix}/${cluster}/: ${describeS3Error(error)}`, { cause: error, permanent: false });
+    throw s3Failure(`list ${where}`, error);
   }
   const skipped: string[] = [];
   for (const key of keys) {
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-    if (await readRecordedHashes(client, bucket, key, head.Metadata ?? {}, head.VersionId)) return { key, skipped };
+    let recorded;
+    try {
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+      recorded = await readRecordedHashes(client, bucket, key, head.Metadata ?? {}, head.VersionId);
+    } catch (error) {
+      throw s3Failure(`read s3://${bucket}/${key}`, error);
+    }
+    if (recorded) return { key, skipped };
     skipped.push(key);
   }
   const none = keys.length === 0 ? 'no backups' : `no complete backups (${keys.length} incomplete: ${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', ...' : ''})`;
-  throw new RestoreError(`${none} of cluster ${cluster} under s3://${bucket}/${prefix}/`, { permanent: true });
+  throw new RestoreError(`${none} of cluster ${cluster} under ${where}`, { permanent: true });
 }
 
 /** The file name a key restores to by default: its name without the .gz/.zst/.age suffixes. */
@@ -75,6 +88,8 @@ export interface RestoreOptions {
   /** The file to write; it must not exist. */
   output: string;
   onProgress?: (bytesRead: number, total: number | undefined) => void;
+  /** Stops the restore (Ctrl-C); nothing is left behind. */
+  signal?: AbortSignal;
 }
 
 export interface RestoreResult extends VerifiedObject {
@@ -103,15 +118,15 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
   // Written next to the output under a temporary name, then linked to the final name, which fails if a file
   // appeared there meanwhile: a restore never overwrites anything.
   const partial = `${output}.partial-${process.pid}`;
-  const sink = createWriteStream(partial, { flags: 'wx', flush: true });
+  // The whole of etcd, Secrets included: readable by its owner only, as etcdctl writes snapshots.
+  const sink = createWriteStream(partial, { flags: 'wx', mode: 0o600, flush: true });
   try {
     await new Promise<void>((resolve, reject) => sink.once('open', () => resolve()).once('error', reject));
   } catch (error) {
     throw new RestoreError(`cannot write ${partial}: ${(error as Error).message}`, { cause: error, permanent: true });
   }
   try {
-    const result = await verifyObject(client, bucket, key, { identities: opts.identities, sink, onProgress: opts.onProgress });
-    if (result.verification !== 'Full') throw new RestoreError(`s3://${bucket}/${key} could not be decrypted`, { permanent: true });
+    const result = await verifyObject(client, bucket, key, { identities: opts.identities, sink, onProgress: opts.onProgress, signal: opts.signal });
     try {
       await publish(partial, output);
     } catch (error) {
@@ -119,8 +134,8 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     }
     return { ...result, output };
   } catch (error) {
-    if (error instanceof VerificationError || error instanceof RestoreError) throw error;
-    throw new RestoreError((error as Error).message, { cause: error, permanent: false });
+    if (error instanceof SinkError) throw new RestoreError(`cannot write ${partial}: ${error.message}`, { cause: error, permanent: false });
+    throw error;
   } finally {
     sink.destroy();
     await rm(partial, { force: true }); // the output, if written, is its own link now

@@ -97,11 +97,13 @@ function storedBytesCounter(onEnd: (size: number, sha256: string) => void): Tran
  * The body of one attempt: the Talos stream through the integrity check and the format's transforms. A failure
  * anywhere destroys the whole chain, so the upload consuming the returned stream aborts instead of completing.
  */
-async function snapshotBody(source: Readable, format: StoredFormat, onVerified: (result: VerifiedSnapshot) => void): Promise<Readable> {
+async function snapshotBody(openSource: () => Readable, format: StoredFormat, onVerified: (result: VerifiedSnapshot) => void): Promise<Readable> {
+  // The transforms first: if one cannot be built, no Talos call has started that nobody would read.
   const transforms = [
     ...(format.compression !== 'none' ? [await createCompressor(format.compression)] : []),
     ...(format.recipients.length > 0 ? [createEncryptor(format.recipients)] : []),
   ];
+  const source = openSource();
   if (transforms.length === 0) {
     // Stored as etcd wrote it: the verifier's own hash of every byte is the stored bytes' hash.
     const verifying = verifyingStream(onVerified);
@@ -132,10 +134,12 @@ export async function takeSnapshot(settings: SnapshotSettings, clock: () => numb
       ...(s3.protection && { protection: s3.protection }),
       ...(settings.onProgress && { onProgress: settings.onProgress }),
       ...(settings.signal && { signal: settings.signal }),
-      openBody: () => {
-        const source = openEtcdSnapshot(talos.context, endpoint, { node: talos.node, connectTimeoutMs: talos.connectTimeoutMs, idleTimeoutMs: talos.idleTimeoutMs });
-        return snapshotBody(source, format, (result) => (verified = result));
-      },
+      openBody: () =>
+        snapshotBody(
+          () => openEtcdSnapshot(talos.context, endpoint, { node: talos.node, connectTimeoutMs: talos.connectTimeoutMs, idleTimeoutMs: talos.idleTimeoutMs }),
+          format,
+          (result) => (verified = result),
+        ),
       verified: () => verified,
     });
   });

@@ -4,13 +4,12 @@
 // same checks while it writes the plain snapshot to a file.
 
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
-import { pipeline, Writable, type Duplex, type Readable } from 'node:stream';
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { pipeline, Transform, Writable, type Duplex, type Readable } from 'node:stream';
+import { GetObjectCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
 import { AgeError, createDecryptor } from '../codec/age.js';
 import { CompressionError, createDecompressor, type Compression } from '../codec/compression.js';
 import { BoltChecker, BoltStructureError, type BoltSummary } from '../etcd/bolt-check.js';
-import { describeS3Error } from '../s3/errors.js';
+import { describeS3Error, isPermanentS3Error } from '../s3/errors.js';
 import { storedFormatOf } from '../s3/object-key.js';
 import { readRecordedHashes } from '../s3/recorded-hashes.js';
 import { EtcdSnapshotVerifier, IntegrityError } from './etcd-trailer.js';
@@ -62,37 +61,51 @@ export interface ReadBackOptions {
   onProgress?: ((bytesRead: number) => void) | undefined;
 }
 
-/** A Writable that checks the plain snapshot: etcd's trailer over the database, and the database's structure. */
-function snapshotChecker(sink: Writable | undefined): { stream: Writable; result: () => { etcdSha256: string; snapshotSize: number; database: BoltSummary } } {
+/** The sink (restore's output file) failed: not the backup's fault. */
+export class SinkError extends Error {
+  override name = 'SinkError';
+}
+
+/**
+ * A Transform that checks the plain snapshot as it passes: etcd's trailer over the database, and the database's
+ * structure. Its output is the snapshot unchanged, for a sink.
+ */
+function snapshotChecker(): { stream: Transform; result: () => { etcdSha256: string; snapshotSize: number; database: BoltSummary } } {
   const trailer = new EtcdSnapshotVerifier();
   const bolt = new BoltChecker();
   let outcome: { etcdSha256: string; snapshotSize: number; database: BoltSummary } | undefined;
-  const forward = async (chunk: Buffer) => {
-    if (sink && !sink.write(chunk)) await once(sink, 'drain');
-  };
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
+  const stream = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
       try {
         for (const piece of trailer.push(chunk)) bolt.push(piece);
+        callback(null, chunk);
       } catch (error) {
         callback(error as Error);
-        return;
       }
-      forward(chunk).then(() => callback(), callback);
     },
-    final(callback) {
+    flush(callback) {
       try {
         const { result } = trailer.finish();
         outcome = { etcdSha256: result.etcdSha256, snapshotSize: result.size, database: bolt.finish() };
+        callback();
       } catch (error) {
         callback(error as Error);
-        return;
       }
-      if (!sink) return callback();
-      sink.end(() => callback());
     },
   });
   return { stream, result: () => outcome! };
+}
+
+/** Resolves once `stream` can take more, or can never again (it failed or closed): no listener outlives the wait. */
+function writable(stream: Writable): Promise<void> {
+  if (stream.destroyed || stream.writableNeedDrain === false) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done).off('close', done).off('error', done);
+      resolve();
+    };
+    stream.on('drain', done).on('close', done).on('error', done);
+  });
 }
 
 /** One-line wording of a failure while decoding or checking the plain snapshot. */
@@ -117,36 +130,39 @@ export async function readBack(body: Readable, where: string, opts: ReadBackOpti
   let entry: Writable | undefined;
   let decoded: Promise<void> = Promise.resolve();
   let checker: ReturnType<typeof snapshotChecker> | undefined;
+  let sinkError: Error | undefined;
   if (full) {
-    checker = snapshotChecker(opts.sink);
+    checker = snapshotChecker();
+    const sink = opts.sink ?? new Writable({ write: (_chunk, _encoding, callback) => callback() });
     const stages: (Duplex | Writable)[] = [
       ...(opts.encrypted ? [createDecryptor(opts.identities ?? [])] : []),
       ...(opts.compression !== 'none' ? [await createDecompressor(opts.compression)] : []),
       checker.stream,
+      sink,
     ];
+    // pipeline hands the first failure to every stage: the one that failed first is where it came from.
+    let first: Duplex | Writable | undefined;
+    for (const stage of stages) stage.once('error', (error) => (first ??= stage) === sink && (sinkError = error));
     entry = stages[0]!;
-    decoded = new Promise((resolve) => {
-      if (stages.length === 1) checker!.stream.once('finish', resolve).once('error', (error) => ((contentError ??= error), resolve()));
-      else pipeline(stages as [Duplex, ...Duplex[]], (error) => ((contentError ??= error ?? undefined), resolve()));
-    });
+    decoded = new Promise((resolve) => pipeline(stages as [Duplex, ...Duplex[], Writable], (error) => ((contentError ??= error ?? undefined), resolve())));
   }
-  const failed = decoded.then(() => undefined);
   try {
     for await (const chunk of body) {
       const bytes = chunk as Buffer;
       hash.update(bytes);
       size += bytes.length;
       opts.onProgress?.(size);
-      if (entry && contentError === undefined && !entry.write(bytes)) {
-        await Promise.race([once(entry, 'drain').catch(() => undefined), failed]);
-      }
+      // Once decoding failed, the rest is only hashed: the stored sha256 is the first thing to report.
+      if (entry && !entry.destroyed && contentError === undefined && !entry.write(bytes)) await writable(entry);
     }
   } catch (error) {
     entry?.destroy();
+    await decoded;
     throw new VerificationError(`reading ${where} failed: ${describeS3Error(error)}`, { cause: error, permanent: false });
   }
-  if (entry && contentError === undefined) entry.end();
+  if (entry && !entry.destroyed && contentError === undefined) entry.end();
   await decoded;
+  if (sinkError) throw new SinkError(sinkError.message, { cause: sinkError });
 
   const sha256 = hash.digest('hex');
   const expected = opts.expected ?? {};
@@ -180,6 +196,8 @@ export interface VerifyObjectOptions {
   expected?: ExpectedObject | undefined;
   sink?: Writable | undefined;
   onProgress?: ((bytesRead: number, total: number | undefined) => void) | undefined;
+  /** Stops the read (Ctrl-C): the download is abandoned and the read fails. */
+  signal?: AbortSignal | undefined;
 }
 
 /** Downloads `key` and verifies it; its format (compression, encryption) comes from the key's suffixes. */
@@ -187,27 +205,41 @@ export async function verifyObject(client: S3Client, bucket: string, key: string
   const where = `s3://${bucket}/${key}`;
   let object;
   try {
-    object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { ...(opts.signal && { abortSignal: opts.signal }) });
   } catch (error) {
-    throw new VerificationError(`cannot read ${where}: ${describeS3Error(error)}`, { cause: error, permanent: false });
+    // A wrong key, bucket or permission stays wrong; a network failure may pass.
+    const permanent = isPermanentS3Error(error) || (error instanceof S3ServiceException && error.name === 'NoSuchKey');
+    throw new VerificationError(`cannot read ${where}: ${describeS3Error(error)}`, { cause: error, permanent });
   }
-  let expected = opts.expected;
-  if (!expected) {
-    const recorded = await readRecordedHashes(client, bucket, key, object.Metadata ?? {}, object.VersionId);
-    if (!recorded) {
-      (object.Body as Readable | undefined)?.destroy();
-      throw new VerificationError(`${where} has no recorded sha256 (metadata or tags): it was not written by talos-etcd-backup, or its upload did not finish`, { permanent: true });
+  const body = object.Body as Readable;
+  const stop = () => body.destroy(new Error(`stopped (${String(opts.signal?.reason ?? 'aborted')})`));
+  opts.signal?.addEventListener('abort', stop, { once: true });
+  try {
+    let expected = opts.expected;
+    if (!expected) {
+      let recorded;
+      try {
+        recorded = await readRecordedHashes(client, bucket, key, object.Metadata ?? {}, object.VersionId);
+      } catch (error) {
+        throw new VerificationError(`cannot read the hashes recorded with ${where}: ${describeS3Error(error)}`, { cause: error, permanent: isPermanentS3Error(error) });
+      }
+      if (!recorded) {
+        throw new VerificationError(`${where} has no recorded sha256 (metadata or tags): it was not written by talos-etcd-backup, or its upload did not finish`, { permanent: true });
+      }
+      expected = recorded;
     }
-    expected = recorded;
+    const format = storedFormatOf(key);
+    const total = object.ContentLength;
+    const result = await readBack(body, where, {
+      ...format,
+      identities: opts.identities,
+      expected,
+      sink: opts.sink,
+      onProgress: opts.onProgress && ((bytes) => opts.onProgress!(bytes, total)),
+    });
+    return { bucket, key, ...format, ...result };
+  } finally {
+    opts.signal?.removeEventListener('abort', stop);
+    body.destroy();
   }
-  const format = storedFormatOf(key);
-  const total = object.ContentLength;
-  const result = await readBack(object.Body as Readable, where, {
-    ...format,
-    identities: opts.identities,
-    expected,
-    sink: opts.sink,
-    onProgress: opts.onProgress && ((bytes) => opts.onProgress!(bytes, total)),
-  });
-  return { bucket, key, ...format, ...result };
 }

@@ -2,13 +2,13 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { before, describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../src/s3/client.js';
 import { S3UploadError, uploadSnapshot, type BackupIdentity, type SnapshotUpload } from '../../src/s3/upload.js';
 import { IntegrityError, verifyingStream, type VerifiedSnapshot } from '../../src/snapshot/etcd-trailer.js';
-import { VerificationError, verifyObject } from '../../src/snapshot/verify-object.js';
+import { readBack, SinkError, VerificationError, verifyObject } from '../../src/snapshot/verify-object.js';
 import { startEtcd } from '../support/etcd.js';
 import { useRgw } from '../support/rgw.js';
 
@@ -214,6 +214,25 @@ describe('uploadSnapshot and verifyObject on Ceph RGW', () => {
       assert.equal(attempt.opened(), false);
     });
   }
+
+  it("a failing output (restore's file) is reported as the output's failure, not the backup's, and never hangs", async () => {
+    const data = snapshot(256 * 1024);
+    for (const failAt of ['write', 'final'] as const) {
+      const sink = new Writable({
+        highWaterMark: 1024,
+        write: (_chunk, _encoding, callback) => (failAt === 'write' ? callback(new Error('ENOSPC: no space left on device')) : setImmediate(callback)),
+        final: (callback) => callback(failAt === 'final' ? new Error('EIO: i/o error') : null),
+      });
+      const chunks = function* () {
+        for (let at = 0; at < data.length; at += 4096) yield data.subarray(at, at + 4096);
+      };
+      await assert.rejects(readBack(Readable.from(chunks()), 'the object', { compression: 'none', encrypted: false, sink }), (error: unknown) => {
+        assert.ok(error instanceof SinkError, String(error));
+        assert.match((error as Error).message, failAt === 'write' ? /ENOSPC/ : /EIO/);
+        return true;
+      });
+    }
+  });
 
   it('verify reports a missing object, missing metadata and a corrupt object', async () => {
     const b = await bucket();

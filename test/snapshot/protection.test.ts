@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, GetObjectRetentionCommand, GetObjectTaggingCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListObjectVersionsCommand, PutObjectCommand, PutObjectLockConfigurationCommand } from '@aws-sdk/client-s3';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { packageRoot } from '../../src/api/crds.js';
 import { sniffFormat } from '../../src/codec/compression.js';
@@ -177,6 +177,26 @@ describe('data protection: compression, age, SSE-KMS, Object Lock, verify and re
     await assert.rejects(readFile(join(dir, 'cli-bad.db')), /ENOENT/);
   });
 
+  it('restore writes the snapshot readable by its owner only; a stopped restore (Ctrl-C) leaves nothing behind', async () => {
+    const result = await snapshotCommand(settings({ compression: 'gzip' }));
+    const output = join(dir, 'private.db');
+    await restoreCommand({ ...s3(), key: result.key, output });
+    assert.equal((await stat(output)).mode & 0o777, 0o600);
+
+    const stop = new AbortController();
+    const stopped = join(dir, 'stopped.db');
+    const error = await restoreCommand({ ...s3(), key: result.key, output: stopped }, { signal: stop.signal, onProgress: () => stop.abort('SIGINT') }).then(() => undefined, (e: Error) => e);
+    assert.match(String(error), /Snapshot verification failed: reading s3:\/\/\S+ failed: .*stopped \(SIGINT\)/);
+    assert.equal(isPermanentFailure(error), false);
+    assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('stopped.db')), []);
+  });
+
+  it('a key given by hand must carry the suffixes of the format, which verify and restore read', async () => {
+    const error = await snapshotCommand(settings({ key: 'backups/prod/by-hand.db', compression: 'zstd', ageRecipients: recipients[0]! })).then(() => undefined, (e: Error) => e);
+    assert.match(String(error), /S3_KEY \(--key\) must end with \.db\.zst\.age for this compression and encryption/);
+    assert.ok(isPermanentFailure(error));
+  });
+
   it('restore of an encrypted backup without an identity says what to pass, and leaves no file', async () => {
     const result = await snapshotCommand(settings({ ageRecipients: recipients[0]! }));
     const output = join(dir, 'no-identity.db');
@@ -264,9 +284,11 @@ describe('data protection: compression, age, SSE-KMS, Object Lock, verify and re
       assert.ok(until >= started + 86_400_000 - 1000 && until <= Date.now() + 86_400_000 + 1000, result.retainUntil);
       const { versionId } = await getObject(result.key, LOCKED_BUCKET);
       assert.ok(versionId);
-      // One version only: the hashes are tags, not a second (locked) copy.
-      const listed = await rgw().client().send(new ListObjectsV2Command({ Bucket: LOCKED_BUCKET, Prefix: result.key }));
-      assert.equal(listed.KeyCount, 1);
+      // One version only, the locked one, and its (immutable) metadata holds the hashes: the unlocked upload the
+      // copy replaced is gone.
+      const versions = await rgw().client().send(new ListObjectVersionsCommand({ Bucket: LOCKED_BUCKET, Prefix: result.key }));
+      assert.deepEqual(versions.Versions?.map((v) => v.VersionId), [versionId]);
+      assert.equal((await getObject(result.key, LOCKED_BUCKET)).metadata.sha256, result.sha256);
       await assert.rejects(rgw().client().send(new DeleteObjectCommand({ Bucket: LOCKED_BUCKET, Key: result.key, VersionId: versionId })), /AccessDenied|forbidden/i);
       const verified = await verifyCommand({ ...s3(LOCKED_BUCKET), key: result.key });
       assert.equal(verified.sha256, result.sha256);
@@ -283,6 +305,20 @@ describe('data protection: compression, age, SSE-KMS, Object Lock, verify and re
       assert.equal(outcome.protectedUntil, result.retainUntil);
       assert.match(outcome.detail!, /is protected by Object Lock \(GOVERNANCE until .*\): S3 refuses to delete it before then, so it was kept/);
       assert.ok(await getObject(result.key, LOCKED_BUCKET));
+    });
+
+    it("a bucket whose default retention locks every upload: the hashes go on as tags, and one version stays", async () => {
+      const bucket = 'default-retention';
+      await rgw().createBucket(bucket, { objectLock: true });
+      await rgw().client().send(new PutObjectLockConfigurationCommand({ Bucket: bucket, ObjectLockConfiguration: { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'GOVERNANCE', Days: 1 } } } }));
+      const result = await snapshotCommand(settings({ bucket, compression: 'gzip', verify: 'true' }));
+      const versions = await rgw().client().send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: result.key }));
+      assert.equal(versions.Versions?.length, 1, 'no second, locked copy');
+      const tags = await rgw().client().send(new GetObjectTaggingCommand({ Bucket: bucket, Key: result.key }));
+      assert.deepEqual(Object.fromEntries((tags.TagSet ?? []).map((t) => [t.Key, t.Value])), { sha256: result.sha256, 'etcd-sha256': result.etcdSha256 });
+      const retention = await rgw().client().send(new GetObjectRetentionCommand({ Bucket: bucket, Key: result.key }));
+      assert.equal(retention.Retention?.Mode, 'GOVERNANCE');
+      assert.equal((await verifyCommand({ ...s3(bucket), key: result.key })).sha256, result.sha256);
     });
 
     it('a bucket without Object Lock fails the backup before any byte is sent, saying what to do', async () => {
