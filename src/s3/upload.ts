@@ -203,8 +203,8 @@ async function prepareBucket(up: SnapshotUpload): Promise<WritePlan> {
       { permanent: true },
     );
   }
-  const locking = lock.state === 'enabled';
-  return { recording: lock.state === 'enabled' && lock.defaultRetention ? 'tags' : 'copy', checksums: locking || Boolean(up.protection?.objectLock) };
+  if (lock.state !== 'enabled') return { recording: 'copy', checksums: Boolean(up.protection?.objectLock) };
+  return { recording: lock.defaultRetention ? 'tags' : 'copy', checksums: true };
 }
 
 /**
