@@ -42,26 +42,6 @@ export class CompressionError extends Error {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Detection
-
-const AGE_MAGIC = Buffer.from('age-encryption.org/', 'ascii');
-const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
-const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
-
-/**
- * What a stored object's first bytes say it is: 'age' (an age-encryption.org header, any version, so that the
- * decryptor can name an unsupported one), 'gzip' (1f 8b), 'zstd' (28 b5 2f fd), else 'raw'. Give it >= 19 bytes.
- */
-export function sniffFormat(firstBytes: Uint8Array): 'age' | 'gzip' | 'zstd' | 'raw' {
-  const bytes = Buffer.from(firstBytes.buffer, firstBytes.byteOffset, firstBytes.byteLength);
-  const startsWith = (magic: Buffer): boolean => bytes.length >= magic.length && bytes.subarray(0, magic.length).equals(magic);
-  if (startsWith(AGE_MAGIC)) return 'age';
-  if (startsWith(GZIP_MAGIC)) return 'gzip';
-  if (startsWith(ZSTD_MAGIC)) return 'zstd';
-  return 'raw';
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Which zstd
 
 // @types/node is pinned to 20 (the oldest Node we run), which does not declare Node 22's zstd.
@@ -180,7 +160,7 @@ const SKIPPABLE_MAGIC_MASK = 0xfffffff0;
 const SKIPPABLE_MAGIC = 0x184d2a50;
 const MAX_BLOCK_BYTES = 128 * 1024;
 /** libzstd's default decoder limit (windowLogMax 27): beyond it `zstd -d` refuses too, without --memory. */
-export const ZSTD_MAX_WINDOW_BYTES = 128 * 1024 * 1024;
+const ZSTD_MAX_WINDOW_BYTES = 128 * 1024 * 1024;
 
 /** The header field being read; then its size in bytes comes from `wanted`. */
 type Field = 'magic' | 'skippable size' | 'descriptor' | 'header rest' | 'block header';
@@ -191,7 +171,7 @@ type Field = 'magic' | 'skippable size' | 'descriptor' | 'header rest' | 'block 
  * a window beyond ZSTD_MAX_WINDOW_BYTES (fzstd would allocate whatever a damaged header says). Block contents are
  * the decoder's business.
  */
-export class ZstdFrameCheck {
+class ZstdFrameCheck {
   private field: Field = 'magic';
   private readonly bytes = Buffer.alloc(16);
   private wanted = 4;

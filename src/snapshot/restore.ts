@@ -30,7 +30,7 @@ function clusterPrefix(prefix: string, cluster: string): string {
 const SNAPSHOT_NAME = /\/etcd-snapshot-(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)\.db(\.gz|\.zst)?(\.age)?$/;
 
 /** Backups of a cluster under a prefix, newest first (by the time in their names). */
-export async function listBackups(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<string[]> {
+async function listBackups(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<string[]> {
   const listPrefix = `${clusterPrefix(prefix, cluster)}etcd-snapshot-`;
   const keys: { key: string; time: string }[] = [];
   let token: string | undefined;

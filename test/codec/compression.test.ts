@@ -17,10 +17,10 @@ import {
   WASM_ZSTD_BATCH_BYTES,
   createCompressor,
   createDecompressor,
-  sniffFormat,
   zstdImplementation,
 } from '../../src/codec/compression.js';
 import { startEtcd } from '../support/etcd.js';
+import { sniffFormat } from '../support/stored-format.js';
 import { imageNodeBinary } from '../support/node22.js';
 import { cut, failure, inputTakenWhileSinkPaused, sha256, through } from './stream-helpers.js';
 

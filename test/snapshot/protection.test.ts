@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { DeleteObjectCommand, GetObjectCommand, GetObjectRetentionCommand, GetObjectTaggingCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListObjectVersionsCommand, PutObjectCommand, PutObjectLockConfigurationCommand } from '@aws-sdk/client-s3';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { packageRoot } from '../../src/api/crds.js';
-import { sniffFormat } from '../../src/codec/compression.js';
+import { sniffFormat } from '../support/stored-format.js';
 import { deleteCommand, restoreCommand, snapshotCommand, verifyCommand } from '../../src/cli/snapshot.js';
 import { isPermanentFailure } from '../../src/snapshot/failure.js';
 import type { RawSettings } from '../../src/snapshot/config.js';
