@@ -70,6 +70,11 @@ describe('control plane harness', () => {
       const review = await (await cp.kubeConfig()).makeApiClient(AuthenticationV1Api).createTokenReview({ body: { spec: { token: token.status!.token } } });
       assert.equal(review.status?.user?.username, 'system:serviceaccount:harness:default');
 
+      // The project's CRDs install and are served.
+      await cp.installCrds();
+      const crds = await cp.kubectl(['get', 'crd', '-o', 'name']);
+      assert.deepEqual(crds.stdout.trim().split('\n').sort(), ['customresourcedefinition.apiextensions.k8s.io/talosetcdbackups.talos.alperen.cloud', 'customresourcedefinition.apiextensions.k8s.io/talosetcdbackupschedules.talos.alperen.cloud']);
+
       pids = cp.processes().map((p) => p.pid);
       assert.deepEqual(cp.processes().map((p) => p.name), ['etcd', 'kube-apiserver', 'kube-controller-manager']);
       assert.match(cp.processes()[2]!.args.join(' '), new RegExp(`--controllers=${CONTROLLERS.join(',')}`));

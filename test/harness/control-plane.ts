@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { after, before } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
+import { packageRoot } from '../../src/api/crds.js';
 import { freePorts } from '../support/etcd.js';
 import { createTalosPki, type CertAndKey } from '../support/pki.js';
 import { etcdBinary, kubernetesBinary, kubernetesVersion } from './binaries.js';
@@ -66,6 +67,11 @@ export interface ControlPlane {
   kubeconfigFor(user: User): Promise<string>;
   /** Runs the built kubectl as the admin (or opts.kubeconfig); never rejects on a non-zero exit. */
   kubectl(args: readonly string[], opts?: { input?: string; kubeconfig?: string; timeoutMs?: number }): Promise<CommandResult>;
+  /**
+   * Installs the project's CRDs (crds/) with server-side apply and waits until the API server serves them
+   * (condition Established). Idempotent.
+   */
+  installCrds(): Promise<void>;
   /** The temporary directory holding the PKI, the etcd data and the kubeconfig files. */
   dir: string;
   /** The processes it runs, in start order. */
@@ -241,6 +247,14 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       });
     };
 
+    const installCrds = async (): Promise<void> => {
+      const crds = join(packageRoot(), 'crds');
+      const applied = await kubectl(['apply', '--server-side', '--field-manager=talos-etcd-backup-tests', '-f', crds]);
+      if (applied.code !== 0) throw new Error(`kubectl apply -f crds/ failed: ${applied.stderr}`);
+      const established = await kubectl(['wait', '--for=condition=Established', '--timeout=30s', '-f', crds]);
+      if (established.code !== 0) throw new Error(`the CRDs of crds/ are not Established: ${established.stderr}`);
+    };
+
     return {
       url,
       host: '127.0.0.1',
@@ -254,6 +268,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       },
       kubeconfigFor,
       kubectl,
+      installCrds,
       dir,
       processes: () => processes.map((p) => ({ name: p.name, pid: p.pid, args: p.args })),
       version: kubernetesVersion(),
