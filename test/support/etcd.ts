@@ -1,11 +1,12 @@
-// A real etcd for tests (Debian etcd 3.4; see docs in scripts/install-test-deps.sh and the Talos/etcd reference):
-// one single-member etcd per call on free loopback ports with a throw-away data dir, driven over plain-text gRPC
-// through the minimal etcd proto in test/support/protos/.
+// A real etcd for tests: Debian's etcd 3.4 (the default), or etcd 3.5 / 3.6 as built by scripts/install-test-deps.sh
+// (test/harness/binaries.ts; 3.5 and 3.6 are what Talos ships): one single-member etcd per call on free loopback
+// ports with a throw-away data dir, driven over plain-text gRPC through the minimal etcd proto in
+// test/support/protos/. Restores use the same version's tool: `etcdctl snapshot restore` on 3.4, `etcdutl` on 3.5+.
 //
-//   const etcd = await startEtcd();            // or, in a test file: const etcd = useEtcd();
+//   const etcd = await startEtcd();            // or { version: '3.6' }; in a test file: const etcd = useEtcd();
 //   const written = await etcd.putMany(2000);  // Map key -> value
 //   const raw = await etcd.snapshot();         // the raw Maintenance.Snapshot stream: db || sha256(db)
-//   const restored = await restoreSnapshot(file); assert.equal(await restored.get(k), v);
+//   const restored = await restoreSnapshot(file, { version: '3.6' }); assert.equal(await restored.get(k), v);
 //
 // Missing binaries are an error (never a skip): run ./scripts/install-test-deps.sh.
 
@@ -21,6 +22,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { packageRoot } from '../../src/api/crds.js';
 import { PROTO_LOADER_OPTIONS } from '../../src/talos/protos.js';
+import { etcdBinary } from '../harness/binaries.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // etcd gRPC (plain text)
@@ -178,7 +180,21 @@ export function connectEtcd(clientUrl: string): EtcdClient {
 const INSTALL_HINT = 'run ./scripts/install-test-deps.sh (Debian packages etcd-server and etcd-client)';
 let binariesChecked = false;
 
-/** Throws (never skips) when `etcd` or `etcdctl` is not on PATH. */
+/** 3.4: Debian's packages (on PATH); 3.5 and 3.6: built from the Go module proxy. */
+export type EtcdVersion = '3.4' | '3.5' | '3.6';
+export const ETCD_VERSIONS: readonly EtcdVersion[] = ['3.4', '3.5', '3.6'];
+
+/** The executable of `tool` for `version` (throws, naming the fix, when a built one is missing). */
+function etcdTool(version: EtcdVersion, tool: 'etcd' | 'etcdctl' | 'etcdutl'): string {
+  if (version === '3.4') {
+    if (tool === 'etcdutl') throw new Error('etcd 3.4 has no etcdutl (its etcdctl restores)');
+    requireEtcdBinaries();
+    return tool;
+  }
+  return etcdBinary(version, tool);
+}
+
+/** Throws (never skips) when Debian's `etcd` or `etcdctl` (3.4) is not on PATH. */
 export function requireEtcdBinaries(): void {
   if (binariesChecked) return;
   for (const [bin, args] of [
@@ -247,6 +263,7 @@ function trackProcess(child: ChildProcess): void {
 
 export interface Etcd {
   name: string;
+  version: EtcdVersion;
   /** `http://127.0.0.1:<port>` */
   clientUrl: string;
   peerUrl: string;
@@ -270,6 +287,8 @@ export interface Etcd {
 }
 
 export interface StartEtcdOptions {
+  /** Default 3.4 (Debian's). */
+  version?: EtcdVersion;
   /** Member name (default `t<random>`). */
   name?: string;
   /** Readiness timeout (default 20 s). */
@@ -277,6 +296,7 @@ export interface StartEtcdOptions {
 }
 
 interface LaunchSpec {
+  version: EtcdVersion;
   name: string;
   dataDir: string;
   /** Removed by stop(). */
@@ -304,7 +324,7 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
     '--logger', 'zap',
     '--log-outputs', 'stderr',
   ];
-  const child = spawn('etcd', args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
+  const child = spawn(etcdTool(spec.version, 'etcd'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
   trackProcess(child);
   ownedDirs.add(spec.ownedDir);
 
@@ -376,6 +396,7 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
 
   return {
     name: spec.name,
+    version: spec.version,
     clientUrl,
     peerUrl,
     dataDir: spec.dataDir,
@@ -416,11 +437,12 @@ function randomName(): string {
 
 /** Starts a fresh single-member etcd on free loopback ports with a mkdtemp data dir. */
 export async function startEtcd(opts: StartEtcdOptions = {}): Promise<Etcd> {
-  requireEtcdBinaries();
+  const version = opts.version ?? '3.4';
+  etcdTool(version, 'etcd');
   const name = opts.name ?? randomName();
   const dir = await mkdtemp(join(tmpdir(), 'talos-etcd-backup-etcd-'));
   const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
-  return launch({ name, dataDir: join(dir, 'data'), ownedDir: dir, clientPort, peerPort, readyTimeoutMs: opts.readyTimeoutMs ?? 20_000 });
+  return launch({ version, name, dataDir: join(dir, 'data'), ownedDir: dir, clientPort, peerPort, readyTimeoutMs: opts.readyTimeoutMs ?? 20_000 });
 }
 
 export interface RestoreOptions extends StartEtcdOptions {
@@ -428,7 +450,7 @@ export interface RestoreOptions extends StartEtcdOptions {
   skipHashCheck?: boolean;
 }
 
-/** Thrown when `etcdctl snapshot restore` rejects a file (e.g. `expected sha256 ..., got ...`). */
+/** Thrown when `etcdctl`/`etcdutl snapshot restore` rejects a file (e.g. `expected sha256 ..., got ...`). */
 export class SnapshotRestoreError extends Error {
   constructor(
     message: string,
@@ -439,9 +461,10 @@ export class SnapshotRestoreError extends Error {
   }
 }
 
-function runEtcdctl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** The snapshot tool of a version: etcdctl on 3.4, etcdutl on 3.5+ (where etcdctl's snapshot commands are deprecated or gone). */
+function runSnapshotTool(version: EtcdVersion, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('etcdctl', args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
+    const child = spawn(etcdTool(version, version === '3.4' ? 'etcdctl' : 'etcdutl'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
     trackProcess(child);
     let stdout = '';
     let stderr = '';
@@ -453,12 +476,12 @@ function runEtcdctl(args: string[]): Promise<{ code: number | null; stdout: stri
 }
 
 /**
- * `etcdctl snapshot restore <file>` into a new data dir, then starts an etcd on it, so a test can read the keys
- * back with get(). A file etcdctl rejects (bad sha256 trailer, missing trailer without skipHashCheck, truncated db)
- * raises SnapshotRestoreError carrying etcdctl's output.
+ * `etcdctl snapshot restore <file>` (3.4; `etcdutl` on 3.5+) into a new data dir, then starts an etcd of the same
+ * version on it, so a test can read the keys back with get(). A file the tool rejects (bad sha256 trailer, missing
+ * trailer without skipHashCheck, truncated db) raises SnapshotRestoreError carrying its output.
  */
 export async function restoreSnapshot(file: string, opts: RestoreOptions = {}): Promise<Etcd> {
-  requireEtcdBinaries();
+  const version = opts.version ?? '3.4';
   const name = opts.name ?? randomName();
   const dir = await mkdtemp(join(tmpdir(), 'talos-etcd-backup-restore-'));
   const dataDir = join(dir, 'data'); // must not exist yet: etcdctl creates it
@@ -473,13 +496,13 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions = {}): 
     '--initial-advertise-peer-urls', peerUrl,
   ];
   if (opts.skipHashCheck) args.push('--skip-hash-check');
-  const result = await runEtcdctl(args);
+  const result = await runSnapshotTool(version, args);
   if (result.code !== 0) {
     await rm(dir, { recursive: true, force: true });
     const output = `${result.stdout}${result.stderr}`.trim();
-    throw new SnapshotRestoreError(`etcdctl snapshot restore ${file} failed (exit ${result.code}): ${output}`, output);
+    throw new SnapshotRestoreError(`${version === '3.4' ? 'etcdctl' : 'etcdutl'} ${version} snapshot restore ${file} failed (exit ${result.code}): ${output}`, output);
   }
-  return launch({ name, dataDir, ownedDir: dir, clientPort, peerPort, readyTimeoutMs: opts.readyTimeoutMs ?? 20_000 });
+  return launch({ version, name, dataDir, ownedDir: dir, clientPort, peerPort, readyTimeoutMs: opts.readyTimeoutMs ?? 20_000 });
 }
 
 export interface SnapshotStatus {
@@ -489,11 +512,10 @@ export interface SnapshotStatus {
   totalSize: number;
 }
 
-/** `etcdctl snapshot status -w json <file>` (reads the bbolt db; does NOT check the sha256 trailer). */
-export async function snapshotStatus(file: string): Promise<SnapshotStatus> {
-  requireEtcdBinaries();
-  const result = await runEtcdctl(['snapshot', 'status', file, '-w', 'json']);
-  if (result.code !== 0) throw new Error(`etcdctl snapshot status ${file} failed (exit ${result.code}): ${result.stdout}${result.stderr}`);
+/** `etcdctl snapshot status -w json <file>` (`etcdutl` on 3.5+; reads the bbolt db; does NOT check the sha256 trailer). */
+export async function snapshotStatus(file: string, version: EtcdVersion = '3.4'): Promise<SnapshotStatus> {
+  const result = await runSnapshotTool(version, ['snapshot', 'status', file, '-w', 'json']);
+  if (result.code !== 0) throw new Error(`snapshot status ${file} (etcd ${version}) failed (exit ${result.code}): ${result.stdout}${result.stderr}`);
   return JSON.parse(result.stdout) as SnapshotStatus;
 }
 
@@ -515,6 +537,7 @@ export function useEtcd(opts: StartEtcdOptions = {}): Etcd {
   };
   return {
     get name() { return get().name; },
+    get version() { return get().version; },
     get clientUrl() { return get().clientUrl; },
     get peerUrl() { return get().peerUrl; },
     get dataDir() { return get().dataDir; },
