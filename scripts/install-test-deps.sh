@@ -10,6 +10,9 @@
 #    under test/harness/go/ (go.mod + go.sum; test/harness/go/generate.sh writes them): kube-apiserver,
 #    kube-controller-manager and kubectl into .../kubernetes-v<version>/bin/, and etcd, etcdctl, etcdutl of each etcd
 #    minor into .../etcd-v<version>/bin/. Built only when missing; test/harness/binaries.ts looks there.
+#  - prometheus-operator's ServiceMonitor and PrometheusRule CRDs (from its module on the Go module proxy, pinned by
+#    test/harness/go/prometheus-operator/go.mod) into .../prometheus-operator-v<version>/crds/, so the real API
+#    server can check the chart's ServiceMonitor.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -120,3 +123,19 @@ for module in "$gomods"/etcd-v*/; do
   build_into "$etcd_dir" "$module" "etcd $etcd_version (etcd, etcdctl, etcdutl)" \
     'go build -trimpath -ldflags "-s -w" -o "$0/etcd" go.etcd.io/etcd/server/v3 && go build -trimpath -ldflags "-s -w" -o "$0/" go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3'
 done
+
+po_version="$(pinned "$gomods/prometheus-operator/go.mod" github.com/prometheus-operator/prometheus-operator)"
+po_dir="$cache/prometheus-operator-$po_version"
+po_crds=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
+if [ -f "$po_dir/crds/${po_crds[0]}" ] && [ -f "$po_dir/crds/${po_crds[1]}" ]; then
+  echo "install-test-deps: prometheus-operator $po_version CRDs present in $po_dir"
+else
+  command -v go >/dev/null 2>&1 || { echo "install-test-deps: fetching prometheus-operator's CRDs needs Go; \`go\` is not on PATH" >&2; exit 1; }
+  # Downloaded (and checked against go.sum) as a module; only two of its files are kept.
+  po_module="$(cd "$gomods/prometheus-operator" && go mod download -json github.com/prometheus-operator/prometheus-operator | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')"
+  mkdir -p "$work/po/crds"
+  for f in "${po_crds[@]}"; do cp "$po_module/example/prometheus-operator-crd/$f" "$work/po/crds/"; done
+  rm -rf "$po_dir"
+  mv "$work/po" "$po_dir"
+  echo "install-test-deps: prometheus-operator $po_version CRDs ready: $po_dir/crds"
+fi

@@ -48,3 +48,20 @@ export function etcdBinary(minor: EtcdMinor, name: 'etcd' | 'etcdctl' | 'etcdutl
   const version = etcdVersion(minor);
   return executable(join(cacheDir(), `etcd-${version}`), name, `etcd ${version}`);
 }
+
+export const prometheusOperatorVersion = (): string => pinnedVersion('prometheus-operator', 'github.com/prometheus-operator/prometheus-operator');
+
+/** prometheus-operator's ServiceMonitor and PrometheusRule CRD manifests (files). */
+export function prometheusOperatorCrds(): string[] {
+  const version = prometheusOperatorVersion();
+  const dir = join(cacheDir(), `prometheus-operator-${version}`, 'crds');
+  return ['monitoring.coreos.com_servicemonitors.yaml', 'monitoring.coreos.com_prometheusrules.yaml'].map((file) => {
+    const path = join(dir, file);
+    try {
+      accessSync(path, constants.R_OK);
+    } catch {
+      throw new Error(`the tests need prometheus-operator ${version}'s CRDs: ${path} is missing; ${INSTALL_HINT}`);
+    }
+    return path;
+  });
+}
