@@ -2,17 +2,18 @@
 // copied through .dockerignore, each stage's WORKDIR/COPY/ENV/ARG is performed as written and its RUN lines run
 // here (npm ci, npm run build; only those may), the stages in parallel as BuildKit runs them. The runtime stage's
 // directory is then the image's filesystem: it must hold the compiled CLI and production dependencies only, and
-// its ENTRYPOINT must run `--help`, `serve` (the default CMD) and the snapshot Job's own container (its command,
-// env and volumes from the backup hook, resolved by the kubelet stand-in) against a real etcd behind the Talos API
-// double and Ceph RGW. Those runs happen as the image's USER (65532:65532) on a read-only filesystem: in their own
-// mount and PID namespaces with every writable mount read-only when this machine allows it (root: CI), and the
-// image's files must not change.
+// its ENTRYPOINT must run `--help`, `serve` (the default CMD) and the snapshot Job's own container against a real
+// etcd behind the Talos API double and Ceph RGW: the Job the backup hook emits is created on the real control plane
+// (test/harness/control-plane.ts), the real Job controller makes its pod, and the test kubelet resolves that pod's
+// env and volumes (Secrets, the projected service-account token) against the real API and starts the container
+// from the built image directory. Those runs happen as the image's USER (65532:65532) on a read-only filesystem: in
+// their own mount and PID namespaces with every writable mount read-only when this machine allows it (root: CI),
+// and the image's files must not change.
 // Not covered: the base image itself (its Node.js is this machine's Node.js here, 22 in the image) and the final
 // stage's RUN, which only removes the base image's package managers (checked to touch nothing else).
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import { API_VERSION, BACKUP_KIND } from '../../src/api/constants.js';
+import { API_VERSION, BACKUP_KIND, BACKUP_PLURAL, GROUP, SCHEDULED_TIME_ANNOTATION, VERSION } from '../../src/api/constants.js';
 import { packageRoot } from '../../src/api/crds.js';
 import type { BackupStatus } from '../../src/api/types.js';
 import { CONTAINER_NAME, IMAGE_ENTRYPOINT, type JobImage } from '../../src/backup/job.js';
@@ -29,8 +30,10 @@ import { DEFAULTS } from '../../src/config.js';
 import type { KubernetesObject } from '../../src/metacontroller/types.js';
 import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../src/snapshot/config.js';
 import { startEtcd, type Etcd } from '../support/etcd.js';
-import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../support/kube-api.js';
-import { prepareContainer, type PodTemplateSpecLike } from '../support/kubelet.js';
+import { CoreV1Api, CustomObjectsApi, KubernetesObjectApi } from '@kubernetes/client-node';
+import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';
+import { startKubelet, type Kubelet } from '../harness/kubelet.js';
+import { createAsMetacontroller, type Obj } from '../backup/job-cluster.js';
 import { createTalosPki, talosconfigYaml } from '../support/pki.js';
 import { startRgw, type Rgw } from '../support/rgw.js';
 import { startTalosDouble, type TalosDouble } from '../support/talos-double.js';
@@ -147,7 +150,8 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
   let rgw: Rgw | undefined;
   let etcd: Etcd | undefined;
   let talos: TalosDouble | undefined;
-  let api: FakeKubeApi | undefined;
+  let cp: ControlPlane | undefined;
+  let kubelet: Kubelet | undefined;
 
   /** PATH without the project's node_modules/.bin that `npm test` put first: the build uses its own tools. */
   const hostPath = () => (process.env.PATH ?? '/usr/bin:/bin').split(':').filter((dir) => !dir.includes('node_modules')).join(':');
@@ -171,18 +175,21 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
 
   async function startServices(): Promise<void> {
     const startedAt = Date.now();
-    const started = await Promise.allSettled([startRgw().then((r) => (rgw = r)), startEtcd().then((e) => (etcd = e)), startFakeKubeApi().then((a) => (api = a))]);
+    const started = await Promise.allSettled([startRgw().then((r) => (rgw = r)), startEtcd().then((e) => (etcd = e)), startControlPlane().then((c) => (cp = c))]);
     for (const outcome of started) if (outcome.status === 'rejected') throw outcome.reason;
-    if (!rgw || !etcd || !api) throw new Error('unreachable');
+    if (!rgw || !etcd || !cp) throw new Error('unreachable');
+    await cp.installCrds();
     await etcd.putMany(500, 'registry/image/');
     const pki = await createTalosPki();
     const client = await pki.clientCert(['os:etcd:backup']);
     talos = await startTalosDouble({ pki, etcd, hostname: 'cp-1' });
     await rgw.createBucket(BUCKET);
     const talosconfig = talosconfigYaml({ context: 'prod', endpoints: [talos.endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem });
-    api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'etcd-backup', namespace: NS }, data: { config: b64(talosconfig) } });
-    api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 's3-credentials', namespace: NS }, data: { 'access-key-id': b64(rgw.accessKeyId), 'secret-access-key': b64(rgw.secretAccessKey) } });
-    timings['etcd, Talos API double, RGW, Kubernetes API'] = (Date.now() - startedAt) / 1000;
+    const core = (await cp.kubeConfig()).makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: NS } } });
+    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'etcd-backup' }, data: { config: b64(talosconfig) } } });
+    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 's3-credentials' }, data: { 'access-key-id': b64(rgw.accessKeyId), 'secret-access-key': b64(rgw.secretAccessKey) } } });
+    timings['etcd, Talos API double, RGW, Kubernetes control plane'] = (Date.now() - startedAt) / 1000;
   }
 
   before(async () => {
@@ -203,10 +210,22 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
     const [uid, gid] = image.user!.split(':').map(Number) as [number, number];
     confined = confinement(uid, gid);
     fingerprint = await treeFingerprint(image.root);
+    // The node: runs each pod's container from the image directory, confined as the image's user.
+    kubelet = await startKubelet({
+      controlPlane: cp!,
+      imagePaths: { [image.workdir]: app },
+      image: { entrypoint: image.entrypoint!, cmd: image.cmd!, workingDir: image.workdir, env: image.env },
+      launch: (pod) => {
+        const started = spawnConfined(confined, pod.command, { cwd: pod.cwd, env: pod.env });
+        // A signal goes to the container's command (PID 1 of its namespace), not to unshare.
+        return { child: started.child, kill: (signal) => void started.pid().then((pid) => process.kill(pid, signal)).catch(() => undefined) };
+      },
+    });
   }, { timeout: 300_000 });
 
   after(async () => {
-    await Promise.allSettled([talos?.stop(), api?.close()]);
+    await kubelet?.stop();
+    await Promise.allSettled([talos?.stop(), cp?.stop()]);
     await Promise.allSettled([etcd?.stop(), rgw?.stop()]);
     if (work) {
       if (image) await run('chmod', ['-R', 'u+w', image.root]).catch(() => undefined);
@@ -348,62 +367,57 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
   });
 
   it("the snapshot Job's container, as the backup hook emits it, uploads a snapshot and reports it", async () => {
-    const backup = api!.put({
-      apiVersion: API_VERSION,
-      kind: BACKUP_KIND,
-      metadata: { name: 'image-recipe', namespace: NS, uid: randomUUID(), generation: 1, creationTimestamp: '2026-11-21T10:00:00Z' },
-      spec: {
-        talosConfigSecretRef: { name: 'etcd-backup', key: 'config' },
-        clusterName: 'prod',
-        backupStorage: {
-          s3: {
-            bucket: BUCKET,
-            region: rgw!.region,
-            endpoint: rgw!.endpoint,
-            accessKeyID: { name: 's3-credentials', key: 'access-key-id' },
-            secretAccessKey: { name: 's3-credentials', key: 'secret-access-key' },
+    const kc = await cp!.kubeConfig();
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const resource = { group: GROUP, version: VERSION, namespace: NS, plural: BACKUP_PLURAL };
+    const backup = (await custom.createNamespacedCustomObject({
+      ...resource,
+      body: {
+        apiVersion: API_VERSION,
+        kind: BACKUP_KIND,
+        metadata: { name: 'image-recipe', namespace: NS, annotations: { [SCHEDULED_TIME_ANNOTATION]: '2026-11-21T10:00:00Z' } },
+        spec: {
+          talosConfigSecretRef: { name: 'etcd-backup', key: 'config' },
+          clusterName: 'prod',
+          backupStorage: {
+            s3: {
+              bucket: BUCKET,
+              region: rgw!.region,
+              endpoint: rgw!.endpoint,
+              accessKeyID: { name: 's3-credentials', key: 'access-key-id' },
+              secretAccessKey: { name: 's3-credentials', key: 'secret-access-key' },
+            },
           },
         },
       },
-    });
-    const { response } = syncBackup({ object: backup as unknown as KubernetesObject, attachments: {}, related: {} }, new Date('2026-11-21T10:01:00Z'), JOB_IMAGE);
+    })) as Obj;
+    const { response } = syncBackup({ object: backup as KubernetesObject, attachments: {}, related: {} }, new Date(), JOB_IMAGE);
     const job = response.attachments.find((a) => a.kind === 'Job')!;
-    for (const object of response.attachments.filter((a) => a.kind !== 'Job')) api!.put(object as KubeObject);
-    const template = (job.spec as { template: PodTemplateSpecLike & { spec: { securityContext: { runAsUser: number; runAsGroup: number } } } }).template;
-    const container = template.spec.containers.find((c) => c.name === CONTAINER_NAME)! as PodTemplateSpecLike['spec']['containers'][number] & { image: string; securityContext: { readOnlyRootFilesystem: boolean } };
+    type Template = { spec: { securityContext: { runAsUser: number; runAsGroup: number }; containers: { name: string; image: string; command: string[]; securityContext: { readOnlyRootFilesystem: boolean } }[] } };
+    const template = (job.spec as { template: Template }).template;
+    const container = template.spec.containers.find((c) => c.name === CONTAINER_NAME)!;
     assert.equal(container.image, JOB_IMAGE.image);
     assert.deepEqual(container.command, ['node', ...SNAPSHOT_NODE_FLAGS, IMAGE_ENTRYPOINT, 'snapshot']);
     assert.equal(`${template.spec.securityContext.runAsUser}:${template.spec.securityContext.runAsGroup}`, image.user, "the pod's user is the image's");
     assert.equal(container.securityContext.readOnlyRootFilesystem, true);
 
-    const prepared = await prepareContainer(template, {
-      api: api!,
-      namespace: NS,
-      imagePaths: { [image.workdir]: app },
-      image: { entrypoint: image.entrypoint!, cmd: image.cmd!, workingDir: image.workdir },
-    });
-    try {
-      assert.deepEqual(prepared.configErrors, [], 'the kubelet would start the container');
-      await chmod(prepared.dir, 0o755); // mounted Secrets are readable by the pod's user, as the kubelet mounts them
-      const env = containerEnv({ ...prepared.env, HOME: '/' });
-      for (const [name, value] of Object.entries(SNAPSHOT_RUNTIME_ENV)) assert.equal(env[name], value, name);
-      const child = spawnConfined(confined, prepared.command, { cwd: prepared.cwd, env }).child;
-      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-      const result = await completion(child).finally(() => clearTimeout(timer));
-      assert.equal(result.code, 0, result.stderr);
-      const lines = result.stdout.trim().split('\n');
-      assert.equal(lines.length, 1, result.stdout);
-      const printed = JSON.parse(lines[0]!) as { key: string; size: number; sha256: string; endpoint: string };
-      assert.equal(printed.key, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-11-21T10-00-00Z.db');
-      assert.equal(printed.endpoint, talos!.endpoint);
-      const head = await rgw!.client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: printed.key }));
-      assert.equal(head.ContentLength, printed.size);
-      const report = ((api!.get(API_VERSION, BACKUP_KIND, NS, 'image-recipe')!.status ?? {}) as BackupStatus).report;
-      assert.equal(report?.state, 'Succeeded', 'the Job reported through the Kubernetes API');
-      assert.equal(report?.snapshot?.key, printed.key);
-    } finally {
-      await prepared.cleanup();
-    }
+    // Metacontroller creates the attachments; the Job controller makes the pod; the kubelet runs it, confined.
+    await createAsMetacontroller(KubernetesObjectApi.makeApiClient(kc), backup, response.attachments);
+    const run = await kubelet!.waitForPod({ namespace: NS, job: job.metadata.name }, 'Terminated', 90_000);
+    for (const [name, value] of Object.entries(SNAPSHOT_RUNTIME_ENV)) assert.equal(run.env![name], value, name);
+    assert.equal(run.env!.NODE_ENV, image.env.NODE_ENV, "the image's ENV");
+    assert.equal(run.exitCode, 0, run.stderr);
+    const lines = run.stdout.trim().split('\n');
+    assert.equal(lines.length, 1, run.stdout);
+    const printed = JSON.parse(lines[0]!) as { key: string; size: number; sha256: string; endpoint: string };
+    assert.equal(printed.key, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-11-21T10-00-00Z.db');
+    assert.equal(printed.endpoint, talos!.endpoint);
+    const head = await rgw!.client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: printed.key }));
+    assert.equal(head.ContentLength, printed.size);
+    const report = (((await custom.getNamespacedCustomObject({ ...resource, name: 'image-recipe' })) as Obj).status as BackupStatus | undefined)?.report;
+    assert.equal(report?.state, 'Succeeded', 'the Job reported through the Kubernetes API, with its own token');
+    assert.equal(report?.snapshot?.key, printed.key);
+    assert.equal(report?.pod, run.name);
   });
 
   it('no file of the image changed while it ran', async () => {
