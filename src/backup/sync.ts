@@ -156,7 +156,9 @@ function judge(ref: BackupRef, report: BackupReport | undefined, job: JobState |
   if (job?.complete) {
     return { phase: 'Failed', message: `The snapshot Job completed without reporting a stored snapshot; see ${podsHint(ref)}`, ...(job.complete.time && { completionTime: job.complete.time }) };
   }
-  if (attemptFailed) return { phase: 'Running', message: `Attempt ${job ? job.failedPods + 1 : 1} failed, the Job retries: ${attemptFailed}` };
+  // No attempt number: the report arrives before the Job controller counts its pod as failed, so a count read
+  // from the Job would change between syncs for the same attempt (seen on the real Job controller).
+  if (attemptFailed) return { phase: 'Running', message: `An attempt failed, the Job retries: ${attemptFailed}` };
   if (report?.state === 'Running') return { phase: 'Running', message: `Streaming the snapshot to S3 (${report.bytesUploaded ?? 0} bytes uploaded)` };
   if (job && (job.active > 0 || job.startTime)) return { phase: 'Running', message: `The snapshot Job ${attachmentName(ref.name, 'snapshot')} is running` };
   return { phase: 'Pending', message: `Waiting for the snapshot Job ${attachmentName(ref.name, 'snapshot')} to start` };

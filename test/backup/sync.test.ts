@@ -388,7 +388,7 @@ const cases: Case[] = [
       const message = cond(r, 'Progressing')!.message;
       assert.match(message, /retr/i);
       assert.match(message, /Failed to upload snapshot to S3: connection reset/);
-      assert.match(message, /Attempt 2 failed/);
+      assert.match(message, /^An attempt failed, the Job retries: /);
       assert.equal(st(r).message, undefined);
       assert.equal(st(r).completionTime, undefined);
     },
