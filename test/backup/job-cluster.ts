@@ -4,7 +4,7 @@
 // configuration read from the Dockerfile), a real etcd behind the Talos API double (mutual TLS), and Ceph RGW.
 //
 // Metacontroller's part is played by applyAttachments(): the backup hook's attachments are created as
-// Metacontroller creates them (common/manage_children.go): group by group in sorted `Kind.group/version` key order,
+// Metacontroller creates them (common/manage_children.go): group by group in its GVK order (sortGvkKeys),
 // each with a controller ownerReference to the backup (controller, blockOwnerDeletion) and the
 // `metacontroller.k8s.io/decorator-controller` annotation naming the DecoratorController of
 // metacontroller/backup-controller.yaml. (The Metacontroller stand-in itself lives in test/harness/metacontroller.ts.)
@@ -25,6 +25,7 @@ import { syncBackup, type BackupSyncResult } from '../../src/backup/sync.js';
 import type { KubernetesObject } from '../../src/metacontroller/types.js';
 import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';
 import { startKubelet, type Kubelet, type PodRun } from '../harness/kubelet.js';
+import { sortGvkKeys } from '../harness/metacontroller.js';
 import { ownDir } from '../harness/processes.js';
 import { buildImage, parseDockerfile } from '../image/docker-recipe.js';
 import { startEtcd, type Etcd } from '../support/etcd.js';
@@ -119,14 +120,14 @@ rules:
 const b64 = (text: string) => Buffer.from(text).toString('base64');
 
 /**
- * Metacontroller's create of missing attachments (common/manage_children.go): group by group in sorted
- * `Kind.group/version` key order (by name within a group), each with its last-applied annotation, the
+ * Metacontroller's create of missing attachments (common/manage_children.go): group by group in its GVK order
+ * (group, version, kind: ServiceAccount, Job, Role, RoleBinding; sortGvkKeys) (by name within a group), each with its last-applied annotation, the
  * DecoratorController annotation and a controller ownerReference to the parent. Returns the `Kind/name`s created.
  */
 export async function createAsMetacontroller(objects: KubernetesObjectApi, parent: Obj, attachments: KubernetesObject[], opts: { skip?: (o: KubernetesObject) => boolean } = {}): Promise<string[]> {
   const key = (o: KubernetesObject) => `${o.kind}.${o.apiVersion}`;
   const created: string[] = [];
-  for (const group of [...new Set(attachments.map(key))].sort()) {
+  for (const group of sortGvkKeys([...new Set(attachments.map(key))])) {
     for (const desired of attachments.filter((o) => key(o) === group).sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) {
       if (opts.skip?.(desired)) continue;
       const object = structuredClone(desired) as Obj;

@@ -47,7 +47,7 @@ describe('the snapshot Job on a real control plane, run by the test kubelet', ()
     const backup = await c.createBackup();
     const name = backup.metadata.name;
     const { jobName, run, created } = await c.runJob(backup);
-    assert.deepEqual(created, [`Job/${jobName}`, `Role/${jobName}`, `RoleBinding/${jobName}`, `ServiceAccount/${jobName}`], "Metacontroller's order: sorted Kind.group/version keys");
+    assert.deepEqual(created, [`ServiceAccount/${jobName}`, `Job/${jobName}`, `Role/${jobName}`, `RoleBinding/${jobName}`], "Metacontroller's order: by group, version, kind");
     assert.equal(run.exitCode, 0, run.stderr);
     const printed = JSON.parse(run.stdout) as { key: string; size: number; sha256: string };
     assert.match(printed.key, /^talos-operator-etcd-backups\/prod\/etcd-snapshot-2026-11-21T10-00-\d\dZ\.db$/);
