@@ -1,5 +1,6 @@
-// The rehearsal as a test: the whole loop with real etcd, Talos API double, Ceph RGW, hook servers, and the
-// Metacontroller and Job controller stand-ins (test/e2e/rehearsal.ts), checked at every step.
+// The rehearsal as a test: the whole loop on the real control plane (kube-apiserver, Job controller, garbage
+// collector) with real etcd, Talos API double, Ceph RGW, hook servers, the Metacontroller stand-in and the test
+// kubelet (test/e2e/rehearsal.ts), checked at every step.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -7,25 +8,16 @@ import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { API_VERSION, BACKUP_KIND, SCHEDULED_TIME_ANNOTATION, SCHEDULE_KIND } from '../../src/api/constants.js';
 import type { BackupStatus, ScheduleStatus } from '../../src/api/types.js';
 import type { Condition } from '../../src/metacontroller/types.js';
-import type { KubeObject } from '../support/kube-api.js';
-import { BUCKET, NAMESPACE, SCHEDULE, startRehearsal, type Rehearsal } from './rehearsal.js';
+import { BUCKET, NAMESPACE, SCHEDULE, startRehearsal, type KubeObject, type Rehearsal } from './rehearsal.js';
 
 const SLOT_MS = 5 * 60 * 1000;
-const HELPER_KINDS = [
-  ['batch/v1', 'Job'],
-  ['v1', 'ServiceAccount'],
-  ['rbac.authorization.k8s.io/v1', 'Role'],
-  ['rbac.authorization.k8s.io/v1', 'RoleBinding'],
-] as const;
 
 const status = (b: KubeObject) => (b.status ?? {}) as BackupStatus;
 const condition = (conditions: Condition[] | undefined, type: string) => conditions?.find((c) => c.type === type);
 const phaseOf = (b: KubeObject) => status(b).phase;
+/** What a user applies: the object without what the API server added. */
+const applied = (o: KubeObject, spec: Record<string, unknown>): KubeObject => ({ apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata.name, namespace: o.metadata.namespace }, spec: { ...(o.spec as object), ...spec } });
 const slotOf = (b: KubeObject) => (b.metadata.annotations as Record<string, string> | undefined)?.[SCHEDULED_TIME_ANNOTATION];
-
-function helpers(r: Rehearsal): string[] {
-  return HELPER_KINDS.flatMap(([apiVersion, kind]) => r.api.list(apiVersion, kind, NAMESPACE).map((o) => `${kind}/${o.metadata.name}`));
-}
 
 async function pendingUploads(r: Rehearsal) {
   return (await r.s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET }))).Uploads ?? [];
@@ -45,7 +37,7 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
   let r: Rehearsal;
   before(async () => {
     r = await startRehearsal();
-    r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120, failedBackupsHistoryLimit: 3 }, template: { deletionPolicy: 'Delete' } });
+    await r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120, failedBackupsHistoryLimit: 3 }, template: { deletionPolicy: 'Delete' } });
     await r.settle();
   });
   after(() => r?.close());
@@ -58,7 +50,7 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
     r.talos.setFault(undefined);
     assert.deepEqual(r.metacontroller.errors, []);
 
-    const backups = r.backups();
+    const backups = await r.backups();
     const slots = backups.map(slotOf);
     assert.equal(new Set(slots).size, slots.length, 'never two backups for one slot');
     const ready = backups.filter((b) => phaseOf(b) === 'Succeeded');
@@ -73,17 +65,17 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
 
     const keys = (await r.objects()).map((o) => o.key).sort();
     assert.deepEqual(keys, ready.map((b) => status(b).snapshot!.key).sort(), 'with Delete, exactly the kept backups\' objects');
-    assert.deepEqual(helpers(r), [], 'finished backups keep no Job or helper');
+    // Dropped attachments go through the garbage collector: asynchronously.
+    await r.waitFor('the finished backups\' Jobs and helpers to be collected', async () => (await r.helpers()).length === 0);
     assert.deepEqual(await pendingUploads(r), []);
 
-    const scheduleStatus = r.schedule()!.status as ScheduleStatus;
+    const scheduleStatus = (await r.schedule())!.status as ScheduleStatus;
     assert.equal(condition(scheduleStatus.conditions, 'Ready')?.status, 'True');
     assert.equal(scheduleStatus.lastSuccessfulBackupTime !== undefined, true);
   });
 
-  it('the newest object restores with etcdctl, with the keys written before its slot', async () => {
-    const newest = r
-      .backups()
+  it('the newest object restores with etcdutl, with the keys written before its slot', async () => {
+    const newest = (await r.backups())
       .filter((b) => phaseOf(b) === 'Succeeded')
       .sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b))))
       .pop()!;
@@ -98,20 +90,22 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
   });
 
   it('pausing stops new backups', async () => {
-    const count = r.backups().length;
-    const schedule = r.schedule()!;
-    r.metacontroller.apply({ ...schedule, spec: { ...(schedule.spec as object), paused: true } });
+    const count = (await r.backups()).length;
+    const schedule = (await r.schedule())!;
+    await r.metacontroller.apply(applied(schedule, { paused: true }));
     await runSlots(r, 3);
-    assert.equal(r.backups().length, count);
-    assert.equal(condition((r.schedule()!.status as ScheduleStatus).conditions, 'Ready')?.reason, 'Paused');
+    assert.equal((await r.backups()).length, count);
+    assert.equal(condition(((await r.schedule())!.status as ScheduleStatus).conditions, 'Ready')?.reason, 'Paused');
   });
 
   it('deleting the schedule removes its backups, their objects, and every Job and helper', async () => {
-    r.metacontroller.delete(API_VERSION, SCHEDULE_KIND, NAMESPACE, SCHEDULE);
-    await r.settle();
-    assert.equal(r.schedule(), undefined);
-    assert.deepEqual(r.backups(), []);
-    assert.deepEqual(helpers(r), []);
+    await r.metacontroller.delete(API_VERSION, SCHEDULE_KIND, NAMESPACE, SCHEDULE);
+    // The garbage collector deletes the backups (background propagation); each one's finalize hook runs its delete
+    // Job; once let go, the collector takes their Jobs and helpers.
+    await r.waitFor('the schedule, its backups and their helpers to be gone', async () => {
+      await r.settle();
+      return (await r.schedule()) === undefined && (await r.backups()).length === 0 && (await r.helpers()).length === 0;
+    });
     assert.deepEqual(await r.objects(), []);
     assert.deepEqual(r.metacontroller.errors, []);
   });
@@ -123,7 +117,7 @@ describe('rehearsal: restarts, killed snapshots, two replicas, bad input (deleti
     r = await startRehearsal({ replicas: 2 });
     // A snapshot of several 5 MiB parts, so a killed stream has a multipart upload in flight.
     await r.etcd.putMany(2500, 'registry/big/', 4096);
-    r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120 }, template: {} });
+    await r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120 }, template: {} });
     await r.settle();
   });
   after(() => r?.close());
@@ -134,12 +128,12 @@ describe('rehearsal: restarts, killed snapshots, two replicas, bad input (deleti
     const slot = Math.ceil((r.now().getTime() + 1) / SLOT_MS) * SLOT_MS;
     const advancing = r.advanceTo(new Date(slot + 1000));
     const deadline = Date.now() + 30_000;
-    while (r.jobs.running().length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal(r.jobs.running().length, 1, 'a snapshot Job is running');
+    while (r.kubelet.running().length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(r.kubelet.running().length, 1, 'a snapshot Job is running');
     await r.restartServer(0);
     await advancing;
     await runSlots(r, 2);
-    const backups = r.backups();
+    const backups = await r.backups();
     assert.equal(backups.length, 3, 'retention 3 of 4 slots');
     assert.ok(backups.every((b) => phaseOf(b) === 'Succeeded'));
     assert.equal((await r.objects()).length, 4, 'with Retain, every object stays');
@@ -155,49 +149,55 @@ describe('rehearsal: restarts, killed snapshots, two replicas, bad input (deleti
     const deadline = Date.now() + 30_000;
     while ((await pendingUploads(r)).length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal((await pendingUploads(r)).length, 1, 'a multipart upload in flight');
-    const running = r.jobs.running()[0]!;
-    assert.ok(r.jobs.kill(running.namespace, running.job, 'SIGKILL'));
+    const running = r.kubelet.running()[0]!;
+    r.kubelet.kill(running.namespace, running.name, 'SIGKILL');
     await advancing;
     await r.settle();
-    const backup = r.backups().find((b) => slotOf(b) === new Date(first).toISOString().replace(/\.\d+Z$/, 'Z'))!;
+    const backup = (await r.backups()).find((b) => slotOf(b) === new Date(first).toISOString().replace(/\.\d+Z$/, 'Z'))!;
     assert.equal(phaseOf(backup), 'Succeeded', JSON.stringify(status(backup)));
-    assert.ok(r.jobs.pods.filter((p) => p.job === running.job).length >= 2, 'the Job retried');
+    assert.ok(r.kubelet.pods().filter((p) => p.job === running.job).length >= 2, 'the Job retried');
     assert.deepEqual(await pendingUploads(r), [], 'the retry aborted the killed attempt\'s upload');
     const restored = await r.restore(status(backup).snapshot!.key);
     await restored.stop();
   });
 
   it('bad input ends with the documented condition and disturbs nothing else', async () => {
-    const template = (r.schedule()!.spec as { backupTemplate: { spec: Record<string, unknown> & { backupStorage: { s3: Record<string, unknown> } } } }).backupTemplate.spec;
+    const template = ((await r.schedule())!.spec as { backupTemplate: { spec: Record<string, unknown> & { backupStorage: { s3: Record<string, unknown> } } } }).backupTemplate.spec;
     const backup = (name: string, spec: Record<string, unknown>): KubeObject => {
       const merged: Record<string, unknown> = { ...template, ...spec };
       for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
       return { apiVersion: API_VERSION, kind: BACKUP_KIND, metadata: { name, namespace: NAMESPACE }, spec: merged };
     };
-    const schedule = (name: string, spec: Record<string, unknown>): KubeObject => ({ apiVersion: API_VERSION, kind: SCHEDULE_KIND, metadata: { name, namespace: NAMESPACE }, spec: { ...(r.schedule()!.spec as object), ...spec } });
-    r.metacontroller.apply(schedule('bad-cron', { schedule: '0 0 2 * * *' }));
-    r.metacontroller.apply(schedule('bad-zone', { timeZone: 'Mars/Olympus_Mons' }));
-    r.metacontroller.apply(backup('missing-secret', { backupStorage: { s3: { ...template.backupStorage.s3, accessKeyID: { name: 'nope', key: 'access-key-id' }, secretAccessKey: { name: 'nope', key: 'secret-access-key' } } } }));
-    r.metacontroller.apply(backup('missing-tcp', { talosConfigSecretRef: undefined, talosControlPlaneRef: { name: 'no-such-cluster' } }));
-    r.metacontroller.apply(backup('missing-bucket', { backupStorage: { s3: { ...template.backupStorage.s3, bucket: 'no-such-bucket' } } }));
-    const goodBefore = r.backups().filter((b) => phaseOf(b) === 'Succeeded').length;
+    const mainSpec = (await r.schedule())!.spec as object;
+    const schedule = (name: string, spec: Record<string, unknown>): KubeObject => ({ apiVersion: API_VERSION, kind: SCHEDULE_KIND, metadata: { name, namespace: NAMESPACE }, spec: { ...mainSpec, ...spec } });
+    await r.metacontroller.apply(schedule('bad-cron', { schedule: '0 0 2 * * *' }));
+    await r.metacontroller.apply(schedule('bad-zone', { timeZone: 'Mars/Olympus_Mons' }));
+    await r.metacontroller.apply(backup('missing-secret', { backupStorage: { s3: { ...template.backupStorage.s3, accessKeyID: { name: 'nope', key: 'access-key-id' }, secretAccessKey: { name: 'nope', key: 'secret-access-key' } } } }));
+    await r.metacontroller.apply(backup('missing-tcp', { talosConfigSecretRef: undefined, talosControlPlaneRef: { name: 'no-such-cluster' } }));
+    await r.metacontroller.apply(backup('missing-bucket', { backupStorage: { s3: { ...template.backupStorage.s3, bucket: 'no-such-bucket' } } }));
+    const goodBefore = (await r.backups()).filter((b) => phaseOf(b) === 'Succeeded').length;
     await r.settle();
     await r.advanceTo(new Date(r.now().getTime() + 31_000)); // past the TalosControlPlane grace period
 
-    const get = (kind: string, name: string) => r.api.get(API_VERSION, kind, NAMESPACE, name)!;
-    const failedMessage = (name: string) => condition(status(get(BACKUP_KIND, name)).conditions, 'Failed');
-    assert.equal(condition((get(SCHEDULE_KIND, 'bad-cron').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidSchedule');
-    assert.equal(condition((get(SCHEDULE_KIND, 'bad-zone').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidTimeZone');
+    const objects = new Map<string, KubeObject>();
+    for (const [kind, name] of [[SCHEDULE_KIND, 'bad-cron'], [SCHEDULE_KIND, 'bad-zone'], [BACKUP_KIND, 'missing-secret'], [BACKUP_KIND, 'missing-tcp'], [BACKUP_KIND, 'missing-bucket']] as const) {
+      objects.set(name, (await r.metacontroller.get(API_VERSION, kind, NAMESPACE, name)) as KubeObject);
+    }
+    const get = (name: string) => objects.get(name)!;
+    const failedMessage = (name: string) => condition(status(get(name)).conditions, 'Failed');
+    assert.equal(condition((get('bad-cron').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidSchedule');
+    assert.equal(condition((get('bad-zone').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidTimeZone');
     assert.match(failedMessage('missing-secret')?.message ?? '', /^Failed to get secret: secret talos-backup\/nope key access-key-id/);
     assert.match(failedMessage('missing-tcp')?.message ?? '', /^Failed to get TalosControlPlane talos-backup\/no-such-cluster: not found in the backup's namespace/);
     assert.match(failedMessage('missing-bucket')?.message ?? '', /^Failed to upload snapshot to S3: NoSuchBucket/);
-    for (const name of ['missing-secret', 'missing-tcp', 'missing-bucket']) assert.equal(phaseOf(get(BACKUP_KIND, name)), 'Failed', name);
+    for (const name of ['missing-secret', 'missing-tcp', 'missing-bucket']) assert.equal(phaseOf(get(name)), 'Failed', name);
 
     // Nothing else disturbed: the main schedule still backs up on its next slot.
     await runSlots(r, 1);
-    const mine = r.backups().filter((b) => b.metadata.name.startsWith(`${SCHEDULE}-`));
+    const mine = (await r.backups()).filter((b) => b.metadata.name.startsWith(`${SCHEDULE}-`));
     assert.ok(mine.filter((b) => phaseOf(b) === 'Succeeded').length >= Math.min(goodBefore, 3));
     assert.equal(phaseOf([...mine].sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b)))).pop()!), 'Succeeded');
-    assert.deepEqual(helpers(r).filter((h) => !h.includes('missing-') && !h.includes('bad-')), []);
+    await r.waitFor('finished backups\' helpers to be collected', async () => (await r.helpers()).filter((h) => !h.includes('missing-') && !h.includes('bad-')).length === 0);
+    assert.deepEqual((await r.helpers()).filter((h) => !h.includes('missing-') && !h.includes('bad-')), []);
   });
 });
