@@ -515,7 +515,7 @@ export interface SnapshotStatus {
 /** `etcdctl snapshot status -w json <file>` (`etcdutl` on 3.5+; reads the bbolt db; does NOT check the sha256 trailer). */
 export async function snapshotStatus(file: string, version: EtcdVersion = '3.4'): Promise<SnapshotStatus> {
   const result = await runSnapshotTool(version, ['snapshot', 'status', file, '-w', 'json']);
-  if (result.code !== 0) throw new Error(`snapshot status ${file} (etcd ${version}) failed (exit ${result.code}): ${result.stdout}${result.stderr}`);
+  if (result.code !== 0) throw new Error(`${version === '3.4' ? 'etcdctl' : 'etcdutl'} snapshot status ${file} (etcd ${version}) failed (exit ${result.code}): ${result.stdout}${result.stderr}`);
   return JSON.parse(result.stdout) as SnapshotStatus;
 }
 
