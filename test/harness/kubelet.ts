@@ -58,7 +58,7 @@ import { arch, constants as osConstants, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, Watch, type KubeConfig } from '@kubernetes/client-node';
 import type { ControlPlane } from './control-plane.js';
-import { ownDir } from './processes.js';
+import { ownDir, trackChild } from './processes.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The pod as the API serves it (JSON), as far as the kubelet reads it.
@@ -323,26 +323,6 @@ const errorMessage = (err: unknown): string => {
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// Last resort: a crashed test must not leave container processes behind (directories: ownDir's exit hook).
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function trackChild(child: ChildProcess): void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const c of liveChildren) {
-        try {
-          c.kill('SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    });
-  }
-  liveChildren.add(child);
-  child.once('exit', () => liveChildren.delete(child));
-  child.once('error', () => liveChildren.delete(child));
-}
 
 function checkRelative(path: string): void {
   if (isAbsolute(path) || path.split('/').includes('..')) throw new Unsupported(`invalid relative path ${JSON.stringify(path)} (the API server would reject this pod)`);

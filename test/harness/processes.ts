@@ -25,6 +25,14 @@ function installExitHook(): void {
   });
 }
 
+/** Kills `child` (SIGKILL) if it still runs when the test process exits. startProcess() does this itself. */
+export function trackChild(child: ChildProcess): void {
+  installExitHook();
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  child.once('error', () => live.delete(child));
+}
+
 /** Removes `dir` when the test process exits, unless release() was called first (after removing it yourself). */
 export function ownDir(dir: string): { release(): void } {
   installExitHook();
@@ -64,7 +72,7 @@ export interface StartOptions extends Pick<SpawnOptions, 'env' | 'cwd'> {
 export function startProcess(name: string, file: string, args: readonly string[], opts: StartOptions = {}): Managed {
   installExitHook();
   const child = spawn(file, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], ...(opts.env && { env: opts.env }), ...(opts.cwd && { cwd: opts.cwd }) });
-  live.add(child);
+  trackChild(child);
   if (opts.input !== undefined) {
     child.stdin!.on('error', () => undefined); // a process that exits without reading its input
     child.stdin!.end(opts.input);

@@ -10,9 +10,8 @@
 //
 // Missing binaries are an error (never a skip): run ./scripts/install-test-deps.sh.
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,6 +22,7 @@ import { loadSync } from '@grpc/proto-loader';
 import { packageRoot } from '../../src/api/crds.js';
 import { PROTO_LOADER_OPTIONS } from '../../src/talos/protos.js';
 import { etcdBinary } from '../harness/binaries.js';
+import { ownDir, trackChild } from '../harness/processes.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // etcd gRPC (plain text)
@@ -238,29 +238,6 @@ export async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
-const live = new Set<ChildProcess>();
-const ownedDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function trackProcess(child: ChildProcess): void {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    // Last resort: a test that forgot stop() (or crashed) must not leave an etcd running, nor its data dir.
-    process.on('exit', () => {
-      for (const c of live) {
-        try {
-          c.kill('SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      for (const dir of ownedDirs) rmSync(dir, { recursive: true, force: true });
-    });
-  }
-}
-
 export interface Etcd {
   name: string;
   version: EtcdVersion;
@@ -325,8 +302,8 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
     '--log-outputs', 'stderr',
   ];
   const child = spawn(etcdTool(spec.version, 'etcd'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
-  trackProcess(child);
-  ownedDirs.add(spec.ownedDir);
+  trackChild(child);
+  const owned = ownDir(spec.ownedDir);
 
   const lines: string[] = [];
   let partial = '';
@@ -367,9 +344,8 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
       await exitPromise;
       clearTimeout(killTimer);
     }
-    live.delete(child);
     await rm(spec.ownedDir, { recursive: true, force: true });
-    ownedDirs.delete(spec.ownedDir);
+    owned.release();
   };
 
   // Readiness: /health says {"health":"true"} once the member has a leader and serves requests.
@@ -465,7 +441,7 @@ export class SnapshotRestoreError extends Error {
 function runSnapshotTool(version: EtcdVersion, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(etcdTool(version, version === '3.4' ? 'etcdctl' : 'etcdutl'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
-    trackProcess(child);
+    trackChild(child);
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
