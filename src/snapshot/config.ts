@@ -100,11 +100,9 @@ export class Problems {
  * A 1 GiB snapshot is a million 1 KiB gRPC messages, each leaving short-lived garbage: V8's default young
  * generation (16 MiB semi-spaces) grows to ~50 MiB of heap for it. 2 MiB semi-spaces keep the heap near 20 MiB;
  * measured with `npm run bench`: peak RSS 148 instead of 213 MiB at 1 GiB, for more frequent scavenges.
- */
-/*
- * DEP0123 ("Setting the TLS ServerName to an IP address is not permitted by RFC 6066"): grpc-js passes the
- * endpoint's host as the TLS server name, and Talos endpoints are usually IP addresses, so every run's log began
- * with this warning before its one result line (seen in `kubectl logs` on a real cluster). Nothing to act on.
+ * DEP0123 ("Setting the TLS ServerName to an IP address is not permitted by RFC 6066") is silenced: grpc-js passes
+ * the endpoint's host as the TLS server name, and Talos endpoints are usually IP addresses, so every run's log
+ * began with this warning before its one result line (seen in `kubectl logs` on a real cluster).
  */
 export const SNAPSHOT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--disable-warning=DEP0123'];
 
