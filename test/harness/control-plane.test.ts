@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { AuthenticationV1Api, CoreV1Api, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { kubernetesVersion } from './binaries.js';
 import { CONTROLLERS, startControlPlane } from './control-plane.js';
+import { isAlive } from './processes.js';
 
 const listening = (port: number): Promise<boolean> =>
   new Promise((resolve) => {
@@ -19,14 +20,6 @@ const listening = (port: number): Promise<boolean> =>
     socket.once('error', () => resolve(false));
   });
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('control plane harness', () => {
   it('serves the pinned Kubernetes with RBAC, runs the controllers, and stop() leaves nothing behind', async (t) => {
@@ -81,7 +74,7 @@ describe('control plane harness', () => {
     } finally {
       await cp.stop();
     }
-    assert.ok(pids.every((pid) => !alive(pid)), 'a control-plane process is still running');
+    assert.ok(pids.every((pid) => !isAlive(pid)), 'a control-plane process is still running');
     assert.equal(await listening(cp.port), false, 'the API server port still accepts connections');
     assert.equal(existsSync(cp.dir), false, 'the temporary directory is still there');
   });

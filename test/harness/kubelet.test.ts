@@ -11,17 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import { BatchV1Api, CoreV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
 import { startKubelet, type Kubelet } from './kubelet.js';
+import { isAlive } from './processes.js';
 
 const NS = 'kubelet-test';
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('test kubelet on the real API server', () => {
   let cp: ControlPlane;
@@ -271,7 +264,7 @@ describe('test kubelet on the real API server', () => {
     assert.equal(run.stdout, 'up\ngot SIGTERM\n');
     // The kubelet's grace-0 delete; the Job controller then drops the tracking finalizer of the orphaned pod.
     await podGone(run.name);
-    assert.equal(alive(run.pid!), false);
+    assert.equal(isAlive(run.pid!), false);
     assert.equal(existsSync(run.dir!), false, "the pod's directory is removed");
   });
 
@@ -334,11 +327,11 @@ describe('test kubelet on the real API server', () => {
   it('stop() kills every process and removes every directory; a second stop() is a no-op', async () => {
     await core.createNamespacedPod({ namespace: NS, body: { metadata: { name: 'forever' }, spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', 'setInterval(() => {}, 1000)'] }] } } });
     const run = await kubelet.waitForPod({ namespace: NS, name: 'forever' }, 'Running');
-    assert.ok(alive(run.pid!));
+    assert.ok(isAlive(run.pid!));
     assert.ok(existsSync(run.dir!));
     assert.deepEqual(kubelet.running().map((r) => r.name), ['forever']);
     await kubelet.stop();
-    assert.equal(alive(run.pid!), false, 'the process is gone');
+    assert.equal(isAlive(run.pid!), false, 'the process is gone');
     assert.equal(existsSync(dirname(run.dir!)), false, "the kubelet's directory is gone");
     assert.deepEqual(kubelet.problems(), []);
     await kubelet.stop();

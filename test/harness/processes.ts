@@ -139,3 +139,13 @@ export async function waitUntilReady(process: Managed, ready: () => Promise<bool
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/** Whether a process with this pid exists (signal 0 checks without sending anything). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
