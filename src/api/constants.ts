@@ -30,6 +30,8 @@ export const TALOS_CLUSTER_KIND = 'TalosCluster';
 /** Metacontroller's keys for the objects the backup decorator deals with. */
 export const RELATED_CONTROL_PLANE_KEY = `${TALOS_CONTROL_PLANE_KIND}.${API_VERSION}`;
 export const JOB_KEY = 'Job.batch/v1';
+/** The backup's own Namespace, a related object (cluster-scoped: keyed by its name). */
+export const RELATED_NAMESPACE_KEY = 'Namespace.v1';
 export const SERVICE_ACCOUNT_KEY = 'ServiceAccount.v1';
 export const ROLE_KEY = 'Role.rbac.authorization.k8s.io/v1';
 export const ROLE_BINDING_KEY = 'RoleBinding.rbac.authorization.k8s.io/v1';

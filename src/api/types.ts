@@ -118,5 +118,5 @@ export interface BackupStatus {
   message?: string;
   observedGeneration?: number;
   report?: BackupReport;
-  deletion?: { message?: string };
+  deletion?: { message?: string; startedAt?: string };
 }

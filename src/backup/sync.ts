@@ -8,7 +8,7 @@
 // the observed status records the outcome, the answer repeats it and attaches nothing, so Kubernetes removes
 // the Job and its helpers, and the backup never runs again.
 
-import { API_VERSION, BACKUP_LABEL, COMPONENT_LABEL, JOB_KEY, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
+import { API_VERSION, BACKUP_LABEL, COMPONENT_LABEL, JOB_KEY, RELATED_NAMESPACE_KEY, TALOS_CONTROL_PLANE_PLURAL } from '../api/constants.js';
 import { specProblems } from '../api/spec-checks.js';
 import type { BackupReport, BackupSpec, BackupStatus, SnapshotInfo } from '../api/types.js';
 import { readBackupStatus, validateBackupSpec } from '../api/validation.js';
@@ -18,10 +18,31 @@ import { objectKey } from '../s3/object-key.js';
 import { backupTime, deleteJob, snapshotIdentity, snapshotJob, type BackupRef, type JobImage } from './job.js';
 import { readJobState, type JobState } from './job-state.js';
 import { attachmentName, fitName, type Component } from './names.js';
-import { resolveTalosSource, type TalosSource } from './talos-source.js';
+import { relatedObject, resolveTalosSource, type TalosSource } from './talos-source.js';
 
 /** How long a missing or unprovisioned TalosControlPlane is waited for (it may be created alongside the backup). */
 export const CONTROL_PLANE_GRACE_SECONDS = 30;
+
+/**
+ * How long the snapshot Job (or, while deleting, the delete Job) may be asked for without appearing. Metacontroller
+ * never tells the hook that a create was refused (a ResourceQuota on jobs, an admission webhook, RBAC, the RBAC
+ * escalation check on the Role): it records a Warning event on the backup and retries, so without a bound the
+ * backup would wait forever (and block a Forbid schedule).
+ */
+export const DEFAULT_ATTACHMENT_DEADLINE_SECONDS = 600;
+
+export interface BackupHookSettings {
+  attachmentDeadlineSeconds: number;
+  /**
+   * Whether talos-operator's TalosControlPlane kind can be asked for (the chart sets it from whether the cluster
+   * serves that CRD). Metacontroller resolves a related kind before it calls sync or finalize: a kind without CRD
+   * fails both, so a backup asking for it would never get a status and never be deleted.
+   */
+  talosOperator: boolean;
+}
+
+export const DEFAULT_BACKUP_HOOK_SETTINGS: BackupHookSettings = { attachmentDeadlineSeconds: DEFAULT_ATTACHMENT_DEADLINE_SECONDS, talosOperator: true };
+const DEFAULT_SETTINGS = DEFAULT_BACKUP_HOOK_SETTINGS;
 
 export type BackupOutcome = 'pending' | 'running' | 'succeeded' | 'failed' | 'finished';
 
@@ -44,6 +65,17 @@ function backupRef(object: KubernetesObject): BackupRef {
 function podsHint(ref: BackupRef, component: Component = 'snapshot'): string {
   const selector = `${BACKUP_LABEL}=${fitName(ref.name)},${COMPONENT_LABEL}=${component}`;
   return `kubectl get events -n ${ref.namespace} --field-selector involvedObject.name=${attachmentName(ref.name, component)} (and the pods' events; while the Job exists: kubectl logs -n ${ref.namespace} -l ${selector})`;
+}
+
+/** Where Metacontroller says why it could not create or delete a backup's objects. */
+function backupEventsHint(ref: BackupRef): string {
+  return `kubectl get events -n ${ref.namespace} --field-selector involvedObject.name=${ref.name}`;
+}
+
+/** Seconds since an RFC 3339 time (undefined when there is none). */
+function secondsSince(time: string | undefined, now: Date): number | undefined {
+  const t = parseTime(time);
+  return t ? (now.getTime() - t.getTime()) / 1000 : undefined;
 }
 
 /** A recorded outcome: Ready or Failed is True. Such a backup is never run again. */
@@ -179,8 +211,7 @@ function observedAttachments(request: DecoratorSyncRequest): KubernetesObject[] 
 }
 
 function observedJob(request: DecoratorSyncRequest, name: string): KubernetesObject | undefined {
-  const jobs = request.attachments?.[JOB_KEY] ?? {};
-  return jobs[name] ?? jobs[`${request.object.metadata.namespace ?? ''}/${name}`];
+  return relatedObject(request.attachments, JOB_KEY, name) ?? relatedObject(request.attachments, JOB_KEY, `${request.object.metadata.namespace ?? ''}/${name}`);
 }
 
 function finished(observed: BackupStatus): BackupSyncResult {
@@ -203,7 +234,10 @@ function checkSpec(object: KubernetesObject): SpecCheck {
   return { ok: true, spec: validated.value };
 }
 
-export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobImage): BackupSyncResult {
+export const TALOS_OPERATOR_OFF_MESSAGE =
+  'Failed to get TalosControlPlane: TalosControlPlane CRD not found when talos-etcd-backup was installed (TALOS_OPERATOR=false): install talos-operator and run helm upgrade, or use talosConfigSecretRef';
+
+export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobImage, settings: BackupHookSettings = DEFAULT_SETTINGS): BackupSyncResult {
   const { object } = request;
   // A recorded outcome is final even if the rest of the status does not match the CRD: never run it again.
   const recorded = (object.status ?? {}) as BackupStatus;
@@ -216,6 +250,7 @@ export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobI
   const jobName = attachmentName(ref.name, 'snapshot');
   const job = observedJob(request, jobName);
 
+  if (checked.spec.talosControlPlaneRef && !settings.talosOperator && !job) return fail(object, observed, TALOS_OPERATOR_OFF_MESSAGE, now);
   const resolved = resolveTalosSource(checked.spec, ref.namespace, request.related);
   if (!resolved.ok && job) {
     // The Job already has what it needs (its spec never changes: OnDelete): a TalosControlPlane deleted or
@@ -234,14 +269,40 @@ export function syncBackup(request: DecoratorSyncRequest, now: Date, image: JobI
   const source: TalosSource = resolved.source;
   const jobState = job && readJobState(job);
   const verdict = judge(ref, observed.report, jobState);
+  let resyncAfterSeconds: number | undefined;
+  if (!job && verdict.phase === 'Pending') {
+    // Asked for since the backup became Progressing (the hook's own clock; the first answer sets it).
+    const progressing = findCondition(observed.conditions, 'Progressing');
+    const waited = progressing?.status === 'True' ? (secondsSince(progressing.lastTransitionTime, now) ?? 0) : 0;
+    const left = settings.attachmentDeadlineSeconds - waited;
+    if (left <= 0) {
+      return fail(
+        object,
+        observed,
+        `Failed to create the snapshot Job: ${jobName} did not appear within ${settings.attachmentDeadlineSeconds}s of being asked for. Metacontroller records why as a Warning event on this backup (a ResourceQuota on jobs, an admission webhook, RBAC that does not let Metacontroller create the Job, its ServiceAccount, Role or RoleBinding): ${backupEventsHint(ref)}`,
+        now,
+      );
+    }
+    resyncAfterSeconds = Math.ceil(left);
+  }
   const status = buildStatus(object, observed, verdict, { cluster: source.cluster, ...(jobState?.startTime && { startTime: jobState.startTime }) }, now);
   // The Job and its identity stay attached until the observed status records the outcome (next sync): the
   // status write comes first, and a backup whose outcome was recorded is never run again.
   const attachments = [...snapshotIdentity(ref), snapshotJob(ref, checked.spec, source, image)];
-  return { response: { status: status as Record<string, unknown>, attachments }, outcome: outcomeOf(verdict), ...(verdict.phase === 'Failed' && { message: verdict.message }) };
+  return {
+    response: { status: status as Record<string, unknown>, attachments, ...(resyncAfterSeconds !== undefined && { resyncAfterSeconds }) },
+    outcome: outcomeOf(verdict),
+    ...(verdict.phase === 'Failed' && { message: verdict.message }),
+  };
 }
 
-export type FinalizeOutcome = 'released' | 'kept-locked' | 'deleting' | 'delete-failed';
+/** Whether the backup's namespace is being deleted (its Namespace arrives as a related object, see customizeBackup). */
+function namespaceTerminating(request: DecoratorSyncRequest): boolean {
+  const namespace = relatedObject(request.related, RELATED_NAMESPACE_KEY, request.object.metadata.namespace ?? '') as { metadata?: { deletionTimestamp?: string }; status?: { phase?: string } } | undefined;
+  return Boolean(namespace?.metadata?.deletionTimestamp) || namespace?.status?.phase === 'Terminating';
+}
+
+export type FinalizeOutcome = 'released' | 'kept-locked' | 'kept-namespace-deleted' | 'kept-delete-job-absent' | 'deleting' | 'delete-failed';
 
 export interface BackupFinalizeResult {
   response: DecoratorSyncResponse & { finalized: boolean };
@@ -257,8 +318,12 @@ export interface BackupFinalizeResult {
  * Retain lets it go and keeps the object. An object this backup locked with Object Lock cannot be deleted before
  * its retention ends: the backup goes at once and the object stays (S3 refuses any earlier delete; holding the
  * backup for the whole retention would block its namespace's deletion).
+ * Nor can anything be deleted when the backup's namespace is being deleted: the API server refuses new Jobs
+ * there and the namespace controller is deleting the S3 credentials, so the backup goes and the object stays
+ * (unless a delete Job was already running: it may finish first). The same when the delete Job never appears
+ * (settings.attachmentDeadlineSeconds): a namespace is never held Terminating by a backup.
  */
-export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage, now: Date = new Date()): BackupFinalizeResult {
+export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage, now: Date = new Date(), settings: BackupHookSettings = DEFAULT_SETTINGS): BackupFinalizeResult {
   const { object } = request;
   const observed = readBackupStatus(object.status);
   const release = (): BackupFinalizeResult => ({ response: { status: observed as Record<string, unknown>, attachments: [], finalized: true }, outcome: 'released' });
@@ -285,20 +350,37 @@ export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage, n
     const status = { ...observed, deletion: { message: `Kept ${where}: it is locked by S3 Object Lock until ${observed.snapshot.retainUntil}, and S3 refuses to delete it before then` } };
     return { response: { status: status as Record<string, unknown>, attachments: [], finalized: true }, outcome: 'kept-locked' };
   }
-  if (snapshotJobSeen) {
-    // Wait for the snapshot Job to go (leaving it out deletes it) before deleting what it may have written.
-    const status = { ...observed, deletion: { message: `Stopping the snapshot Job before deleting ${where}` } };
-    return { response: { status: status as Record<string, unknown>, attachments: [], finalized: false }, outcome: 'deleting' };
-  }
   const job = observedJob(request, attachmentName(ref.name, 'delete'));
   const state = job && readJobState(job);
   if (state?.complete) return release();
+  const keep = (outcome: FinalizeOutcome, why: string): BackupFinalizeResult => ({
+    response: { status: { ...observed, deletion: { ...observed.deletion, message: `Kept ${where}: ${why}` } } as Record<string, unknown>, attachments: [], finalized: true },
+    outcome,
+  });
+  if (namespaceTerminating(request) && !(state && !state.failed)) {
+    return keep('kept-namespace-deleted', `namespace ${ref.namespace} is being deleted, where no delete Job can be created and whose S3 credentials are going; delete the object by hand or with a bucket lifecycle rule`);
+  }
+  // The hook's clock, first set by this answer: when the delete was first asked for.
+  const startedAt = observed.deletion?.startedAt ?? formatTime(now);
+  if (snapshotJobSeen) {
+    // Wait for the snapshot Job to go (leaving it out deletes it) before deleting what it may have written.
+    const status = { ...observed, deletion: { message: `Stopping the snapshot Job before deleting ${where}`, startedAt } };
+    return { response: { status: status as Record<string, unknown>, attachments: [], finalized: false }, outcome: 'deleting' };
+  }
+  if (!job && (secondsSince(startedAt, now) ?? 0) >= settings.attachmentDeadlineSeconds) {
+    return keep(
+      'kept-delete-job-absent',
+      `the delete Job ${attachmentName(ref.name, 'delete')} did not appear within ${settings.attachmentDeadlineSeconds}s of being asked for (Metacontroller's Warning events on the backup say why: ${backupEventsHint(ref)}), so the backup is let go without deleting it`,
+    );
+  }
   const message = state?.failed
     ? `Failed to delete snapshot from S3: the delete Job failed (${state.failed.reason}${state.failed.message ? `: ${state.failed.message}` : ''}); see ${podsHint(ref, 'delete')}. ${where} stays; fix the cause and delete Job ${attachmentName(ref.name, 'delete')} to try again, or set spec.deletionPolicy to Retain to let the backup go without deleting it`
     : `Deleting ${where}`;
-  const status = { ...observed, deletion: { message } };
+  const status = { ...observed, deletion: { message, startedAt } };
+  // Asked for but absent: look again when the deadline passes, even if nothing else changes.
+  const resyncAfterSeconds = job ? undefined : Math.max(1, Math.ceil(settings.attachmentDeadlineSeconds - (secondsSince(startedAt, now) ?? 0)));
   return {
-    response: { status: status as Record<string, unknown>, attachments: [deleteJob(ref, spec, key, image)], finalized: false },
+    response: { status: status as Record<string, unknown>, attachments: [deleteJob(ref, spec, key, image)], finalized: false, ...(resyncAfterSeconds !== undefined && { resyncAfterSeconds }) },
     outcome: state?.failed ? 'delete-failed' : 'deleting',
   };
 }
@@ -312,10 +394,19 @@ function expectedKey(ref: BackupRef, spec: BackupSpec, request: DecoratorSyncReq
   return objectKey({ prefix: spec.backupStorage.s3.prefix, cluster, time, compression: spec.compression, encrypted: Boolean(spec.encryption) });
 }
 
-/** Related objects for a backup: its TalosControlPlane, by name, in its namespace. */
-export function customizeBackup(request: CustomizeRequest): CustomizeResponse {
+/**
+ * Related objects for a backup: its own Namespace (so finalize sees it terminating; Metacontroller already watches
+ * Namespaces) and, for talosControlPlaneRef when talos-operator is there, its TalosControlPlane by name in its
+ * namespace.
+ */
+export function customizeBackup(request: CustomizeRequest, settings: Pick<BackupHookSettings, 'talosOperator'> = DEFAULT_SETTINGS): CustomizeResponse {
+  const namespace = request.parent.metadata.namespace;
   const spec = request.parent.spec as Partial<BackupSpec> | undefined;
   const name = spec?.talosControlPlaneRef?.name;
-  if (typeof name !== 'string' || name === '') return { relatedResources: [] };
-  return { relatedResources: [{ apiVersion: API_VERSION, resource: TALOS_CONTROL_PLANE_PLURAL, ...(request.parent.metadata.namespace && { namespace: request.parent.metadata.namespace }), names: [name] }] };
+  return {
+    relatedResources: [
+      ...(namespace ? [{ apiVersion: 'v1', resource: 'namespaces', names: [namespace] }] : []),
+      ...(settings.talosOperator && typeof name === 'string' && name !== '' ? [{ apiVersion: API_VERSION, resource: TALOS_CONTROL_PLANE_PLURAL, ...(namespace && { namespace }), names: [name] }] : []),
+    ],
+  };
 }

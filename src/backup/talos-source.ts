@@ -11,7 +11,7 @@
 
 import { RELATED_CONTROL_PLANE_KEY, TALOS_CLUSTER_KIND } from '../api/constants.js';
 import type { BackupSpec, SecretKeyRef } from '../api/types.js';
-import type { ObjectMap } from '../metacontroller/types.js';
+import type { KubernetesObject, ObjectMap } from '../metacontroller/types.js';
 
 export interface TalosSource {
   cluster: string;
@@ -38,8 +38,16 @@ interface ControlPlane {
 
 /** The related TalosControlPlane, keyed by name (hook v1) or namespace/name (hook v2). */
 function relatedControlPlane(related: ObjectMap | undefined, namespace: string, name: string): ControlPlane | undefined {
-  const objects = related?.[RELATED_CONTROL_PLANE_KEY] ?? {};
-  return (objects[name] ?? objects[`${namespace}/${name}`]) as ControlPlane | undefined;
+  return (relatedObject(related, RELATED_CONTROL_PLANE_KEY, name) ?? relatedObject(related, RELATED_CONTROL_PLANE_KEY, `${namespace}/${name}`)) as ControlPlane | undefined;
+}
+
+/**
+ * One object of a request's object map by its key, own properties only: `constructor` is a valid Kubernetes name,
+ * and a plain lookup would find Object.prototype's instead of "not there".
+ */
+export function relatedObject(map: ObjectMap | undefined, group: string, key: string): KubernetesObject | undefined {
+  const objects = map && Object.hasOwn(map, group) ? map[group] : undefined;
+  return objects && Object.hasOwn(objects, key) ? objects[key] : undefined;
 }
 
 function clientEndpoints(bundleConfig: string | undefined): string[] {

@@ -21,7 +21,7 @@ import type { BackupReport } from '../../src/api/types.js';
 import { readBackupStatus } from '../../src/api/validation.js';
 import type { JobImage } from '../../src/backup/job.js';
 import { attachmentName } from '../../src/backup/names.js';
-import { CONTROL_PLANE_GRACE_SECONDS, customizeBackup, finalizeBackup, syncBackup, type BackupSyncResult } from '../../src/backup/sync.js';
+import { CONTROL_PLANE_GRACE_SECONDS, customizeBackup, DEFAULT_ATTACHMENT_DEADLINE_SECONDS, finalizeBackup, syncBackup, type BackupSyncResult } from '../../src/backup/sync.js';
 import type { Condition, DecoratorSyncRequest, KubernetesObject } from '../../src/metacontroller/types.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -275,7 +275,8 @@ const cases: Case[] = [
       assert.equal(st(r).completionTime, undefined);
       assert.equal(st(r).cluster, 'etcd-backup');
       assert.equal(st(r).message, undefined);
-      assert.equal(r.response.resyncAfterSeconds, undefined);
+      // Called back when the Job's deadline to appear passes (Metacontroller never says a create was refused).
+      assert.equal(r.response.resyncAfterSeconds, DEFAULT_ATTACHMENT_DEADLINE_SECONDS);
     },
   },
   {
@@ -640,7 +641,8 @@ describe('syncBackup: invariants over every lifecycle case', () => {
     for (const { c, r } of answers.filter((a) => a.c.stable)) {
       const req = c.request();
       req.object = { ...req.object, status: structuredClone(st(r)) };
-      const again = sync(req, LATER);
+      // A Pending backup waits for its Job only so long (DEFAULT_ATTACHMENT_DEADLINE_SECONDS): stable within it.
+      const again = sync(req, c.phase === 'Pending' ? new Date(NOW.getTime() + 60_000) : LATER);
       assert.deepEqual(again.response.status, r.response.status, c.name);
       if (c.phase === 'Succeeded' || c.phase === 'Failed') {
         // The outcome is recorded: the answer repeats it and lets the Job and its helpers go.
@@ -1282,14 +1284,19 @@ describe('finalizeBackup', () => {
 // Related objects.
 
 describe('customizeBackup', () => {
-  it('talosControlPlaneRef: one rule for that TalosControlPlane, by name, in the backup namespace', () => {
+  it('talosControlPlaneRef: its Namespace, and one rule for that TalosControlPlane, by name, in the backup namespace', () => {
     assert.deepEqual(customizeBackup({ parent: backup({ spec: tcpSpec() }) }).relatedResources, [
+      { apiVersion: 'v1', resource: 'namespaces', names: [NS] },
       { apiVersion: 'talos.alperen.cloud/v1alpha1', resource: 'taloscontrolplanes', namespace: NS, names: ['my-cluster'] },
     ]);
   });
 
-  it('talosConfigSecretRef: nothing (never a rule for Secrets)', () => {
-    assert.deepEqual(customizeBackup({ parent: backup() }).relatedResources, []);
+  it('talosConfigSecretRef: only its Namespace (never a rule for Secrets)', () => {
+    assert.deepEqual(customizeBackup({ parent: backup() }).relatedResources, [{ apiVersion: 'v1', resource: 'namespaces', names: [NS] }]);
+  });
+
+  it('without talos-operator (TALOS_OPERATOR=false): never a rule for TalosControlPlanes, whose kind would fail every sync', () => {
+    assert.deepEqual(customizeBackup({ parent: backup({ spec: tcpSpec() }) }, { talosOperator: false }).relatedResources, [{ apiVersion: 'v1', resource: 'namespaces', names: [NS] }]);
   });
 
   it('never asks for Secrets or ConfigMaps, whatever the spec', () => {
@@ -1384,5 +1391,130 @@ describe('data protection in the backup controller: Job settings, status, deleti
     const r = finalizeBackup({ ...request(object, { attachments: [] }), finalizing: true }, IMAGE, LATER);
     const job = r.response.attachments.find((a) => a.kind === 'Job') as J;
     assert.equal(envValue(job, 'S3_KEY'), `${KEY}.zst.age`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// What a real cluster does that Metacontroller never tells the hook (issue 13): refused creates, a terminating
+// namespace, no TalosControlPlane CRD, related objects named like Object.prototype's keys.
+
+describe('objects Metacontroller could not create, a namespace being deleted, no talos-operator', () => {
+  const DEADLINE = DEFAULT_ATTACHMENT_DEADLINE_SECONDS;
+  const at = (seconds: number) => new Date(NOW.getTime() + seconds * 1000);
+  const namespaceObject = (terminating: boolean): KubernetesObject => ({
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: NS, uid: 'ns-uid', ...(terminating && { deletionTimestamp: '2026-01-16T00:00:00Z' }) },
+    status: { phase: terminating ? 'Terminating' : 'Active' },
+  });
+  const withNamespace = (req: DecoratorSyncRequest, terminating: boolean): DecoratorSyncRequest => ({ ...req, related: { ...req.related, 'Namespace.v1': { [NS]: namespaceObject(terminating) } } });
+  /** The status a sync at `now` writes, fed back as Metacontroller would on the next call. */
+  const afterSync = (object: KubernetesObject, now: Date): KubernetesObject => ({ ...object, status: st(sync(request(object), now)) });
+
+  it('a snapshot Job that never appears: Pending with a callback at the deadline, then Failed naming where Metacontroller says why', () => {
+    const pending = afterSync(backup(), NOW); // Progressing=True since NOW (the hook's clock)
+    const before = sync(request(pending), at(DEADLINE - 1));
+    assert.equal(st(before).phase, 'Pending');
+    assert.equal(before.response.resyncAfterSeconds, 1);
+    assert.equal(kinds(before).length, 4, 'still asking for the Job and its identity');
+    const after = sync(request(pending), at(DEADLINE));
+    assert.equal(after.outcome, 'failed');
+    assert.equal(st(after).phase, 'Failed');
+    assert.deepEqual(after.response.attachments, []);
+    assert.equal(
+      st(after).message,
+      `Failed to create the snapshot Job: ${JOB} did not appear within ${DEADLINE}s of being asked for. Metacontroller records why as a Warning event on this backup (a ResourceQuota on jobs, an admission webhook, RBAC that does not let Metacontroller create the Job, its ServiceAccount, Role or RoleBinding): kubectl get events -n ${NS} --field-selector involvedObject.name=${NAME}`,
+    );
+    assert.equal(cond(after, 'Failed')?.status, 'True');
+  });
+
+  it('the deadline counts from when the hook first asked (its own clock), not from creationTimestamp; a configured one applies', () => {
+    // Created long ago by the API server's clock: the first answer only starts the wait.
+    const old = backup({ created: '2026-01-01T00:00:00Z' });
+    assert.equal(st(sync(request(old), NOW)).phase, 'Pending');
+    const pending = afterSync(old, NOW);
+    assert.equal(syncBackup(request(pending), at(59), IMAGE, { attachmentDeadlineSeconds: 60, talosOperator: true }).response.resyncAfterSeconds, 1);
+    assert.equal(syncBackup(request(pending), at(60), IMAGE, { attachmentDeadlineSeconds: 60, talosOperator: true }).outcome, 'failed');
+  });
+
+  it('an observed Job is never subject to the deadline', () => {
+    const pending = afterSync(backup(), NOW);
+    const r = sync(request(pending, { attachments: observedAttachments(backup(), jobActive) }), at(DEADLINE * 10));
+    assert.equal(st(r).phase, 'Running');
+    assert.equal(r.response.resyncAfterSeconds, undefined);
+  });
+
+  const deletingAt = (status: unknown, now: Date, opts: { deleteJob?: Record<string, unknown>; namespaceTerminating?: boolean } = {}) => {
+    const spec = withSpec({ deletionPolicy: 'Delete' });
+    const object = backup({ spec, status });
+    object.metadata.deletionTimestamp = '2026-01-16T00:00:00Z';
+    let req: DecoratorSyncRequest = { ...request(object), finalizing: true };
+    if (opts.deleteJob) {
+      const desired = finalizeBackup(request(backup({ spec, status })), IMAGE, NOW).response.attachments[0]!;
+      req.attachments![JOB_KEY] = { [desired.metadata.name]: { ...desired, status: opts.deleteJob } };
+    }
+    if (opts.namespaceTerminating !== undefined) req = withNamespace(req, opts.namespaceTerminating);
+    return finalizeBackup(req, IMAGE, now);
+  };
+  const fst = (r: { response: { status?: unknown } }): J => r.response.status;
+  const readyStatus = () => st(sync(request(backup({ spec: withSpec({ deletionPolicy: 'Delete' }), status: { report: succeeded } }), { attachments: observedAttachments(backup(), jobComplete) })));
+
+  it('a delete Job that never appears: the backup is let go after the deadline, keeping the object and saying so', () => {
+    const first = deletingAt(readyStatus(), NOW);
+    assert.equal(first.response.finalized, false);
+    assert.equal(fst(first).deletion.startedAt, '2026-01-15T12:05:00Z');
+    assert.equal(first.response.resyncAfterSeconds, DEADLINE);
+    const waiting = deletingAt(fst(first), at(DEADLINE - 1));
+    assert.equal(waiting.response.finalized, false);
+    assert.equal(waiting.response.resyncAfterSeconds, 1);
+    const gone = deletingAt(fst(first), at(DEADLINE));
+    assert.equal(gone.response.finalized, true);
+    assert.equal(gone.outcome, 'kept-delete-job-absent');
+    assert.deepEqual(gone.response.attachments, []);
+    assert.match(fst(gone).deletion.message, new RegExp(`^Kept s3://etcd-backups/${KEY}: the delete Job ${DELETE_JOB} did not appear within ${DEADLINE}s`));
+    assert.match(fst(gone).deletion.message, /kubectl get events -n talos-backup --field-selector involvedObject.name=manual-backup/);
+  });
+
+  it('a delete Job that exists keeps the backup until it ends, deadline or not', () => {
+    const first = deletingAt(readyStatus(), NOW);
+    const r = deletingAt(fst(first), at(DEADLINE * 3), { deleteJob: jobActive });
+    assert.equal(r.response.finalized, false);
+    assert.equal(r.outcome, 'deleting');
+    assert.equal(r.response.resyncAfterSeconds, undefined);
+  });
+
+  it('a namespace being deleted: the backup goes at once and its object is kept (no Job can be created there)', () => {
+    const r = deletingAt(readyStatus(), NOW, { namespaceTerminating: true });
+    assert.equal(r.response.finalized, true);
+    assert.equal(r.outcome, 'kept-namespace-deleted');
+    assert.deepEqual(r.response.attachments, []);
+    assert.match(fst(r).deletion.message, new RegExp(`^Kept s3://etcd-backups/${KEY}: namespace ${NS} is being deleted`));
+    // A live namespace changes nothing.
+    assert.equal(deletingAt(readyStatus(), NOW, { namespaceTerminating: false }).outcome, 'deleting');
+  });
+
+  it('a namespace being deleted while a delete Job runs: that Job may finish first; failed or gone, the backup goes', () => {
+    const first = deletingAt(readyStatus(), NOW);
+    assert.equal(deletingAt(fst(first), NOW, { deleteJob: jobActive, namespaceTerminating: true }).response.finalized, false);
+    assert.equal(deletingAt(fst(first), NOW, { deleteJob: jobComplete, namespaceTerminating: true }).outcome, 'released');
+    const failed = deletingAt(fst(first), NOW, { deleteJob: jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit'), namespaceTerminating: true });
+    assert.equal(failed.outcome, 'kept-namespace-deleted');
+  });
+
+  it('without talos-operator (TALOS_OPERATOR=false) a talosControlPlaneRef backup fails at once, saying what to do; a talosconfig Secret works', () => {
+    const off = { attachmentDeadlineSeconds: DEADLINE, talosOperator: false };
+    const r = syncBackup(request(backup({ spec: tcpSpec() })), NOW, IMAGE, off);
+    assert.equal(r.outcome, 'failed');
+    assert.equal(st(r).message, 'Failed to get TalosControlPlane: TalosControlPlane CRD not found when talos-etcd-backup was installed (TALOS_OPERATOR=false): install talos-operator and run helm upgrade, or use talosConfigSecretRef');
+    assert.equal(syncBackup(request(backup()), NOW, IMAGE, off).outcome, 'pending');
+  });
+
+  it('a TalosControlPlane or Job named like an Object.prototype key (constructor) is looked up as an own key only', () => {
+    const spec = tcpSpec({ talosControlPlaneRef: { name: 'constructor' } });
+    const missing = sync(request(backup({ spec })), LATER);
+    assert.match(st(missing).message, /^Failed to get TalosControlPlane talos-backup\/constructor: not found in the backup's namespace/);
+    const found = sync(request(backup({ spec }), { related: [controlPlane('constructor', { mode: 'container' })] }));
+    assert.equal(st(found).phase, 'Pending');
+    assert.equal(st(found).cluster, 'constructor');
   });
 });

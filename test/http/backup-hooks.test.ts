@@ -76,10 +76,15 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
     }
   });
 
-  it('backup-customize.json: asks for the referenced TalosControlPlane only', async () => {
+  it('backup-customize.json: asks for its Namespace and the referenced TalosControlPlane only', async () => {
     const { status, body } = await post(app, CUSTOMIZE, example('backup-customize.json'));
     assert.equal(status, 200);
-    assert.deepEqual(body, { relatedResources: [{ apiVersion: 'talos.alperen.cloud/v1alpha1', resource: 'taloscontrolplanes', namespace: 'talos-backup', names: ['my-cluster'] }] });
+    assert.deepEqual(body, {
+      relatedResources: [
+        { apiVersion: 'v1', resource: 'namespaces', names: ['talos-backup'] },
+        { apiVersion: 'talos.alperen.cloud/v1alpha1', resource: 'taloscontrolplanes', namespace: 'talos-backup', names: ['my-cluster'] },
+      ],
+    });
   });
 
   it('backup-sync.json: a new backup attaches its Job and identity and is Pending', async () => {
@@ -97,7 +102,7 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
     assert.equal(job.spec.template.spec.containers[0].image, JOB_IMAGE.image, 'the server configuration names the image');
     assert.equal(job.spec.template.spec.containers[0].imagePullPolicy, 'Always');
     assert.deepEqual(job.spec.template.spec.imagePullSecrets, [{ name: 'regcred' }]);
-    assert.equal(body.resyncAfterSeconds, undefined);
+    assert.equal(body.resyncAfterSeconds, 600, 'called back when the Job has had 10 minutes to appear');
   });
 
   it('backup-sync-running.json: its Job runs and reports progress: Running, the same attachments', async () => {
@@ -195,12 +200,12 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
   });
   after(() => app.close());
 
-  it('customize with talosConfigSecretRef asks for nothing', async () => {
+  it('customize with talosConfigSecretRef asks for its Namespace only', async () => {
     const body = example('backup-customize.json');
     body.parent.spec = { talosConfigSecretRef: { name: 'etcd-backup' }, backupStorage: body.parent.spec.backupStorage };
     const answer = await post(app, CUSTOMIZE, body);
     assert.equal(answer.status, 200);
-    assert.deepEqual(answer.body, { relatedResources: [] });
+    assert.deepEqual(answer.body, { relatedResources: [{ apiVersion: 'v1', resource: 'namespaces', names: ['talos-backup'] }] });
   });
 
   it('an invalid spec is 200 with Failed and nothing attached', async () => {
