@@ -3,7 +3,8 @@
 // An object that S3 Object Lock protects is kept, and that is an outcome, not a failure: no retry can delete it
 // before its retention ends, and holding the backup in Terminating for months would block its namespace.
 
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
+import { setTimeout as delay } from 'node:timers/promises';
 import { describeS3Error, isPermanentS3Error } from './errors.js';
 
 /** An S3 failure or refusal, worded as API.md wants ("Failed to delete snapshot from S3: ..."). */
@@ -131,4 +132,42 @@ function lockedOut(error: unknown, found: Found): boolean {
   if (!(error instanceof S3ServiceException) || !['AccessDenied', 'InvalidRequest'].includes(error.name)) return false;
   const locked = (found.retainUntil !== undefined && found.retainUntil.getTime() > Date.now()) || found.legalHold === 'ON';
   return locked || /object ?lock|retention|legal hold/i.test(error.message);
+}
+
+export interface SweptOutcome extends DeleteOutcome {
+  /** Incomplete multipart uploads at the key aborted after the wait. */
+  abortedUploads: number;
+}
+
+/**
+ * deleteSnapshotObject for a backup whose snapshot may still be running: the decorator removes the snapshot Job
+ * before it asks for the delete Job, but the Job's pod outlives it by its termination grace period, and an upload
+ * completing in that window would leave an object nobody deletes. So: delete, wait `waitSeconds` (longer than the
+ * snapshot pod's grace period), then abort any multipart upload still open at the key and delete again what
+ * appeared meanwhile (only this backup's object, as always).
+ */
+export async function deleteSnapshotObjectAfterSnapshot(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  uid: string,
+  waitSeconds: number,
+  sleep: (ms: number) => Promise<unknown> = delay,
+): Promise<SweptOutcome> {
+  const first = await deleteSnapshotObject(client, bucket, key, uid);
+  if (first.protectedUntil || waitSeconds <= 0) return { ...first, abortedUploads: 0 };
+  await sleep(waitSeconds * 1000);
+  let abortedUploads = 0;
+  try {
+    const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }));
+    for (const upload of listed.Uploads ?? []) {
+      if (upload.Key !== key || !upload.UploadId) continue; // the key is this backup's own: see objectKey
+      await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: upload.UploadId }));
+      abortedUploads += 1;
+    }
+  } catch (error) {
+    throw s3Error(error, ` (while aborting uploads left at s3://${bucket}/${key})`);
+  }
+  const second = await deleteSnapshotObject(client, bucket, key, uid);
+  return { ...(second.deleted || second.protectedUntil ? second : first), abortedUploads };
 }

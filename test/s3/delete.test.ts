@@ -3,9 +3,9 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { HeadObjectCommand, ListObjectVersionsCommand, PutObjectCommand, type PutObjectCommandInput } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand, type PutObjectCommandInput } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../src/s3/client.js';
-import { deleteSnapshotObject, isPermanentDeleteError, S3DeleteError } from '../../src/s3/delete.js';
+import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, isPermanentDeleteError, S3DeleteError } from '../../src/s3/delete.js';
 import { useRgw } from '../support/rgw.js';
 
 const KEY = 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-01T02-00-00Z.db';
@@ -136,5 +136,36 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
   it('isPermanentDeleteError says no for errors a retry may fix', () => {
     assert.equal(isPermanentDeleteError(new Error('socket hang up')), false);
     assert.equal(isPermanentDeleteError(new S3DeleteError('x', { permanent: false })), false);
+  });
+
+  it('after a snapshot that may still run: waits, then aborts the upload left open at the key and deletes the object that appeared meanwhile', async () => {
+    const b = await bucket();
+    const uid = randomUUID();
+    await put(b, uid);
+    // What a snapshot pod still terminating does while the delete waits: completes its object, and leaves an
+    // upload open at the same key.
+    const during = async (ms: number) => {
+      assert.equal(ms, 40_000, 'the wait asked for');
+      assert.equal(await exists(b), false, 'the first delete already ran');
+      await put(b, uid);
+      await rgw().client().send(new CreateMultipartUploadCommand({ Bucket: b, Key: KEY }));
+    };
+    const outcome = await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 40, during);
+    assert.deepEqual(outcome, { deleted: true, abortedUploads: 1 });
+    assert.equal(await exists(b), false);
+    assert.deepEqual((await rgw().client().send(new ListMultipartUploadsCommand({ Bucket: b }))).Uploads ?? [], []);
+    // Nothing appearing: still one outcome, nothing aborted; no wait asked: no second pass.
+    await put(b, uid);
+    assert.deepEqual(await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 1, async () => undefined), { deleted: true, abortedUploads: 0 });
+    assert.deepEqual(await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 0, async () => assert.fail('no wait')), { deleted: false, detail: `no object at s3://${b}/${KEY} (already deleted)`, abortedUploads: 0 });
+  });
+
+  it('after a snapshot: another backup\'s object that appeared meanwhile is still refused', async () => {
+    const b = await bucket();
+    const uid = randomUUID();
+    await put(b, uid);
+    const error = await refusal(deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 1, async () => put(b, randomUUID())));
+    assert.match(error.message, /belongs to backup talos-backup\/nightly-/);
+    assert.equal(await exists(b), true);
   });
 });
