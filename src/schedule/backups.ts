@@ -9,7 +9,7 @@ import { findCondition, parseTime } from '../status/conditions.js';
 
 /**
  * - `succeeded`: Ready=True — counts toward retention.
- * - `failed`: Failed=True — kept unless failedBackupsHistoryLimit says otherwise.
+ * - `failed`: Failed=True — the newest failedBackupsHistoryLimit (default 3) are kept, never counted toward retention.
  * - `active`: neither yet — never deleted by retention; blocks a new slot under concurrencyPolicy Forbid.
  * - `unreadable`: its spec or status does not match the CRD — always kept, never counted, never blocks.
  */

@@ -1,11 +1,13 @@
 // Streams an etcd snapshot from the Talos API (machine.MachineService/EtcdSnapshot) over mutual TLS.
 // The server certificate is verified against the talosconfig's CA and the endpoint's name; there is no skip.
 
+import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
+import { checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { decodeDataMessage, type DataMessage } from './data-message.js';
 import { loadMachineService } from './protos.js';
-import type { TalosContext } from './talosconfig.js';
+import { endpointHost, type TalosContext } from './talosconfig.js';
 
 export interface SnapshotStreamOptions {
   /** Pin the snapshot to one control-plane node (gRPC metadata `node`, proxied by the endpoint's apid). */
@@ -43,7 +45,28 @@ const FLOW_CONTROL_WINDOW_BYTES = 4 * 1024 * 1024;
 // Chunk size handed downstream: large enough that per-chunk costs vanish, small next to a multipart part.
 const BATCH_BYTES = 256 * 1024;
 
+// The TLS server name sent to an IP endpoint (the usual Talos case). grpc-js would send the IP itself, which
+// RFC 6066 forbids (Node prints DEP0123 for it on every run); talosctl (Go) sends no server name to an IP. grpc-js
+// always sends one, so it gets a name under `.invalid` (RFC 6761: never a real name, it can match nothing). apid
+// ignores the server name: it serves its one certificate. The certificate is still checked against the IP: see
+// serverIdentity().
+const IP_ENDPOINT_SERVER_NAME = 'talos-apid.invalid';
+
 let machineService: grpc.ServiceClientConstructor | undefined;
+
+/**
+ * How the endpoint's certificate is checked, on top of the chain to the talosconfig's CA (grpc-js refuses an
+ * unauthorized peer): a DNS endpoint by grpc-js' default (its name against the DNS SANs); an IP endpoint against
+ * its IP SANs, as Node checks an IP host, whatever server name went out.
+ */
+function serverIdentity(endpoint: string): { credentials: grpc.VerifyOptions; options: grpc.ChannelOptions } {
+  const host = endpointHost(endpoint);
+  if (isIP(host) === 0) return { credentials: {}, options: {} };
+  return {
+    credentials: { checkServerIdentity: (_serverName, cert) => checkServerIdentity(host, cert) },
+    options: { 'grpc.ssl_target_name_override': IP_ENDPOINT_SERVER_NAME },
+  };
+}
 
 /** How messages name where a snapshot came from: the endpoint, or the pinned node through it. */
 function describeTarget(endpoint: string, node: string | undefined): string {
@@ -78,8 +101,10 @@ function describeStatus(error: grpc.ServiceError, endpoint: string, node: string
 export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: SnapshotStreamOptions): Readable {
   machineService ??= loadMachineService();
   const method = machineService.service.EtcdSnapshot!;
-  const credentials = grpc.credentials.createSsl(Buffer.from(context.caPem), Buffer.from(context.keyPem), Buffer.from(context.certPem));
+  const identity = serverIdentity(endpoint);
+  const credentials = grpc.credentials.createSsl(Buffer.from(context.caPem), Buffer.from(context.keyPem), Buffer.from(context.certPem), identity.credentials);
   const client = new machineService(endpoint, credentials, {
+    ...identity.options,
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': KEEPALIVE_MS,
     'grpc.keepalive_timeout_ms': 20_000,

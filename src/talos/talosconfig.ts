@@ -48,6 +48,14 @@ export function normalizeEndpoint(raw: string): string {
   return colons === 1 ? endpoint : `${endpoint}:${TALOS_API_PORT}`;
 }
 
+/** The host of a normalized `host:port` endpoint; an IPv6 literal without its brackets. */
+export function endpointHost(endpoint: string): string {
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(endpoint);
+  if (bracketed) return bracketed[1]!;
+  const colon = endpoint.lastIndexOf(':');
+  return colon < 0 ? endpoint : endpoint.slice(0, colon);
+}
+
 function stringList(value: unknown, field: string): string[] {
   if (value === undefined || value === null) return [];
   if (typeof value === 'string') return [value];

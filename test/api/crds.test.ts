@@ -122,7 +122,7 @@ describe('validation against the CRD schemas', () => {
     assert.equal(result.value.retention, 5);
     assert.equal(result.value.paused, false);
     assert.equal(result.value.concurrencyPolicy, 'Forbid');
-    assert.equal(result.value.failedBackupsHistoryLimit, undefined);
+    assert.equal(result.value.failedBackupsHistoryLimit, 3);
     assert.deepEqual(input, before);
   });
 

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { KubernetesObject } from '../../src/metacontroller/types.js';
+import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/schedule/retention.js';
 import { syncSchedule } from '../../src/schedule/sync.js';
 import { backup, schedule, syncRequest, type Outcome } from '../helpers/builders.js';
 
@@ -69,13 +70,14 @@ describe('syncSchedule properties', () => {
     );
   });
 
-  it('drops a failed backup only when failedBackupsHistoryLimit says so', () => {
+  it('keeps the newest failedBackupsHistoryLimit failed backups (3 when unset), all of them while paused', () => {
     fc.assert(
       fc.property(backupsArb, specArb, nowArb, (children, spec, now) => {
         const { response } = syncSchedule(syncRequest(schedule({ spec }), children), now);
         const failed = children.filter((b) => outcomeOf(b) === 'Failed' && !b.metadata.deletionTimestamp);
         const keptFailed = failed.filter((b) => names(response.children).has(b.metadata.name));
-        const expected = spec.paused || spec.failedBackupsHistoryLimit === undefined ? failed.length : Math.min(spec.failedBackupsHistoryLimit, failed.length);
+        const limit = spec.failedBackupsHistoryLimit ?? DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT;
+        const expected = spec.paused ? failed.length : Math.min(limit, failed.length);
         assert.equal(keptFailed.length, expected);
       }),
       { numRuns: 300 },

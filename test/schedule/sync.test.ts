@@ -2,8 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { API_VERSION, BACKUP_KIND, CONTROLLER_UID_LABEL, LAST_APPLIED_ANNOTATION, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../src/api/constants.js';
 import type { KubernetesObject } from '../../src/metacontroller/types.js';
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { SCHEDULE_PLURAL } from '../../src/api/constants.js';
+import { crdPath } from '../../src/api/crds.js';
+import { validateSchedule } from '../../src/api/validation.js';
+import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/schedule/retention.js';
 import { backupName, syncSchedule } from '../../src/schedule/sync.js';
-import { at, backup, backupTemplateSpec, childNames, condition, minutesAfter, SCHEDULE_NAME, SCHEDULE_UID, schedule, syncRequest, unix, type ScheduleOptions } from '../helpers/builders.js';
+import { at, backup, backupTemplateSpec, childNames, condition, iso, minutesAfter, SCHEDULE_NAME, SCHEDULE_UID, schedule, syncRequest, unix, type ScheduleOptions } from '../helpers/builders.js';
 
 const name = (slot: string): string => `${SCHEDULE_NAME}-${unix(slot)}`;
 
@@ -160,10 +166,44 @@ describe('syncSchedule: retention', () => {
     assert.deepEqual(childNames(result.response), [slots[3]!, slots[4]!, slots[5]!].map(name).sort());
   });
 
-  it('keeps every failed backup when failedBackupsHistoryLimit is unset, and does not count them', () => {
-    const children = slots.map((s, i) => backup(s, i % 2 === 0 ? 'failed' : 'succeeded'));
+  it('keeps the newest 3 failed backups when failedBackupsHistoryLimit is unset (the default), and does not count them', () => {
+    const children = slots.map((s, i) => backup(s, i < 5 ? 'failed' : 'succeeded'));
     const result = sync({ spec: { retention: 1 }, status }, children, now);
-    assert.deepEqual(childNames(result.response), [slots[0]!, slots[2]!, slots[4]!, slots[5]!].map(name).sort());
+    assert.deepEqual(childNames(result.response), slots.slice(2).map(name).sort());
+    assert.deepEqual(result.deleted.sort(), slots.slice(0, 2).map(name).sort());
+  });
+
+  it('the default is the CRD\'s: a schedule stored without the field (written before it had a default) gets 3', () => {
+    const crd = parse(readFileSync(crdPath(SCHEDULE_PLURAL), 'utf8')) as { spec: { versions: { schema: { openAPIV3Schema: { properties: { spec: { properties: Record<string, { default?: unknown; maximum?: unknown }> } } } } }[] } };
+    const field = crd.spec.versions[0]!.schema.openAPIV3Schema.properties.spec.properties.failedBackupsHistoryLimit!;
+    assert.equal(field.default, DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT);
+    assert.equal(field.maximum, 100);
+    const stored = schedule({});
+    assert.equal('failedBackupsHistoryLimit' in (stored.spec as object), false);
+    const validated = validateSchedule(stored);
+    assert.ok(validated.ok);
+    assert.equal(validated.value.failedBackupsHistoryLimit, DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT);
+  });
+
+  it('a failedBackupsHistoryLimit above 100 is an invalid spec that says so; nothing is deleted', () => {
+    const children = slots.map((s) => backup(s, 'failed'));
+    const result = sync({ spec: { failedBackupsHistoryLimit: 101 }, status }, children, now);
+    assert.equal(result.outcome, 'invalid');
+    assert.match(String(condition(result.response.status, 'Failed')?.message), /failedBackupsHistoryLimit: must be <= 100/);
+    assert.deepEqual(childNames(result.response), slots.map(name).sort());
+    assert.deepEqual(result.deleted, []);
+  });
+
+  it('after 10,000 failures in a row (a schedule from before the default) it keeps the newest 3, deletes the rest and still creates the due backup', () => {
+    const first = Date.parse('2025-12-01T00:00:00Z');
+    const failed = Array.from({ length: 10_000 }, (_, i) => backup(new Date(first + i * 5 * 60_000), 'failed'));
+    const newest = failed.slice(-3).map((b) => b.metadata.name);
+    const due = new Date(first + 10_000 * 5 * 60_000);
+    const result = sync({ created: '2025-11-30T00:00:00Z', spec: { schedule: '*/5 * * * *' }, status: { lastScheduleTime: iso(new Date(due.getTime() - 5 * 60_000)) } }, failed, new Date(due.getTime() + 1_000));
+    assert.equal(result.outcome, 'created');
+    assert.equal(result.created, backupName(SCHEDULE_NAME, due));
+    assert.deepEqual(childNames(result.response), [...newest, backupName(SCHEDULE_NAME, due)].sort());
+    assert.equal(result.deleted.length, 10_000 - 3);
   });
 
   it('keeps the newest failedBackupsHistoryLimit failed backups', () => {

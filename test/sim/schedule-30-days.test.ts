@@ -1,4 +1,5 @@
-// Thirty simulated days of a `0 */6 * * *` schedule (retention 5, concurrencyPolicy Forbid) driven through the
+// Thirty simulated days of a `0 */6 * * *` schedule (retention 5, failedBackupsHistoryLimit unset so the CRD's
+// default 3, concurrencyPolicy Forbid) driven through the
 // Metacontroller stand-in (test/harness/metacontroller.ts, CompositeController only) on a real API server
 // (test/harness/control-plane.ts) against real hook servers, with backups that randomly succeed or fail. The test
 // plays the backup decorator: it writes each backup's outcome through the status subresource, as the decorator
@@ -23,6 +24,7 @@ import { after, before, describe, it } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
 import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, CONTROLLER_UID_LABEL, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../src/api/constants.js';
 import { isReadableBackup } from '../../src/api/validation.js';
+import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/schedule/retention.js';
 import type { Condition, KubernetesObject } from '../../src/metacontroller/types.js';
 import { useControlPlane, type ControlPlane } from '../harness/control-plane.js';
 import { KubeRest, loadManifests, startMetacontroller, type HookCall, type MetacontrollerStandIn } from '../harness/metacontroller.js';
@@ -35,6 +37,8 @@ const COMPOSITE = 'talos-etcd-backup-schedule';
 const DAY_MS = 24 * 3600 * 1000;
 const SLOT_MS = 6 * 3600 * 1000; // `0 */6 * * *` in UTC: every slot is a multiple of 6 h since the epoch
 const RETENTION = 5;
+/** The schedule leaves failedBackupsHistoryLimit unset: the CRD's default applies. */
+const FAILED_KEPT = DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT;
 const SUCCESS_RATE = 0.8;
 const DUPLICATE_SYNC_RATE = 0.3;
 const RESYNC_PAD_MS = 100; // the hook's pad on resyncAfterSeconds
@@ -250,8 +254,10 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
           created.push(name);
         }
         for (const gone of applied.deleted) {
-          // Only retention deletes, and it only deletes successful backups: never a failed or a running one.
-          assert.equal(conditionIn(gone.status, 'Ready')?.status, 'True', where(`${gone.metadata.name} was deleted but is not Ready=True: ${JSON.stringify(gone.status)}`));
+          // Only retention deletes: successful backups beyond `retention`, failed ones beyond the failed history
+          // limit (checked against the stored state below); never a running one.
+          const finished = conditionIn(gone.status, 'Ready')?.status === 'True' || conditionIn(gone.status, 'Failed')?.status === 'True';
+          assert.ok(finished, where(`${gone.metadata.name} was deleted but has not finished: ${JSON.stringify(gone.status)}`));
           deleted.push(gone.metadata.name);
         }
         assert.deepEqual(applied.refused, [], where('the API server refused a create or delete'));
@@ -282,12 +288,13 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         const children = (await admin.request<{ items: KubernetesObject[] }>('GET', backupsPath(ns))).items;
         const all = [...facts.values()];
         const successes = all.filter((f) => f.finished && f.result === 'succeeded').sort((a, b) => b.slot.getTime() - a.slot.getTime());
-        const failed = all.filter((f) => f.finished && f.result === 'failed').map((f) => f.name).sort();
+        const allFailed = all.filter((f) => f.finished && f.result === 'failed').sort((a, b) => b.slot.getTime() - a.slot.getTime());
+        const failed = allFailed.slice(0, FAILED_KEPT).map((f) => f.name).sort();
         const active = all.filter((f) => !f.finished).map((f) => f.name).sort();
         const namesWhere = (pick: (c: KubernetesObject) => boolean): string[] => children.filter(pick).map((c) => c.metadata.name).sort();
-        // Retention exact: the newest 5 successes by slot are kept, every failure is kept, every running one is kept.
+        // Retention exact: the newest 5 successes and the newest 3 failures by slot are kept, every running one is kept.
         assert.deepEqual(namesWhere((c) => conditionIn(c.status, 'Ready')?.status === 'True'), successes.slice(0, RETENTION).map((f) => f.name).sort(), where(`the Ready backups are not the newest min(${RETENTION}, ${successes.length}) successes`));
-        assert.deepEqual(namesWhere((c) => conditionIn(c.status, 'Failed')?.status === 'True'), failed, where('a failed backup is missing'));
+        assert.deepEqual(namesWhere((c) => conditionIn(c.status, 'Failed')?.status === 'True'), failed, where(`the Failed backups are not the newest min(${FAILED_KEPT}, ${allFailed.length}) failures`));
         assert.deepEqual(namesWhere((c) => c.status === undefined), active, where('a running backup is missing'));
         assert.ok(active.length <= 1, where(`two backups run at once under Forbid: ${active.join(', ')}`));
         assert.equal(children.length, Math.min(RETENTION, successes.length) + failed.length + active.length, where('unexpected children'));
@@ -406,14 +413,16 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
     assert.deepEqual(run.created, slots.map(nameOf), `seed ${SEED}: not one backup per slot, in order`);
     assert.equal(new Set(run.created).size, run.created.length);
 
-    // The random outcomes really were mixed, and retention deleted exactly the successes beyond the newest 5.
-    assert.ok(run.successes > RETENTION && run.failures > 0, `seed ${SEED}: ${run.successes} successes, ${run.failures} failures`);
-    assert.equal(run.deleted.length, run.successes - RETENTION, `seed ${SEED}: deletions`);
+    // The random outcomes really were mixed, and retention deleted exactly the successes beyond the newest 5 and
+    // the failures beyond the newest 3.
+    assert.ok(run.successes > RETENTION && run.failures > FAILED_KEPT, `seed ${SEED}: ${run.successes} successes, ${run.failures} failures`);
+    assert.equal(run.deleted.length, run.successes - RETENTION + run.failures - FAILED_KEPT, `seed ${SEED}: deletions`);
     // Some resyncs fired before their slot; the hook created nothing early (checked at each call) and requeued.
     assert.ok(run.earlyWakeups > 0, `seed ${SEED}: no early resync was simulated`);
     assert.ok(run.quietSyncs > 0, `seed ${SEED}: no sync with nothing new was simulated`);
     assert.ok(run.calls.length > run.steps.length, 'writes trigger further syncs (more calls than steps)');
     assert.equal(run.finalSpec.concurrencyPolicy, 'Forbid', 'the CRD default applies');
+    assert.equal(run.finalSpec.failedBackupsHistoryLimit, FAILED_KEPT, 'the CRD default applies');
     const final = run.finalStatus as Record<string, unknown>;
     assert.equal(final.lastScheduleTime, iso(slots.at(-1)!), `seed ${SEED}: final lastScheduleTime (the last backup is observed once settled)`);
     assert.equal(final.nextScheduleTime, iso(nextSlotAfter(run.steps.at(-1)!.at)), `seed ${SEED}: final nextScheduleTime`);
