@@ -160,6 +160,8 @@ function parentObject(name: string, parentUid: string, created: number, newestSl
     spec: {
       schedule: CRON,
       retention: 100,
+      // Every failed backup of the fixture stays (the default keeps 3), so each call answers the same children.
+      failedBackupsHistoryLimit: 100,
       backupTemplate: {
         spec: appliedTemplateSpec(),
       },
@@ -168,6 +170,7 @@ function parentObject(name: string, parentUid: string, created: number, newestSl
   const spec: JsonObject = {
     schedule: CRON,
     retention: 100,
+    failedBackupsHistoryLimit: 100,
     paused: false,
     concurrencyPolicy: 'Forbid',
     backupTemplate: { spec: backupTemplateSpec() },

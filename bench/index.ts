@@ -2,7 +2,9 @@
 // A benchmark, not a test: a missed target is printed as FAIL but the exit code stays 0; a broken run exits 1.
 
 import { runPipelineBenchmark } from './pipeline.js';
+import { runScheduleFailedChildrenBenchmark } from './schedule-failed-children.js';
 import { runScheduleHookBenchmark } from './schedule-hook.js';
+import { runWorstBodiesBenchmark } from './worst-bodies-bench.js';
 
 async function main(): Promise<void> {
   console.log(`talos-etcd-backup benchmarks — node ${process.version}, ${process.platform}/${process.arch}`);
@@ -11,6 +13,8 @@ async function main(): Promise<void> {
   // Further sections (e.g. the snapshot pipeline) go here, each adding its figures under its own key.
   const figures: Record<string, unknown> = { node: process.version };
   figures.scheduleHook = await runScheduleHookBenchmark();
+  figures.scheduleFailedChildren = await runScheduleFailedChildrenBenchmark();
+  figures.worstBodies = await runWorstBodiesBenchmark();
   figures.pipeline = await runPipelineBenchmark();
 
   console.log('');

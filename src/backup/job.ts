@@ -30,6 +30,14 @@ const AGE_IDENTITY_FILE = 'identity.txt';
 // The delete Job only talks to S3; a short deadline keeps a stuck one from holding the finalizer for an hour.
 const DELETE_JOB_DEADLINE_SECONDS = 600;
 const DELETE_JOB_BACKOFF_LIMIT = 2;
+/** The Jobs' pods get this long between SIGTERM and SIGKILL (Kubernetes' default, written out: the delete waits on it). */
+export const POD_GRACE_SECONDS = 30;
+/**
+ * How long the delete Job waits before its second pass when the snapshot may still run: the snapshot Job is gone
+ * before the delete Job is asked for, but its pod may stop up to POD_GRACE_SECONDS later, and an upload completing
+ * in between would leave an object behind.
+ */
+export const DELETE_WAIT_AFTER_SNAPSHOT_SECONDS = POD_GRACE_SECONDS + 10;
 /** Used when spec.job.resources is unset: streaming needs ~150–200 MiB whatever the snapshot's size (npm run bench). */
 export const DEFAULT_RESOURCES = { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '512Mi' } };
 
@@ -158,6 +166,7 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
         metadata: { labels },
         spec: {
           restartPolicy: 'Never',
+          terminationGracePeriodSeconds: POD_GRACE_SECONDS,
           ...(parts.serviceAccountName ? { serviceAccountName: parts.serviceAccountName, automountServiceAccountToken: true } : { automountServiceAccountToken: false }),
           securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
           ...(image.pullSecrets.length > 0 && { imagePullSecrets: image.pullSecrets.map((name) => ({ name })) }),
@@ -256,12 +265,17 @@ export function snapshotIdentity(backup: BackupRef): KubernetesObject[] {
 }
 
 /** The Job that removes the backup's object from S3 (deletionPolicy Delete); it needs no Kubernetes API access. */
-export function deleteJob(backup: BackupRef, spec: BackupSpec, key: string, image: JobImage): KubernetesObject {
+export function deleteJob(backup: BackupRef, spec: BackupSpec, key: string, image: JobImage, opts: { afterSnapshot?: boolean } = {}): KubernetesObject {
   const s3 = s3Inputs(spec);
   return cliJob(backup, spec, image, {
     component: 'delete',
     command: 'delete',
-    vars: [...s3.vars, ...env(SETTINGS.key.env, key), ...env(SETTINGS.backupUid.env, backup.uid)],
+    vars: [
+      ...s3.vars,
+      ...env(SETTINGS.key.env, key),
+      ...env(SETTINGS.backupUid.env, backup.uid),
+      ...(opts.afterSnapshot ? env(SETTINGS.deleteWait.env, String(DELETE_WAIT_AFTER_SNAPSHOT_SECONDS)) : []),
+    ],
     required: s3.required,
     volumes: s3.volumes,
     mounts: s3.mounts,

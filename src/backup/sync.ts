@@ -18,30 +18,14 @@ import { objectKey } from '../s3/object-key.js';
 import { backupTime, deleteJob, snapshotIdentity, snapshotJob, type BackupRef, type JobImage } from './job.js';
 import { readJobState, type JobState } from './job-state.js';
 import { attachmentName, fitName, type Component } from './names.js';
+import { DEFAULT_BACKUP_HOOK_SETTINGS, type BackupHookSettings } from './settings.js';
+
+export { DEFAULT_ATTACHMENT_DEADLINE_SECONDS, DEFAULT_BACKUP_HOOK_SETTINGS, type BackupHookSettings } from './settings.js';
 import { relatedObject, resolveTalosSource, type TalosSource } from './talos-source.js';
 
 /** How long a missing or unprovisioned TalosControlPlane is waited for (it may be created alongside the backup). */
 export const CONTROL_PLANE_GRACE_SECONDS = 30;
 
-/**
- * How long the snapshot Job (or, while deleting, the delete Job) may be asked for without appearing. Metacontroller
- * never tells the hook that a create was refused (a ResourceQuota on jobs, an admission webhook, RBAC, the RBAC
- * escalation check on the Role): it records a Warning event on the backup and retries, so without a bound the
- * backup would wait forever (and block a Forbid schedule).
- */
-export const DEFAULT_ATTACHMENT_DEADLINE_SECONDS = 600;
-
-export interface BackupHookSettings {
-  attachmentDeadlineSeconds: number;
-  /**
-   * Whether talos-operator's TalosControlPlane kind can be asked for (the chart sets it from whether the cluster
-   * serves that CRD). Metacontroller resolves a related kind before it calls sync or finalize: a kind without CRD
-   * fails both, so a backup asking for it would never get a status and never be deleted.
-   */
-  talosOperator: boolean;
-}
-
-export const DEFAULT_BACKUP_HOOK_SETTINGS: BackupHookSettings = { attachmentDeadlineSeconds: DEFAULT_ATTACHMENT_DEADLINE_SECONDS, talosOperator: true };
 const DEFAULT_SETTINGS = DEFAULT_BACKUP_HOOK_SETTINGS;
 
 export type BackupOutcome = 'pending' | 'running' | 'succeeded' | 'failed' | 'finished';
@@ -380,7 +364,8 @@ export function finalizeBackup(request: DecoratorSyncRequest, image: JobImage, n
   // Asked for but absent: look again when the deadline passes, even if nothing else changes.
   const resyncAfterSeconds = job ? undefined : Math.max(1, Math.ceil(settings.attachmentDeadlineSeconds - (secondsSince(startedAt, now) ?? 0)));
   return {
-    response: { status: status as Record<string, unknown>, attachments: [deleteJob(ref, spec, key, image)], finalized: false, ...(resyncAfterSeconds !== undefined && { resyncAfterSeconds }) },
+    // An unfinished backup's snapshot pod may still be stopping: the delete Job looks again after its grace period.
+    response: { status: status as Record<string, unknown>, attachments: [deleteJob(ref, spec, key, image, { afterSnapshot: !isFinished(observed) })], finalized: false, ...(resyncAfterSeconds !== undefined && { resyncAfterSeconds }) },
     outcome: state?.failed ? 'delete-failed' : 'deleting',
   };
 }

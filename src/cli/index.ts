@@ -11,7 +11,7 @@ const RESTORE_ONLY = [SETTINGS.output];
 const SNAPSHOT_SETTINGS = (Object.values(SETTINGS) as Setting[]).filter((s) => !RESTORE_ONLY.includes(s));
 const VERIFY_SETTINGS = [...S3_SETTINGS, SETTINGS.ageIdentity];
 // delete takes the S3 settings plus the backup whose object it may remove.
-const DELETE_SETTINGS = [...S3_SETTINGS, SETTINGS.backupUid, SETTINGS.backupNamespace, SETTINGS.requiredSecrets];
+const DELETE_SETTINGS = [...S3_SETTINGS, SETTINGS.backupUid, SETTINGS.backupNamespace, SETTINGS.deleteWait, SETTINGS.requiredSecrets];
 const RESTORE_SETTINGS = [...S3_SETTINGS, SETTINGS.prefix, SETTINGS.cluster, SETTINGS.ageIdentity, ...RESTORE_ONLY];
 
 function settingLines(settings: Setting[]): string {
@@ -32,7 +32,8 @@ Options for serve (flags override environment variables):
   --host HOST  Address to listen on (env ${HOST_ENV}, default ${DEFAULTS.host})
   --port PORT  Port to listen on (env ${PORT_ENV}, default ${DEFAULTS.port})
   Environment only: LOG_LEVEL (default ${DEFAULTS.logLevel}), BODY_LIMIT_BYTES (default ${DEFAULTS.bodyLimit}),
-  KEEP_ALIVE_TIMEOUT_SECONDS (default ${DEFAULTS.keepAliveTimeoutMs / 1000})
+  KEEP_ALIVE_TIMEOUT_SECONDS (default ${DEFAULTS.keepAliveTimeoutMs / 1000}), REQUEST_TIMEOUT_SECONDS (default ${DEFAULTS.requestTimeoutMs / 1000}),
+  SHUTDOWN_DELAY_SECONDS (default ${DEFAULTS.shutdownDelayMs / 1000}: after SIGTERM, serve on this long before closing)
 
 Options for snapshot (flag, environment variable, meaning [default]):
 ${settingLines(SNAPSHOT_SETTINGS)}
@@ -55,6 +56,8 @@ cannot help (bad settings, a missing Secret, a refused object, denied access, a 
   -v, --version  Show the version
 `;
 
+const HELP_POINTER = '(see talos-etcd-backup --help)';
+
 function fail(message: string, code: number): number {
   process.stderr.write(`talos-etcd-backup: ${message}\n`);
   return code;
@@ -63,12 +66,12 @@ function fail(message: string, code: number): number {
 async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { host: { type: 'string' }, port: { type: 'string' } } });
   // Each command loads only its own modules: the Job's memory budget has no room for the web server's.
-  const { serve } = await import('./serve.js');
+  const { serve, ListenError } = await import('./serve.js');
   try {
     await serve(parseServerConfig({ ...env, ...(values.host !== undefined && { [HOST_ENV]: values.host }), ...(values.port !== undefined && { [PORT_ENV]: values.port }) }));
     return 0;
   } catch (error) {
-    return fail(error instanceof ConfigError ? error.message : `failed to start: ${(error as Error).message}`, 1);
+    return fail(error instanceof ConfigError || error instanceof ListenError ? error.message : `failed to start: ${(error as Error).message}`, 1);
   }
 }
 
@@ -85,6 +88,8 @@ async function reporterFor(raw: RawSettings, env: NodeJS.ProcessEnv) {
   const interval = Number(raw.progressInterval);
   if (!namespace || !name) throw new SettingsError('REPORT_STATUS=true needs BACKUP_NAMESPACE and BACKUP_NAME');
   if (!(interval > 0)) throw new SettingsError(`PROGRESS_INTERVAL_SECONDS (--progress-interval) must be a positive number, got ${JSON.stringify(raw.progressInterval)}`);
+  const permissionWait = Number(raw.reportPermissionWait);
+  if (!(permissionWait >= 0)) throw new SettingsError(`REPORT_PERMISSION_WAIT_SECONDS (--report-permission-wait) must be a number of seconds, got ${JSON.stringify(raw.reportPermissionWait)}`);
   let api;
   try {
     api = inClusterApi(env);
@@ -97,6 +102,7 @@ async function reporterFor(raw: RawSettings, env: NodeJS.ProcessEnv) {
     name,
     pod: raw.podName,
     intervalMs: interval * 1000,
+    permissionWaitMs: permissionWait * 1000,
     warn: (message) => process.stderr.write(`${message}\n`),
   });
 }
@@ -172,8 +178,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     if (command === 'serve') return await runServe(rest, env);
     if (Object.hasOwn(COMMAND_SETTINGS, command)) return await runJobCommand(command as JobCommand, rest, env);
   } catch (error) {
-    // parseArgs: an unknown option or a missing value.
-    return fail(`${(error as Error).message}\n\n${USAGE}`, 2);
+    // parseArgs: an unknown option or a missing value. One line: the usage is 80 lines, and a Job's log or a
+    // terminal should show the mistake, not bury it.
+    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) return fail(`${(error as Error).message} ${HELP_POINTER}`, 2);
+    return fail((error as Error).message.replace(/[\r\n]+/g, ' '), 1);
   }
-  return fail(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`, 2);
+  return fail(`unknown command ${JSON.stringify(command)} ${HELP_POINTER}`, 2);
 }

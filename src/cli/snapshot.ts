@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { AgeError, parseIdentities, parseRecipients } from '../codec/age-keys.js';
 import type { Compression } from '../codec/compression.js';
-import { deleteSnapshotObject, type DeleteOutcome } from '../s3/delete.js';
+import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from '../s3/delete.js';
 import { DEFAULT_PREFIX, objectKey, storedFormatOf } from '../s3/object-key.js';
 import { createS3Client, type S3Settings } from '../s3/client.js';
 import type { ObjectProtection } from '../s3/upload.js';
@@ -32,7 +32,7 @@ function s3Settings(raw: RawSettings, problems: Problems): S3Settings {
   const caBundlePem = raw.caBundle ? readFile(raw.caBundle, 'CA bundle', problems) : undefined;
   return {
     region: problems.required(raw, 'region'),
-    endpoint: raw.endpoint,
+    endpoint: problems.url(raw, 'endpoint'),
     forcePathStyle: problems.boolean(raw, 'forcePathStyle'),
     insecureSkipTLSVerify: problems.boolean(raw, 'insecureSkipTLSVerify'),
     caBundlePem,
@@ -43,8 +43,11 @@ function s3Settings(raw: RawSettings, problems: Problems): S3Settings {
 const COMPRESSIONS: readonly Compression[] = ['none', 'gzip', 'zstd'];
 
 function storedFormat(raw: RawSettings, problems: Problems): StoredFormat {
-  const compression = (raw.compression ?? 'none') as Compression;
-  if (!COMPRESSIONS.includes(compression)) problems.list.push(`${SETTINGS.compression.env} (--${SETTINGS.compression.flag}) must be none, gzip or zstd, got ${JSON.stringify(raw.compression)}`);
+  let compression = (raw.compression ?? 'none') as Compression;
+  if (!COMPRESSIONS.includes(compression)) {
+    problems.list.push(`${SETTINGS.compression.env} (--${SETTINGS.compression.flag}) must be none, gzip or zstd, got ${JSON.stringify(raw.compression)}`);
+    compression = 'none'; // the problem is listed; the checks that follow (the key's suffix) need a known one
+  }
   let recipients: string[] = [];
   const listed = (raw.ageRecipients ?? '').split(/[\s,]+/).filter(Boolean);
   try {
@@ -193,9 +196,12 @@ export async function deleteCommand(raw: RawSettings, env: NodeJS.ProcessEnv = p
   const bucket = problems.required(raw, 'bucket');
   const key = problems.required(raw, 'key');
   const uid = problems.required(raw, 'backupUid');
+  const waitSeconds = raw.deleteWait === undefined || raw.deleteWait === '0' ? 0 : problems.positive(raw, 'deleteWait');
   const s3 = s3Settings(raw, problems);
   problems.throwIfAny();
-  return { bucket, key, ...(await deleteSnapshotObject(createS3Client(s3), bucket, key, uid)) };
+  const client = createS3Client(s3);
+  if (waitSeconds === 0) return { bucket, key, ...(await deleteSnapshotObject(client, bucket, key, uid)) };
+  return { bucket, key, ...(await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds)) };
 }
 
 /** Removes secret values (and anything after a secret-looking key) from text that is about to be printed. */

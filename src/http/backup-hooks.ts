@@ -1,10 +1,11 @@
 // POST /hooks/backup/{customize,sync,finalize} — Metacontroller's DecoratorController hooks for TalosEtcdBackups.
-// The routes check the envelope, call the pure functions of src/backup/sync.ts and log what they decided.
+// The routes check the envelope, call the pure functions of src/backup/sync.ts and log what they decided: the
+// backup's namespace/name (from a body that passed the envelope schema) and the outcome, never a message.
 
 import type { FastifyInstance } from 'fastify';
 import { API_VERSION, BACKUP_KIND } from '../api/constants.js';
 import type { JobImage } from '../backup/job.js';
-import { customizeBackup, finalizeBackup, syncBackup } from '../backup/sync.js';
+import { customizeBackup, finalizeBackup, syncBackup, type BackupHookSettings } from '../backup/sync.js';
 import { customizeRequestSchema, decoratorSyncRequestSchema } from '../metacontroller/schemas.js';
 import type { CustomizeRequest, DecoratorSyncRequest } from '../metacontroller/types.js';
 import type { HookMetrics } from './metrics.js';
@@ -17,6 +18,7 @@ export interface BackupHookOptions {
   clock: () => Date;
   metrics: HookMetrics;
   jobImage: JobImage;
+  settings: BackupHookSettings;
 }
 
 const name = (object: { metadata: { name: string; namespace?: string } }) => `${object.metadata.namespace ?? ''}/${object.metadata.name}`;
@@ -25,13 +27,15 @@ export async function backupHookRoutes(app: FastifyInstance, opts: BackupHookOpt
   const syncSchema = { body: decoratorSyncRequestSchema(API_VERSION, BACKUP_KIND) };
 
   app.post<{ Body: CustomizeRequest }>(BACKUP_CUSTOMIZE_PATH, { schema: { body: customizeRequestSchema(API_VERSION, BACKUP_KIND) }, config: { hook: 'backup/customize' } }, async (request) =>
-    customizeBackup(request.body),
+    customizeBackup(request.body, opts.settings),
   );
 
   app.post<{ Body: DecoratorSyncRequest }>(BACKUP_SYNC_PATH, { schema: syncSchema, config: { hook: 'backup/sync' } }, async (request) => {
-    const { response, outcome, message } = syncBackup(request.body, opts.clock(), opts.jobImage);
+    const { response, outcome } = syncBackup(request.body, opts.clock(), opts.jobImage, opts.settings);
     opts.metrics.backupSyncs.inc({ result: outcome });
-    const fields = { backup: name(request.body.object), outcome, phase: response.status.phase, ...(message && { message }) };
+    // No message: a failure's message quotes the Job's report and the spec (request content); it is in the
+    // backup's status.message, where `kubectl describe` shows it.
+    const fields = { backup: name(request.body.object), outcome, phase: response.status.phase };
     // Outcomes are worth a line; the many progress syncs of a running backup are not.
     if (outcome === 'succeeded' || outcome === 'failed') request.log.info(fields, 'backup synced');
     else request.log.debug(fields, 'backup synced');
@@ -39,10 +43,10 @@ export async function backupHookRoutes(app: FastifyInstance, opts: BackupHookOpt
   });
 
   app.post<{ Body: DecoratorSyncRequest }>(BACKUP_FINALIZE_PATH, { schema: syncSchema, config: { hook: 'backup/finalize' } }, async (request) => {
-    const { response, outcome } = finalizeBackup(request.body, opts.jobImage, opts.clock());
-    // The backup goes with this answer: the log keeps what happened to its object (e.g. kept by Object Lock).
-    const deletion = (response.status as { deletion?: { message?: string } }).deletion?.message;
-    const fields = { backup: name(request.body.object), outcome, ...(deletion && { deletion }) };
+    const { response, outcome } = finalizeBackup(request.body, opts.jobImage, opts.clock(), opts.settings);
+    // The outcome says what happened to the object (deleted, kept, the delete Job failed); the message beside it in
+    // status.deletion quotes the delete Job's report and the object's key (request content), so it is not logged.
+    const fields = { backup: name(request.body.object), outcome };
     if (outcome === 'deleting') request.log.debug(fields, 'backup finalizing');
     else request.log.info(fields, 'backup finalizing');
     return response;

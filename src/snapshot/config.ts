@@ -44,7 +44,9 @@ export const SETTINGS = {
   output: { env: 'RESTORE_OUTPUT', flag: 'output', help: 'restore: the file to write (default: the key\'s file name without .gz/.zst/.age, in the current directory); never overwritten' },
   reportStatus: { env: 'REPORT_STATUS', flag: 'report-status', help: "true|false: write progress and the outcome into the TalosEtcdBackup's status.report (BACKUP_NAMESPACE/BACKUP_NAME) through the Kubernetes API (in-cluster service account)", default: 'false' },
   progressInterval: { env: 'PROGRESS_INTERVAL_SECONDS', flag: 'progress-interval', help: 'with REPORT_STATUS: least seconds between two progress reports', default: '10' },
+  reportPermissionWait: { env: 'REPORT_PERMISSION_WAIT_SECONDS', flag: 'report-permission-wait', help: 'with REPORT_STATUS: how long the first report waits for its permission (403: the RoleBinding Metacontroller creates last may not exist yet)', default: '60' },
   requiredSecrets: { env: 'REQUIRED_SECRETS', flag: 'required-secrets', help: 'JSON list of the Secret/ConfigMap keys the Job mounts, [{"kind","name","key","env"|"pathEnv"}] (the variable holding the value, or the path of the file): a missing one fails at once, naming it' },
+  deleteWait: { env: 'DELETE_WAIT_SECONDS', flag: 'wait-seconds', help: "delete: after deleting, wait this long, then abort uploads left open at the key and delete this backup's object again if one appeared (a snapshot pod still terminating)", default: '0' },
   podName: { env: 'POD_NAME', flag: 'pod-name', help: 'name of the pod, recorded in status.report' },
 } satisfies Record<string, Setting>;
 
@@ -66,6 +68,10 @@ export function resolveSettings(env: NodeJS.ProcessEnv, flags: Record<string, st
   return raw;
 }
 
+// RFC 3339 date-time: date, `T` or space, time with optional fraction, and a zone (`Z` or an offset). Date.parse
+// alone would also take "2026", "March 1" or a time without zone (read in the machine's own zone).
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
 export class Problems {
   readonly list: string[] = [];
   required(raw: RawSettings, name: SettingName): string {
@@ -84,11 +90,33 @@ export class Problems {
     if (value !== 'true' && value !== 'false') this.list.push(`${SETTINGS[name].env} (--${SETTINGS[name].flag}) must be true or false, got ${JSON.stringify(value)}`);
     return value === 'true';
   }
+  /** An RFC 3339 time; when invalid, the problem is listed and `fallback` returned, so later steps still run. */
   time(raw: RawSettings, name: SettingName, fallback: Date): Date {
     if (raw[name] === undefined) return fallback;
     const date = new Date(raw[name]!);
-    if (Number.isNaN(date.getTime())) this.list.push(`${SETTINGS[name].env} (--${SETTINGS[name].flag}) must be an RFC 3339 time, got ${JSON.stringify(raw[name])}`);
+    if (Number.isNaN(date.getTime()) || !RFC3339.test(raw[name]!)) {
+      this.list.push(`${SETTINGS[name].env} (--${SETTINGS[name].flag}) must be an RFC 3339 time such as 2026-01-15T02:00:00Z, got ${JSON.stringify(raw[name])}`);
+      return fallback;
+    }
     return date;
+  }
+  /** An http:// or https:// URL; its value is echoed only when it carries no credentials. */
+  url(raw: RawSettings, name: SettingName): string | undefined {
+    const value = raw[name];
+    if (value === undefined || value === '') return undefined;
+    const where = `${SETTINGS[name].env} (--${SETTINGS[name].flag})`;
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    if (url && (url.username || url.password)) {
+      this.list.push(`${where} must not carry credentials (user:password@): S3 keys come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+    } else if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+      this.list.push(`${where} must be an http:// or https:// URL such as https://minio.example.com:9000, got ${JSON.stringify(value)}`);
+    }
+    return value;
   }
   throwIfAny(): void {
     if (this.list.length > 0) throw new SettingsError(`invalid configuration: ${this.list.join('; ')}`);
@@ -100,11 +128,8 @@ export class Problems {
  * A 1 GiB snapshot is a million 1 KiB gRPC messages, each leaving short-lived garbage: V8's default young
  * generation (16 MiB semi-spaces) grows to ~50 MiB of heap for it. 2 MiB semi-spaces keep the heap near 20 MiB;
  * measured with `npm run bench`: peak RSS 148 instead of 213 MiB at 1 GiB, for more frequent scavenges.
- * DEP0123 ("Setting the TLS ServerName to an IP address is not permitted by RFC 6066") is silenced: grpc-js passes
- * the endpoint's host as the TLS server name, and Talos endpoints are usually IP addresses, so every run's log
- * began with this warning before its one result line (seen in `kubectl logs` on a real cluster).
  */
-export const SNAPSHOT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--disable-warning=DEP0123'];
+export const SNAPSHOT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
 /**
  * Environment the snapshot Job runs with, for the same reason. glibc's malloc would otherwise keep the freed

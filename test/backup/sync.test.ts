@@ -1186,6 +1186,9 @@ describe('finalizeBackup', () => {
     assert.equal(job.metadata.name, DELETE_JOB);
     assert.equal(envOf(job).S3_KEY.value, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T02-00-00Z.db', 'the key the snapshot Job was writing');
     assert.equal(envOf(job).BACKUP_UID.value, UID, 'only this backup\'s object is deleted');
+    // The snapshot pod may outlive its Job by its grace period: the delete looks again after it.
+    assert.equal(job.spec.template.spec.terminationGracePeriodSeconds, 30);
+    assert.equal(envOf(job).DELETE_WAIT_SECONDS.value, '40');
   });
 
   it('deletionPolicy Delete, a failed backup whose Job had uploaded bytes: the delete Job checks its key; without uploaded bytes it is let go', () => {
@@ -1195,6 +1198,7 @@ describe('finalizeBackup', () => {
     const held = deleting(spec, failedAfterUpload);
     assert.equal(held.response.finalized, false);
     assert.equal(envOf(held.response.attachments[0] as J).S3_KEY.value, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T12-00-00Z.db');
+    assert.equal(envOf(held.response.attachments[0] as J).DELETE_WAIT_SECONDS, undefined, 'a finished backup\'s pods are gone: no second pass');
 
     const failedEarly = st(sync(request(backup({ spec, status: { report: failedReport('Failed to get secret: secret talos-backup/s3 key k (…)', false) } }))));
     assert.equal(deleting(spec, failedEarly).response.finalized, true, 'nothing can be in S3: no delete Job (it would need the same missing Secret)');

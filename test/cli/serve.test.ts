@@ -17,7 +17,8 @@ function run(args: string[], env: Record<string, string> = {}) {
 
 /** Starts `serve` on a free port and resolves once it logs its address. */
 async function startServe(): Promise<{ child: ChildProcess; url: string; logs: () => string }> {
-  const child = spawn(process.execPath, [MAIN, 'serve', '--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // No drain delay: this test is about the logs and the exit code (serve-shutdown.test.ts drains).
+  const child = spawn(process.execPath, [MAIN, 'serve', '--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SHUTDOWN_DELAY_SECONDS: '0' } });
   let output = '';
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const url = await new Promise<string>((resolve, reject) => {

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, before, describe, it } from 'node:test';
 import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, JOB_KEY, RELATED_CONTROL_PLANE_KEY, ROLE_BINDING_KEY, ROLE_KEY, SCHEDULE_KIND, SCHEDULED_TIME_ANNOTATION, SERVICE_ACCOUNT_KEY } from '../../src/api/constants.js';
 import { backupTemplateSpec } from '../helpers/builders.js';
+import type { BackupHookSettings } from '../../src/backup/settings.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 import { useControlPlane, type ControlPlane } from './control-plane.js';
 import { installTalosOperatorCrds, loadManifests, parseGoDuration, sortGvkKeys, startMetacontroller, type HookCall, type KubeObject, type MetacontrollerOptions, type MetacontrollerStandIn } from './metacontroller.js';
@@ -111,7 +112,7 @@ interface World {
   close(): Promise<void>;
 }
 
-type WorldOptions = Partial<Pick<MetacontrollerOptions, 'manifests' | 'controllers' | 'qps' | 'burst' | 'workers' | 'cacheLagMs' | 'maxSyncsPerSettle'>> & { replicas?: number };
+type WorldOptions = Partial<Pick<MetacontrollerOptions, 'manifests' | 'controllers' | 'qps' | 'burst' | 'workers' | 'cacheLagMs' | 'maxSyncsPerSettle'>> & { replicas?: number; backupHooks?: BackupHookSettings };
 
 const worlds: World[] = [];
 afterEach(async () => {
@@ -131,7 +132,7 @@ async function world(cp: ControlPlane, opts: WorldOptions = {}): Promise<World> 
   const first = new Date(start);
   first.setUTCMinutes(minute, 0, 0);
   if (first <= start) first.setTime(first.getTime() + 3_600_000);
-  const server: RunningServer = await startServer({ clock });
+  const server: RunningServer = await startServer({ clock, ...(opts.backupHooks && { backupHooks: opts.backupHooks }) });
   const proxies = await Promise.all(Array.from({ length: opts.replicas ?? 1 }, () => startProxy(server.url)));
   const kubeConfig = await cp.kubeConfig();
   let mc: MetacontrollerStandIn | undefined;
@@ -736,6 +737,21 @@ describe('Metacontroller stand-in without talos-operator installed (no TalosCont
   before(async () => {
     cp = controlPlane();
     await cp.installCrds();
+  });
+
+  it('with TALOS_OPERATOR=false (the chart found no such CRD) a talosControlPlaneRef backup fails at once, saying why, and can be deleted', async () => {
+    const w = await world(cp, { controllers: [DECORATOR], backupHooks: { attachmentDeadlineSeconds: 600, talosOperator: false } });
+    await w.mc.apply(backupObject(w, 'no-operator', { talosConfigSecretRef: undefined, talosControlPlaneRef: { name: 'cp' } }));
+    await w.mc.settle();
+    const b = await backup(w, 'no-operator');
+    assert.equal(b.status?.phase, 'Failed');
+    assert.equal(b.status?.message, 'Failed to get TalosControlPlane: TalosControlPlane CRD not found when talos-etcd-backup was installed (TALOS_OPERATOR=false): install talos-operator and run helm upgrade, or use talosConfigSecretRef');
+    assert.deepEqual(w.mc.errors, [], 'Metacontroller was never asked for the missing kind');
+    await w.mc.delete(API_VERSION, BACKUP_KIND, w.ns, 'no-operator');
+    await until(async () => {
+      await w.at(plus(w.now(), 1000));
+      return (await backup(w, 'no-operator')) === undefined;
+    }, 'the backup to be deleted');
   });
 
   it('a related kind that is not served fails the sync and the finalize before the hook is called (no status, the finalizer stays); installing the CRD unblocks both', async () => {

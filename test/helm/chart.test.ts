@@ -17,7 +17,9 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { isMap, parse, parseAllDocuments, parseDocument } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
-import { parseServerConfig, packageVersion } from '../../src/config.js';
+import { DEFAULTS, parseServerConfig, packageVersion } from '../../src/config.js';
+import { SNAPSHOT_RUNTIME_ENV } from '../../src/snapshot/config.js';
+import { POD_MEMORY_LIMIT_MIB } from '../../bench/serve-process.js';
 import { ALL_FEATURES, ALL_FEATURES_RELEASE, CHART_DIR, helm, helmOk, renderChart, templateArgs, type KubeObject } from '../support/helm.js';
 
 type J = any;
@@ -219,6 +221,22 @@ describe('helm template with default values', () => {
     assert.deepEqual(config.jobImage, { image: container.image, pullPolicy: container.imagePullPolicy, pullSecrets: [] });
   });
 
+  it('the server\'s limits and timeouts are its defaults: the body limit, a request timeout below the hook timeout, a drain the grace period covers', () => {
+    const d = byKind(objects, 'Deployment');
+    const config = parseServerConfig(serverEnv(d));
+    assert.equal(config.bodyLimit, DEFAULTS.bodyLimit);
+    assert.equal(config.requestTimeoutMs, DEFAULTS.requestTimeoutMs);
+    assert.equal(config.shutdownDelayMs, DEFAULTS.shutdownDelayMs);
+    const hookTimeoutSeconds = Number(/^(\d+)s$/.exec(parse(readFileSync(join(CHART_DIR, 'values.yaml'), 'utf8')).metacontroller.hookTimeout)![1]);
+    assert.ok(config.requestTimeoutMs / 1000 < hookTimeoutSeconds, 'a request is cut before Metacontroller gives up on it');
+    // SIGTERM: the delay, then at most 10 s of draining (src/cli/serve.ts), before Kubernetes' SIGKILL.
+    assert.ok(d.spec.template.spec.terminationGracePeriodSeconds > config.shutdownDelayMs / 1000 + 10);
+    // The pod's memory figures (npm run bench, "worst bodies") are measured with the Job's malloc settings.
+    const env = serverEnv(d);
+    for (const [name, value] of Object.entries(SNAPSHOT_RUNTIME_ENV)) assert.equal(env[name], value, name);
+    assert.equal(d.spec.template.spec.containers[0].resources.limits.memory, `${POD_MEMORY_LIMIT_MIB}Mi`);
+  });
+
   it('the validation is real: broken copies are rejected for the intended reason', () => {
     const broken = (kind: string, change: (o: J) => void): KubeObject => {
       const copy = structuredClone(byKind(objects, kind));
@@ -364,6 +382,20 @@ describe('values that change what is rendered', () => {
     assert.deepEqual(d.spec.template.spec.topologySpreadConstraints, [own]);
   });
 
+  it('talosOperator.enabled: auto is whether the cluster serves TalosControlPlane; true and false are given; the deadline reaches the server', async () => {
+    const talosOperator = async (values: object, extra: string[] = []) => {
+      const out = await helmOk([...templateArgs(values), ...extra]);
+      return /name: TALOS_OPERATOR\n\s+value: "(\w+)"/.exec(out)?.[1];
+    };
+    assert.equal(await talosOperator({}), 'false', 'helm template without a cluster knows no such kind');
+    assert.equal(await talosOperator({}, ['--api-versions', 'talos.alperen.cloud/v1alpha1/TalosControlPlane']), 'true');
+    assert.equal(await talosOperator({ talosOperator: { enabled: true } }), 'true');
+    assert.equal(await talosOperator({ talosOperator: { enabled: false } }, ['--api-versions', 'talos.alperen.cloud/v1alpha1/TalosControlPlane']), 'false');
+    const env = serverEnv(byKind(await renderChart({ server: { attachmentDeadlineSeconds: 120 } }), 'Deployment'));
+    assert.equal(env.ATTACHMENT_DEADLINE_SECONDS, '120');
+    assert.deepEqual(parseServerConfig(env).backupHooks, { attachmentDeadlineSeconds: 120, talosOperator: false });
+  });
+
   it('serviceAccount.create=false uses the named ServiceAccount and renders none', async () => {
     const objects = await renderChart({ serviceAccount: { create: false, name: 'existing' } });
     assert.ok(!objects.some((o) => o.kind === 'ServiceAccount'));
@@ -409,6 +441,8 @@ describe('values.schema.json rejects bad values (helm template fails, naming the
     { name: 'a pull Secret that is not an object name', values: { image: { pullSecrets: ['Reg Cred'] } }, expect: /\/image\/pullSecrets\/0/ },
     { name: 'an unknown log level', values: { server: { logLevel: 'verbose' } }, expect: /\/server\/logLevel/ },
     { name: 'a grace period not above the 10 s drain', values: { terminationGracePeriodSeconds: 10 }, expect: /\/terminationGracePeriodSeconds/ },
+    { name: 'a request timeout of 0', values: { server: { requestTimeoutSeconds: 0 } }, expect: /\/server\/requestTimeoutSeconds/ },
+    { name: 'a negative shutdown delay', values: { server: { shutdownDelaySeconds: -1 } }, expect: /\/server\/shutdownDelaySeconds/ },
     { name: 'a hook timeout that is not a Go duration', values: { metacontroller: { hookTimeout: '10 seconds' } }, expect: /\/metacontroller\/hookTimeout/ },
     { name: 'a service port out of range', values: { service: { port: 70000 } }, expect: /\/service\/port/ },
     { name: 'a label value with a space', values: { commonLabels: { team: 'platform team' } }, expect: /\/commonLabels\/team/ },
@@ -422,6 +456,13 @@ describe('values.schema.json rejects bad values (helm template fails, naming the
       assert.match(stderr, b.expect);
     });
   }
+
+  it('a grace period that does not cover the drain delay plus 10 s fails with a clear message', async () => {
+    const { status, stderr } = await helm(templateArgs({ terminationGracePeriodSeconds: 20, server: { shutdownDelaySeconds: 15 } }));
+    assert.notEqual(status, 0);
+    assert.match(stderr, /terminationGracePeriodSeconds \(20\) must be larger than server\.shutdownDelaySeconds \(15\) \+ 10 s/);
+    assert.equal((await helm(templateArgs({ terminationGracePeriodSeconds: 26, server: { shutdownDelaySeconds: 15 } }))).status, 0);
+  });
 
   it('a release name too long for the DecoratorController finalizer fails with a clear message', async () => {
     const { status, stderr } = await helm(templateArgs({}, { release: 'a-release-name-of-twenty-six' }));

@@ -101,6 +101,9 @@ describe('the manifests on a real API server', () => {
       'service/backups-talos-etcd-backup',
       'serviceaccount/backups-talos-etcd-backup',
     ]);
+    // talos-operator is not installed here: `auto` turned TalosControlPlanes off.
+    const env = await cp().kubectl(['get', 'deployment', 'backups-talos-etcd-backup', '-n', 'talos-etcd-backup-helm', '-o', 'jsonpath={.spec.template.spec.containers[0].env[?(@.name=="TALOS_OPERATOR")].value}']);
+    assert.equal(env.stdout, 'false', env.stderr);
     const controllers = await cp().kubectl(['get', 'compositecontroller,decoratorcontroller', '-o', 'name']);
     assert.equal(controllers.stdout.trim().split('\n').length, 2, controllers.stdout + controllers.stderr);
 

@@ -329,7 +329,7 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
   });
 
   it('serve (the default command) answers /healthz and /readyz, and exits 0 soon after SIGTERM', async () => {
-    const started = spawnConfined(confined, entrypoint(image.cmd!), { cwd: app, env: containerEnv({ HOST: '127.0.0.1', PORT: '0' }) });
+    const started = spawnConfined(confined, entrypoint(image.cmd!), { cwd: app, env: containerEnv({ HOST: '127.0.0.1', PORT: '0', SHUTDOWN_DELAY_SECONDS: '0' }) });
     const { child } = started;
     const done = completion(child);
     try {

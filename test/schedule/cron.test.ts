@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { parseSchedule, timeZoneProblem } from '../../src/schedule/cron.js';
 import { README_EXAMPLES } from '../fixtures/cron-examples.js';
 
@@ -100,7 +102,36 @@ describe('parseSchedule: rejected schedules say why', () => {
 });
 
 describe('timeZoneProblem', () => {
-  for (const zone of ['UTC', 'Europe/Berlin', 'America/Argentina/Buenos_Aires', 'Etc/GMT+5', 'Asia/Kolkata']) {
+  for (const zone of ['UTC', 'Europe/Berlin', 'America/Argentina/Buenos_Aires', 'Etc/GMT+5', 'Asia/Kolkata', 'US/Eastern', 'Etc/UTC', 'Europe/Kyiv']) {
     it(`accepts ${zone}`, () => assert.equal(timeZoneProblem(zone), undefined));
   }
+
+  // Zone names are case-sensitive, as for a Kubernetes CronJob (Go's time.LoadLocation reads a file of that name).
+  const miscased: [string, RegExp][] = [
+    ['aFrIca/ABidjAN', /timeZone "aFrIca\/ABidjAN" is not spelled as in the IANA time zone database \(names are case-sensitive\): write "Africa\/Abidjan"/],
+    ['europe/berlin', /write "Europe\/Berlin"/],
+    ['utc', /write "UTC"/],
+    ['etc/gmt+5', /write "Etc\/GMT\+5"/],
+    ['asia/kolkata', /not spelled as in the IANA time zone database.*"Asia\/Calcutta" names the same zone/],
+  ];
+  for (const [zone, message] of miscased) {
+    it(`refuses the spelling ${zone}, naming the right one`, () => {
+      assert.match(timeZoneProblem(zone) ?? '', message);
+      const parsedZone = parseSchedule('0 2 * * *', zone);
+      assert.equal(parsedZone.ok ? undefined : parsedZone.reason, 'InvalidTimeZone');
+    });
+  }
+
+  it('an alias computes in its zone (Asia/Kolkata is UTC+5:30)', () => {
+    assert.deepEqual(nextRuns('0 2 * * *', '2026-01-15T00:00:00Z', 1, 'Asia/Kolkata'), ['2026-01-15T20:30:00.000Z']);
+  });
+
+  it('10,000 spellings of real zones grow the memory by a bounded amount (issue: 89 to 377 MiB, all accepted)', () => {
+    const child = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(new URL('./cron-zone-child.js', import.meta.url)), '10000'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(child.status, 0, child.stderr);
+    const result = JSON.parse(child.stdout) as { spellings: number; accepted: number; growthMiB: number };
+    assert.equal(result.spellings, 10_000);
+    assert.ok(result.accepted < 200, `${result.accepted} spellings accepted (only exact names and capitalised aliases are)`);
+    assert.ok(result.growthMiB < 32, `RSS grew by ${result.growthMiB.toFixed(1)} MiB`);
+  });
 });

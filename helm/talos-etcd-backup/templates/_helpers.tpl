@@ -71,3 +71,16 @@ service:
   port: {{ .Values.service.port }}
   protocol: http
 {{- end }}
+
+{{/*
+Whether talosControlPlaneRef is served (TALOS_OPERATOR): talosOperator.enabled, or with `auto` whether the cluster
+serves talos-operator's TalosControlPlane kind now (Metacontroller would fail every backup asking for a missing kind).
+*/}}
+{{- define "talos-etcd-backup.talosOperator" -}}
+{{- $enabled := toString .Values.talosOperator.enabled -}}
+{{- if eq $enabled "auto" -}}
+{{- .Capabilities.APIVersions.Has "talos.alperen.cloud/v1alpha1/TalosControlPlane" -}}
+{{- else -}}
+{{- $enabled -}}
+{{- end -}}
+{{- end }}
