@@ -91,6 +91,9 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
       const secret = await core.readNamespacedSecret({ namespace: NAMESPACE, name });
       await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name }, data: secret.data! } });
     }
+    // A schedule too (its backups would be Delete), besides the backups made by hand.
+    const schedule = (await r.schedule())!;
+    await r.metacontroller.apply({ apiVersion: schedule.apiVersion, kind: schedule.kind, metadata: { name: SCHEDULE, namespace: ns }, spec: schedule.spec });
     const retained = await readyBackup(ns, 'retained', { deletionPolicy: 'Retain' });
     const deletable = await readyBackup(ns, 'deletable', { deletionPolicy: 'Delete' });
     // A third one streams when the namespace goes (the Talos API stalls it).
@@ -107,6 +110,7 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
     }, 120_000);
     r.talos.setFault(undefined);
 
+    assert.equal((await r.metacontroller.get(API_VERSION, 'TalosEtcdBackupSchedule', ns, SCHEDULE)), undefined);
     // What the README says: the backups go; their objects stay, also with deletionPolicy Delete; the stream that
     // was cut leaves nothing behind.
     const after = await objectKeys(r);

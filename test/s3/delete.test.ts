@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand, type PutObjectCommandInput } from '@aws-sdk/client-s3';
+import { deleteCommand } from '../../src/cli/snapshot.js';
 import { createS3Client } from '../../src/s3/client.js';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, isPermanentDeleteError, S3DeleteError } from '../../src/s3/delete.js';
 import { useRgw } from '../support/rgw.js';
@@ -167,5 +168,24 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     const error = await refusal(deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 1, async () => put(b, randomUUID())));
     assert.match(error.message, /belongs to backup talos-backup\/nightly-/);
     assert.equal(await exists(b), true);
+  });
+
+  it('the delete command takes the second pass with DELETE_WAIT_SECONDS (what the delete Job of an unfinished backup sets)', async () => {
+    const b = await bucket();
+    const uid = randomUUID();
+    await put(b, uid);
+    await rgw().client().send(new CreateMultipartUploadCommand({ Bucket: b, Key: KEY }));
+    // The command's S3 client takes the SDK's default credentials, as in the Job (secretKeyRef env).
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: rgw().accessKeyId, AWS_SECRET_ACCESS_KEY: rgw().secretAccessKey });
+    try {
+      const outcome = await deleteCommand({ bucket: b, key: KEY, region: rgw().region, endpoint: rgw().endpoint, backupUid: uid, deleteWait: '1' });
+      assert.deepEqual(outcome, { bucket: b, key: KEY, deleted: true, abortedUploads: 1 });
+    } finally {
+      for (const [name, value] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
   });
 });
