@@ -11,7 +11,7 @@ import {
   SCHEDULE_LABEL,
   SCHEDULED_TIME_ANNOTATION,
 } from '../src/api/constants.js';
-import type { CompositeSyncRequest } from '../src/metacontroller/types.js';
+import type { CompositeSyncRequest } from '../src/server/metacontroller/types.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };

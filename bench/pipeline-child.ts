@@ -14,9 +14,9 @@ import { open, rename, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { verifyingStream, type VerifiedSnapshot } from '../src/snapshot/etcd-trailer.js';
-import { openEtcdSnapshot } from '../src/talos/client.js';
-import { parseTalosconfig } from '../src/talos/talosconfig.js';
+import { verifyingStream, type VerifiedSnapshot } from '../src/job/etcd/trailer.js';
+import { openEtcdSnapshot } from '../src/job/talos/client.js';
+import { parseTalosconfig } from '../src/job/talos/talosconfig.js';
 import { snapshotStream, type SnapshotFacts } from './snapshot-bytes.js';
 
 export type ChildMode = 'read' | 'upload' | 'two-step';
@@ -62,7 +62,7 @@ function talos(cfg: ChildConfig) {
 
 // The S3 modules are loaded only by the modes that upload, so stage A's peak RSS is that of a gRPC reader alone.
 async function s3Client(cfg: ChildConfig) {
-  const { createS3Client } = await import('../src/s3/client.js');
+  const { createS3Client } = await import('../src/job/s3/client.js');
   return createS3Client({
     region: cfg.s3.region,
     endpoint: cfg.s3.endpoint,
@@ -91,7 +91,7 @@ async function readAndVerify(cfg: ChildConfig): Promise<ChildReport> {
 }
 
 async function uploadAlone(cfg: ChildConfig): Promise<ChildReport> {
-  const { uploadSnapshot } = await import('../src/s3/upload.js');
+  const { uploadSnapshot } = await import('../src/job/s3/upload.js');
   const client = await s3Client(cfg);
   try {
     const started = performance.now();

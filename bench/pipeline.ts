@@ -30,12 +30,12 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
-import { GZIP_LEVEL, ZSTD_LEVEL, zstdImplementation, type Compression } from '../src/codec/compression.js';
-import { sniffFormat } from '../test/support/stored-format.js';
-import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../src/snapshot/config.js';
-import { createTalosPki, talosconfigYaml } from '../test/support/pki.js';
-import { startRgw, type Rgw } from '../test/support/rgw.js';
-import { CHUNK_SIZE } from '../test/support/talos-double.js';
+import { GZIP_LEVEL, ZSTD_LEVEL, zstdImplementation, type Compression } from '../src/job/codec/compression.js';
+import { sniffFormat } from '../test/helpers/stored-format.js';
+import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../src/contract/settings.js';
+import { createTalosPki, talosconfigYaml } from '../test/harness/pki.js';
+import { startRgw, type Rgw } from '../test/harness/rgw.js';
+import { CHUNK_SIZE } from '../test/doubles/talos.js';
 import type { ChildMeasure, S3CommandTiming } from './measure-preload.js';
 import type { ChildConfig, ChildMode, ChildReport } from './pipeline-child.js';
 import { MIB, type DatabaseLayout, type SnapshotFacts } from './snapshot-bytes.js';
@@ -165,7 +165,7 @@ function installCleanup(dir: string): () => void {
     const handler = (): void => {
       lastResort();
       process.removeListener(signal, handler);
-      // test/support/rgw.js re-raises the signal after its own clean-up when no other handler is left.
+      // test/harness/rgw.js re-raises the signal after its own clean-up when no other handler is left.
       if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     };
     process.on(signal, handler);

@@ -10,12 +10,12 @@
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { BACKUP_CHILDREN_KEY, LAST_APPLIED_ANNOTATION, SCHEDULED_TIME_ANNOTATION } from '../src/api/constants.js';
-import { buildApp } from '../src/app.js';
-import { DEFAULTS } from '../src/config.js';
-import { MAX_JSON_DEPTH } from '../src/http/json-body.js';
-import { SCHEDULE_SYNC_PATH } from '../src/http/schedule-sync.js';
-import type { CompositeSyncRequest, CompositeSyncResponse } from '../src/metacontroller/types.js';
-import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../src/schedule/retention.js';
+import { buildApp } from '../src/server/app.js';
+import { DEFAULTS } from '../src/server/config.js';
+import { MAX_JSON_DEPTH } from '../src/server/http/json-body.js';
+import { SCHEDULE_SYNC_PATH } from '../src/server/http/schedule-sync.js';
+import type { CompositeSyncRequest, CompositeSyncResponse } from '../src/server/metacontroller/types.js';
+import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../src/server/schedule/retention.js';
 import { scheduleSyncFixture } from './fixtures.js';
 
 type Json = Record<string, any>;

@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { BACKUP_CHILDREN_KEY } from '../src/api/constants.js';
-import { SCHEDULE_SYNC_PATH } from '../src/http/schedule-sync.js';
-import type { CompositeSyncResponse } from '../src/metacontroller/types.js';
+import { SCHEDULE_SYNC_PATH } from '../src/server/http/schedule-sync.js';
+import type { CompositeSyncResponse } from '../src/server/metacontroller/types.js';
 import { scheduleSyncFixture, type ScheduleFixture } from './fixtures.js';
 import type { CpuReply } from './server.js';
 

@@ -1,6 +1,6 @@
 // `talos-etcd-backup serve` in a child process, as the pod runs it, with its memory read from /proc: the resident
 // set now (VmRSS) and its peak since start or since the last reset (VmHWM). Used by `npm run bench` and the tests
-// that bound what one request may cost (test/http/memory.test.ts) and how the server shuts down (test/cli/).
+// that bound what one request may cost (test/server/http/memory.test.ts) and how the server shuts down (test/cli/).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';

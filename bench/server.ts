@@ -2,7 +2,7 @@
 // Usage: BENCH_NOW=<RFC 3339 time> node dist/bench/server.js — prints {"port":N} on stdout once listening on 127.0.0.1.
 // When started with an IPC channel it answers {type:'cpu'} with process.cpuUsage() and exits when the channel closes.
 
-import { buildApp } from '../src/app.js';
+import { buildApp } from '../src/server/app.js';
 
 export interface CpuReply {
   type: 'cpu';

@@ -3,7 +3,7 @@
 // key: the same bytes in every process (the Talos double's and the S3-only upload's), not compressible at all, and
 // generated at GB/s, so making the bytes never costs more than a small fraction of moving them.
 //
-// Layout 'bolt' (the runs with VERIFY=true, whose read-back checks the bbolt structure: src/etcd/bolt-check.ts) lays
+// Layout 'bolt' (the runs with VERIFY=true, whose read-back checks the bbolt structure: src/job/etcd/bolt-check.ts) lays
 // the same keystream out as a valid etcd bbolt database: meta pages 0 and 1, the freelist at page 2, the root bucket
 // at page 3 holding the bucket "key", whose B+tree has one revision per 4 KiB leaf page (a 17-byte revision key and a
 // 4047-byte value of keystream) under branch pages of up to 123 children. 98.8% of its bytes are still keystream:
@@ -39,7 +39,7 @@ function checkDatabaseBytes(dbBytes: number): void {
   }
 }
 
-// --- layout 'bolt' (bbolt's on-disk format, 64-bit little-endian; see src/etcd/bolt-check.ts) ------------------
+// --- layout 'bolt' (bbolt's on-disk format, 64-bit little-endian; see src/job/etcd/bolt-check.ts) ------------------
 
 const PAGE = 4096;
 const PAGE_HEADER = 16;

@@ -1,4 +1,4 @@
-// Benchmark-only entry: the Talos API double (test/support/talos-double.ts) in fast mode, in its own process so that
+// Benchmark-only entry: the Talos API double (test/doubles/talos.ts) in fast mode, in its own process so that
 // neither its CPU nor its 1 GiB source buffer counts against the process being measured.
 // Spawned by bench/pipeline.ts with an IPC channel:
 //   parent → {type:'start', tls, dbBytes, layout?}   child → {type:'ready', endpoint, facts}
@@ -6,7 +6,7 @@
 // It exits when the channel closes (the bench ended, or died without stopping it).
 
 import { performance } from 'node:perf_hooks';
-import { startTalosDouble, type TalosDouble, type TalosDoubleTls } from '../test/support/talos-double.js';
+import { startTalosDouble, type TalosDouble, type TalosDoubleTls } from '../test/doubles/talos.js';
 import { buildSnapshot, type DatabaseLayout, type SnapshotFacts } from './snapshot-bytes.js';
 
 export interface StartMessage {

@@ -1,13 +1,13 @@
 // `npm run bench`, section "worst bodies": each of the most expensive bodies the server accepts (bench/worst-bodies.ts)
 // sent to `talos-etcd-backup serve` running as in the chart's pod (POD_ENV), with /healthz probed meanwhile as the
 // kubelet does; then all of them back to back on one server, then a realistic 1,000-backup schedule. Peak RSS is the
-// process's VmHWM, each body on a fresh server. test/http/memory.test.ts asserts a wide bound; the figures are here.
+// process's VmHWM, each body on a fresh server. test/server/http/memory.test.ts asserts a wide bound; the figures are here.
 
 import { scheduleSyncFixture } from './fixtures.js';
 import { POD_ENV, POD_MEMORY_LIMIT_MIB, post, probeDuring, startServe } from './serve-process.js';
-import { SCHEDULE_SYNC_PATH } from '../src/http/schedule-sync.js';
+import { SCHEDULE_SYNC_PATH } from '../src/server/http/schedule-sync.js';
 import { worstBodies } from './worst-bodies.js';
-import { DEFAULTS } from '../src/config.js';
+import { DEFAULTS } from '../src/server/config.js';
 
 /** Targets: a worst body's peak stays below 75% of the pod's limit, all of them in a row (or 4 at once) below 80%; no probe over 2 s. */
 export const TARGET_PEAK_MIB = Math.round(0.75 * POD_MEMORY_LIMIT_MIB);

@@ -1,14 +1,14 @@
 // The most expensive hook bodies the server accepts: as many bytes as the body limit allows and as many values as
 // the value limit allows, placed where the hooks do the most with them (validated, copied, echoed in the answer).
-// Used by `npm run bench` (precise figures) and test/http/memory.test.ts (a bound with a wide margin).
+// Used by `npm run bench` (precise figures) and test/server/http/memory.test.ts (a bound with a wide margin).
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/api/crds.js';
 import { BACKUP_CHILDREN_KEY } from '../src/api/constants.js';
-import { BACKUP_SYNC_PATH } from '../src/http/backup-hooks.js';
-import { jsonLimitsFor, jsonShapeProblem, type JsonLimits } from '../src/http/json-body.js';
-import { SCHEDULE_SYNC_PATH } from '../src/http/schedule-sync.js';
+import { BACKUP_SYNC_PATH } from '../src/server/http/backup-hooks.js';
+import { jsonLimitsFor, jsonShapeProblem, type JsonLimits } from '../src/server/http/json-body.js';
+import { SCHEDULE_SYNC_PATH } from '../src/server/http/schedule-sync.js';
 import { scheduleSyncFixture } from './fixtures.js';
 
 type J = any;

@@ -3,8 +3,8 @@
 #  - OS packages: a real etcd (snapshot source), Ceph RADOS Gateway (a real S3), curl (the README's examples run
 #    as written), zstd and age (their CLIs check our compressed and encrypted output). Skips apt when all are present.
 #  - The Node.js release the image ships (Dockerfile's NODE_IMAGE), as the npm package node-linux-<arch>: zstd takes
-#    node:zlib's path there and the WASM one on an older Node, and test/codec/ runs both. Cached once per version
-#    under ${XDG_CACHE_HOME:-$HOME/.cache}/talos-etcd-backup/node-v<version>/ (bin/node); test/support/node22.ts
+#    node:zlib's path there and the WASM one on an older Node, and test/job/codec/ runs both. Cached once per version
+#    under ${XDG_CACHE_HOME:-$HOME/.cache}/talos-etcd-backup/node-v<version>/ (bin/node); test/harness/node22.ts
 #    looks for it at the same place.
 #  - The real Kubernetes control plane and etcd, built with Go from the Go module proxy, pinned by the Go modules
 #    under test/harness/go/ (go.mod + go.sum; test/harness/go/generate.sh writes them): kube-apiserver,

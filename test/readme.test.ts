@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { packageRoot } from '../src/api/crds.js';
-import { SETTINGS, type Setting } from '../src/snapshot/config.js';
+import { SETTINGS, type Setting } from '../src/contract/settings.js';
 import { README_EXAMPLES } from './fixtures/cron-examples.js';
 import { startServer, type RunningServer } from './helpers/server.js';
 

@@ -1,6 +1,6 @@
 // TypeScript views of the two CRDs (crds/*.yaml is the source of truth; these describe defaulted, valid objects).
 
-import type { Condition } from '../metacontroller/types.js';
+import type { Condition } from './conditions.js';
 
 export interface SecretKeyRef {
   name: string;

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { BACKUP_KIND, BACKUP_PLURAL, GROUP, SCHEDULE_KIND, SCHEDULE_PLURAL, VERSION } from '../../src/api/constants.js';
 import { crdSchema, loadCrd, type JsonSchema } from '../../src/api/crds.js';
 import { validateBackupSpec, validateSchedule } from '../../src/api/validation.js';
-import { syncSchedule } from '../../src/schedule/sync.js';
+import { syncSchedule } from '../../src/server/schedule/sync.js';
 import { at, backup, backupTemplateSpec, schedule, syncRequest } from '../helpers/builders.js';
 
 const crds = { schedule: loadCrd(SCHEDULE_PLURAL), backup: loadCrd(BACKUP_PLURAL) };

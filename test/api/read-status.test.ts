@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { packageRoot } from '../../src/api/crds.js';
 import { countValues, isReadableBackup, MAX_SPEC_VALUES, readBackupStatus, readScheduleStatus, validateBackupSpec, validateSchedule } from '../../src/api/validation.js';
-import { buildApp } from '../../src/app.js';
+import { buildApp } from '../../src/server/app.js';
 
 type J = any;
 

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { API_VERSION, BACKUP_KIND, BACKUP_PLURAL } from '../../src/api/constants.js';
 import { crdSchema, loadCrd } from '../../src/api/crds.js';
 import { validateAgainstSchema } from '../../src/api/validation.js';
-import type { KubernetesObject } from '../../src/metacontroller/types.js';
+import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
 import { backupTemplateSpec } from '../helpers/builders.js';
 
 type J = any;

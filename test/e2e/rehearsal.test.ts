@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { API_VERSION, BACKUP_KIND, SCHEDULED_TIME_ANNOTATION, SCHEDULE_KIND } from '../../src/api/constants.js';
 import type { BackupStatus, ScheduleStatus } from '../../src/api/types.js';
-import type { Condition } from '../../src/metacontroller/types.js';
+import type { Condition } from '../../src/api/conditions.js';
 import { BUCKET, NAMESPACE, SCHEDULE, startRehearsal, type KubeObject, type Rehearsal } from './rehearsal.js';
 
 const SLOT_MS = 5 * 60 * 1000;

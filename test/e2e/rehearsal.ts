@@ -1,8 +1,8 @@
 // The whole product on one machine, on a real Kubernetes control plane: etcd 3.6 behind the Talos API double
 // (mutual TLS) as the cluster being backed up, Ceph RGW as S3, the real hook server (one or more replicas), the real
 // kube-apiserver, Job controller and garbage collector (test/harness/control-plane.ts), the Metacontroller stand-in
-// applying the hooks' answers through the API (test/harness/metacontroller.ts) and the test kubelet running every
-// Job's pod as a local process of this checkout (test/harness/kubelet.ts). Time is simulated for the hooks and
+// applying the hooks' answers through the API (test/doubles/metacontroller.ts) and the test kubelet running every
+// Job's pod as a local process of this checkout (test/doubles/kubelet.ts). Time is simulated for the hooks and
 // Metacontroller (cron slots, resyncs) while the API server, the Job controller and the snapshots run in real
 // time. Used by `npm run demo` and test/e2e/rehearsal.test.ts.
 
@@ -15,16 +15,16 @@ import { BatchV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { API_VERSION, BACKUP_KIND, SCHEDULE_KIND } from '../../src/api/constants.js';
 import { packageRoot } from '../../src/api/crds.js';
-import type { JobImage } from '../../src/backup/job.js';
-import type { KubernetesObject } from '../../src/metacontroller/types.js';
-import { dockerfileImage } from '../backup/job-cluster.js';
+import type { JobImage } from '../../src/server/backup/job.js';
+import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
+import { dockerfileImage } from '../server/backup/job-cluster.js';
 import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';
-import { startKubelet, type Kubelet } from '../harness/kubelet.js';
-import { installTalosOperatorCrds, startMetacontroller, type MetacontrollerStandIn } from '../harness/metacontroller.js';
-import { restoreSnapshot, startEtcd, type Etcd } from '../support/etcd.js';
-import { createTalosPki, talosconfigYaml } from '../support/pki.js';
-import { startRgw, type Rgw } from '../support/rgw.js';
-import { startTalosDouble, type TalosDouble } from '../support/talos-double.js';
+import { startKubelet, type Kubelet } from '../doubles/kubelet.js';
+import { installTalosOperatorCrds, startMetacontroller, type MetacontrollerStandIn } from '../doubles/metacontroller.js';
+import { restoreSnapshot, startEtcd, type Etcd } from '../harness/etcd.js';
+import { createTalosPki, talosconfigYaml } from '../harness/pki.js';
+import { startRgw, type Rgw } from '../harness/rgw.js';
+import { startTalosDouble, type TalosDouble } from '../doubles/talos.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 
 export const NAMESPACE = 'talos-backup';
@@ -38,7 +38,7 @@ export type KubeObject = KubernetesObject & Record<string, any>;
 const JOB_IMAGE: JobImage = { image: 'talos-etcd-backup:rehearsal', pullPolicy: 'IfNotPresent', pullSecrets: [] };
 /**
  * Metacontroller's client rate limit here. Its default (5 QPS, burst 10: the stand-in's default, tested in
- * test/harness/metacontroller.test.ts) is plenty for a slot every 5 real minutes, but the rehearsal runs a slot every
+ * test/doubles/metacontroller.test.ts) is plenty for a slot every 5 real minutes, but the rehearsal runs a slot every
  * few real seconds, and a slot costs ~15 requests (4 attachments created and deleted, statuses, retention): at 5 QPS
  * the limiter, not the product, would set the pace (measured: `npm run demo` 183 s instead of 52 s).
  */

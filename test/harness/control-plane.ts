@@ -9,7 +9,7 @@
 //   const kc = cp.kubeConfig();                // @kubernetes/client-node, as system:masters
 //   await cp.stop();
 //
-// What it leaves out: the kubelet and the scheduler (test/harness/kubelet.ts plays the node), kube-proxy and
+// What it leaves out: the kubelet and the scheduler (test/doubles/kubelet.ts plays the node), kube-proxy and
 // cluster DNS (a pod reaches the API server at 127.0.0.1:<port> through KUBERNETES_SERVICE_HOST/PORT).
 
 import { generateKeyPairSync } from 'node:crypto';
@@ -21,8 +21,8 @@ import { after, before } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
-import { freePorts } from '../support/etcd.js';
-import { createTalosPki, type CertAndKey } from '../support/pki.js';
+import { freePorts } from './etcd.js';
+import { createTalosPki, type CertAndKey } from './pki.js';
 import { etcdBinary, kubernetesBinary, kubernetesVersion } from './binaries.js';
 import { ownDir, startProcess, waitUntilReady, type Managed } from './processes.js';
 

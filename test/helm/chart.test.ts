@@ -17,10 +17,10 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { isMap, parse, parseAllDocuments, parseDocument } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
-import { DEFAULTS, parseServerConfig, packageVersion } from '../../src/config.js';
-import { SNAPSHOT_RUNTIME_ENV } from '../../src/snapshot/config.js';
+import { DEFAULTS, parseServerConfig, packageVersion } from '../../src/server/config.js';
+import { SNAPSHOT_RUNTIME_ENV } from '../../src/contract/settings.js';
 import { POD_MEMORY_LIMIT_MIB } from '../../bench/serve-process.js';
-import { ALL_FEATURES, ALL_FEATURES_RELEASE, CHART_DIR, helm, helmOk, renderChart, templateArgs, type KubeObject } from '../support/helm.js';
+import { ALL_FEATURES, ALL_FEATURES_RELEASE, CHART_DIR, helm, helmOk, renderChart, templateArgs, type KubeObject } from '../harness/helm.js';
 
 type J = any;
 
@@ -191,7 +191,7 @@ describe('helm template with default values', () => {
     assert.equal(pod.automountServiceAccountToken, false);
     assert.equal(byKind(objects, 'ServiceAccount').automountServiceAccountToken, false);
     assert.equal(pod.serviceAccountName, byKind(objects, 'ServiceAccount').metadata.name);
-    // The server drains for at most 10 s on SIGTERM (src/cli/serve.ts): Kubernetes must wait longer.
+    // The server drains for at most 10 s on SIGTERM (src/server/serve.ts): Kubernetes must wait longer.
     assert.ok(pod.terminationGracePeriodSeconds > 10);
     for (const field of ['hostNetwork', 'hostPID', 'hostIPC', 'volumes']) assert.equal(pod[field], undefined, field);
   });
@@ -229,7 +229,7 @@ describe('helm template with default values', () => {
     assert.equal(config.shutdownDelayMs, DEFAULTS.shutdownDelayMs);
     const hookTimeoutSeconds = Number(/^(\d+)s$/.exec(parse(readFileSync(join(CHART_DIR, 'values.yaml'), 'utf8')).metacontroller.hookTimeout)![1]);
     assert.ok(config.requestTimeoutMs / 1000 < hookTimeoutSeconds, 'a request is cut before Metacontroller gives up on it');
-    // SIGTERM: the delay, then at most 10 s of draining (src/cli/serve.ts), before Kubernetes' SIGKILL.
+    // SIGTERM: the delay, then at most 10 s of draining (src/server/serve.ts), before Kubernetes' SIGKILL.
     assert.ok(d.spec.template.spec.terminationGracePeriodSeconds > config.shutdownDelayMs / 1000 + 10);
     // The pod's memory figures (npm run bench, "worst bodies") are measured with the Job's malloc settings.
     const env = serverEnv(d);

@@ -13,7 +13,7 @@ import { GROUP, API_VERSION, BACKUP_PLURAL, SCHEDULE_PLURAL } from '../../src/ap
 import { packageRoot } from '../../src/api/crds.js';
 import { prometheusOperatorCrds } from '../harness/binaries.js';
 import { useControlPlane } from '../harness/control-plane.js';
-import { ALL_FEATURES, ALL_FEATURES_RELEASE, CHART_DIR, helm, renderChart, type KubeObject } from '../support/helm.js';
+import { ALL_FEATURES, ALL_FEATURES_RELEASE, CHART_DIR, helm, renderChart, type KubeObject } from '../harness/helm.js';
 
 const root = packageRoot();
 const METACONTROLLER_CRDS = join(root, 'test', 'fixtures', 'metacontroller-crds-v1.yaml');

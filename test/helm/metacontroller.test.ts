@@ -9,10 +9,10 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { parse } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
-import { buildApp } from '../../src/app.js';
-import { BACKUP_CUSTOMIZE_PATH, BACKUP_FINALIZE_PATH, BACKUP_SYNC_PATH } from '../../src/http/backup-hooks.js';
-import { SCHEDULE_SYNC_PATH } from '../../src/http/schedule-sync.js';
-import { ALL_FEATURES, ALL_FEATURES_RELEASE, renderChart, type KubeObject } from '../support/helm.js';
+import { buildApp } from '../../src/server/app.js';
+import { BACKUP_CUSTOMIZE_PATH, BACKUP_FINALIZE_PATH, BACKUP_SYNC_PATH } from '../../src/server/http/backup-hooks.js';
+import { SCHEDULE_SYNC_PATH } from '../../src/server/http/schedule-sync.js';
+import { ALL_FEATURES, ALL_FEATURES_RELEASE, renderChart, type KubeObject } from '../harness/helm.js';
 import { metacontrollerProblems } from '../helpers/metacontroller-crds.js';
 
 type J = any;

@@ -2,7 +2,8 @@
 
 import { randomUUID } from 'node:crypto';
 import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, CONTROLLER_UID_LABEL, LAST_APPLIED_ANNOTATION, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../src/api/constants.js';
-import type { CompositeSyncRequest, Condition, KubernetesObject } from '../../src/metacontroller/types.js';
+import type { CompositeSyncRequest, KubernetesObject } from '../../src/server/metacontroller/types.js';
+import type { Condition } from '../../src/api/conditions.js';
 
 export const NAMESPACE = 'talos-backup';
 export const SCHEDULE_NAME = 'daily-backup-schedule';

@@ -1,7 +1,7 @@
 // Starts the real hook server on a free loopback port for a test.
 
 import type { FastifyInstance } from 'fastify';
-import { buildApp, type AppOptions } from '../../src/app.js';
+import { buildApp, type AppOptions } from '../../src/server/app.js';
 
 export interface RunningServer {
   app: FastifyInstance;

@@ -24,19 +24,19 @@ import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { API_VERSION, BACKUP_KIND, BACKUP_PLURAL, GROUP, SCHEDULED_TIME_ANNOTATION, VERSION } from '../../src/api/constants.js';
 import { packageRoot } from '../../src/api/crds.js';
 import type { BackupStatus } from '../../src/api/types.js';
-import { CONTAINER_NAME, IMAGE_ENTRYPOINT, type JobImage } from '../../src/backup/job.js';
-import { syncBackup } from '../../src/backup/sync.js';
-import { DEFAULTS } from '../../src/config.js';
-import type { KubernetesObject } from '../../src/metacontroller/types.js';
-import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../src/snapshot/config.js';
-import { startEtcd, type Etcd } from '../support/etcd.js';
+import { CONTAINER_NAME, IMAGE_ENTRYPOINT, type JobImage } from '../../src/server/backup/job.js';
+import { syncBackup } from '../../src/server/backup/sync.js';
+import { DEFAULTS } from '../../src/server/config.js';
+import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
+import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../src/contract/settings.js';
+import { startEtcd, type Etcd } from '../harness/etcd.js';
 import { CoreV1Api, CustomObjectsApi, KubernetesObjectApi } from '@kubernetes/client-node';
 import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';
-import { startKubelet, type Kubelet } from '../harness/kubelet.js';
-import { createAsMetacontroller, type Obj } from '../backup/job-cluster.js';
-import { createTalosPki, talosconfigYaml } from '../support/pki.js';
-import { startRgw, type Rgw } from '../support/rgw.js';
-import { startTalosDouble, type TalosDouble } from '../support/talos-double.js';
+import { startKubelet, type Kubelet } from '../doubles/kubelet.js';
+import { createAsMetacontroller, type Obj } from '../server/backup/job-cluster.js';
+import { createTalosPki, talosconfigYaml } from '../harness/pki.js';
+import { startRgw, type Rgw } from '../harness/rgw.js';
+import { startTalosDouble, type TalosDouble } from '../doubles/talos.js';
 import {
   buildImage,
   completion,

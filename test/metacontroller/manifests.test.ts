@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import formats from 'ajv-formats';
 import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, BACKUP_PLURAL, JOB_KEY, ROLE_BINDING_KEY, ROLE_KEY, SCHEDULE_KIND, SCHEDULE_PLURAL, SERVICE_ACCOUNT_KEY } from '../../src/api/constants.js';
-import { BACKUP_CUSTOMIZE_PATH, BACKUP_FINALIZE_PATH, BACKUP_SYNC_PATH } from '../../src/http/backup-hooks.js';
+import { BACKUP_CUSTOMIZE_PATH, BACKUP_FINALIZE_PATH, BACKUP_SYNC_PATH } from '../../src/server/http/backup-hooks.js';
 import { packageRoot } from '../../src/api/crds.js';
-import { SCHEDULE_SYNC_PATH } from '../../src/http/schedule-sync.js';
+import { SCHEDULE_SYNC_PATH } from '../../src/server/http/schedule-sync.js';
 import { metacontrollerCrdFor, metacontrollerCrds, metacontrollerProblems, readYamlDocuments, type Crd } from '../helpers/metacontroller-crds.js';
 
 type Json = Record<string, unknown>;

@@ -8,10 +8,10 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { CompositeSyncRequest, KubernetesObject } from '../../src/metacontroller/types.js';
-import { SCHEDULE_SYNC_PATH } from '../../src/http/schedule-sync.js';
-import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/schedule/retention.js';
-import { backupName, syncSchedule } from '../../src/schedule/sync.js';
+import type { CompositeSyncRequest, KubernetesObject } from '../../src/server/metacontroller/types.js';
+import { SCHEDULE_SYNC_PATH } from '../../src/server/http/schedule-sync.js';
+import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/server/schedule/retention.js';
+import { backupName, syncSchedule } from '../../src/server/schedule/sync.js';
 import { backup, childNames, iso, SCHEDULE_NAME, schedule, syncRequest } from '../helpers/builders.js';
 import { postJson, startServer, type RunningServer } from '../helpers/server.js';
 

@@ -1,6 +1,6 @@
 // Thirty simulated days of a `0 */6 * * *` schedule (retention 5, failedBackupsHistoryLimit unset so the CRD's
 // default 3, concurrencyPolicy Forbid) driven through the
-// Metacontroller stand-in (test/harness/metacontroller.ts, CompositeController only) on a real API server
+// Metacontroller stand-in (test/doubles/metacontroller.ts, CompositeController only) on a real API server
 // (test/harness/control-plane.ts) against real hook servers, with backups that randomly succeed or fail. The test
 // plays the backup decorator: it writes each backup's outcome through the status subresource, as the decorator
 // would. The simulated clock only moves to the next event Metacontroller would act on: the resync the hook asked
@@ -17,17 +17,18 @@
 // hook servers answering alternately must give the same history as one server.
 //
 // The random run is seeded; reproduce a failure with SIM_SEED=<seed from the message>. The stand-in's client is
-// not rate-limited here (the 5 QPS limit is tested in test/harness/metacontroller.test.ts); 30 days would take long.
+// not rate-limited here (the 5 QPS limit is tested in test/doubles/metacontroller.test.ts); 30 days would take long.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
 import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, CONTROLLER_UID_LABEL, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../src/api/constants.js';
 import { isReadableBackup } from '../../src/api/validation.js';
-import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/schedule/retention.js';
-import type { Condition, KubernetesObject } from '../../src/metacontroller/types.js';
+import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/server/schedule/retention.js';
+import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
+import type { Condition } from '../../src/api/conditions.js';
 import { useControlPlane, type ControlPlane } from '../harness/control-plane.js';
-import { KubeRest, loadManifests, startMetacontroller, type HookCall, type MetacontrollerStandIn } from '../harness/metacontroller.js';
+import { KubeRest, loadManifests, startMetacontroller, type HookCall, type MetacontrollerStandIn } from '../doubles/metacontroller.js';
 import { backupTemplateSpec, iso } from '../helpers/builders.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 

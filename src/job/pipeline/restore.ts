@@ -1,0 +1,143 @@
+// `restore`: a stored backup back to a plain etcd snapshot file on a workstation — downloaded, decrypted,
+// decompressed and verified in one stream (the same checks as `verify`), then written under its final name only
+// once every check passed. The file is what etcd wrote (database and sha256 trailer), which both
+// `etcdctl snapshot restore` and `talosctl bootstrap --recover-from` check and accept.
+
+import { createWriteStream, existsSync } from 'node:fs';
+import { link, rename, rm } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { describeS3Error, isPermanentS3Error } from '../s3/errors.js';
+import { storedFormatOf } from '../../contract/object-key.js';
+import { readRecordedHashes } from '../s3/recorded-hashes.js';
+import { SinkError, verifyObject, type VerifiedObject } from './verify.js';
+
+export class RestoreError extends Error {
+  override name = 'RestoreError';
+  /** true when a retry cannot help (nothing to restore, no identity, a file in the way). */
+  readonly permanent: boolean;
+  constructor(detail: string, options: { cause?: unknown; permanent: boolean }) {
+    super(`Restore failed: ${detail}`, { cause: options.cause });
+    this.permanent = options.permanent;
+  }
+}
+
+/** `<prefix>/<cluster>/`, as object keys have it. */
+function clusterPrefix(prefix: string, cluster: string): string {
+  return `${[prefix.replace(/^\/+|\/+$/g, ''), cluster].filter(Boolean).join('/')}/`;
+}
+
+const SNAPSHOT_NAME = /\/etcd-snapshot-(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)\.db(\.gz|\.zst)?(\.age)?$/;
+
+/** Backups of a cluster under a prefix, newest first (by the time in their names). */
+async function listBackups(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<string[]> {
+  const listPrefix = `${clusterPrefix(prefix, cluster)}etcd-snapshot-`;
+  const keys: { key: string; time: string }[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: listPrefix, ...(token && { ContinuationToken: token }) }));
+    for (const object of page.Contents ?? []) {
+      const time = object.Key && SNAPSHOT_NAME.exec(object.Key)?.[1];
+      if (time) keys.push({ key: object.Key!, time });
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return keys.sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : a.key < b.key ? 1 : -1)).map((k) => k.key);
+}
+
+/**
+ * The newest complete backup of a cluster: the newest whose hashes were recorded (an object without them is an
+ * upload that did not finish). Throws a RestoreError when there is none.
+ */
+export async function newestBackup(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<{ key: string; skipped: string[] }> {
+  const where = `s3://${bucket}/${clusterPrefix(prefix, cluster)}`;
+  const s3Failure = (what: string, error: unknown) => new RestoreError(`cannot ${what}: ${describeS3Error(error)}`, { cause: error, permanent: isPermanentS3Error(error) });
+  let keys;
+  try {
+    keys = await listBackups(client, bucket, prefix, cluster);
+  } catch (error) {
+    throw s3Failure(`list ${where}`, error);
+  }
+  const skipped: string[] = [];
+  for (const key of keys) {
+    let recorded;
+    try {
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+      recorded = await readRecordedHashes(client, bucket, key, head.Metadata ?? {}, head.VersionId);
+    } catch (error) {
+      throw s3Failure(`read s3://${bucket}/${key}`, error);
+    }
+    if (recorded) return { key, skipped };
+    skipped.push(key);
+  }
+  const none = keys.length === 0 ? 'no backups' : `no complete backups (${keys.length} incomplete: ${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', ...' : ''})`;
+  throw new RestoreError(`${none} of cluster ${cluster} under ${where}`, { permanent: true });
+}
+
+/** The file name a key restores to by default: its name without the .gz/.zst/.age suffixes. */
+export function defaultOutput(key: string): string {
+  return basename(key).replace(/(\.gz|\.zst)?(\.age)?$/, '');
+}
+
+export interface RestoreOptions {
+  client: S3Client;
+  bucket: string;
+  key: string;
+  /** age identities, for an encrypted backup. */
+  identities: string[];
+  /** The file to write; it must not exist. */
+  output: string;
+  onProgress?: (bytesRead: number, total: number | undefined) => void;
+  /** Stops the restore (Ctrl-C); nothing is left behind. */
+  signal?: AbortSignal;
+}
+
+export interface RestoreResult extends VerifiedObject {
+  output: string;
+}
+
+/** Gives the finished file its name, never replacing a file that appeared there meanwhile. */
+async function publish(partial: string, output: string): Promise<void> {
+  try {
+    await link(partial, output); // fails with EEXIST instead of replacing
+  } catch (error) {
+    // Filesystems without hard links: a rename after a last check.
+    if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
+    if (existsSync(output)) throw Object.assign(new Error(`${output} exists`), { code: 'EEXIST' });
+    await rename(partial, output);
+  }
+}
+
+/** Downloads, decodes and verifies one backup into `output`; nothing is left at `output` if any check fails. */
+export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
+  const { client, bucket, key, output } = opts;
+  if (storedFormatOf(key).encrypted && opts.identities.length === 0) {
+    throw new RestoreError(`s3://${bucket}/${key} is age-encrypted: give the identity file of one of its recipients with --age-identity (AGE_IDENTITY_FILE)`, { permanent: true });
+  }
+  if (existsSync(output)) throw new RestoreError(`${output} exists (restore never overwrites; remove it or choose --output)`, { permanent: true });
+  // Written next to the output under a temporary name, then linked to the final name, which fails if a file
+  // appeared there meanwhile: a restore never overwrites anything.
+  const partial = `${output}.partial-${process.pid}`;
+  // The whole of etcd, Secrets included: readable by its owner only, as etcdctl writes snapshots.
+  const sink = createWriteStream(partial, { flags: 'wx', mode: 0o600, flush: true });
+  try {
+    await new Promise<void>((resolve, reject) => sink.once('open', () => resolve()).once('error', reject));
+  } catch (error) {
+    throw new RestoreError(`cannot write ${partial}: ${(error as Error).message}`, { cause: error, permanent: true });
+  }
+  try {
+    const result = await verifyObject(client, bucket, key, { identities: opts.identities, sink, onProgress: opts.onProgress, signal: opts.signal });
+    try {
+      await publish(partial, output);
+    } catch (error) {
+      throw new RestoreError(`cannot write ${output}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`, { cause: error, permanent: true });
+    }
+    return { ...result, output };
+  } catch (error) {
+    if (error instanceof SinkError) throw new RestoreError(`cannot write ${partial}: ${error.message}`, { cause: error, permanent: false });
+    throw error;
+  } finally {
+    sink.destroy();
+    await rm(partial, { force: true }); // the output, if written, is its own link now
+  }
+}

@@ -1,0 +1,285 @@
+// The objects a backup attaches: the snapshot Job with its own ServiceAccount, Role and RoleBinding, and, when a
+// backup with deletionPolicy Delete goes away, the delete Job. Pure builders: same backup, same objects.
+//
+// How the Job learns its inputs: Kubernetes resolves the Secrets (secretKeyRef for the S3 keys, a Secret volume
+// for the talosconfig, a Secret or ConfigMap volume for the CA bundle). Every reference is `optional: true`, so
+// a missing Secret or key never leaves the pod stuck in CreateContainerConfigError: the CLI starts, finds the
+// input missing (REQUIRED_SECRETS says what to expect) and fails at once with "Failed to get secret ...".
+// How it reports back: a merge patch on its backup's status subresource (status.report), the only thing its
+// ServiceAccount may do. It reads nothing through the API: the kubelet, not the Job's identity, reads the Secrets.
+
+import { GROUP, BACKUP_PLURAL, SCHEDULED_TIME_ANNOTATION } from '../../api/constants.js';
+import type { BackupSpec, SecretKeyRef } from '../../api/types.js';
+import type { KubernetesObject } from '../metacontroller/types.js';
+import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../contract/settings.js';
+import { formatTime, parseTime } from '../../api/conditions.js';
+import { attachmentLabels, attachmentName, type Component } from './names.js';
+import type { TalosSource } from './talos-source.js';
+
+/** Where the image keeps the CLI (the Dockerfile puts the compiled project in /app). */
+export const IMAGE_ENTRYPOINT = '/app/dist/src/main.js';
+/** Exit code of the CLI for failures no retry can fix (bad settings, missing Secret, refused object). */
+export const PERMANENT_FAILURE_EXIT_CODE = 2;
+export const CONTAINER_NAME = 'backup';
+
+const TALOSCONFIG_DIR = '/var/run/secrets/talos.dev';
+const CA_BUNDLE_DIR = '/var/run/secrets/s3-ca';
+const CA_BUNDLE_FILE = 'ca.crt';
+const AGE_IDENTITY_DIR = '/var/run/secrets/age';
+const AGE_IDENTITY_FILE = 'identity.txt';
+// The delete Job only talks to S3; a short deadline keeps a stuck one from holding the finalizer for an hour.
+const DELETE_JOB_DEADLINE_SECONDS = 600;
+const DELETE_JOB_BACKOFF_LIMIT = 2;
+/** The Jobs' pods get this long between SIGTERM and SIGKILL (Kubernetes' default, written out: the delete waits on it). */
+export const POD_GRACE_SECONDS = 30;
+/**
+ * How long the delete Job waits before its second pass when the snapshot may still run: the snapshot Job is gone
+ * before the delete Job is asked for, but its pod may stop up to POD_GRACE_SECONDS later, and an upload completing
+ * in between would leave an object behind.
+ */
+export const DELETE_WAIT_AFTER_SNAPSHOT_SECONDS = POD_GRACE_SECONDS + 10;
+/** Used when spec.job.resources is unset: streaming needs ~150–200 MiB whatever the snapshot's size (npm run bench). */
+export const DEFAULT_RESOURCES = { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '512Mi' } };
+
+export interface JobImage {
+  image: string;
+  pullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  pullSecrets: string[];
+}
+
+/** The backup as the builders need it. */
+export interface BackupRef {
+  name: string;
+  namespace: string;
+  uid: string;
+  creationTimestamp?: string | undefined;
+  annotations?: Record<string, string> | undefined;
+}
+
+/**
+ * One entry of REQUIRED_SECRETS: an input Kubernetes fills from a Secret or ConfigMap key, and where it lands:
+ * in the variable `env`, or in the file whose path the variable `pathEnv` holds.
+ */
+export interface RequiredSecret {
+  kind: 'Secret' | 'ConfigMap';
+  name: string;
+  key: string;
+  env?: string;
+  pathEnv?: string;
+}
+
+type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
+
+/** The key's timestamp: the slot a schedule created the backup for, else the backup's creation. */
+export function backupTime(backup: BackupRef): string | undefined {
+  const scheduled = parseTime(backup.annotations?.[SCHEDULED_TIME_ANNOTATION]);
+  const created = parseTime(backup.creationTimestamp);
+  const time = scheduled ?? created;
+  return time && formatTime(time);
+}
+
+function env(name: string, value: string | undefined): EnvVar[] {
+  return value === undefined ? [] : [{ name, value }];
+}
+
+function secretEnv(name: string, ref: SecretKeyRef): EnvVar {
+  return { name, valueFrom: { secretKeyRef: { name: ref.name, key: ref.key, optional: true } } };
+}
+
+/** S3 settings shared by the snapshot and delete Jobs: env, volumes, mounts and the secrets they expect. */
+function s3Inputs(spec: BackupSpec) {
+  const s3 = spec.backupStorage.s3;
+  const vars: EnvVar[] = [
+    ...env(SETTINGS.bucket.env, s3.bucket),
+    ...env(SETTINGS.region.env, s3.region),
+    ...env(SETTINGS.endpoint.env, s3.endpoint),
+    ...env(SETTINGS.forcePathStyle.env, s3.forcePathStyle === undefined ? undefined : String(s3.forcePathStyle)),
+    ...env(SETTINGS.insecureSkipTLSVerify.env, String(s3.insecureSkipTLSVerify)),
+  ];
+  const required: RequiredSecret[] = [];
+  const volumes: Record<string, unknown>[] = [];
+  const mounts: Record<string, unknown>[] = [];
+  if (s3.accessKeyID && s3.secretAccessKey) {
+    vars.push(secretEnv('AWS_ACCESS_KEY_ID', s3.accessKeyID), secretEnv('AWS_SECRET_ACCESS_KEY', s3.secretAccessKey));
+    required.push({ kind: 'Secret', ...s3.accessKeyID, env: 'AWS_ACCESS_KEY_ID' }, { kind: 'Secret', ...s3.secretAccessKey, env: 'AWS_SECRET_ACCESS_KEY' });
+  }
+  if (s3.caBundle) {
+    const { kind, name, key } = s3.caBundle;
+    const items = [{ key, path: CA_BUNDLE_FILE }];
+    volumes.push({ name: 's3-ca', ...(kind === 'ConfigMap' ? { configMap: { name, items, optional: true } } : { secret: { secretName: name, items, optional: true } }) });
+    mounts.push({ name: 's3-ca', mountPath: CA_BUNDLE_DIR, readOnly: true });
+    vars.push({ name: SETTINGS.caBundle.env, value: `${CA_BUNDLE_DIR}/${CA_BUNDLE_FILE}` });
+    required.push({ kind, name, key, pathEnv: SETTINGS.caBundle.env });
+  }
+  return { vars, required, volumes, mounts };
+}
+
+interface PodParts {
+  component: Component;
+  command: string;
+  vars: EnvVar[];
+  required: RequiredSecret[];
+  volumes: Record<string, unknown>[];
+  mounts: Record<string, unknown>[];
+  serviceAccountName?: string;
+  activeDeadlineSeconds: number;
+  backoffLimit: number;
+}
+
+/** A Job running one CLI command under the restricted Pod Security Standard. */
+function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: PodParts): KubernetesObject {
+  const labels = attachmentLabels(backup, parts.component);
+  const job = spec.job;
+  const container = {
+    name: CONTAINER_NAME,
+    image: image.image,
+    imagePullPolicy: image.pullPolicy,
+    command: ['node', ...SNAPSHOT_NODE_FLAGS, IMAGE_ENTRYPOINT, parts.command],
+    env: [
+      ...Object.entries(SNAPSHOT_RUNTIME_ENV).map(([name, value]) => ({ name, value })),
+      ...parts.vars,
+      { name: SETTINGS.requiredSecrets.env, value: JSON.stringify(parts.required) },
+      { name: SETTINGS.podName.env, valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    ],
+    resources: job.resources ?? DEFAULT_RESOURCES,
+    ...(parts.mounts.length > 0 && { volumeMounts: parts.mounts }),
+    securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+  };
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: { name: attachmentName(backup.name, parts.component), namespace: backup.namespace, labels },
+    spec: {
+      backoffLimit: parts.backoffLimit,
+      activeDeadlineSeconds: parts.activeDeadlineSeconds,
+      // Exit code 2 means no retry can help (bad settings, a missing Secret): fail the Job at once instead of
+      // spending the backoff. Evicted or preempted pods do not count against backoffLimit.
+      podFailurePolicy: {
+        rules: [
+          { action: 'FailJob', onExitCodes: { containerName: CONTAINER_NAME, operator: 'In', values: [PERMANENT_FAILURE_EXIT_CODE] } },
+          { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] },
+        ],
+      },
+      // No ttlSecondsAfterFinished: Metacontroller would recreate a Job the TTL controller removed while the
+      // backup still lists it, and run the backup again. The Job goes when the backup's status records the outcome.
+      template: {
+        metadata: { labels },
+        spec: {
+          restartPolicy: 'Never',
+          terminationGracePeriodSeconds: POD_GRACE_SECONDS,
+          ...(parts.serviceAccountName ? { serviceAccountName: parts.serviceAccountName, automountServiceAccountToken: true } : { automountServiceAccountToken: false }),
+          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+          ...(image.pullSecrets.length > 0 && { imagePullSecrets: image.pullSecrets.map((name) => ({ name })) }),
+          ...(job.nodeSelector && { nodeSelector: job.nodeSelector }),
+          ...(job.tolerations && { tolerations: job.tolerations }),
+          ...(job.priorityClassName && { priorityClassName: job.priorityClassName }),
+          containers: [container],
+          ...(parts.volumes.length > 0 && { volumes: parts.volumes }),
+        },
+      },
+    },
+  };
+}
+
+/**
+ * How the object is protected and checked: compression, age recipients, server-side encryption, Object Lock, and
+ * the read-back. The age identity is mounted only when the read-back can use it: taking a backup never needs it.
+ */
+function protectionInputs(spec: BackupSpec) {
+  const s3 = spec.backupStorage.s3;
+  const vars: EnvVar[] = [
+    ...env(SETTINGS.compression.env, spec.compression),
+    ...env(SETTINGS.ageRecipients.env, spec.encryption?.age.recipients.join(',')),
+    ...env(SETTINGS.sse.env, s3.serverSideEncryption?.algorithm),
+    ...env(SETTINGS.sseKmsKeyId.env, s3.serverSideEncryption?.kmsKeyID),
+    ...env(SETTINGS.objectLockMode.env, s3.objectLock?.mode),
+    ...env(SETTINGS.objectLockRetainDays.env, s3.objectLock && String(s3.objectLock.retainDays)),
+    ...env(SETTINGS.verify.env, String(spec.verify)),
+  ];
+  const identity = spec.verify ? spec.encryption?.age.identitySecretRef : undefined;
+  if (!identity) return { vars, required: [] as RequiredSecret[], volumes: [], mounts: [] };
+  vars.push({ name: SETTINGS.ageIdentity.env, value: `${AGE_IDENTITY_DIR}/${AGE_IDENTITY_FILE}` });
+  return {
+    vars,
+    required: [{ kind: 'Secret', ...identity, pathEnv: SETTINGS.ageIdentity.env }] as RequiredSecret[],
+    volumes: [{ name: 'age-identity', secret: { secretName: identity.name, items: [{ key: identity.key, path: AGE_IDENTITY_FILE }], optional: true } }],
+    mounts: [{ name: 'age-identity', mountPath: AGE_IDENTITY_DIR, readOnly: true }],
+  };
+}
+
+/** The Job that takes the snapshot, as `talos-etcd-backup snapshot` with the settings of the backup. */
+export function snapshotJob(backup: BackupRef, spec: BackupSpec, source: TalosSource, image: JobImage): KubernetesObject {
+  const s3 = s3Inputs(spec);
+  const protection = protectionInputs(spec);
+  const talosconfigFile = SETTINGS.talosconfig.default;
+  const vars: EnvVar[] = [
+    ...env(SETTINGS.talosconfig.env, talosconfigFile),
+    ...env(SETTINGS.endpoints.env, source.endpoints?.join(',')),
+    ...env(SETTINGS.node.env, spec.node),
+    ...s3.vars,
+    ...env(SETTINGS.prefix.env, spec.backupStorage.s3.prefix),
+    ...env(SETTINGS.cluster.env, source.cluster),
+    ...env(SETTINGS.time.env, backupTime(backup)),
+    ...env(SETTINGS.backupNamespace.env, backup.namespace),
+    ...env(SETTINGS.backupName.env, backup.name),
+    ...env(SETTINGS.backupUid.env, backup.uid),
+    ...env(SETTINGS.reportStatus.env, 'true'),
+    ...protection.vars,
+  ];
+  const talosconfigItem = talosconfigFile.slice(TALOSCONFIG_DIR.length + 1);
+  return cliJob(backup, spec, image, {
+    component: 'snapshot',
+    command: 'snapshot',
+    vars,
+    required: [{ kind: 'Secret', ...source.talosconfig, pathEnv: SETTINGS.talosconfig.env }, ...s3.required, ...protection.required],
+    volumes: [{ name: 'talosconfig', secret: { secretName: source.talosconfig.name, items: [{ key: source.talosconfig.key, path: talosconfigItem }], optional: true } }, ...s3.volumes, ...protection.volumes],
+    mounts: [{ name: 'talosconfig', mountPath: TALOSCONFIG_DIR, readOnly: true }, ...s3.mounts, ...protection.mounts],
+    serviceAccountName: attachmentName(backup.name, 'snapshot'),
+    activeDeadlineSeconds: spec.job.activeDeadlineSeconds,
+    backoffLimit: spec.job.backoffLimit,
+  });
+}
+
+/** The snapshot Job's identity: it may patch its own backup's status, and nothing else. */
+export function snapshotIdentity(backup: BackupRef): KubernetesObject[] {
+  const name = attachmentName(backup.name, 'snapshot');
+  const labels = attachmentLabels(backup, 'snapshot');
+  const metadata = { name, namespace: backup.namespace, labels };
+  return [
+    // The token is mounted by the pod spec (automountServiceAccountToken), not by default for this account.
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata, automountServiceAccountToken: false },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata,
+      rules: [{ apiGroups: [GROUP], resources: [`${BACKUP_PLURAL}/status`], resourceNames: [backup.name], verbs: ['patch'] }],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata,
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+      subjects: [{ kind: 'ServiceAccount', name, namespace: backup.namespace }],
+    },
+  ];
+}
+
+/** The Job that removes the backup's object from S3 (deletionPolicy Delete); it needs no Kubernetes API access. */
+export function deleteJob(backup: BackupRef, spec: BackupSpec, key: string, image: JobImage, opts: { afterSnapshot?: boolean } = {}): KubernetesObject {
+  const s3 = s3Inputs(spec);
+  return cliJob(backup, spec, image, {
+    component: 'delete',
+    command: 'delete',
+    vars: [
+      ...s3.vars,
+      ...env(SETTINGS.key.env, key),
+      ...env(SETTINGS.backupUid.env, backup.uid),
+      ...(opts.afterSnapshot ? env(SETTINGS.deleteWait.env, String(DELETE_WAIT_AFTER_SNAPSHOT_SECONDS)) : []),
+    ],
+    required: s3.required,
+    volumes: s3.volumes,
+    mounts: s3.mounts,
+    activeDeadlineSeconds: DELETE_JOB_DEADLINE_SECONDS,
+    backoffLimit: DELETE_JOB_BACKOFF_LIMIT,
+  });
+}
