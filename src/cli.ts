@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULTS, HOST_ENV, PORT_ENV, packageVersion, parseServerConfig } from './server/config.js';
 import { resolveSettings, SETTINGS, SettingsError, type RawSettings, type Setting } from './contract/settings.js';
 import type { ProgressBar } from './job/progress.js';
+import { EXIT_CODE } from './contract/exit-codes.js';
 
 const S3_SETTINGS = [SETTINGS.bucket, SETTINGS.key, SETTINGS.region, SETTINGS.endpoint, SETTINGS.forcePathStyle, SETTINGS.insecureSkipTLSVerify, SETTINGS.caBundle];
 // restore's own settings; the rest of the snapshot settings are the Job's.
@@ -153,7 +154,7 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
     const permanent = isPermanentFailure(error);
     process.stderr.write(`${message}\n`);
     await reporter?.failed(message, !permanent).catch((e: Error) => process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${redact(e.message, env)}\n`));
-    return permanent ? 2 : 1;
+    return permanent ? EXIT_CODE.permanent : EXIT_CODE.retryable;
   } finally {
     process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal);
   }
@@ -180,8 +181,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   } catch (error) {
     // parseArgs: an unknown option or a missing value. One line: the usage is 80 lines, and a Job's log or a
     // terminal should show the mistake, not bury it.
-    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) return fail(`${(error as Error).message} ${HELP_POINTER}`, 2);
+    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) return fail(`${(error as Error).message} ${HELP_POINTER}`, EXIT_CODE.permanent);
     return fail((error as Error).message.replace(/[\r\n]+/g, ' '), 1);
   }
-  return fail(`unknown command ${JSON.stringify(command)} ${HELP_POINTER}`, 2);
+  return fail(`unknown command ${JSON.stringify(command)} ${HELP_POINTER}`, EXIT_CODE.permanent);
 }

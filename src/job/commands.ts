@@ -2,94 +2,19 @@
 // stdout on success; one line on stderr and a non-zero exit on failure. Secrets are redacted from anything printed.
 
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { AgeError, parseIdentities, parseRecipients } from '../api/age-keys.js';
-import type { Compression } from './codec/compression.js';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
 import { DEFAULT_PREFIX, objectKey, storedFormatOf } from '../contract/object-key.js';
-import { createS3Client, type S3Settings } from './s3/client.js';
-import type { ObjectProtection } from './s3/upload.js';
+import { createS3Client } from './s3/client.js';
 import { Problems, SETTINGS, type RawSettings } from '../contract/settings.js';
 import { checkRequiredInputs } from './required-inputs.js';
 import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from './pipeline/restore.js';
-import { takeSnapshot, type SnapshotOutcome, type SnapshotResult, type StoredFormat } from './pipeline/snapshot.js';
+import { takeSnapshot, type SnapshotOutcome, type SnapshotResult } from './pipeline/snapshot.js';
+import { identities, protection, readFile, s3Settings, storedFormat } from './settings.js';
 import { verifyObject, type VerifiedObject } from './pipeline/verify.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from './talos/talosconfig.js';
 import { TalosError } from './talos/client.js';
 
 const MIB = 1024 * 1024;
-
-function readFile(path: string, what: string, problems: Problems): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (error) {
-    problems.list.push(`cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-    return undefined;
-  }
-}
-
-function s3Settings(raw: RawSettings, problems: Problems): S3Settings {
-  const caBundlePem = raw.caBundle ? readFile(raw.caBundle, 'CA bundle', problems) : undefined;
-  return {
-    region: problems.required(raw, 'region'),
-    endpoint: problems.url(raw, 'endpoint'),
-    forcePathStyle: problems.boolean(raw, 'forcePathStyle'),
-    insecureSkipTLSVerify: problems.boolean(raw, 'insecureSkipTLSVerify'),
-    caBundlePem,
-    // Keys come through the SDK's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, web identity, ...).
-  };
-}
-
-const COMPRESSIONS: readonly Compression[] = ['none', 'gzip', 'zstd'];
-
-function storedFormat(raw: RawSettings, problems: Problems): StoredFormat {
-  let compression = (raw.compression ?? 'none') as Compression;
-  if (!COMPRESSIONS.includes(compression)) {
-    problems.list.push(`${SETTINGS.compression.env} (--${SETTINGS.compression.flag}) must be none, gzip or zstd, got ${JSON.stringify(raw.compression)}`);
-    compression = 'none'; // the problem is listed; the checks that follow (the key's suffix) need a known one
-  }
-  let recipients: string[] = [];
-  const listed = (raw.ageRecipients ?? '').split(/[\s,]+/).filter(Boolean);
-  try {
-    recipients = parseRecipients(listed);
-  } catch (error) {
-    if (!(error instanceof AgeError)) throw error;
-    problems.list.push(`${SETTINGS.ageRecipients.env} (--${SETTINGS.ageRecipients.flag}): ${error.message}`);
-  }
-  return { compression, recipients };
-}
-
-/** The identities in AGE_IDENTITY_FILE (none when unset). The file's content is never echoed. */
-function identities(raw: RawSettings, problems: Problems): string[] {
-  if (!raw.ageIdentity) return [];
-  const text = readFile(raw.ageIdentity, 'age identity file', problems);
-  if (text === undefined) return [];
-  try {
-    return parseIdentities(text);
-  } catch (error) {
-    if (!(error instanceof AgeError)) throw error;
-    problems.list.push(`${SETTINGS.ageIdentity.env} (--${SETTINGS.ageIdentity.flag}) ${raw.ageIdentity}: ${error.message}`);
-    return [];
-  }
-}
-
-function protection(raw: RawSettings, problems: Problems): ObjectProtection {
-  const out: ObjectProtection = {};
-  if (raw.sse !== undefined && raw.sse !== '') {
-    if (raw.sse !== 'AES256' && raw.sse !== 'aws:kms') problems.list.push(`${SETTINGS.sse.env} (--${SETTINGS.sse.flag}) must be AES256 or aws:kms, got ${JSON.stringify(raw.sse)}`);
-    out.serverSideEncryption = { algorithm: raw.sse as 'AES256' | 'aws:kms', kmsKeyId: raw.sseKmsKeyId || undefined };
-  }
-  if (raw.sseKmsKeyId && raw.sse !== 'aws:kms') problems.list.push(`${SETTINGS.sseKmsKeyId.env} (--${SETTINGS.sseKmsKeyId.flag}) needs ${SETTINGS.sse.env}=aws:kms`);
-  const mode = raw.objectLockMode || undefined;
-  const days = raw.objectLockRetainDays || undefined;
-  if (mode !== undefined || days !== undefined) {
-    if (mode !== 'GOVERNANCE' && mode !== 'COMPLIANCE') problems.list.push(`${SETTINGS.objectLockMode.env} (--${SETTINGS.objectLockMode.flag}) must be GOVERNANCE or COMPLIANCE${mode === undefined ? ` when ${SETTINGS.objectLockRetainDays.env} is set` : `, got ${JSON.stringify(mode)}`}`);
-    const retainDays = Number(days);
-    if (!Number.isInteger(retainDays) || retainDays < 1) problems.list.push(`${SETTINGS.objectLockRetainDays.env} (--${SETTINGS.objectLockRetainDays.flag}) must be a whole number of days >= 1, got ${JSON.stringify(days)}`);
-    out.objectLock = { mode: mode as 'GOVERNANCE' | 'COMPLIANCE', retainDays };
-  }
-  return out;
-}
 
 export interface SnapshotHooks {
   onProgress?: (bytesUploaded: number) => void;

@@ -13,13 +13,13 @@ import type { BackupSpec, SecretKeyRef } from '../../api/types.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
 import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../contract/settings.js';
 import { formatTime, parseTime } from '../../api/conditions.js';
+import { EXIT_CODE } from '../../contract/exit-codes.js';
+import { formatRequiredInputs, type RequiredSecret } from '../../contract/required-inputs.js';
 import { attachmentLabels, attachmentName, type Component } from './names.js';
 import type { TalosSource } from './talos-source.js';
 
 /** Where the image keeps the CLI (the Dockerfile puts the compiled project in /app). */
 export const IMAGE_ENTRYPOINT = '/app/dist/src/main.js';
-/** Exit code of the CLI for failures no retry can fix (bad settings, missing Secret, refused object). */
-export const PERMANENT_FAILURE_EXIT_CODE = 2;
 export const CONTAINER_NAME = 'backup';
 
 const TALOSCONFIG_DIR = '/var/run/secrets/talos.dev';
@@ -54,18 +54,6 @@ export interface BackupRef {
   uid: string;
   creationTimestamp?: string | undefined;
   annotations?: Record<string, string> | undefined;
-}
-
-/**
- * One entry of REQUIRED_SECRETS: an input Kubernetes fills from a Secret or ConfigMap key, and where it lands:
- * in the variable `env`, or in the file whose path the variable `pathEnv` holds.
- */
-export interface RequiredSecret {
-  kind: 'Secret' | 'ConfigMap';
-  name: string;
-  key: string;
-  env?: string;
-  pathEnv?: string;
 }
 
 type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
@@ -138,7 +126,7 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
     env: [
       ...Object.entries(SNAPSHOT_RUNTIME_ENV).map(([name, value]) => ({ name, value })),
       ...parts.vars,
-      { name: SETTINGS.requiredSecrets.env, value: JSON.stringify(parts.required) },
+      { name: SETTINGS.requiredSecrets.env, value: formatRequiredInputs(parts.required) },
       { name: SETTINGS.podName.env, valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     ],
     resources: job.resources ?? DEFAULT_RESOURCES,
@@ -156,7 +144,7 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
       // spending the backoff. Evicted or preempted pods do not count against backoffLimit.
       podFailurePolicy: {
         rules: [
-          { action: 'FailJob', onExitCodes: { containerName: CONTAINER_NAME, operator: 'In', values: [PERMANENT_FAILURE_EXIT_CODE] } },
+          { action: 'FailJob', onExitCodes: { containerName: CONTAINER_NAME, operator: 'In', values: [EXIT_CODE.permanent] } },
           { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] },
         ],
       },
