@@ -32,7 +32,8 @@ import { GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand } from '@a
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { GZIP_LEVEL, ZSTD_LEVEL, zstdImplementation, type Compression } from '../src/job/codec/compression.js';
 import { sniffFormat } from '../test/helpers/stored-format.js';
-import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../src/contract/settings.js';
+import { SETTINGS } from '../src/contract/settings.js';
+import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../src/contract/runtime.js';
 import { createTalosPki, talosconfigYaml } from '../test/harness/pki.js';
 import { startRgw, type Rgw } from '../test/harness/rgw.js';
 import { CHUNK_SIZE } from '../test/doubles/talos.js';

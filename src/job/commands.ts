@@ -3,18 +3,17 @@
 
 import { randomUUID } from 'node:crypto';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
-import { DEFAULT_PREFIX, objectKey, storedFormatOf } from '../contract/object-key.js';
+import { DEFAULT_PREFIX } from '../contract/object-key.js';
 import { createS3Client } from './s3/client.js';
-import { Problems, SETTINGS, type RawSettings } from '../contract/settings.js';
+import { SettingsError, type RawSettings } from '../contract/settings.js';
 import { checkRequiredInputs } from './required-inputs.js';
 import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from './pipeline/restore.js';
 import { takeSnapshot, type SnapshotOutcome, type SnapshotResult } from './pipeline/snapshot.js';
-import { identities, protection, readFile, s3Settings, storedFormat } from './settings.js';
+import { deleteSettings, reportSettings, restoreSettings, snapshotSettings, verifySettings } from './settings.js';
+import type { StatusReporter } from './kubernetes/status-report.js';
 import { verifyObject, type VerifiedObject } from './pipeline/verify.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from './talos/talosconfig.js';
 import { TalosError } from './talos/client.js';
-
-const MIB = 1024 * 1024;
 
 export interface SnapshotHooks {
   onProgress?: (bytesUploaded: number) => void;
@@ -24,34 +23,13 @@ export interface SnapshotHooks {
 /** `snapshot`: one etcd snapshot from the Talos API into S3, read back and verified when VERIFY=true. */
 export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env, now: () => Date = () => new Date(), hooks: SnapshotHooks = {}): Promise<SnapshotOutcome> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
-  const problems = new Problems();
-  const bucket = problems.required(raw, 'bucket');
-  const s3 = s3Settings(raw, problems);
-  const partSize = problems.positive(raw, 'partSize') * MIB;
-  const queueSize = Math.round(problems.positive(raw, 'queueSize'));
-  const connectTimeoutMs = problems.positive(raw, 'connectTimeout') * 1000;
-  const idleTimeoutMs = problems.positive(raw, 'idleTimeout') * 1000;
-  const time = problems.time(raw, 'time', now());
-  const format = storedFormat(raw, problems);
-  const objectProtection = protection(raw, problems);
-  const verify = problems.boolean(raw, 'verify') ?? false;
-  const verifyIdentities = verify ? identities(raw, problems) : [];
-  const encrypted = format.recipients.length > 0;
-  const key = raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster: problems.required(raw, 'cluster'), time, compression: format.compression, encrypted });
-  // verify and restore read the format from the key's suffixes: a key given by hand must say it.
-  const suffixes = storedFormatOf(key);
-  if (suffixes.compression !== format.compression || suffixes.encrypted !== encrypted) {
-    problems.list.push(`${SETTINGS.key.env} (--${SETTINGS.key.flag}) must end with ${objectKey({ prefix: '', cluster: '', time: new Date(0), compression: format.compression, encrypted }).replace(/^.*\.db/, '.db')} for this compression and encryption (verify and restore read the format from it)`);
-  }
-  if (partSize < 5 * MIB) problems.list.push('S3_PART_SIZE_MIB (--part-size-mib) must be at least 5 (S3\'s minimum part size)');
-  const talosconfigText = readFile(raw.talosconfig ?? '', 'talosconfig', problems);
-  problems.throwIfAny();
+  const { bucket, key, s3, partSize, queueSize, connectTimeoutMs, idleTimeoutMs, format, protection: objectProtection, verify, verifyIdentities, talosconfig } = snapshotSettings(raw, now());
 
   let context;
   try {
-    context = parseTalosconfig(talosconfigText!, raw.context);
+    context = parseTalosconfig(talosconfig.text, raw.context);
   } catch (error) {
-    if (error instanceof TalosconfigError) throw new TalosconfigError(`Failed to read talosconfig ${raw.talosconfig}: ${error.message}`);
+    if (error instanceof TalosconfigError) throw new TalosconfigError(`Failed to read talosconfig ${talosconfig.path}: ${error.message}`);
     throw error;
   }
   const endpoints = raw.endpoints ? raw.endpoints.split(',').map((e) => e.trim()).filter(Boolean).map(normalizeEndpoint) : context.endpoints;
@@ -84,13 +62,8 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
 
 /** `verify`: read a stored snapshot back and check it against the hashes recorded with it. */
 export async function verifyCommand(raw: RawSettings, signal?: AbortSignal): Promise<VerifiedObject> {
-  const problems = new Problems();
-  const bucket = problems.required(raw, 'bucket');
-  const key = problems.required(raw, 'key');
-  const s3 = s3Settings(raw, problems);
-  const ids = identities(raw, problems);
-  problems.throwIfAny();
-  return verifyObject(createS3Client(s3), bucket, key, { identities: ids, signal });
+  const { bucket, key, s3, identities } = verifySettings(raw);
+  return verifyObject(createS3Client(s3), bucket, key, { identities, signal });
 }
 
 export interface RestoreHooks {
@@ -102,12 +75,7 @@ export interface RestoreHooks {
 
 /** `restore`: a backup (S3_KEY, else the newest of CLUSTER_NAME under S3_PREFIX) into a verified snapshot file. */
 export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {}): Promise<RestoreResult> {
-  const problems = new Problems();
-  const bucket = problems.required(raw, 'bucket');
-  if (!raw.key && !raw.cluster) problems.list.push(`${SETTINGS.key.env} (--${SETTINGS.key.flag}) or ${SETTINGS.cluster.env} (--${SETTINGS.cluster.flag}) is required: the backup to restore, or the cluster whose newest backup to restore`);
-  const s3 = s3Settings(raw, problems);
-  const ids = identities(raw, problems);
-  problems.throwIfAny();
+  const { bucket, s3, identities: ids } = restoreSettings(raw);
   const client = createS3Client(s3);
   const { key, skipped } = raw.key ? { key: raw.key, skipped: [] } : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
   hooks.onKey?.(key, skipped);
@@ -117,13 +85,7 @@ export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {})
 /** `delete`: remove a backup's object from S3, only if that backup (BACKUP_UID) wrote it. */
 export async function deleteCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env): Promise<DeleteOutcome & { bucket: string; key: string }> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
-  const problems = new Problems();
-  const bucket = problems.required(raw, 'bucket');
-  const key = problems.required(raw, 'key');
-  const uid = problems.required(raw, 'backupUid');
-  const waitSeconds = raw.deleteWait === undefined || raw.deleteWait === '0' ? 0 : problems.positive(raw, 'deleteWait');
-  const s3 = s3Settings(raw, problems);
-  problems.throwIfAny();
+  const { bucket, key, uid, waitSeconds, s3 } = deleteSettings(raw);
   const client = createS3Client(s3);
   if (waitSeconds === 0) return { bucket, key, ...(await deleteSnapshotObject(client, bucket, key, uid)) };
   return { bucket, key, ...(await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds)) };
@@ -138,4 +100,18 @@ export function redact(text: string, env: NodeJS.ProcessEnv): string {
   }
   // No message is meant to carry an age identity; should one ever do, it is not printed.
   return out.replace(/AGE-SECRET-KEY-[A-Z0-9-]+/gi, '[age identity redacted]');
+}
+
+/** Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job). */
+export async function statusReporterFor(raw: RawSettings, env: NodeJS.ProcessEnv): Promise<StatusReporter | undefined> {
+  const settings = reportSettings(raw);
+  if (!settings) return undefined;
+  const [{ inClusterApi }, { statusReporter }] = await Promise.all([import('./kubernetes/in-cluster.js'), import('./kubernetes/status-report.js')]);
+  let api;
+  try {
+    api = inClusterApi(env);
+  } catch (error) {
+    throw new SettingsError(`REPORT_STATUS=true, but the Kubernetes API is not usable: ${(error as Error).message}`);
+  }
+  return statusReporter({ api, ...settings, warn: (message) => process.stderr.write(`${message}\n`) });
 }

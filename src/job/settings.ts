@@ -1,15 +1,18 @@
-// The Job commands' settings as typed values: the raw settings (src/contract/settings.ts) read, checked and
-// turned into what the pipeline takes. Every problem is listed; the commands throw them all at once.
+// Each Job command's settings as the typed values its pipeline takes: the raw settings read through the contract's
+// table (src/contract/settings.ts), files read, and the rules between settings checked. Every problem is listed
+// and thrown at once (SettingsError), before anything is sent anywhere.
 
 import { readFileSync } from 'node:fs';
 import { AgeError, parseIdentities, parseRecipients } from '../api/age-keys.js';
-import type { Compression } from './codec/compression.js';
+import { objectKey, storedFormatOf } from '../contract/object-key.js';
+import { Problems, settingLabel, SETTINGS, SettingsError, type RawSettings } from '../contract/settings.js';
 import type { S3Settings } from './s3/client.js';
 import type { ObjectProtection } from './s3/upload.js';
-import { Problems, SETTINGS, type RawSettings } from '../contract/settings.js';
 import type { StoredFormat } from './pipeline/snapshot.js';
 
-export function readFile(path: string, what: string, problems: Problems): string | undefined {
+const MIB = 1024 * 1024;
+
+function readFile(path: string, what: string, problems: Problems): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {
@@ -18,39 +21,33 @@ export function readFile(path: string, what: string, problems: Problems): string
   }
 }
 
-export function s3Settings(raw: RawSettings, problems: Problems): S3Settings {
+function s3Settings(raw: RawSettings, problems: Problems): S3Settings {
   const caBundlePem = raw.caBundle ? readFile(raw.caBundle, 'CA bundle', problems) : undefined;
   return {
-    region: problems.required(raw, 'region'),
-    endpoint: problems.url(raw, 'endpoint'),
-    forcePathStyle: problems.boolean(raw, 'forcePathStyle'),
-    insecureSkipTLSVerify: problems.boolean(raw, 'insecureSkipTLSVerify'),
+    region: problems.required('region') ?? '',
+    endpoint: problems.get('endpoint'),
+    forcePathStyle: problems.get('forcePathStyle'),
+    insecureSkipTLSVerify: problems.get('insecureSkipTLSVerify'),
     caBundlePem,
     // Keys come through the SDK's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, web identity, ...).
   };
 }
 
-const COMPRESSIONS: readonly Compression[] = ['none', 'gzip', 'zstd'];
-
-export function storedFormat(raw: RawSettings, problems: Problems): StoredFormat {
-  let compression = (raw.compression ?? 'none') as Compression;
-  if (!COMPRESSIONS.includes(compression)) {
-    problems.list.push(`${SETTINGS.compression.env} (--${SETTINGS.compression.flag}) must be none, gzip or zstd, got ${JSON.stringify(raw.compression)}`);
-    compression = 'none'; // the problem is listed; the checks that follow (the key's suffix) need a known one
-  }
+function storedFormat(problems: Problems): StoredFormat {
+  // An invalid compression is listed; the checks that follow (the key's suffix) go on with a known one.
+  const compression = problems.get('compression') ?? 'none';
   let recipients: string[] = [];
-  const listed = (raw.ageRecipients ?? '').split(/[\s,]+/).filter(Boolean);
   try {
-    recipients = parseRecipients(listed);
+    recipients = parseRecipients(problems.get('ageRecipients') ?? []);
   } catch (error) {
     if (!(error instanceof AgeError)) throw error;
-    problems.list.push(`${SETTINGS.ageRecipients.env} (--${SETTINGS.ageRecipients.flag}): ${error.message}`);
+    problems.add('ageRecipients', `: ${error.message}`);
   }
   return { compression, recipients };
 }
 
 /** The identities in AGE_IDENTITY_FILE (none when unset). The file's content is never echoed. */
-export function identities(raw: RawSettings, problems: Problems): string[] {
+function identities(raw: RawSettings, problems: Problems): string[] {
   if (!raw.ageIdentity) return [];
   const text = readFile(raw.ageIdentity, 'age identity file', problems);
   if (text === undefined) return [];
@@ -58,25 +55,141 @@ export function identities(raw: RawSettings, problems: Problems): string[] {
     return parseIdentities(text);
   } catch (error) {
     if (!(error instanceof AgeError)) throw error;
-    problems.list.push(`${SETTINGS.ageIdentity.env} (--${SETTINGS.ageIdentity.flag}) ${raw.ageIdentity}: ${error.message}`);
+    problems.add('ageIdentity', `${raw.ageIdentity}: ${error.message}`);
     return [];
   }
 }
 
-export function protection(raw: RawSettings, problems: Problems): ObjectProtection {
+function protection(raw: RawSettings, problems: Problems): ObjectProtection {
   const out: ObjectProtection = {};
-  if (raw.sse !== undefined && raw.sse !== '') {
-    if (raw.sse !== 'AES256' && raw.sse !== 'aws:kms') problems.list.push(`${SETTINGS.sse.env} (--${SETTINGS.sse.flag}) must be AES256 or aws:kms, got ${JSON.stringify(raw.sse)}`);
-    out.serverSideEncryption = { algorithm: raw.sse as 'AES256' | 'aws:kms', kmsKeyId: raw.sseKmsKeyId || undefined };
-  }
-  if (raw.sseKmsKeyId && raw.sse !== 'aws:kms') problems.list.push(`${SETTINGS.sseKmsKeyId.env} (--${SETTINGS.sseKmsKeyId.flag}) needs ${SETTINGS.sse.env}=aws:kms`);
-  const mode = raw.objectLockMode || undefined;
-  const days = raw.objectLockRetainDays || undefined;
-  if (mode !== undefined || days !== undefined) {
-    if (mode !== 'GOVERNANCE' && mode !== 'COMPLIANCE') problems.list.push(`${SETTINGS.objectLockMode.env} (--${SETTINGS.objectLockMode.flag}) must be GOVERNANCE or COMPLIANCE${mode === undefined ? ` when ${SETTINGS.objectLockRetainDays.env} is set` : `, got ${JSON.stringify(mode)}`}`);
-    const retainDays = Number(days);
-    if (!Number.isInteger(retainDays) || retainDays < 1) problems.list.push(`${SETTINGS.objectLockRetainDays.env} (--${SETTINGS.objectLockRetainDays.flag}) must be a whole number of days >= 1, got ${JSON.stringify(days)}`);
-    out.objectLock = { mode: mode as 'GOVERNANCE' | 'COMPLIANCE', retainDays };
+  const algorithm = problems.get('sse');
+  if (raw.sse) out.serverSideEncryption = { algorithm: algorithm ?? (raw.sse as 'AES256'), kmsKeyId: raw.sseKmsKeyId || undefined };
+  if (raw.sseKmsKeyId && raw.sse !== 'aws:kms') problems.add('sseKmsKeyId', `needs ${SETTINGS.sse.env}=aws:kms`);
+  if (raw.objectLockMode || raw.objectLockRetainDays) {
+    const mode = problems.get('objectLockMode');
+    const retainDays = problems.get('objectLockRetainDays');
+    if (!raw.objectLockMode) problems.add('objectLockMode', `must be GOVERNANCE or COMPLIANCE when ${SETTINGS.objectLockRetainDays.env} is set`);
+    if (!raw.objectLockRetainDays) problems.add('objectLockRetainDays', `is required with ${SETTINGS.objectLockMode.env}`);
+    out.objectLock = { mode: mode ?? 'GOVERNANCE', retainDays: retainDays ?? 0 };
   }
   return out;
+}
+
+export interface SnapshotCommandSettings {
+  bucket: string;
+  key: string;
+  s3: S3Settings;
+  partSize: number;
+  queueSize: number;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  format: StoredFormat;
+  protection: ObjectProtection;
+  verify: boolean;
+  /** The identities the read-back decrypts with (read only when verify is on). */
+  verifyIdentities: string[];
+  talosconfig: { path: string; text: string };
+}
+
+/** `snapshot`: everything it needs, or a SettingsError listing every problem. */
+export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSettings {
+  const problems = new Problems(raw);
+  const bucket = problems.required('bucket') ?? '';
+  const s3 = s3Settings(raw, problems);
+  const partSizeMib = problems.get('partSize');
+  const queueSize = problems.get('queueSize');
+  const connectTimeout = problems.get('connectTimeout');
+  const idleTimeout = problems.get('idleTimeout');
+  const time = problems.get('time') ?? now;
+  const format = storedFormat(problems);
+  const objectProtection = protection(raw, problems);
+  const verify = problems.get('verify') ?? false;
+  const verifyIdentities = verify ? identities(raw, problems) : [];
+  const encrypted = format.recipients.length > 0;
+  const cluster = raw.key === undefined ? (problems.required('cluster') ?? '') : '';
+  const key = raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster, time, compression: format.compression, encrypted });
+  // verify and restore read the format from the key's suffixes: a key given by hand must say it.
+  const suffixes = storedFormatOf(key);
+  if (suffixes.compression !== format.compression || suffixes.encrypted !== encrypted) {
+    const suffix = objectKey({ prefix: '', cluster: '', time: new Date(0), compression: format.compression, encrypted }).replace(/^.*\.db/, '.db');
+    problems.add('key', `must end with ${suffix} for this compression and encryption (verify and restore read the format from it)`);
+  }
+  if (partSizeMib !== undefined && partSizeMib < 5) problems.add('partSize', "must be at least 5 (S3's minimum part size)");
+  const talosconfigPath = raw.talosconfig ?? '';
+  const talosconfigText = readFile(talosconfigPath, 'talosconfig', problems);
+  problems.throwIfAny();
+  return {
+    bucket,
+    key,
+    s3,
+    partSize: partSizeMib! * MIB,
+    queueSize: Math.round(queueSize!),
+    connectTimeoutMs: connectTimeout! * 1000,
+    idleTimeoutMs: idleTimeout! * 1000,
+    format,
+    protection: objectProtection,
+    verify,
+    verifyIdentities,
+    talosconfig: { path: talosconfigPath, text: talosconfigText! },
+  };
+}
+
+/** `verify`: the object to read back and how to decrypt it. */
+export function verifySettings(raw: RawSettings): { bucket: string; key: string; s3: S3Settings; identities: string[] } {
+  const problems = new Problems(raw);
+  const bucket = problems.required('bucket') ?? '';
+  const key = problems.required('key') ?? '';
+  const s3 = s3Settings(raw, problems);
+  const ids = identities(raw, problems);
+  problems.throwIfAny();
+  return { bucket, key, s3, identities: ids };
+}
+
+/** `restore`: a key, or the cluster whose newest backup to restore. */
+export function restoreSettings(raw: RawSettings): { bucket: string; s3: S3Settings; identities: string[] } {
+  const problems = new Problems(raw);
+  const bucket = problems.required('bucket') ?? '';
+  if (!raw.key && !raw.cluster) {
+    problems.list.push(`${settingLabel('key')} or ${settingLabel('cluster')} is required: the backup to restore, or the cluster whose newest backup to restore`);
+  }
+  const s3 = s3Settings(raw, problems);
+  const ids = identities(raw, problems);
+  problems.throwIfAny();
+  return { bucket, s3, identities: ids };
+}
+
+/** `delete`: the object, the backup that may delete it, and the wait before its second pass. */
+export function deleteSettings(raw: RawSettings): { bucket: string; key: string; uid: string; waitSeconds: number; s3: S3Settings } {
+  const problems = new Problems(raw);
+  const bucket = problems.required('bucket') ?? '';
+  const key = problems.required('key') ?? '';
+  const uid = problems.required('backupUid') ?? '';
+  const waitSeconds = problems.get('deleteWait') ?? 0;
+  const s3 = s3Settings(raw, problems);
+  problems.throwIfAny();
+  return { bucket, key, uid, waitSeconds, s3 };
+}
+
+export interface ReportSettings {
+  namespace: string;
+  name: string;
+  pod: string | undefined;
+  intervalMs: number;
+  permissionWaitMs: number;
+}
+
+/** With REPORT_STATUS=true: the backup the snapshot Job reports into; undefined when it does not report. */
+export function reportSettings(raw: RawSettings): ReportSettings | undefined {
+  const problems = new Problems(raw);
+  if (!problems.get('reportStatus')) {
+    problems.throwIfAny();
+    return undefined;
+  }
+  const namespace = raw.backupNamespace ?? '';
+  const name = raw.backupName ?? '';
+  if (!namespace || !name) throw new SettingsError('REPORT_STATUS=true needs BACKUP_NAMESPACE and BACKUP_NAME');
+  const interval = problems.get('progressInterval');
+  const permissionWait = problems.get('reportPermissionWait');
+  problems.throwIfAny();
+  return { namespace, name, pod: raw.podName, intervalMs: interval! * 1000, permissionWaitMs: permissionWait! * 1000 };
 }

@@ -1,8 +1,10 @@
-// Server configuration from environment variables: a flat mapping, checked once at start.
+// The hook server's settings: environment variables (`--host` and `--port` override the first two), checked once
+// at start. `serve --help` and the README's table are derived from this table.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../api/crds.js';
+import { boolean, integerFrom, list, oneOf, SettingsReader, type Parser, type Setting } from '../api/settings.js';
 import type { JobImage } from './backup/job.js';
 import { DEFAULT_BACKUP_HOOK_SETTINGS, type BackupHookSettings } from './backup/settings.js';
 
@@ -10,23 +12,94 @@ export function packageVersion(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
 }
 
-export const HOST_ENV = 'HOST';
-export const PORT_ENV = 'PORT';
-export const LOG_LEVEL_ENV = 'LOG_LEVEL';
-export const BODY_LIMIT_ENV = 'BODY_LIMIT_BYTES';
-export const KEEP_ALIVE_TIMEOUT_ENV = 'KEEP_ALIVE_TIMEOUT_SECONDS';
-export const REQUEST_TIMEOUT_ENV = 'REQUEST_TIMEOUT_SECONDS';
-export const SHUTDOWN_DELAY_ENV = 'SHUTDOWN_DELAY_SECONDS';
-export const ATTACHMENT_DEADLINE_ENV = 'ATTACHMENT_DEADLINE_SECONDS';
-export const TALOS_OPERATOR_ENV = 'TALOS_OPERATOR';
-export const JOB_IMAGE_ENV = 'JOB_IMAGE';
-export const JOB_IMAGE_PULL_POLICY_ENV = 'JOB_IMAGE_PULL_POLICY';
-export const JOB_IMAGE_PULL_SECRETS_ENV = 'JOB_IMAGE_PULL_SECRETS';
-
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
+
+const imageReference: Parser<string> = (value) =>
+  /\s/.test(value.trim()) ? { problem: `must be an image reference without spaces, got ${JSON.stringify(value.trim())}` } : { value: value.trim() };
+
+/** Every setting of `serve`, in the order `--help` and the README list them. */
+export const SERVER_SETTINGS = {
+  host: { env: 'HOST', flag: 'host', help: 'address to listen on', default: '0.0.0.0' },
+  port: { env: 'PORT', flag: 'port', help: 'port to listen on', default: '8080', parse: integerFrom(0, 65535) },
+  logLevel: { env: 'LOG_LEVEL', help: LOG_LEVELS.map((l) => `\`${l}\``).join(', '), default: 'info', parse: oneOf(LOG_LEVELS) },
+  // Metacontroller sends every child in full, with managedFields and a last-applied annotation that doubles
+  // each object: 1,000 backups (the most `retention` keeps) are 5.4 MiB and 276,169 JSON values (bench/fixtures.ts),
+  // and Fastify's 1 MiB default is reached by about 190. The value limit derived from 16 MiB (http/json-body.ts)
+  // admits ~1,500 such backups (8.2 MiB), the bytes leave room for larger objects, and the worst body both admit
+  // peaks at 221 MiB of RSS (277 MiB for four at once), inside the chart's 384 MiB (`npm run bench`, "worst
+  // bodies"; test/server/http/memory.test.ts). 32 MiB of `[]` in the template took the server to 2,225 MiB.
+  bodyLimit: {
+    env: 'BODY_LIMIT_BYTES',
+    help: 'largest hook request',
+    details:
+      'Metacontroller sends every child in full, with `managedFields` and a last-applied annotation: 1,000 backups (the most `retention` keeps) are 5.4 MiB and 276,169 JSON values. With it come limits checked on the text before anything is parsed: at most `BODY_LIMIT_BYTES` / 40 values (419,430: ~1,500 such backups, 8.2 MiB; the CRD lets a schedule keep at most 1,100), 100 levels of nesting, and in bodies over 1 MiB 1,536 distinct keys in small objects. Raising it raises the value limit and the memory a request may take: raise `resources.limits.memory` in proportion.',
+    default: String(16 * 1024 * 1024),
+    parse: integerFrom(1024, 1024 * 1024 * 1024),
+  },
+  // Go's HTTP client (Metacontroller) drops idle connections after 90 s; staying open longer means the client
+  // always closes first, so it never sends a request on a connection we are closing.
+  keepAliveTimeout: {
+    env: 'KEEP_ALIVE_TIMEOUT_SECONDS',
+    help: 'idle keep-alive timeout; longer than the 90 s after which Go\'s HTTP client (Metacontroller) drops idle connections, so the client always closes first',
+    default: '120',
+    parse: integerFrom(1, 3600),
+  },
+  // Metacontroller gives up on a hook call after 10 s (its default hook timeout, the chart's
+  // metacontroller.hookTimeout). In the cluster a 16 MiB body arrives in well under a second; a request still
+  // arriving after 5 s is a stuck or hostile client, and leaves the answer no time anyway.
+  requestTimeout: {
+    env: 'REQUEST_TIMEOUT_SECONDS',
+    help: 'time a client has to send a whole request (headers and body); a slower one gets 408 and is disconnected',
+    details: 'Below Metacontroller\'s hook timeout (10 s), after which it has given up anyway.',
+    default: '5',
+    parse: integerFrom(1, 300),
+  },
+  // Kubernetes removes a terminating pod from its Service's endpoints at the same time as it sends SIGTERM, and
+  // kube-proxy and the clients need a few seconds to notice: until then new connections still arrive. Serving on
+  // for 5 s (the usual preStop sleep) lets them land; a human's Ctrl-C (SIGINT) does not wait.
+  shutdownDelay: {
+    env: 'SHUTDOWN_DELAY_SECONDS',
+    help: 'after SIGTERM, how long the server keeps serving before it stops accepting connections (0: close at once)',
+    default: '5',
+    parse: integerFrom(0, 300),
+  },
+  // A snapshot or delete Job not there 10 minutes after it was asked for was refused (src/server/backup/settings.ts).
+  attachmentDeadline: {
+    env: 'ATTACHMENT_DEADLINE_SECONDS',
+    help: 'how long a backup\'s snapshot Job may be asked for without appearing before the backup fails, and its delete Job before a deleted backup is let go with its object kept (Metacontroller never tells the hook that a create was refused); 30 to 86400',
+    default: String(DEFAULT_BACKUP_HOOK_SETTINGS.attachmentDeadlineSeconds),
+    parse: integerFrom(30, 86_400),
+  },
+  // TalosControlPlanes are asked for unless the chart found no such CRD at install time.
+  talosOperator: {
+    env: 'TALOS_OPERATOR',
+    help: '`false`: never ask Metacontroller for TalosControlPlanes (talos-operator\'s CRD is not installed); `talosControlPlaneRef` backups then fail at once, saying so',
+    details: 'The chart sets it from `talosOperator.enabled`.',
+    default: String(DEFAULT_BACKUP_HOOK_SETTINGS.talosOperator),
+    parse: boolean,
+  },
+  // The chart always sets JOB_IMAGE to the image it deploys; the default serves `npm start` and curl examples.
+  jobImage: {
+    env: 'JOB_IMAGE',
+    help: 'the image the snapshot and delete Jobs run: this server\'s own image (the Helm chart sets it)',
+    details: 'The Jobs run `node --max-semi-space-size=2 /app/dist/src/main.js snapshot` in it.',
+    parse: imageReference,
+  },
+  jobImagePullPolicy: { env: 'JOB_IMAGE_PULL_POLICY', help: '`Always`, `IfNotPresent` or `Never`', default: 'IfNotPresent', parse: oneOf(PULL_POLICIES) },
+  jobImagePullSecrets: {
+    env: 'JOB_IMAGE_PULL_SECRETS',
+    help: 'comma-separated names of image pull Secrets, which must exist in every namespace with backups',
+    parse: list,
+  },
+} satisfies Record<string, Setting>;
+
+type ServerSettingName = keyof typeof SERVER_SETTINGS;
+
+/** The default image of the Jobs: this package's own version. */
+const defaultJobImage = (): string => `talos-etcd-backup:${packageVersion()}`;
 
 export interface ServerConfig {
   host: string;
@@ -46,86 +119,37 @@ export interface ServerConfig {
   backupHooks: BackupHookSettings;
 }
 
-export const DEFAULTS: ServerConfig = {
-  host: '0.0.0.0',
-  port: 8080,
-  logLevel: 'info',
-  // Metacontroller sends every child in full, with managedFields and a last-applied annotation that doubles
-  // each object: 1,000 backups (the most `retention` keeps) are 5.4 MiB and 276,169 JSON values (bench/fixtures.ts),
-  // and Fastify's 1 MiB default is reached by about 190. The value limit derived from 16 MiB (http/json-body.ts)
-  // admits ~1,500 such backups (8.2 MiB), the bytes leave room for larger objects, and the worst body both admit
-  // peaks at 221 MiB of RSS (277 MiB for four at once), inside the chart's 384 MiB (`npm run bench`, "worst
-  // bodies"; test/server/http/memory.test.ts). 32 MiB of `[]` in the template took the server to 2,225 MiB.
-  bodyLimit: 16 * 1024 * 1024,
-  // Go's HTTP client (Metacontroller) drops idle connections after 90 s; staying open longer means the client
-  // always closes first, so it never sends a request on a connection we are closing.
-  keepAliveTimeoutMs: 120_000,
-  // Metacontroller gives up on a hook call after 10 s (its default hook timeout, the chart's
-  // metacontroller.hookTimeout). In the cluster a 16 MiB body arrives in well under a second; a request still
-  // arriving after 5 s is a stuck or hostile client, and leaves the answer no time anyway.
-  requestTimeoutMs: 5_000,
-  // Kubernetes removes a terminating pod from its Service's endpoints at the same time as it sends SIGTERM, and
-  // kube-proxy and the clients need a few seconds to notice: until then new connections still arrive. Serving on
-  // for 5 s (the usual preStop sleep) lets them land; a human's Ctrl-C (SIGINT) does not wait.
-  shutdownDelayMs: 5_000,
-  // The chart always sets JOB_IMAGE to the image it deploys; this default serves `npm start` and curl examples.
-  jobImage: { image: `talos-etcd-backup:${packageVersion()}`, pullPolicy: 'IfNotPresent', pullSecrets: [] },
-  // A snapshot or delete Job not there 10 minutes after it was asked for was refused (see src/server/backup/sync.ts);
-  // TalosControlPlanes are asked for unless the chart found no such CRD at install time.
-  backupHooks: DEFAULT_BACKUP_HOOK_SETTINGS,
-};
-
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-function integer(env: NodeJS.ProcessEnv, name: string, min: number, max: number, fallback: number, problems: string[]): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    problems.push(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-    return fallback;
-  }
-  return value;
-}
-
-function boolean(env: NodeJS.ProcessEnv, name: string, fallback: boolean, problems: string[]): boolean {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  if (raw === 'true' || raw === 'false') return raw === 'true';
-  problems.push(`${name} must be true or false, got ${JSON.stringify(raw)}`);
-  return fallback;
-}
-
-function jobImage(env: NodeJS.ProcessEnv, problems: string[]): JobImage {
-  const pullPolicy = (env[JOB_IMAGE_PULL_POLICY_ENV] || DEFAULTS.jobImage.pullPolicy) as JobImage['pullPolicy'];
-  if (!PULL_POLICIES.includes(pullPolicy)) problems.push(`${JOB_IMAGE_PULL_POLICY_ENV} must be one of ${PULL_POLICIES.join(', ')}, got ${JSON.stringify(pullPolicy)}`);
-  const image = env[JOB_IMAGE_ENV]?.trim() || DEFAULTS.jobImage.image;
-  if (/\s/.test(image)) problems.push(`${JOB_IMAGE_ENV} must be an image reference without spaces, got ${JSON.stringify(image)}`);
-  const pullSecrets = (env[JOB_IMAGE_PULL_SECRETS_ENV] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-  return { image, pullPolicy, pullSecrets };
-}
-
 /** Reads the server configuration; throws a ConfigError listing every problem at once. */
 export function parseServerConfig(env: NodeJS.ProcessEnv): ServerConfig {
-  const problems: string[] = [];
-  const logLevel = (env[LOG_LEVEL_ENV] || DEFAULTS.logLevel) as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) problems.push(`${LOG_LEVEL_ENV} must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
+  const raw: Partial<Record<ServerSettingName, string>> = {};
+  for (const [name, setting] of Object.entries(SERVER_SETTINGS) as [ServerSettingName, Setting][]) {
+    const value = env[setting.env] || setting.default;
+    if (value !== undefined) raw[name] = value;
+  }
+  const settings = new SettingsReader(SERVER_SETTINGS, raw, (name) => SERVER_SETTINGS[name].env);
+  // Every setting has a default, so a missing value below means an invalid one, already listed.
   const config: ServerConfig = {
-    host: env[HOST_ENV] || DEFAULTS.host,
-    port: integer(env, PORT_ENV, 0, 65535, DEFAULTS.port, problems),
-    logLevel,
-    bodyLimit: integer(env, BODY_LIMIT_ENV, 1024, 1024 * 1024 * 1024, DEFAULTS.bodyLimit, problems),
-    keepAliveTimeoutMs: integer(env, KEEP_ALIVE_TIMEOUT_ENV, 1, 3600, DEFAULTS.keepAliveTimeoutMs / 1000, problems) * 1000,
-    requestTimeoutMs: integer(env, REQUEST_TIMEOUT_ENV, 1, 300, DEFAULTS.requestTimeoutMs / 1000, problems) * 1000,
-    shutdownDelayMs: integer(env, SHUTDOWN_DELAY_ENV, 0, 300, DEFAULTS.shutdownDelayMs / 1000, problems) * 1000,
-    jobImage: jobImage(env, problems),
-    backupHooks: {
-      attachmentDeadlineSeconds: integer(env, ATTACHMENT_DEADLINE_ENV, 30, 86_400, DEFAULTS.backupHooks.attachmentDeadlineSeconds, problems),
-      talosOperator: boolean(env, TALOS_OPERATOR_ENV, DEFAULTS.backupHooks.talosOperator, problems),
+    logLevel: settings.get('logLevel')!,
+    host: settings.get('host')!,
+    port: settings.get('port')!,
+    bodyLimit: settings.get('bodyLimit')!,
+    keepAliveTimeoutMs: settings.get('keepAliveTimeout')! * 1000,
+    requestTimeoutMs: settings.get('requestTimeout')! * 1000,
+    shutdownDelayMs: settings.get('shutdownDelay')! * 1000,
+    jobImage: {
+      pullPolicy: settings.get('jobImagePullPolicy')!,
+      image: settings.get('jobImage') || defaultJobImage(),
+      pullSecrets: settings.get('jobImagePullSecrets') ?? [],
     },
+    backupHooks: { attachmentDeadlineSeconds: settings.get('attachmentDeadline')!, talosOperator: settings.get('talosOperator')! },
   };
-  if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  const summary = settings.summary();
+  if (summary) throw new ConfigError(summary);
   return config;
 }
+
+export const DEFAULTS: ServerConfig = parseServerConfig({});

@@ -18,7 +18,7 @@ import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitorin
 import { isMap, parse, parseAllDocuments, parseDocument } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
 import { DEFAULTS, parseServerConfig, packageVersion } from '../../src/server/config.js';
-import { SNAPSHOT_RUNTIME_ENV } from '../../src/contract/settings.js';
+import { SNAPSHOT_RUNTIME_ENV } from '../../src/contract/runtime.js';
 import { POD_MEMORY_LIMIT_MIB } from '../../bench/serve-process.js';
 import { ALL_FEATURES, ALL_FEATURES_RELEASE, CHART_DIR, helm, helmOk, renderChart, templateArgs, type KubeObject } from '../harness/helm.js';
 

@@ -28,7 +28,7 @@ import { CONTAINER_NAME, IMAGE_ENTRYPOINT, type JobImage } from '../../src/serve
 import { syncBackup } from '../../src/server/backup/sync.js';
 import { DEFAULTS } from '../../src/server/config.js';
 import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
-import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../src/contract/settings.js';
+import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../src/contract/runtime.js';
 import { startEtcd, type Etcd } from '../harness/etcd.js';
 import { CoreV1Api, CustomObjectsApi, KubernetesObjectApi } from '@kubernetes/client-node';
 import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';

@@ -11,7 +11,8 @@
 import { GROUP, BACKUP_PLURAL, SCHEDULED_TIME_ANNOTATION } from '../../api/constants.js';
 import type { BackupSpec, SecretKeyRef } from '../../api/types.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
-import { SETTINGS, SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../contract/settings.js';
+import { SETTINGS } from '../../contract/settings.js';
+import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../contract/runtime.js';
 import { formatTime, parseTime } from '../../api/conditions.js';
 import { EXIT_CODE } from '../../contract/exit-codes.js';
 import { formatRequiredInputs, type RequiredSecret } from '../../contract/required-inputs.js';
