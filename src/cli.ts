@@ -70,7 +70,7 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const { values } = parseArgs({ args, options: Object.fromEntries(COMMAND_SETTINGS[command].map((name) => [SETTINGS[name].flag, { type: 'string' as const }])) });
   const raw = resolveSettings(env, values as Record<string, string | undefined>);
-  const [{ redact, snapshotCommand, verifyCommand, deleteCommand, restoreCommand, statusReporterFor }, { isPermanentFailure }] = await Promise.all([import('./job/commands.js'), import('./job/failure.js')]);
+  const [{ snapshotCommand, verifyCommand, deleteCommand, restoreCommand, statusReporterFor }, { redact, renderFailure }] = await Promise.all([import('./job/commands.js'), import('./job/errors.js')]);
   // A deleted Job's pod gets SIGTERM: stop streaming and abort the multipart upload, so nothing stays pending.
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
@@ -105,11 +105,10 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
   } catch (error) {
     // One line, worded for the backup's status ("Failed to upload snapshot to S3: ...", ...), no secret.
     bar?.finish();
-    const message = redact((error as Error).message, env);
-    const permanent = isPermanentFailure(error);
+    const { message, exitCode } = renderFailure(error, env);
     process.stderr.write(`${message}\n`);
-    await reporter?.failed(message, !permanent).catch((e: Error) => process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${redact(e.message, env)}\n`));
-    return permanent ? EXIT_CODE.permanent : EXIT_CODE.retryable;
+    await reporter?.failed(message, exitCode !== EXIT_CODE.permanent).catch((e: Error) => process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${redact(e.message, env)}\n`));
+    return exitCode;
   } finally {
     process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal);
   }

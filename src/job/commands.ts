@@ -1,5 +1,5 @@
 // `talos-etcd-backup snapshot`, `verify`, `delete` (the Jobs' commands) and `restore` (a person's). One JSON line on
-// stdout on success; one line on stderr and a non-zero exit on failure. Secrets are redacted from anything printed.
+// stdout on success; one line on stderr and a non-zero exit on failure (see errors.ts).
 
 import { randomUUID } from 'node:crypto';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
@@ -8,12 +8,12 @@ import { createS3Client } from './s3/client.js';
 import { SettingsError, type RawSettings } from '../contract/settings.js';
 import { checkRequiredInputs } from './required-inputs.js';
 import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from './pipeline/restore.js';
-import { takeSnapshot, type SnapshotOutcome, type SnapshotResult } from './pipeline/snapshot.js';
+import { takeSnapshot, type SnapshotOutcome } from './pipeline/snapshot.js';
 import { deleteSettings, reportSettings, restoreSettings, snapshotSettings, verifySettings } from './settings.js';
 import type { StatusReporter } from './kubernetes/status-report.js';
 import { verifyObject, type VerifiedObject } from './pipeline/verify.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from './talos/talosconfig.js';
-import { TalosError } from './talos/client.js';
+import { JobError } from './errors.js';
 
 export interface SnapshotHooks {
   onProgress?: (bytesUploaded: number) => void;
@@ -29,25 +29,19 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
   try {
     context = parseTalosconfig(talosconfig.text, raw.context);
   } catch (error) {
-    if (error instanceof TalosconfigError) throw new TalosconfigError(`Failed to read talosconfig ${talosconfig.path}: ${error.message}`);
-    throw error;
+    if (!(error instanceof TalosconfigError)) throw error;
+    throw new JobError('talosconfig', error.detail, { subject: talosconfig.path, permanent: true, cause: error });
   }
   const endpoints = raw.endpoints ? raw.endpoints.split(',').map((e) => e.trim()).filter(Boolean).map(normalizeEndpoint) : context.endpoints;
   const client = createS3Client(s3);
-  let stored: SnapshotResult;
-  try {
-    stored = await takeSnapshot({
-      talos: { context, endpoints, node: raw.node, connectTimeoutMs, idleTimeoutMs },
-      s3: { client, bucket, key, partSize, queueSize, protection: objectProtection },
-      format,
-      // Without a uid a manual run gets a unique one, so it never mistakes another object for its own.
-      identity: { namespace: raw.backupNamespace ?? '', name: raw.backupName ?? '', uid: raw.backupUid ?? randomUUID() },
-      ...hooks,
-    });
-  } catch (error) {
-    if (error instanceof TalosError) throw new TalosError(`Failed to take etcd snapshot: ${error.message}`, error.endpoint, error.failover);
-    throw error;
-  }
+  const stored = await takeSnapshot({
+    talos: { context, endpoints, node: raw.node, connectTimeoutMs, idleTimeoutMs },
+    s3: { client, bucket, key, partSize, queueSize, protection: objectProtection },
+    format,
+    // Without a uid a manual run gets a unique one, so it never mistakes another object for its own.
+    identity: { namespace: raw.backupNamespace ?? '', name: raw.backupName ?? '', uid: raw.backupUid ?? randomUUID() },
+    ...hooks,
+  });
   if (!verify) return { ...stored, verified: false };
   // What was uploaded is known exactly: the object read back must be those bytes.
   const checked = await verifyObject(client, bucket, key, { identities: verifyIdentities, expected: { size: stored.size, sha256: stored.sha256, etcdSha256: stored.etcdSha256 } });
@@ -90,18 +84,6 @@ export async function deleteCommand(raw: RawSettings, env: NodeJS.ProcessEnv = p
   if (waitSeconds === 0) return { bucket, key, ...(await deleteSnapshotObject(client, bucket, key, uid)) };
   return { bucket, key, ...(await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds)) };
 }
-
-/** Removes secret values (and anything after a secret-looking key) from text that is about to be printed. */
-export function redact(text: string, env: NodeJS.ProcessEnv): string {
-  let out = text.replace(/[\r\n]+/g, ' ');
-  for (const name of ['AWS_SECRET_ACCESS_KEY', 'AWS_ACCESS_KEY_ID', 'AWS_SESSION_TOKEN']) {
-    const value = env[name];
-    if (value && value.length >= 4) out = out.split(value).join(`[${name} redacted]`);
-  }
-  // No message is meant to carry an age identity; should one ever do, it is not printed.
-  return out.replace(/AGE-SECRET-KEY-[A-Z0-9-]+/gi, '[age identity redacted]');
-}
-
 /** Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job). */
 export async function statusReporterFor(raw: RawSettings, env: NodeJS.ProcessEnv): Promise<StatusReporter | undefined> {
   const settings = reportSettings(raw);

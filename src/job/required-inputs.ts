@@ -3,10 +3,7 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { parseRequiredInputs, RequiredInputsFormatError, type RequiredSecret } from '../contract/required-inputs.js';
-
-export class MissingInputError extends Error {
-  override name = 'MissingInputError';
-}
+import { JobError } from './errors.js';
 
 function present(input: RequiredSecret, env: NodeJS.ProcessEnv): boolean {
   if (input.env !== undefined) return Boolean(env[input.env]);
@@ -14,19 +11,19 @@ function present(input: RequiredSecret, env: NodeJS.ProcessEnv): boolean {
   return path !== undefined && existsSync(path) && statSync(path).size > 0;
 }
 
-/** Throws a MissingInputError naming every expected Secret/ConfigMap key that did not arrive. */
+/** Throws a permanent JobError ('input') naming every expected Secret/ConfigMap key that did not arrive. */
 export function checkRequiredInputs(json: string | undefined, namespace: string, env: NodeJS.ProcessEnv): void {
   if (!json) return;
   let inputs: RequiredSecret[];
   try {
     inputs = parseRequiredInputs(json);
   } catch (error) {
-    if (error instanceof RequiredInputsFormatError) throw new MissingInputError(error.message);
+    if (error instanceof RequiredInputsFormatError) throw new JobError(undefined, error.message, { permanent: true, cause: error });
     throw error;
   }
   const missing = inputs.filter((input) => !present(input, env));
   if (missing.length === 0) return;
   const described = missing.map((m) => `${m.kind === 'Secret' ? 'secret' : 'configmap'} ${namespace ? `${namespace}/` : ''}${m.name} key ${m.key} (the ${m.kind} does not exist or has no key ${JSON.stringify(m.key)})`);
   const kind = missing.every((m) => m.kind === 'ConfigMap') ? 'configmap' : 'secret';
-  throw new MissingInputError(`Failed to get ${kind}: ${described.join('; ')}`);
+  throw new JobError('input', described.join('; '), { subject: kind, permanent: true });
 }

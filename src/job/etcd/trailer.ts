@@ -6,13 +6,15 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
+import { JobError } from '../errors.js';
 
 export const TRAILER_BYTES = 32;
 
-export class IntegrityError extends Error {
+/** A snapshot that is not whole. Not permanent: the next attempt (or endpoint) streams it anew. */
+export class IntegrityError extends JobError {
   override name = 'IntegrityError';
-  constructor(detail: string) {
-    super(`Snapshot integrity check failed: ${detail}`);
+  constructor(detail: string, options: { cause?: unknown } = {}) {
+    super('integrity', detail, { permanent: false, cause: options.cause });
   }
 }
 
@@ -28,12 +30,16 @@ export interface VerifiedSnapshot {
 /**
  * Verifies a snapshot fed chunk by chunk. `push` returns the pieces that are safe to pass on now (they are
  * views, not copies, except the small held-back tail); `finish` checks the whole and returns the trailer.
+ * `source` says where the bytes come from, for the wording of a mismatch: a stream from Talos ('transit'), or an
+ * object read back from the store ('store').
  */
 export class EtcdSnapshotVerifier {
   // One pass of SHA-256: the whole snapshot's hash continues the database's (a copy of its state, plus the tail).
   private readonly database: Hash = createHash('sha256');
   private tail: Buffer = Buffer.alloc(0);
   private size = 0;
+
+  constructor(private readonly source: 'transit' | 'store' = 'transit') {}
 
   push(chunk: Buffer): Buffer[] {
     this.size += chunk.length;
@@ -60,7 +66,10 @@ export class EtcdSnapshotVerifier {
     const sha256 = this.database.copy().update(this.tail).digest('hex');
     const computed = this.database.digest('hex');
     const trailer = this.tail.toString('hex');
-    if (computed !== trailer) throw new IntegrityError(`the database's sha256 ${computed} does not match the snapshot's trailer ${trailer}: corrupted in transit`);
+    if (computed !== trailer) {
+      const where = this.source === 'transit' ? ': corrupted in transit' : '';
+      throw new IntegrityError(`the database's sha256 ${computed} does not match the snapshot's trailer ${trailer}${where}`);
+    }
     return { trailer: this.tail, result: { size: this.size, etcdSha256: trailer, sha256 } };
   }
 }

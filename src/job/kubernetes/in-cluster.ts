@@ -10,18 +10,21 @@
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
+import { JobError } from '../errors.js';
 
 const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const REQUEST_TIMEOUT_MS = 10_000;
 
-export class KubernetesApiError extends Error {
+/** Permanent when the Job's identity may not write its backup's status (a broken Role), not a passing fault. */
+export class KubernetesApiError extends JobError {
   override name = 'KubernetesApiError';
   constructor(
     message: string,
     /** HTTP status, or undefined for a network failure. */
     readonly status?: number,
+    options: { cause?: unknown } = {},
   ) {
-    super(message);
+    super(undefined, message, { permanent: status === 401 || status === 403 || status === 404, cause: options.cause });
   }
 }
 

@@ -81,7 +81,8 @@ export function statusReporter(opts: ReporterOptions): StatusReporter {
           if (left <= 0) {
             permissionNeverCame = true;
             // The API server's own "forbidden" wording first: it names the user, the verb and the resource.
-            throw new KubernetesApiError(`${(error as Error).message} (still refused after ${Math.round(permissionWaitMs / 1000)}s: the backup's Role or RoleBinding is missing or was changed)`, 403);
+            const still = `(still refused after ${Math.round(permissionWaitMs / 1000)}s: the backup's Role or RoleBinding is missing or was changed)`;
+            throw new KubernetesApiError(`${(error as Error).message} ${still}`, 403, { cause: error });
           }
           await sleep(Math.min(forbiddenDelay, left));
           forbiddenDelay = Math.min(forbiddenDelay * 2, PERMISSION_RETRY_MAX_MS);
@@ -104,27 +105,9 @@ export function statusReporter(opts: ReporterOptions): StatusReporter {
         .catch((error: Error) => opts.warn(`progress report failed (the backup goes on): ${error.message}`))
         .finally(() => (inFlight = undefined));
     },
-    succeeded: (result) =>
-      writeFinal({
-        state: 'Succeeded',
-        bytesUploaded: result.size,
-        snapshot: {
-          bucket: result.bucket,
-          key: result.key,
-          size: result.size,
-          sha256: result.sha256,
-          etcdSha256: result.etcdSha256,
-          node: result.node,
-          compression: result.compression,
-          encrypted: result.encrypted,
-          ...(result.retainUntil && { retainUntil: result.retainUntil }),
-          verified: result.verified,
-          ...(result.verifiedAt && { verifiedAt: result.verifiedAt }),
-          ...(result.verification && { verification: result.verification }),
-          ...(result.revision !== undefined && { revision: result.revision }),
-          ...(result.keys !== undefined && { keys: result.keys }),
-        },
-      }),
+    // The outcome is the snapshot's record and how the run went; the record alone goes into the status.
+    succeeded: ({ endpoint, durationMs, alreadyUploaded, failedEndpoints, ...snapshot }) =>
+      writeFinal({ state: 'Succeeded', bytesUploaded: snapshot.size, snapshot }),
     // Once the first report waited in vain, this identity may not write the status: the failure is the Job's
     // (exit 2), and a report that would be refused again is not tried.
     failed: async (message, retryable) => {

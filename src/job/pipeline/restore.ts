@@ -7,20 +7,11 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { link, rename, rm } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { JobError } from '../errors.js';
 import { describeS3Error, isPermanentS3Error } from '../s3/errors.js';
 import { storedFormatOf } from '../../contract/object-key.js';
 import { readRecordedHashes } from '../s3/recorded-hashes.js';
 import { SinkError, verifyObject, type VerifiedObject } from './verify.js';
-
-export class RestoreError extends Error {
-  override name = 'RestoreError';
-  /** true when a retry cannot help (nothing to restore, no identity, a file in the way). */
-  readonly permanent: boolean;
-  constructor(detail: string, options: { cause?: unknown; permanent: boolean }) {
-    super(`Restore failed: ${detail}`, { cause: options.cause });
-    this.permanent = options.permanent;
-  }
-}
 
 /** `<prefix>/<cluster>/`, as object keys have it. */
 function clusterPrefix(prefix: string, cluster: string): string {
@@ -47,11 +38,11 @@ async function listBackups(client: S3Client, bucket: string, prefix: string, clu
 
 /**
  * The newest complete backup of a cluster: the newest whose hashes were recorded (an object without them is an
- * upload that did not finish). Throws a RestoreError when there is none.
+ * upload that did not finish). Throws a JobError ('restore') when there is none.
  */
 export async function newestBackup(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<{ key: string; skipped: string[] }> {
   const where = `s3://${bucket}/${clusterPrefix(prefix, cluster)}`;
-  const s3Failure = (what: string, error: unknown) => new RestoreError(`cannot ${what}: ${describeS3Error(error)}`, { cause: error, permanent: isPermanentS3Error(error) });
+  const s3Failure = (what: string, error: unknown) => new JobError('restore', `cannot ${what}: ${describeS3Error(error)}`, { cause: error, permanent: isPermanentS3Error(error) });
   let keys;
   try {
     keys = await listBackups(client, bucket, prefix, cluster);
@@ -71,7 +62,7 @@ export async function newestBackup(client: S3Client, bucket: string, prefix: str
     skipped.push(key);
   }
   const none = keys.length === 0 ? 'no backups' : `no complete backups (${keys.length} incomplete: ${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', ...' : ''})`;
-  throw new RestoreError(`${none} of cluster ${cluster} under ${where}`, { permanent: true });
+  throw new JobError('restore', `${none} of cluster ${cluster} under ${where}`, { permanent: true });
 }
 
 /** The file name a key restores to by default: its name without the .gz/.zst/.age suffixes. */
@@ -112,9 +103,9 @@ async function publish(partial: string, output: string): Promise<void> {
 export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
   const { client, bucket, key, output } = opts;
   if (storedFormatOf(key).encrypted && opts.identities.length === 0) {
-    throw new RestoreError(`s3://${bucket}/${key} is age-encrypted: give the identity file of one of its recipients with --age-identity (AGE_IDENTITY_FILE)`, { permanent: true });
+    throw new JobError('restore', `s3://${bucket}/${key} is age-encrypted: give the identity file of one of its recipients with --age-identity (AGE_IDENTITY_FILE)`, { permanent: true });
   }
-  if (existsSync(output)) throw new RestoreError(`${output} exists (restore never overwrites; remove it or choose --output)`, { permanent: true });
+  if (existsSync(output)) throw new JobError('restore', `${output} exists (restore never overwrites; remove it or choose --output)`, { permanent: true });
   // Written next to the output under a temporary name, then linked to the final name, which fails if a file
   // appeared there meanwhile: a restore never overwrites anything.
   const partial = `${output}.partial-${process.pid}`;
@@ -123,18 +114,18 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
   try {
     await new Promise<void>((resolve, reject) => sink.once('open', () => resolve()).once('error', reject));
   } catch (error) {
-    throw new RestoreError(`cannot write ${partial}: ${(error as Error).message}`, { cause: error, permanent: true });
+    throw new JobError('restore', `cannot write ${partial}: ${(error as Error).message}`, { cause: error, permanent: true });
   }
   try {
     const result = await verifyObject(client, bucket, key, { identities: opts.identities, sink, onProgress: opts.onProgress, signal: opts.signal });
     try {
       await publish(partial, output);
     } catch (error) {
-      throw new RestoreError(`cannot write ${output}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`, { cause: error, permanent: true });
+      throw new JobError('restore', `cannot write ${output}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`, { cause: error, permanent: true });
     }
     return { ...result, output };
   } catch (error) {
-    if (error instanceof SinkError) throw new RestoreError(`cannot write ${partial}: ${error.message}`, { cause: error, permanent: false });
+    if (error instanceof SinkError) throw new JobError('restore', `cannot write ${partial}: ${error.message}`, { cause: error, permanent: false });
     throw error;
   } finally {
     sink.destroy();

@@ -6,21 +6,20 @@
 import { createHash } from 'node:crypto';
 import { pipeline, Transform, Writable, type Duplex, type Readable } from 'node:stream';
 import { GetObjectCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
-import { AgeError, createDecryptor } from '../codec/age.js';
-import { CompressionError, createDecompressor, type Compression } from '../codec/compression.js';
+import { createDecryptor } from '../codec/age.js';
+import { createDecompressor, type Compression } from '../codec/compression.js';
 import { BoltChecker, BoltStructureError, type BoltSummary } from '../etcd/bolt-check.js';
+import { JobError } from '../errors.js';
 import { describeS3Error, isPermanentS3Error } from '../s3/errors.js';
 import { storedFormatOf } from '../../contract/object-key.js';
 import { readRecordedHashes } from '../s3/recorded-hashes.js';
 import { EtcdSnapshotVerifier, IntegrityError } from '../etcd/trailer.js';
 
-export class VerificationError extends Error {
+/** FAILURE_PREFIX.verification; permanent when the object itself is wrong (a retry reads the same bytes). */
+export class VerificationError extends JobError {
   override name = 'VerificationError';
-  /** true when the object itself is wrong (a retry reads the same bytes); false when reading it failed. */
-  readonly permanent: boolean;
   constructor(detail: string, options: { cause?: unknown; permanent: boolean }) {
-    super(`Snapshot verification failed: ${detail}`, { cause: options.cause });
-    this.permanent = options.permanent;
+    super('verification', detail, options);
   }
 }
 
@@ -71,7 +70,7 @@ export class SinkError extends Error {
  * structure. Its output is the snapshot unchanged, for a sink.
  */
 function snapshotChecker(): { stream: Transform; result: () => { etcdSha256: string; snapshotSize: number; database: BoltSummary } } {
-  const trailer = new EtcdSnapshotVerifier();
+  const trailer = new EtcdSnapshotVerifier('store');
   const bolt = new BoltChecker();
   let outcome: { etcdSha256: string; snapshotSize: number; database: BoltSummary } | undefined;
   const stream = new Transform({
@@ -108,12 +107,10 @@ function writable(stream: Writable): Promise<void> {
   });
 }
 
-/** One-line wording of a failure while decoding or checking the plain snapshot. */
+/** One-line wording of a failure while decoding or checking the plain snapshot (age, gzip/zstd, etcd, bolt). */
 function describeContentError(error: unknown): string {
-  // The trailer check's wording is the stream's ("corrupted in transit"); here the bytes come from the store.
-  if (error instanceof IntegrityError) return `etcd trailer: ${error.message.replace(/^Snapshot integrity check failed: /, '').replace(/: corrupted in transit$/, '')}`;
+  if (error instanceof IntegrityError) return `etcd trailer: ${error.detail}`;
   if (error instanceof BoltStructureError) return `database structure: ${error.message}`;
-  if (error instanceof AgeError || error instanceof CompressionError) return error.message;
   return (error as Error).message;
 }
 

@@ -5,16 +5,14 @@
 
 import { AbortMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
 import { setTimeout as delay } from 'node:timers/promises';
+import { JobError } from '../errors.js';
 import { describeS3Error, isPermanentS3Error } from './errors.js';
 
-/** An S3 failure or refusal, worded as API.md wants ("Failed to delete snapshot from S3: ..."). */
-export class S3DeleteError extends Error {
+/** An S3 failure or refusal (FAILURE_PREFIX.delete); permanent: a foreign object, a missing bucket, a denied request. */
+export class S3DeleteError extends JobError {
   override name = 'S3DeleteError';
-  /** true when a retry cannot help (see isPermanentDeleteError). */
-  readonly permanent: boolean;
   constructor(detail: string, options: { cause?: unknown; permanent: boolean }) {
-    super(`Failed to delete snapshot from S3: ${detail}`, options);
-    this.permanent = options.permanent;
+    super('delete', detail, options);
   }
 }
 
@@ -26,15 +24,8 @@ export interface DeleteOutcome {
   protectedUntil?: string;
 }
 
-
-/** Whether retrying cannot help: a foreign object, a missing bucket, bad credentials, a denied request. */
-export function isPermanentDeleteError(error: unknown): boolean {
-  if (error instanceof S3DeleteError) return error.permanent;
-  return isPermanentS3Error(error);
-}
-
 function s3Error(error: unknown, suffix = ''): S3DeleteError {
-  return new S3DeleteError(`${describeS3Error(error)}${suffix}`, { cause: error, permanent: isPermanentDeleteError(error) });
+  return new S3DeleteError(`${describeS3Error(error)}${suffix}`, { cause: error, permanent: isPermanentS3Error(error) });
 }
 
 interface Found {

@@ -5,6 +5,8 @@
 // copy would be a second locked version), and stores that cannot copy the object (Ceph RGW 16 with SSE-KMS).
 
 import { GetObjectTaggingCommand, PutObjectTaggingCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
+import { JobError } from '../errors.js';
+import { describeS3Error } from './errors.js';
 
 export interface UploadedHashes {
   /** Hex SHA-256 of the stored bytes. */
@@ -44,7 +46,10 @@ export async function readRecordedHashes(client: S3Client, bucket: string, key: 
     return fromRecord(Object.fromEntries((TagSet ?? []).map((t) => [t.Key ?? '', t.Value])));
   } catch (error) {
     if (error instanceof S3ServiceException && (error.name === 'NoSuchTagSet' || error.name === 'NoSuchTagSetError')) return undefined;
-    if (error instanceof S3ServiceException && error.name === 'AccessDenied') error.message = `${error.message} (reading an object's tags needs s3:GetObjectTagging)`;
+    if (error instanceof S3ServiceException && error.name === 'AccessDenied') {
+      const detail = describeS3Error(error, "(reading an object's tags needs s3:GetObjectTagging)");
+      throw new JobError(undefined, detail, { permanent: true, cause: error });
+    }
     throw error;
   }
 }

@@ -1,4 +1,7 @@
-// Streams a snapshot into S3 with bounded memory, never overwriting another backup's object.
+// Streams a snapshot into S3 with bounded memory, never overwriting another backup's object. In three steps, each
+// called by the snapshot pipeline in turn: prepareWrite reads what the write depends on and plans it
+// (write-plan.ts); then either keepExisting (this backup's complete object is already there) or storeStream: the
+// upload, then the hashes recorded, then the lock.
 //
 // S3 user metadata is fixed when an upload starts, but a snapshot's hashes are known only at its end. So the
 // object is uploaded with the backup's identity, and once the upload has completed (which the integrity
@@ -20,36 +23,36 @@ import {
   ListMultipartUploadsCommand,
   S3ServiceException,
   UploadPartCopyCommand,
+  type CompleteMultipartUploadCommandOutput,
   type S3Client,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { VerifiedSnapshot } from '../etcd/trailer.js';
+import { JobError } from '../errors.js';
 import { describeS3Error, isPermanentS3Error } from './errors.js';
 import { bucketObjectLock, lockVersion, ObjectLockError, retainUntil, type ObjectLockRequest } from './object-lock.js';
 import { hashMetadata, readRecordedHashes, tagHashes, type UploadedHashes } from './recorded-hashes.js';
-
-/** Who wrote an object: stored as x-amz-meta-backup-{namespace,name,uid}. */
-export interface BackupIdentity {
-  namespace: string;
-  name: string;
-  uid: string;
-}
+import {
+  identityMetadata,
+  occupied,
+  ownerOf,
+  planWrite,
+  type BackupIdentity,
+  type ExistingObject,
+  type WritePlan,
+} from './write-plan.js';
 
 export interface ObjectProtection {
   serverSideEncryption?: { algorithm: 'AES256' | 'aws:kms'; kmsKeyId?: string | undefined } | undefined;
   objectLock?: ObjectLockRequest | undefined;
 }
 
-export interface SnapshotUpload {
+/** Where and how a snapshot is stored. */
+export interface SnapshotTarget {
   client: S3Client;
   bucket: string;
   key: string;
   identity: BackupIdentity;
-  /** Opens the snapshot stream; called only once the key is known to be free (or this backup's own). */
-  openBody: () => Readable | Promise<Readable>;
-  /** The verified snapshot's figures, available once the body has ended (the verifying stream reports them just before its end). */
-  verified: () => VerifiedSnapshot | undefined;
   /** Bytes per part: memory is about partSize × (queueSize + 1). */
   partSize: number;
   queueSize: number;
@@ -64,6 +67,24 @@ export interface SnapshotUpload {
   clock?: () => Date;
 }
 
+/** A planned write that sends or keeps an object (a refused one is thrown): where, how, and locked until when. */
+export type PreparedWrite = Exclude<WritePlan, { action: 'refuse' }> & {
+  target: SnapshotTarget;
+  lockUntil: Date | undefined;
+};
+export type UploadWrite = Extract<PreparedWrite, { action: 'upload' }>;
+
+/** What the stored bytes amount to, known once they have all gone by. */
+export interface StoredFigures extends UploadedHashes {
+  size: number;
+}
+
+/** The bytes to store, and their figures: a promise that resolves as the bytes end, and rejects if they fail. */
+export interface StoredStream {
+  body: Readable;
+  figures: Promise<StoredFigures>;
+}
+
 export interface UploadOutcome {
   /** true when this backup's complete object was already there (a retried Job): nothing was uploaded. */
   alreadyUploaded: boolean;
@@ -73,87 +94,47 @@ export interface UploadOutcome {
   retainUntil?: Date;
 }
 
-/** An S3 failure, worded as API.md wants ("Failed to upload snapshot to S3: ..."). */
-export class S3UploadError extends Error {
+/** An S3 failure or refusal (FAILURE_PREFIX.upload); permanent, unless said, when S3's answer is. */
+export class S3UploadError extends JobError {
   override name = 'S3UploadError';
-  /** true when a retry cannot help: a refused key, a missing bucket, bad credentials. */
-  readonly permanent: boolean;
-  constructor(detail: string, options: { cause?: unknown; permanent?: boolean } = {}) {
-    super(`Failed to upload snapshot to S3: ${detail}`, options);
-    this.permanent = options.permanent ?? isPermanentS3Error(options.cause);
+  constructor(detail: string, options: { cause?: unknown; permanent?: boolean | undefined } = {}) {
+    const permanent = options.permanent ?? isPermanentS3Error(options.cause);
+    super('upload', detail, { cause: options.cause, permanent });
   }
 }
 
 const FIVE_GIB = 5 * 1024 ** 3;
 const COPY_PART_BYTES = 1024 ** 3;
 
-function identityMetadata(identity: BackupIdentity): Record<string, string> {
-  return { 'backup-namespace': identity.namespace, 'backup-name': identity.name, 'backup-uid': identity.uid };
-}
-
-type Existing = { metadata: Record<string, string>; size: number; versionId?: string | undefined } | 'absent' | 'unknown';
-
 /**
- * What is at the key now. A ranged GET rather than a HEAD: HEAD answers have no body, so a wrong key, a
- * missing bucket or a bad signature would all read "403"/"404" with no code. AccessDenied is 'unknown': AWS
- * answers it for a missing key when the writer may not list the bucket, and the atomic If-None-Match guard on
- * the upload still protects an existing object.
+ * What is at the key now, and for this backup's own object the hashes recorded with it. A ranged GET rather than a
+ * HEAD: HEAD answers have no body, so a wrong key, a missing bucket or a bad signature would all read "403"/"404"
+ * with no code. AccessDenied is 'unknown', and the atomic If-None-Match guard on the upload still protects an
+ * existing object.
  */
-async function probeKey(client: S3Client, bucket: string, key: string): Promise<Existing> {
+async function readKey(target: SnapshotTarget): Promise<ExistingObject> {
+  const { client, bucket, key } = target;
+  let object;
   try {
-    const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: 'bytes=0-0' }));
+    object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: 'bytes=0-0' }));
     await object.Body?.transformToByteArray(); // drain the one byte so the connection is reused
-    const total = Number(/\/(\d+)$/.exec(object.ContentRange ?? '')?.[1] ?? object.ContentLength ?? 0);
-    return { metadata: object.Metadata ?? {}, size: total, versionId: object.VersionId };
   } catch (error) {
     if (error instanceof S3ServiceException) {
-      if (error.name === 'NoSuchKey') return 'absent';
-      if (error.name === 'InvalidRange') return { metadata: {}, size: 0 }; // an empty object is there
-      if (error.name === 'AccessDenied') return 'unknown';
+      if (error.name === 'NoSuchKey') return { state: 'absent' };
+      if (error.name === 'InvalidRange') return { state: 'present', owner: {}, size: 0 }; // an empty object is there
+      if (error.name === 'AccessDenied') return { state: 'unknown' };
     }
-    throw error;
+    throw new S3UploadError(describeS3Error(error), { cause: error });
   }
-}
-
-/** The server-side encryption parameters of every request that writes the object (upload, copy). */
-function encryptionParams(protection: ObjectProtection | undefined): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
-  const sse = protection?.serverSideEncryption;
-  if (!sse) return {};
-  return { ServerSideEncryption: sse.algorithm as ServerSideEncryption, ...(sse.kmsKeyId && { SSEKMSKeyId: sse.kmsKeyId }) };
-}
-
-/**
- * Replaces the object's metadata by copying it onto itself, only if it is still the object just uploaded. Returns
- * the copy's version id (versioned buckets).
- */
-async function addMetadata(up: SnapshotUpload, etag: string, size: number, metadata: Record<string, string>): Promise<string | undefined> {
-  const { client, bucket, key } = up;
-  const source = `${bucket}/${encodeURIComponent(key)}`;
-  const singleCopyLimit = up.maxSingleCopyBytes ?? FIVE_GIB;
-  // A copy is a new object: without the encryption parameters it would get the bucket's default encryption.
-  const sse = encryptionParams(up.protection);
-  if (size <= singleCopyLimit) {
-    const copied = await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadata, ContentType: 'application/octet-stream', ...sse }));
-    return copied.VersionId;
-  }
-  // Above the single-copy limit: a multipart copy, part by part, still entirely inside the store.
-  // Parts of 1 GiB, never above the single-copy limit (a test lowers that limit to exercise this path).
-  const partBytes = Math.max(Math.min(singleCopyLimit, COPY_PART_BYTES), 5 * 1024 * 1024);
-  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata, ContentType: 'application/octet-stream', ...sse }));
+  const metadata = object.Metadata ?? {};
+  const size = Number(/\/(\d+)$/.exec(object.ContentRange ?? '')?.[1] ?? object.ContentLength ?? 0);
+  const found = { state: 'present' as const, owner: ownerOf(metadata), size, versionId: object.VersionId };
+  if (found.owner.uid !== target.identity.uid) return found;
   try {
-    const parts = [];
-    for (let start = 0, number = 1; start < size; start += partBytes, number += 1) {
-      const end = Math.min(start + partBytes, size) - 1;
-      const { CopyPartResult } = await client.send(
-        new UploadPartCopyCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: number, CopySource: source, CopySourceIfMatch: etag, CopySourceRange: `bytes=${start}-${end}` }),
-      );
-      parts.push({ PartNumber: number, ETag: CopyPartResult?.ETag });
-    }
-    const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
-    return completed.VersionId;
+    return { ...found, recorded: await readRecordedHashes(client, bucket, key, metadata, found.versionId) };
   } catch (error) {
-    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => undefined);
-    throw error;
+    const detail = `cannot tell whether this backup's object at s3://${bucket}/${key} is complete: ${describeS3Error(error)}`;
+    throw new S3UploadError(detail, { cause: error });
   }
 }
 
@@ -176,87 +157,86 @@ async function abortLeftoverUploads(client: S3Client, bucket: string, key: strin
 }
 
 /**
- * How the object is written: `recording`, how the hashes get onto it (see recorded-hashes.ts); `checksums`, whether
- * every part carries one (S3 requires it on buckets that lock objects).
+ * Reads the bucket's Object Lock configuration and what is at the key, and plans the write (write-plan.ts). A
+ * refused write is thrown here, before any byte is sent; for an upload, what an earlier attempt left is cleared.
  */
-interface WritePlan {
-  recording: 'copy' | 'tags';
-  checksums: boolean;
-}
-
-/**
- * Checks the bucket against the protection asked for, before any byte is sent: Object Lock needs a bucket with
- * Object Lock enabled. Tags record the hashes only where the bucket's default retention locks the uploaded
- * version, so that a copy would leave a second locked version behind.
- */
-async function prepareBucket(up: SnapshotUpload): Promise<WritePlan> {
-  const { client, bucket } = up;
-  let lock;
+export async function prepareWrite(target: SnapshotTarget): Promise<PreparedWrite> {
+  const { client, bucket, key } = target;
+  const lockRequest = target.protection?.objectLock;
+  const lockUntil = lockRequest && retainUntil((target.clock ?? (() => new Date()))(), lockRequest.retainDays);
+  let bucketLock;
   try {
-    lock = await bucketObjectLock(client, bucket);
+    bucketLock = await bucketObjectLock(client, bucket);
   } catch (error) {
     throw new S3UploadError(describeS3Error(error), { cause: error });
   }
-  if (up.protection?.objectLock && lock.state === 'disabled') {
-    throw new S3UploadError(
-      `bucket ${bucket} has no Object Lock configuration, so objectLock (${up.protection.objectLock.mode}, ${up.protection.objectLock.retainDays} days) cannot be applied: use a bucket created with Object Lock enabled, or remove spec.backupStorage.s3.objectLock`,
-      { permanent: true },
-    );
-  }
-  if (lock.state !== 'enabled') return { recording: 'copy', checksums: Boolean(up.protection?.objectLock) };
-  return { recording: lock.defaultRetention ? 'tags' : 'copy', checksums: true };
+  const existing = await readKey(target);
+  const plan = planWrite({ bucket, key, existing, bucketLock, uid: target.identity.uid, objectLock: lockRequest });
+  if (plan.action === 'refuse') throw new S3UploadError(plan.reason, { permanent: true });
+  if (plan.action === 'upload') await abortLeftoverUploads(client, bucket, key, new Date());
+  return { ...plan, target, lockUntil };
 }
 
 /**
- * Uploads a snapshot to `key`. If an object is already there: a complete one from this same backup (same uid,
- * with hashes) is accepted as is — a retried Job — and the body is never opened; anything else written by another
- * backup is refused, never overwritten. Any failure aborts the multipart upload, so nothing is left at the key
- * and no upload stays pending. Errors from the body (Talos, integrity) are rethrown unchanged; S3's are
- * S3UploadErrors.
+ * The parameters of every request that writes the object: the upload, and the copy that adds the hashes (single
+ * or multipart). A copy is a new object: without the encryption parameters it would get the bucket's default.
  */
-export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome> {
-  const { client, bucket, key, identity } = up;
-  const plan = await prepareBucket(up);
-  const lockRequest = up.protection?.objectLock;
-  const lockUntil = lockRequest && retainUntil((up.clock ?? (() => new Date()))(), lockRequest.retainDays);
-  const lock = async (versionId: string | undefined): Promise<Date | undefined> => {
-    if (!lockRequest || !lockUntil) return undefined;
-    try {
-      return await lockVersion(client, bucket, key, versionId, lockRequest.mode, lockUntil);
-    } catch (error) {
-      const detail = error instanceof ObjectLockError ? error.message : describeS3Error(error);
-      throw new S3UploadError(`the snapshot was uploaded to s3://${bucket}/${key} but locking it failed: ${detail}`, { cause: error, permanent: error instanceof ObjectLockError || undefined });
-    }
+function writeParams(write: UploadWrite, request: 'upload' | 'copy', metadata: Record<string, string>) {
+  const sse = write.target.protection?.serverSideEncryption;
+  const lockRequest = write.target.protection?.objectLock;
+  const uploadLockedUntil = request === 'upload' && write.recording === 'tags' && lockRequest && write.lockUntil;
+  return {
+    Metadata: metadata,
+    ContentType: 'application/octet-stream',
+    ...(sse && { ServerSideEncryption: sse.algorithm as ServerSideEncryption }),
+    ...(sse?.kmsKeyId && { SSEKMSKeyId: sse.kmsKeyId }),
+    // S3 refuses uploads to a bucket that locks objects unless every part carries a checksum (the client sends
+    // them only when required, for stores that reject them).
+    ...(request === 'upload' && write.checksums && { ChecksumAlgorithm: 'CRC32' as const }),
+    // The version that will hold the hashes is locked after recording them. When the hashes go on as tags that is
+    // the uploaded one, and asking for the lock here too makes it atomic where the store honours it (AWS); when they
+    // go on by a copy, the uploaded version must stay unlocked, so that it can be removed once the copy exists.
+    ...(uploadLockedUntil && { ObjectLockMode: lockRequest.mode, ObjectLockRetainUntilDate: uploadLockedUntil }),
   };
+}
 
-  let existing: Existing;
+/** Locks the stored version when Object Lock was asked for; returns the date it is locked until. */
+async function lock(write: PreparedWrite, versionId: string | undefined): Promise<Date | undefined> {
+  const { client, bucket, key, protection } = write.target;
+  const lockRequest = protection?.objectLock;
+  if (!lockRequest || !write.lockUntil) return undefined;
   try {
-    existing = await probeKey(client, bucket, key);
+    return await lockVersion(client, bucket, key, versionId, lockRequest.mode, write.lockUntil);
   } catch (error) {
-    throw new S3UploadError(describeS3Error(error), { cause: error });
+    // A store that accepts the lock but does not show it will not show it on a retry either.
+    const unhonoured = error instanceof ObjectLockError;
+    const detail = `the snapshot was uploaded to s3://${bucket}/${key} but locking it failed: ${unhonoured ? error.message : describeS3Error(error)}`;
+    throw new S3UploadError(detail, { cause: error, permanent: unhonoured || undefined });
   }
-  const refuse = (owner: string) => new S3UploadError(`an object already exists at s3://${bucket}/${key}${owner}; refusing to overwrite it`, { permanent: true });
-  const ours = typeof existing === 'object' && existing.metadata['backup-uid'] === identity.uid;
-  if (typeof existing === 'object' && !ours) {
-    throw refuse(existing.metadata['backup-name'] ? ` by backup ${existing.metadata['backup-namespace']}/${existing.metadata['backup-name']}` : '');
-  }
-  let recorded;
-  try {
-    recorded = typeof existing === 'object' ? await readRecordedHashes(client, bucket, key, existing.metadata, existing.versionId) : undefined;
-  } catch (error) {
-    throw new S3UploadError(`cannot tell whether this backup's object at s3://${bucket}/${key} is complete: ${describeS3Error(error)}`, { cause: error });
-  }
-  if (typeof existing === 'object' && recorded) {
-    const locked = await lock(existing.versionId);
-    return { alreadyUploaded: true, size: existing.size, hashes: recorded, ...(locked && { retainUntil: locked }) };
-  }
+}
 
-  await abortLeftoverUploads(client, bucket, key, new Date());
+/** This backup's complete object, found by a retried Job: kept as it is, and locked if asked. */
+export async function keepExisting(write: Extract<PreparedWrite, { action: 'accept' }>): Promise<UploadOutcome> {
+  const locked = await lock(write, write.versionId);
+  return { alreadyUploaded: true, size: write.size, hashes: write.hashes, ...(locked && { retainUntil: locked }) };
+}
 
+interface Uploaded {
+  figures: StoredFigures;
+  etag: string | undefined;
+  versionId: string | undefined;
+}
+
+/**
+ * Uploads the stream. Any failure aborts the multipart upload, so nothing is left at the key and no upload stays
+ * pending. Errors from the body (Talos, integrity) are rethrown unchanged; S3's are S3UploadErrors.
+ */
+async function upload(write: UploadWrite, stream: StoredStream): Promise<Uploaded> {
+  const { client, bucket, key, identity, signal } = write.target;
+  const { body } = stream;
   // The body's own failure (a broken Talos stream, a failed integrity check) is the real cause even when
   // lib-storage's abort call fails too and replaces it.
   let bodyError: Error | undefined;
-  const body = await up.openBody();
   body.once('error', (error: Error) => (bodyError = error));
   const upload = new Upload({
     client,
@@ -264,80 +244,128 @@ export async function uploadSnapshot(up: SnapshotUpload): Promise<UploadOutcome>
       Bucket: bucket,
       Key: key,
       Body: body,
-      ContentType: 'application/octet-stream',
-      Metadata: identityMetadata(identity),
       // Atomic "create only": loses no race with another writer. Not when replacing this backup's own partial object.
-      ...(!ours && { IfNoneMatch: '*' }),
-      ...encryptionParams(up.protection),
-      // S3 refuses uploads to a bucket that locks objects unless every part carries a checksum (the client sends
-      // them only when required, for stores that reject them).
-      ...(plan.checksums && { ChecksumAlgorithm: 'CRC32' as const }),
-      // The version that will hold the hashes is locked below. When the hashes go on as tags that is this one, and
-      // asking for the lock here too makes it atomic where the store honours it (AWS); when they go on by a copy,
-      // this version must stay unlocked, so that it can be removed once the copy exists.
-      ...(plan.recording === 'tags' && lockRequest && lockUntil && { ObjectLockMode: lockRequest.mode, ObjectLockRetainUntilDate: lockUntil }),
+      ...(write.createOnly && { IfNoneMatch: '*' }),
+      ...writeParams(write, 'upload', identityMetadata(identity)),
     },
-    partSize: up.partSize,
-    queueSize: up.queueSize,
+    partSize: write.target.partSize,
+    queueSize: write.target.queueSize,
     leavePartsOnError: false,
   });
-  if (up.onProgress) {
-    const report = up.onProgress;
-    upload.on('httpUploadProgress', (progress) => progress.loaded !== undefined && report(progress.loaded));
-  }
+  const report = write.target.onProgress;
+  if (report) upload.on('httpUploadProgress', (progress) => progress.loaded !== undefined && report(progress.loaded));
   const abort = () => void upload.abort().catch(() => undefined);
-  up.signal?.addEventListener('abort', abort, { once: true });
-  let result;
+  signal?.addEventListener('abort', abort, { once: true });
+  let result: CompleteMultipartUploadCommandOutput;
   try {
-    if (up.signal?.aborted) throw new Error('stopped before the upload started');
+    if (signal?.aborted) throw new Error('stopped before the upload started');
     result = await upload.done();
   } catch (error) {
-    if (up.signal?.aborted) throw new S3UploadError(`stopped (${String(up.signal.reason ?? 'aborted')}); the multipart upload was aborted`, { cause: error });
+    if (signal?.aborted) {
+      throw new S3UploadError(`stopped (${String(signal.reason ?? 'aborted')}); the multipart upload was aborted`, { cause: error });
+    }
     if (bodyError) throw bodyError;
-    if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 412) throw refuse(' (written while this upload ran)');
+    if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 412) {
+      throw new S3UploadError(occupied(bucket, key, ' (written while this upload ran)'), { permanent: true });
+    }
     throw new S3UploadError(describeS3Error(error), { cause: error });
   } finally {
-    up.signal?.removeEventListener('abort', abort);
+    signal?.removeEventListener('abort', abort);
     body.destroy(); // after a failed upload, stop the Talos stream instead of leaving it blocked on backpressure
   }
-  const verified = up.verified();
-  if (!verified) throw new S3UploadError('the upload completed without a verified snapshot (internal error)');
-  const hashes = { sha256: verified.sha256, etcdSha256: verified.etcdSha256 };
-  let versionId = result.VersionId;
+  // The body has ended, so its figures are known.
+  return { figures: await stream.figures, etag: result.ETag, versionId: result.VersionId };
+}
+
+/**
+ * Replaces the object's metadata by copying it onto itself, only if it is still the object just uploaded. Returns
+ * the copy's version id (versioned buckets).
+ */
+async function addMetadata(write: UploadWrite, etag: string, size: number, metadata: Record<string, string>): Promise<string | undefined> {
+  const { client, bucket, key } = write.target;
+  const source = `${bucket}/${encodeURIComponent(key)}`;
+  const singleCopyLimit = write.target.maxSingleCopyBytes ?? FIVE_GIB;
+  const params = writeParams(write, 'copy', metadata);
+  if (size <= singleCopyLimit) {
+    const copy = { Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE' as const };
+    const copied = await client.send(new CopyObjectCommand({ ...copy, ...params }));
+    return copied.VersionId;
+  }
+  // Above the single-copy limit: a multipart copy, part by part, still entirely inside the store.
+  // Parts of 1 GiB, never above the single-copy limit (a test lowers that limit to exercise this path).
+  const partBytes = Math.max(Math.min(singleCopyLimit, COPY_PART_BYTES), 5 * 1024 * 1024);
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...params }));
   try {
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, ...(versionId && { VersionId: versionId }) }));
-    const size = head.ContentLength ?? 0;
-    // The copy must be conditional on this upload's object. Some stores (Ceph RGW) answer a multipart
-    // completion with an empty ETag; then the HEAD's is used, once the HEAD shows this backup's uid and size.
-    const etag = result.ETag || head.ETag;
-    if (!etag || head.Metadata?.['backup-uid'] !== identity.uid || size !== verified.size) {
-      throw new Error(`the object at the key is not the one just uploaded (someone wrote it meanwhile?); its hashes were not recorded`);
+    const parts = [];
+    for (let start = 0, number = 1; start < size; start += partBytes, number += 1) {
+      const end = Math.min(start + partBytes, size) - 1;
+      const { CopyPartResult } = await client.send(
+        new UploadPartCopyCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: number, CopySource: source, CopySourceIfMatch: etag, CopySourceRange: `bytes=${start}-${end}` }),
+      );
+      parts.push({ PartNumber: number, ETag: CopyPartResult?.ETag });
     }
-    versionId ??= head.VersionId;
-    const copy = plan.recording === 'copy' ? await copiedWithHashes(up, etag, size, hashes) : undefined;
-    if (copy) {
-      const locked = await lock(copy.versionId);
-      // On a versioned bucket the copy is a new version and the one without hashes is redundant. Removing it is
-      // housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless extra version, not a failed backup.
-      if (versionId) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId })).catch(() => undefined);
-      return { alreadyUploaded: false, size, hashes, ...(locked && { retainUntil: locked }) };
-    }
-    await tagHashes(client, bucket, key, versionId, hashes);
-    const locked = await lock(versionId);
-    return { alreadyUploaded: false, size, hashes, ...(locked && { retainUntil: locked }) };
+    const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+    return completed.VersionId;
   } catch (error) {
-    if (error instanceof S3UploadError) throw error;
-    throw new S3UploadError(`the snapshot was uploaded to s3://${bucket}/${key} but recording its sha256 failed: ${describeS3Error(error)}`, { cause: error });
+    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => undefined);
+    throw error;
   }
 }
 
 /** Adds the hashes as metadata by a copy; undefined when the store cannot copy this object (then tags record them). */
-async function copiedWithHashes(up: SnapshotUpload, etag: string, size: number, hashes: UploadedHashes): Promise<{ versionId: string | undefined } | undefined> {
+async function copiedWithHashes(write: UploadWrite, etag: string, size: number, hashes: UploadedHashes): Promise<{ versionId: string | undefined } | undefined> {
   try {
-    return { versionId: await addMetadata(up, etag, size, { ...identityMetadata(up.identity), ...hashMetadata(hashes) }) };
+    return { versionId: await addMetadata(write, etag, size, { ...identityMetadata(write.target.identity), ...hashMetadata(hashes) }) };
   } catch (error) {
     // Ceph RGW 16 cannot copy an SSE-KMS object (501 NotImplemented).
     if (error instanceof S3ServiceException && (error.name === 'NotImplemented' || error.$metadata?.httpStatusCode === 501)) return undefined;
     throw error;
   }
+}
+
+interface Recorded {
+  /** The version that holds the hashes: the one to lock. */
+  versionId: string | undefined;
+  /** On a versioned bucket, the uploaded version a copy made redundant. */
+  superseded?: string | undefined;
+}
+
+/** Records the hashes on the object just uploaded: by a copy, or as tags (the plan says, or the store cannot copy). */
+async function recordHashes(write: UploadWrite, uploaded: Uploaded): Promise<Recorded> {
+  const { client, bucket, key, identity } = write.target;
+  const { sha256, etcdSha256 } = uploaded.figures;
+  const hashes = { sha256, etcdSha256 };
+  try {
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, ...(uploaded.versionId && { VersionId: uploaded.versionId }) }));
+    const size = head.ContentLength ?? 0;
+    // The copy must be conditional on this upload's object. Some stores (Ceph RGW) answer a multipart
+    // completion with an empty ETag; then the HEAD's is used, once the HEAD shows this backup's uid and size.
+    const etag = uploaded.etag || head.ETag;
+    if (!etag || head.Metadata?.['backup-uid'] !== identity.uid || size !== uploaded.figures.size) {
+      throw new Error(`the object at the key is not the one just uploaded (someone wrote it meanwhile?); its hashes were not recorded`);
+    }
+    const versionId = uploaded.versionId ?? head.VersionId;
+    const copy = write.recording === 'copy' ? await copiedWithHashes(write, etag, size, hashes) : undefined;
+    if (copy) return { versionId: copy.versionId, superseded: versionId };
+    await tagHashes(client, bucket, key, versionId, hashes);
+    return { versionId };
+  } catch (error) {
+    const detail = `the snapshot was uploaded to s3://${bucket}/${key} but recording its sha256 failed: ${describeS3Error(error)}`;
+    throw new S3UploadError(detail, { cause: error });
+  }
+}
+
+/** Uploads the stream to the key, records its hashes and locks it. */
+export async function storeStream(write: UploadWrite, stream: StoredStream): Promise<UploadOutcome> {
+  const { client, bucket, key } = write.target;
+  const uploaded = await upload(write, stream);
+  const recorded = await recordHashes(write, uploaded);
+  const locked = await lock(write, recorded.versionId);
+  // Removing the version without hashes is housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless
+  // extra version, not a failed backup.
+  if (recorded.superseded) {
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: recorded.superseded })).catch(() => undefined);
+  }
+  const { size, sha256, etcdSha256 } = uploaded.figures;
+  return { alreadyUploaded: false, size, hashes: { sha256, etcdSha256 }, ...(locked && { retainUntil: locked }) };
 }

@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import { checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { JobError } from '../errors.js';
 import { decodeDataMessage, type DataMessage } from './data-message.js';
 import { loadMachineService } from './protos.js';
 import { endpointHost, type TalosContext } from './talosconfig.js';
@@ -21,16 +22,18 @@ export interface SnapshotStreamOptions {
 /**
  * A failure talking to one endpoint. `failover` says whether another endpoint may do better (unreachable,
  * broken stream, not a control-plane node) or whether every endpoint would fail the same way (the
- * talosconfig's role lacks permission, bad request).
+ * talosconfig's role lacks permission, bad request: permanent). One endpoint's failure is a bare detail; the
+ * snapshot's, once no endpoint is left to try (see failover.ts), is `failure: 'snapshot'`, caused by the last one.
  */
-export class TalosError extends Error {
+export class TalosError extends JobError {
   override name = 'TalosError';
   constructor(
-    message: string,
+    detail: string,
     readonly endpoint: string,
     readonly failover: boolean,
+    options: { failure?: 'snapshot'; cause?: unknown } = {},
   ) {
-    super(message);
+    super(options.failure, detail, { permanent: !failover, cause: options.cause });
   }
 }
 

@@ -2,6 +2,7 @@
 // Errors name the problem and never echo the file's contents: it holds a private key.
 
 import { parse } from 'yaml';
+import { JobError } from '../errors.js';
 
 /** Talos' API port, used for endpoints given without one. */
 export const TALOS_API_PORT = 50000;
@@ -19,8 +20,12 @@ export interface TalosContext {
   keyPem: string;
 }
 
-export class TalosconfigError extends Error {
+/** What is wrong with a talosconfig; the command names the file (FAILURE_PREFIX.talosconfig). */
+export class TalosconfigError extends JobError {
   override name = 'TalosconfigError';
+  constructor(detail: string) {
+    super(undefined, detail, { permanent: true });
+  }
 }
 
 /**

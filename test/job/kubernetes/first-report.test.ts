@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { KubernetesApiError, type KubernetesApi } from '../../../src/job/kubernetes/in-cluster.js';
-import { isPermanentFailure } from '../../../src/job/failure.js';
+import { isPermanentFailure } from '../../../src/job/errors.js';
 import { FIRST_REPORT_PERMISSION_WAIT_MS, statusReporter } from '../../../src/job/kubernetes/status-report.js';
 
 const FORBIDDEN = 'talosetcdbackups.talos.alperen.cloud "b" is forbidden: User "system:serviceaccount:ns:b-snapshot" cannot patch resource "talosetcdbackups/status" in API group "talos.alperen.cloud" in the namespace "ns"';

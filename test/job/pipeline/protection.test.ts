@@ -15,7 +15,7 @@ import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { packageRoot } from '../../../src/api/crds.js';
 import { sniffFormat } from '../../helpers/stored-format.js';
 import { deleteCommand, restoreCommand, snapshotCommand, verifyCommand } from '../../../src/job/commands.js';
-import { isPermanentFailure } from '../../../src/job/failure.js';
+import { isPermanentFailure } from '../../../src/job/errors.js';
 import type { RawSettings } from '../../../src/contract/settings.js';
 import { restoreSnapshot, snapshotStatus, startEtcd, type Etcd } from '../../harness/etcd.js';
 import { createTalosPki, talosconfigYaml } from '../../harness/pki.js';

@@ -6,7 +6,8 @@ import { describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand, type PutObjectCommandInput } from '@aws-sdk/client-s3';
 import { deleteCommand } from '../../../src/job/commands.js';
 import { createS3Client } from '../../../src/job/s3/client.js';
-import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, isPermanentDeleteError, S3DeleteError } from '../../../src/job/s3/delete.js';
+import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, S3DeleteError } from '../../../src/job/s3/delete.js';
+import { isPermanentS3Error as isPermanentDeleteError } from '../../../src/job/s3/errors.js';
 import { useRgw } from '../../harness/rgw.js';
 
 const KEY = 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-01T02-00-00Z.db';

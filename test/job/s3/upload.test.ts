@@ -1,4 +1,5 @@
-// uploadSnapshot and verifyObject against a real S3 (Ceph RGW): what lands at the key, what never does.
+// The snapshot write (prepareWrite, keepExisting, storeStream) and verifyObject against a real S3 (Ceph RGW): what
+// lands at the key, what never does.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -6,8 +7,10 @@ import { Readable, Writable } from 'node:stream';
 import { before, describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../../src/job/s3/client.js';
-import { S3UploadError, uploadSnapshot, type BackupIdentity, type SnapshotUpload } from '../../../src/job/s3/upload.js';
-import { IntegrityError, verifyingStream, type VerifiedSnapshot } from '../../../src/job/etcd/trailer.js';
+import { keepExisting, prepareWrite, S3UploadError, storeStream, type SnapshotTarget } from '../../../src/job/s3/upload.js';
+import type { BackupIdentity } from '../../../src/job/s3/write-plan.js';
+import { storedStream } from '../../../src/job/pipeline/snapshot.js';
+import { IntegrityError } from '../../../src/job/etcd/trailer.js';
 import { readBack, SinkError, VerificationError, verifyObject } from '../../../src/job/pipeline/verify.js';
 import { startEtcd } from '../../harness/etcd.js';
 import { useRgw } from '../../harness/rgw.js';
@@ -29,31 +32,22 @@ function snapshot(bytes: number): Buffer {
 
 const identity = (): BackupIdentity => ({ namespace: 'talos-backup', name: 'nightly-1767232800', uid: randomUUID() });
 
-/** An upload of `data` through the verifier, in 1 KiB chunks as Talos sends it. */
-function upload(client: SnapshotUpload['client'], bucket: string, key: string, data: Buffer, who: BackupIdentity, extra: Partial<SnapshotUpload> = {}) {
-  let verified: VerifiedSnapshot | undefined;
+/** A write of `data` through the verifier, in 1 KiB chunks as Talos sends it, as the snapshot pipeline runs it. */
+function upload(client: SnapshotTarget['client'], bucket: string, key: string, data: Buffer, who: BackupIdentity, extra: Partial<SnapshotTarget> = {}) {
   let opened = false;
-  const run = uploadSnapshot({
-    client,
-    bucket,
-    key,
-    identity: who,
-    partSize: 5 * MIB,
-    queueSize: 2,
-    openBody: () => {
-      opened = true;
-      const chunks = function* () {
-        for (let at = 0; at < data.length; at += 1024) yield data.subarray(at, at + 1024);
-      };
-      return Readable.from(chunks()).pipe(verifyingStream((r) => (verified = r)));
-    },
-    verified: () => verified,
-    ...extra,
-  });
+  const run = (async () => {
+    const write = await prepareWrite({ client, bucket, key, identity: who, partSize: 5 * MIB, queueSize: 2, ...extra });
+    if (write.action === 'accept') return keepExisting(write);
+    opened = true;
+    const chunks = function* () {
+      for (let at = 0; at < data.length; at += 1024) yield data.subarray(at, at + 1024);
+    };
+    return storeStream(write, storedStream(Readable.from(chunks()), []));
+  })();
   return { run, opened: () => opened };
 }
 
-describe('uploadSnapshot and verifyObject on Ceph RGW', () => {
+describe('the snapshot write and verifyObject on Ceph RGW', () => {
   const rgw = useRgw();
   before(async () => {
     const etcd = await startEtcd();
