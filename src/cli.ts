@@ -1,7 +1,8 @@
 // The one command-line entry: `talos-etcd-backup <command>`. Parses arguments and maps failures to exit codes.
 
 import { parseArgs } from 'node:util';
-import { ConfigError, packageVersion, parseServerConfig, SERVER_SETTINGS } from './server/config.js';
+import { packageVersion } from './api/crds.js';
+import type { Setting } from './api/settings.js';
 import { helpLines } from './api/settings.js';
 import { COMMAND_SETTINGS, resolveSettings, SETTINGS, type JobCommand } from './contract/settings.js';
 import type { ProgressBar } from './job/progress.js';
@@ -11,7 +12,9 @@ function settingLines(command: JobCommand): string {
   return helpLines(COMMAND_SETTINGS[command].map((name) => SETTINGS[name]));
 }
 
-export const USAGE = `Usage: talos-etcd-backup <command> [options]
+/** The whole `--help`; the hook server's settings are passed in, so that the Job's commands never load them. */
+export function usage(serverSettings: readonly Setting[]): string {
+  return `Usage: talos-etcd-backup <command> [options]
 
 Commands:
   serve        Run the Metacontroller hook server (HTTP)
@@ -22,7 +25,7 @@ Commands:
                snapshot file for etcdctl snapshot restore / talosctl bootstrap --recover-from; prints one JSON line
 
 Options for serve (flag, environment variable, meaning [default]; flags win):
-${helpLines(Object.values(SERVER_SETTINGS))}
+${helpLines(serverSettings)}
 
 Options for snapshot (flag, environment variable, meaning [default]):
 ${settingLines('snapshot')}
@@ -44,6 +47,12 @@ cannot help (bad settings, a missing Secret, a refused object, denied access, a 
   -h, --help     Show this help
   -v, --version  Show the version
 `;
+}
+
+async function printUsage(): Promise<void> {
+  const { SERVER_SETTINGS } = await import('./server/config.js');
+  process.stdout.write(usage(Object.values(SERVER_SETTINGS)));
+}
 
 const HELP_POINTER = '(see talos-etcd-backup --help)';
 
@@ -55,7 +64,7 @@ function fail(message: string, code: number): number {
 async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { host: { type: 'string' }, port: { type: 'string' } } });
   // Each command loads only its own modules: the Job's memory budget has no room for the web server's.
-  const { serve, ListenError } = await import('./server/serve.js');
+  const [{ serve, ListenError }, { ConfigError, parseServerConfig, SERVER_SETTINGS }] = await Promise.all([import('./server/serve.js'), import('./server/config.js')]);
   try {
     await serve(parseServerConfig({ ...env, ...(values.host !== undefined && { [SERVER_SETTINGS.host.env]: values.host }), ...(values.port !== undefined && { [SERVER_SETTINGS.port.env]: values.port }) }));
     return 0;
@@ -122,11 +131,11 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     return 0;
   }
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
-    process.stdout.write(USAGE);
+    await printUsage();
     return command === undefined ? 2 : 0;
   }
   if (rest.includes('-h') || rest.includes('--help')) {
-    process.stdout.write(USAGE);
+    await printUsage();
     return 0;
   }
   try {

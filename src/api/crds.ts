@@ -50,3 +50,8 @@ export function crdSchema(crd: CustomResourceDefinition, version = VERSION): Jso
   if (!served) throw new Error(`CRD ${crd.metadata.name} has no version ${version}`);
   return served.schema.openAPIV3Schema;
 }
+
+/** This package's version (package.json). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}

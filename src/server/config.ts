@@ -1,16 +1,10 @@
 // The hook server's settings: environment variables (`--host` and `--port` override the first two), checked once
 // at start. `serve --help` and the README's table are derived from this table.
 
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { packageRoot } from '../api/crds.js';
+import { packageVersion } from '../api/crds.js';
 import { boolean, integerFrom, list, oneOf, SettingsReader, type Parser, type Setting } from '../api/settings.js';
 import type { JobImage } from './backup/job.js';
 import { DEFAULT_BACKUP_HOOK_SETTINGS, type BackupHookSettings } from './backup/settings.js';
-
-export function packageVersion(): string {
-  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
-}
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];

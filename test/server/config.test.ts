@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, DEFAULTS, packageVersion, parseServerConfig } from '../../src/server/config.js';
+import { packageVersion } from '../../src/api/crds.js';
+import { ConfigError, DEFAULTS, parseServerConfig } from '../../src/server/config.js';
 
 describe('parseServerConfig', () => {
   it('uses the defaults with an empty environment', () => {
