@@ -21,7 +21,10 @@ import type { BackupReport } from '../../../src/api/types.js';
 import { readBackupStatus } from '../../../src/api/validation.js';
 import type { JobImage } from '../../../src/server/backup/job.js';
 import { attachmentName } from '../../../src/server/backup/names.js';
-import { CONTROL_PLANE_GRACE_SECONDS, customizeBackup, DEFAULT_ATTACHMENT_DEADLINE_SECONDS, finalizeBackup, syncBackup, type BackupSyncResult } from '../../../src/server/backup/sync.js';
+import { customizeBackup } from '../../../src/server/backup/customize.js';
+import { finalizeBackup } from '../../../src/server/backup/finalize.js';
+import { DEFAULT_ATTACHMENT_DEADLINE_SECONDS } from '../../../src/server/backup/settings.js';
+import { CONTROL_PLANE_GRACE_SECONDS, syncBackup, type BackupSyncResult } from '../../../src/server/backup/sync.js';
 import type { DecoratorSyncRequest, KubernetesObject } from '../../../src/server/metacontroller/types.js';
 import type { Condition } from '../../../src/api/conditions.js';
 
