@@ -232,8 +232,10 @@ export function tcpSpec(patch: Record<string, unknown> = {}): Record<string, unk
 }
 
 /** The status of a backup whose Job stored its snapshot, as sync writes it. */
-export const succeededStatus = (): J =>
-  st(sync(request(backup({ status: { report: succeeded } }), { attachments: observedAttachments(backup(), jobComplete) })));
+export const succeededStatus = (): J => {
+  const attachments = observedAttachments(backup(), jobComplete);
+  return st(sync(request(backup({ status: { report: succeeded } }), { attachments })));
+};
 
 export const RECIPIENTS = [
   'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p',

@@ -3,7 +3,6 @@
 // request, one clock and one answer; the assertions name the behaviour, never a whole object. The snapshot Job
 // itself is snapshot-job.test.ts; the status builder and the verdict, status.test.ts.
 
-
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Condition } from '../../../src/api/conditions.js';
