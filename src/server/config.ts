@@ -70,8 +70,8 @@ export const DEFAULTS: ServerConfig = {
   shutdownDelayMs: 5_000,
   // The chart always sets JOB_IMAGE to the image it deploys; this default serves `npm start` and curl examples.
   jobImage: { image: `talos-etcd-backup:${packageVersion()}`, pullPolicy: 'IfNotPresent', pullSecrets: [] },
-  // A snapshot or delete Job not there 10 minutes after it was asked for was refused (see src/server/backup/sync.ts);
-  // TalosControlPlanes are asked for unless the chart found no such CRD at install time.
+  // A snapshot or delete Job not there 10 minutes after it was asked for was refused (see src/server/backup/sync.ts
+  // and finalize.ts); TalosControlPlanes are asked for unless the chart found no such CRD at install time.
   backupHooks: DEFAULT_BACKUP_HOOK_SETTINGS,
 };
 
