@@ -8,7 +8,7 @@ import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { API_VERSION, BACKUP_KIND } from '../../src/api/constants.js';
 import type { BackupStatus, ScheduleStatus } from '../../src/api/types.js';
-import { DEFAULT_ATTACHMENT_DEADLINE_SECONDS } from '../../src/server/backup/sync.js';
+import { DEFAULT_ATTACHMENT_DEADLINE_SECONDS } from '../../src/server/backup/settings.js';
 import type { Condition } from '../../src/api/conditions.js';
 import { BUCKET, NAMESPACE, SCHEDULE, startRehearsal, type KubeObject, type Rehearsal } from './rehearsal.js';
 

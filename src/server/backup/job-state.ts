@@ -30,6 +30,11 @@ interface JobStatus {
   conditions?: JobCondition[];
 }
 
+/** A failed Job's reason and message, as the backup's messages quote them. */
+export function failureText(failed: NonNullable<JobState['failed']>): string {
+  return `${failed.reason}${failed.message ? `: ${failed.message}` : ''}`;
+}
+
 export function readJobState(job: KubernetesObject): JobState {
   const status = (job.status ?? {}) as JobStatus;
   // Only well-formed entries count: a hand-written or foreign status must not crash the hook.

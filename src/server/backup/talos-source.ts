@@ -11,6 +11,7 @@
 
 import { RELATED_CONTROL_PLANE_KEY, TALOS_CLUSTER_KIND } from '../../api/constants.js';
 import type { BackupSpec, SecretKeyRef } from '../../api/types.js';
+import { BACKUP_MESSAGE } from '../conditions.js';
 import type { KubernetesObject, ObjectMap } from '../metacontroller/types.js';
 
 export interface TalosSource {
@@ -68,7 +69,8 @@ export function resolveTalosSource(spec: BackupSpec, namespace: string, related:
   const name = spec.talosControlPlaneRef!.name;
   const tcp = relatedControlPlane(related, namespace, name);
   const what = `TalosControlPlane ${namespace}/${name}`;
-  if (!tcp) return { ok: false, transient: true, message: `Failed to get ${what}: not found in the backup's namespace` };
+  const failedToGet = `${BACKUP_MESSAGE.sourceMissing}${what}: `;
+  if (!tcp) return { ok: false, transient: true, message: `${failedToGet}not found in the backup's namespace` };
   const owners = Array.isArray(tcp.metadata?.ownerReferences) ? tcp.metadata.ownerReferences : [];
   const owner = owners.find((o) => o?.kind === TALOS_CLUSTER_KIND && typeof o.name === 'string' && o.name !== '')?.name;
   const talosconfig = { name: `${owner ?? name}-talosconfig`, key: `${name}.talosconfig` };
@@ -81,7 +83,9 @@ export function resolveTalosSource(spec: BackupSpec, namespace: string, related:
       return {
         ok: false,
         transient: true,
-        message: `Failed to get ${what}: it lists no Talos API endpoints yet (status.bundleConfig.clientEndpoint is empty; is it provisioned?); set spec.endpoints to give them`,
+        message:
+          `${failedToGet}it lists no Talos API endpoints yet (status.bundleConfig.clientEndpoint is empty; is it ` +
+          'provisioned?); set spec.endpoints to give them',
       };
     }
   }

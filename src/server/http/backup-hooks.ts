@@ -1,11 +1,15 @@
 // POST /hooks/backup/{customize,sync,finalize} — Metacontroller's DecoratorController hooks for TalosEtcdBackups.
-// The routes check the envelope, call the pure functions of src/server/backup/sync.ts and log what they decided: the
-// backup's namespace/name (from a body that passed the envelope schema) and the outcome, never a message.
+// The routes check the envelope, call the pure hook functions of src/server/backup/ (customize.ts, sync.ts,
+// finalize.ts) and log what they decided: the backup's namespace/name (from a body that passed the envelope schema)
+// and the outcome, never a message.
 
 import type { FastifyInstance } from 'fastify';
 import { API_VERSION, BACKUP_KIND } from '../../api/constants.js';
 import type { JobImage } from '../backup/job.js';
-import { customizeBackup, finalizeBackup, syncBackup, type BackupHookSettings } from '../backup/sync.js';
+import { customizeBackup } from '../backup/customize.js';
+import { finalizeBackup } from '../backup/finalize.js';
+import type { BackupHookSettings } from '../backup/settings.js';
+import { syncBackup } from '../backup/sync.js';
 import { customizeRequestSchema, decoratorSyncRequestSchema } from '../metacontroller/schemas.js';
 import type { CustomizeRequest, DecoratorSyncRequest } from '../metacontroller/types.js';
 import type { HookMetrics } from './metrics.js';

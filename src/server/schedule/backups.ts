@@ -6,6 +6,7 @@ import type { BackupStatus } from '../../api/types.js';
 import { isReadableBackup } from '../../api/validation.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
 import { findCondition, parseTime } from '../../api/conditions.js';
+import { CONDITION } from '../conditions.js';
 
 /**
  * - `succeeded`: Ready=True — counts toward retention.
@@ -39,9 +40,14 @@ function scheduledTimeOf(object: KubernetesObject, scheduleName: string): Date |
 
 function outcomeOf(object: KubernetesObject, status: BackupStatus | undefined): BackupOutcome {
   if (!isReadableBackup(object)) return 'unreadable';
-  if (findCondition(status?.conditions, 'Failed')?.status === 'True') return 'failed';
-  if (findCondition(status?.conditions, 'Ready')?.status === 'True') return 'succeeded';
+  if (findCondition(status?.conditions, CONDITION.failed)?.status === 'True') return 'failed';
+  if (findCondition(status?.conditions, CONDITION.ready)?.status === 'True') return 'succeeded';
   return 'active';
+}
+
+function succeededAt(status: BackupStatus | undefined): Date | undefined {
+  const ready = findCondition(status?.conditions, CONDITION.ready);
+  return parseTime(status?.completionTime) ?? parseTime(ready?.lastTransitionTime);
 }
 
 export function readBackup(object: KubernetesObject, scheduleName: string): ObservedBackup {
@@ -55,8 +61,7 @@ export function readBackup(object: KubernetesObject, scheduleName: string): Obse
     scheduledTime,
     sortTime: (scheduledTime ?? created)?.getTime() ?? 0,
     outcome,
-    succeededAt:
-      outcome === 'succeeded' ? (parseTime(status?.completionTime) ?? parseTime(findCondition(status?.conditions, 'Ready')?.lastTransitionTime)) : undefined,
+    succeededAt: outcome === 'succeeded' ? succeededAt(status) : undefined,
     deleting: Boolean(object.metadata.deletionTimestamp),
   };
 }

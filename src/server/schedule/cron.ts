@@ -1,8 +1,7 @@
 // Parses a schedule's cron expression and time zone and finds its slots. Pure: callers pass the time.
 
 import { Cron } from 'croner';
-
-export type ScheduleProblemReason = 'InvalidSchedule' | 'InvalidTimeZone';
+import { SCHEDULE_REASON, type ScheduleProblemReason } from '../conditions.js';
 
 export interface CronSchedule {
   expression: string;
@@ -103,9 +102,9 @@ function expressionProblem(expression: string): string | undefined {
 export function parseSchedule(rawExpression: string, timeZone = 'UTC'): ParsedSchedule {
   const expression = rawExpression.trim().split(/\s+/).join(' ');
   const zone = checkTimeZone(timeZone);
-  if (!zone.ok) return { ok: false, reason: 'InvalidTimeZone', message: zone.message };
+  if (!zone.ok) return { ok: false, reason: SCHEDULE_REASON.invalidTimeZone, message: zone.message };
   const problem = expressionProblem(expression);
-  if (problem) return { ok: false, reason: 'InvalidSchedule', message: problem };
+  if (problem) return { ok: false, reason: SCHEDULE_REASON.invalidSchedule, message: problem };
 
   let cron: Cron;
   try {
@@ -114,10 +113,12 @@ export function parseSchedule(rawExpression: string, timeZone = 'UTC'): ParsedSc
     cron = new Cron(expression, { mode: '5-part', timezone: zone.id });
   } catch (error) {
     const detail = (error as Error).message.replace(/^CronPattern: /, '');
-    return { ok: false, reason: 'InvalidSchedule', message: `invalid schedule ${JSON.stringify(expression)}: ${detail}` };
+    const message = `invalid schedule ${JSON.stringify(expression)}: ${detail}`;
+    return { ok: false, reason: SCHEDULE_REASON.invalidSchedule, message };
   }
   if (cron.nextRun(NEVER_FIRES_PROBE) === null) {
-    return { ok: false, reason: 'InvalidSchedule', message: `schedule ${JSON.stringify(expression)} never fires: no date matches it (e.g. 31 February)` };
+    const message = `schedule ${JSON.stringify(expression)} never fires: no date matches it (e.g. 31 February)`;
+    return { ok: false, reason: SCHEDULE_REASON.invalidSchedule, message };
   }
   return {
     ok: true,

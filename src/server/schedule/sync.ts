@@ -8,11 +8,10 @@ import type { ScheduleSpec, ScheduleStatus } from '../../api/types.js';
 import { readScheduleStatus, validateSchedule } from '../../api/validation.js';
 import type { CompositeSyncRequest, CompositeSyncResponse, KubernetesObject } from '../metacontroller/types.js';
 import { formatTime, nextCondition, parseTime, type Condition } from '../../api/conditions.js';
+import { CONDITION, SCHEDULE_MESSAGE, SCHEDULE_REASON, type ScheduleFailureReason } from '../conditions.js';
 import { newestFirst, readBackup, type ObservedBackup } from './backups.js';
 import { parseSchedule, type CronSchedule } from './cron.js';
 import { selectForRetention } from './retention.js';
-
-export type ScheduleFailureReason = 'InvalidSchedule' | 'InvalidTimeZone' | 'InvalidSpec';
 
 /** What an answer does, for logs and metrics. */
 export type ScheduleSyncOutcome = 'created' | 'idle' | 'paused' | 'deleting' | 'invalid';
@@ -100,12 +99,16 @@ function buildStatus(facts: StatusFacts, now: Date): Record<string, unknown> {
   const lastSuccess = latest(parseTime(facts.observed.lastSuccessfulBackupTime), ...succeeded);
   const generation = facts.generation !== undefined ? { observedGeneration: facts.generation } : {};
   const conditions = [
-    nextCondition(facts.observed.conditions, { type: 'Ready', ...facts.ready, ...generation }, now),
+    nextCondition(facts.observed.conditions, { type: CONDITION.ready, ...facts.ready, ...generation }, now),
     nextCondition(
       facts.observed.conditions,
-      facts.failure
-        ? { type: 'Failed', status: 'True', reason: facts.failure.reason, message: facts.failure.message, ...generation }
-        : { type: 'Failed', status: 'False', reason: 'Valid', message: 'the spec is valid', ...generation },
+      {
+        type: CONDITION.failed,
+        ...(facts.failure
+          ? { status: 'True', reason: facts.failure.reason, message: facts.failure.message }
+          : { status: 'False', reason: SCHEDULE_REASON.valid, message: SCHEDULE_MESSAGE.valid }),
+        ...generation,
+      },
       now,
     ),
   ];
@@ -191,10 +194,14 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   const base = { observed, generation: parent.metadata.generation, backups, lastScheduled };
 
   const validated = validateSchedule(parent);
-  if (!validated.ok) return invalidAnswer(base, live, { reason: 'InvalidSpec', message: `invalid spec: ${validated.problems.join('; ')}` }, now);
+  const invalidSpec = (problems: string[]) => {
+    const message = `${SCHEDULE_MESSAGE.invalidSpec}${problems.join('; ')}`;
+    return invalidAnswer(base, live, { reason: SCHEDULE_REASON.invalidSpec, message }, now);
+  };
+  if (!validated.ok) return invalidSpec(validated.problems);
   const spec = validated.value;
   const problems = specProblems(spec.backupTemplate.spec, 'spec.backupTemplate.spec');
-  if (problems.length > 0) return invalidAnswer(base, live, { reason: 'InvalidSpec', message: `invalid spec: ${problems.join('; ')}` }, now);
+  if (problems.length > 0) return invalidSpec(problems);
   const parsed = parseSchedule(spec.schedule, spec.timeZone);
   if (!parsed.ok) return invalidAnswer(base, live, parsed, now);
   const schedule = parsed.schedule;
@@ -203,8 +210,8 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   const deleting = Boolean(parent.metadata.deletionTimestamp);
   if (spec.paused || deleting) {
     const ready = spec.paused
-      ? { status: 'False' as const, reason: 'Paused', message: 'paused: no backups are created or deleted' }
-      : { status: 'False' as const, reason: 'Deleting', message: 'the schedule is being deleted' };
+      ? { status: 'False' as const, reason: SCHEDULE_REASON.paused, message: SCHEDULE_MESSAGE.paused }
+      : { status: 'False' as const, reason: SCHEDULE_REASON.deleting, message: SCHEDULE_MESSAGE.deleting };
     const status = buildStatus(
       { ...base, activeNames: activeNames(live), next: undefined, ready, failure: undefined },
       now,
@@ -237,7 +244,7 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
       lastScheduled,
       activeNames: activeNames(remaining, created?.metadata.name),
       next,
-      ready: { status: 'True', reason: 'Scheduled', message: notes },
+      ready: { status: 'True', reason: SCHEDULE_REASON.scheduled, message: notes },
       failure: undefined,
     },
     now,

@@ -14,7 +14,8 @@ import { parse } from 'yaml';
 import { API_VERSION, BACKUP_KIND, JOB_KEY, RELATED_CONTROL_PLANE_KEY, SCHEDULED_TIME_ANNOTATION } from '../../../src/api/constants.js';
 import { packageRoot } from '../../../src/api/crds.js';
 import type { JobImage } from '../../../src/server/backup/job.js';
-import { finalizeBackup, syncBackup } from '../../../src/server/backup/sync.js';
+import { finalizeBackup } from '../../../src/server/backup/finalize.js';
+import { syncBackup } from '../../../src/server/backup/sync.js';
 import type { DecoratorSyncRequest, KubernetesObject } from '../../../src/server/metacontroller/types.js';
 
 type J = any;

@@ -15,7 +15,8 @@ import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand } from
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { BACKUP_PLURAL, GROUP, JOB_KEY, SCHEDULED_TIME_ANNOTATION, VERSION } from '../../../src/api/constants.js';
 import type { BackupReport, BackupStatus } from '../../../src/api/types.js';
-import { finalizeBackup, syncBackup } from '../../../src/server/backup/sync.js';
+import { finalizeBackup } from '../../../src/server/backup/finalize.js';
+import { syncBackup } from '../../../src/server/backup/sync.js';
 import { restoreSnapshot } from '../../harness/etcd.js';
 import { BUCKET, IMAGE, NAMESPACE, mergePatch, useJobCluster, type AuditEvent, type JobCluster, type Obj } from './job-cluster.js';
 

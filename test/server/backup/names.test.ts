@@ -5,7 +5,15 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { attachmentName, fitName, type Component } from '../../../src/server/backup/names.js';
+import {
+  APP_NAME,
+  BACKUP_LABEL,
+  BACKUP_UID_LABEL,
+  COMPONENT_LABEL,
+  MANAGED_BY_LABEL,
+  NAME_LABEL,
+} from '../../../src/api/constants.js';
+import { attachmentLabels, attachmentName, fitName, type Component } from '../../../src/server/backup/names.js';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
@@ -103,5 +111,62 @@ describe('fitName (label values)', () => {
       }),
       { numRuns: 5000 },
     );
+  });
+});
+
+describe('names as a table', () => {
+  const hash8 = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 8);
+  const a = (n: number) => 'a'.repeat(n);
+  const cutAtDot = `${a(44)}.-b${'c'.repeat(20)}`;
+  const attachments: { name: string; backup: string; component: Component; expected: string }[] = [
+    { name: 'a short name: <backup>-snapshot', backup: 'n-1', component: 'snapshot', expected: 'n-1-snapshot' },
+    { name: 'a short name: <backup>-delete', backup: 'n-1', component: 'delete', expected: 'n-1-delete' },
+    {
+      name: '63 characters with the component: kept',
+      backup: a(54),
+      component: 'snapshot',
+      expected: `${a(54)}-snapshot`,
+    },
+    {
+      name: 'one more: shortened, the hash last',
+      backup: a(55),
+      component: 'snapshot',
+      expected: `${a(45)}-snapshot-${hash8(a(55))}`,
+    },
+    {
+      name: 'a dotted name: dots as dashes, the hash last',
+      backup: 'prod.eu',
+      component: 'delete',
+      expected: `prod-eu-delete-${hash8('prod.eu')}`,
+    },
+    {
+      name: 'a cut that ends in a dash or dot: trimmed to end alphanumeric',
+      backup: cutAtDot,
+      component: 'snapshot',
+      expected: `${a(44)}-snapshot-${hash8(cutAtDot)}`,
+    },
+  ];
+  for (const c of attachments) {
+    it(`attachmentName: ${c.name}`, () => assert.equal(attachmentName(c.backup, c.component), c.expected));
+  }
+
+  const cutAfter53 = `${a(53)}.${a(20)}`;
+  const fits: { name: string; text: string; max?: number; expected: string }[] = [
+    { name: 'a name that fits: as it is', text: 'nightly-1', expected: 'nightly-1' },
+    { name: '64 characters: 54 of them, `_`, the hash', text: a(64), expected: `${a(54)}_${hash8(a(64))}` },
+    { name: 'a smaller maximum', text: 'abcdefghijklmnop', max: 12, expected: `abc_${hash8('abcdefghijklmnop')}` },
+    { name: 'a cut ending in a dot: trimmed', text: cutAfter53, expected: `${a(53)}_${hash8(cutAfter53)}` },
+  ];
+  for (const c of fits) it(`fitName: ${c.name}`, () => assert.equal(fitName(c.text, c.max), c.expected));
+
+  it('attachmentLabels: the app, the component, the manager, the backup (fitted) and its uid', () => {
+    const long = 'e'.repeat(100);
+    assert.deepEqual(attachmentLabels({ name: long, uid: 'u-1' }, 'delete'), {
+      [NAME_LABEL]: APP_NAME,
+      [COMPONENT_LABEL]: 'delete',
+      [MANAGED_BY_LABEL]: APP_NAME,
+      [BACKUP_LABEL]: fitName(long),
+      [BACKUP_UID_LABEL]: 'u-1',
+    });
   });
 });
