@@ -5,6 +5,7 @@
 //     included, is the backup CRD's).
 //   * helm/talos-etcd-backup/templates/metacontroller-*-controller.yaml, from metacontroller/*-controller.yaml: the
 //     same objects with the release's name, labels, hook Service, resync period and hook timeout templated.
+//   * README.md: the settings tables, from the settings tables in the code (scripts/readme-sections.ts).
 // The chart's crds/ holds symlinks to crds/ (test/helm/chart.test.ts checks them), so it needs nothing here.
 //
 // Run with `npm run generate` (tsc, then node dist/scripts/generate.js); `--check` writes nothing and exits 1 when a
@@ -16,6 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMap, isPair, isScalar, isSeq, parse, parseDocument, type Document, type Pair, type YAMLMap } from 'yaml';
 import { packageRoot } from '../src/api/crds.js';
+import { withGeneratedSections } from './readme-sections.js';
 
 export const GENERATE_COMMAND = 'npm run generate';
 const GENERATOR = 'scripts/generate.ts';
@@ -302,6 +304,7 @@ export function generate(root: string = packageRoot()): GeneratedFile[] {
   return [
     { path: SCHEDULE_CRD, sources: [BACKUP_CRD, SCHEDULE_CRD], content: generateScheduleCrd(read(BACKUP_CRD), read(SCHEDULE_CRD)) },
     ...CONTROLLERS.map((c) => ({ path: c.template, sources: [c.source, CHART_VALUES], content: generateControllerTemplate(c, read(c.source), defaults) })),
+    { path: 'README.md', sources: ['src/contract/settings.ts', 'src/server/config.ts'], content: withGeneratedSections(read('README.md')) },
   ];
 }
 

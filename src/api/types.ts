@@ -101,7 +101,7 @@ export interface BackupReport {
   bytesUploaded?: number;
   /** Succeeded: the stored object (and what verifying it proved). */
   snapshot?: SnapshotInfo;
-  /** Failed: the one-line cause, in API.md's wording. */
+  /** Failed: the one-line cause, worded by the Job (src/job/errors.ts). */
   message?: string;
   /** Failed: whether another attempt could succeed (false: bad configuration, missing Secret, refused object, ...). */
   retryable?: boolean;

@@ -1,4 +1,4 @@
-// The S3 object key of a backup (API.md): <prefix>/<cluster>/etcd-snapshot-<YYYY-MM-DDTHH-MM-SSZ>.db[.gz|.zst][.age]
+// The S3 object key of a backup (the README's TalosEtcdBackup section): <prefix>/<cluster>/etcd-snapshot-<YYYY-MM-DDTHH-MM-SSZ>.db[.gz|.zst][.age]
 
 export interface ObjectKeyParts {
   prefix: string;

@@ -6,7 +6,7 @@ import { AgeError } from '../api/age-keys.js';
 import { EXIT_CODE } from '../contract/exit-codes.js';
 import { SettingsError } from '../contract/settings.js';
 
-/** The first words of each kind of failure's one-line message, as API.md words them. */
+/** The first words of each kind of failure's one-line message, as a Failed backup's condition shows them. */
 export const FAILURE_PREFIX = {
   snapshot: 'Failed to take etcd snapshot',
   integrity: 'Snapshot integrity check failed',

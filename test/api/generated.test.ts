@@ -51,10 +51,10 @@ describe('generated files', () => {
     });
   }
 
-  it('covers the schedule CRD and every Metacontroller template of the chart, each from its static manifest', () => {
+  it('covers the schedule CRD, every Metacontroller template of the chart (each from its static manifest) and the README', () => {
     const templates = readdirSync(join(root, 'helm', 'talos-etcd-backup', 'templates')).filter((f) => f.startsWith('metacontroller-')).map((f) => `helm/talos-etcd-backup/templates/${f}`);
     const manifests = readdirSync(join(root, 'metacontroller')).filter((f) => f.endsWith('.yaml')).map((f) => `metacontroller/${f}`);
-    assert.deepEqual(files.map((f) => f.path).sort(), [SCHEDULE_CRD, ...templates].sort());
+    assert.deepEqual(files.map((f) => f.path).sort(), [SCHEDULE_CRD, ...templates, 'README.md'].sort());
     assert.deepEqual(CONTROLLERS.map((c) => c.source).sort(), manifests.sort());
   });
 
@@ -110,6 +110,7 @@ describe('the generator', () => {
   it('finds the chart template stale once its static manifest changes', () => {
     const copy = mkdtempSync(join(tmpdir(), 'talos-etcd-backup-generate-'));
     after(() => rmSync(copy, { recursive: true, force: true }));
+    cpSync(join(root, 'README.md'), join(copy, 'README.md'));
     for (const dir of ['crds', 'metacontroller', 'helm']) cpSync(join(root, dir), join(copy, dir), { recursive: true, verbatimSymlinks: true });
     for (const file of generate(copy)) writeFileSync(join(copy, file.path), file.content);
     assert.deepEqual(stale(copy), []);

@@ -2,8 +2,8 @@
 // @kubernetes/client-node (its HTTP layer with the KubeConfig's client certificate, and its Watch). It reads the
 // project's manifests (metacontroller/*.yaml, or objects given in `manifests`), runs the controllers they declare
 // (all, or those named in `controllers`), and drives our hook server over real HTTP the way Metacontroller
-// v4.17.2 does with hook version v1 (../shared/reference/metacontroller.md §1–§4 and its last section, checked
-// against pkg/controller/{composite,decorator,common}, pkg/dynamic/clientset and pkg/hooks of v4.17.2):
+// v4.17.2 does with hook version v1 (what it promises and leaves out: test/doubles/README.md), as read in its
+// pkg/controller/{composite,decorator,common}, pkg/dynamic/clientset and pkg/hooks:
 //
 //   Informers: one list/watch per resource (parents, children/attachments, and related resources once a customize
 //   answer names them), cluster-wide unless `namespaces` narrows them (a test-isolation aid: Metacontroller always

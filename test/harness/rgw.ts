@@ -1,6 +1,6 @@
 // A real S3 for tests: a throwaway single-node Ceph (one mon, one memstore OSD, one radosgw) on 127.0.0.1.
 //
-// See /work/shared/reference/ceph-rgw-for-tests.md. Everything lives in one fresh temporary directory (config,
+// Debian's ceph packages, started by hand as a vstart-like cluster. Everything lives in one fresh temporary directory (config,
 // monmap, mon/OSD data, logs, pid files, admin sockets); every daemon listens on 127.0.0.1 only, on ports found
 // free at start, so several instances (and several test processes) can run side by side. Up in about a second.
 //

@@ -117,7 +117,7 @@ export function storedStream(source: Readable, codecs: Duplex[]): StoredStream {
   return { body, figures };
 }
 
-/** Takes one etcd snapshot and stores it in S3; throws with API.md's wording when it cannot. */
+/** Takes one etcd snapshot and stores it in S3; throws a JobError worded for the backup's status (errors.ts) when it cannot. */
 export async function takeSnapshot(settings: SnapshotSettings, clock: () => number = Date.now): Promise<SnapshotOutcome> {
   const started = clock();
   const { talos, s3 } = settings;

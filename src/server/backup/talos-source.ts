@@ -3,7 +3,7 @@
 // TalosControlPlane. The TalosControlPlane reaches the hook as a related object (see the customize hook), so
 // Metacontroller watches TalosControlPlanes, never Secrets.
 //
-// talos-operator facts (v0.5.x, ../shared/reference/prior-art.md §1.5): the talosconfig lives in the Secret
+// talos-operator facts (v0.5.x, read in its controllers): the talosconfig lives in the Secret
 // `<owning TalosCluster, else the TalosControlPlane>-talosconfig` under the key `<TalosControlPlane>.talosconfig`,
 // and its endpoints are not the real ones. The endpoints are `status.bundleConfig.clientEndpoint` (metal mode: the
 // machines' addresses) or, in container mode, the Service named after the TalosControlPlane (port 50000), which
