@@ -142,16 +142,27 @@ function controller(): JsonObject {
     spec: {
       generateSelector: true,
       parentResource: { apiVersion: API_VERSION, resource: 'talosetcdbackupschedules' },
-      childResources: [{ apiVersion: API_VERSION, resource: 'talosetcdbackups', updateStrategy: { method: 'OnDelete' } }],
+      childResources: [
+        { apiVersion: API_VERSION, resource: 'talosetcdbackups', updateStrategy: { method: 'OnDelete' } },
+      ],
       hooks: {
-        sync: { webhook: { url: 'http://talos-etcd-backup.talos-system.svc:8080/hooks/schedule/sync', timeout: '10s' } },
+        sync: {
+          webhook: { url: 'http://talos-etcd-backup.talos-system.svc:8080/hooks/schedule/sync', timeout: '10s' },
+        },
       },
     },
     status: {},
   };
 }
 
-function parentObject(name: string, parentUid: string, created: number, newestSlot: number, lastSuccess: number, now: number): JsonObject {
+function parentObject(
+  name: string,
+  parentUid: string,
+  created: number,
+  newestSlot: number,
+  lastSuccess: number,
+  now: number,
+): JsonObject {
   // What the user applied with kubectl: kubectl keeps it (without defaults) in its last-applied annotation.
   const applied = {
     apiVersion: API_VERSION,
@@ -183,8 +194,22 @@ function parentObject(name: string, parentUid: string, created: number, newestSl
     nextScheduleTime: rfc3339(newestSlot + SLOT_MS),
     activeBackups: [],
     conditions: [
-      { type: 'Ready', status: 'True', reason: 'Scheduled', message: `next backup at ${rfc3339(newestSlot + SLOT_MS)}`, lastTransitionTime: readySince, observedGeneration: generation },
-      { type: 'Failed', status: 'False', reason: 'Valid', message: 'the spec is valid', lastTransitionTime: readySince, observedGeneration: generation },
+      {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Scheduled',
+        message: `next backup at ${rfc3339(newestSlot + SLOT_MS)}`,
+        lastTransitionTime: readySince,
+        observedGeneration: generation,
+      },
+      {
+        type: 'Failed',
+        status: 'False',
+        reason: 'Valid',
+        message: 'the spec is valid',
+        lastTransitionTime: readySince,
+        observedGeneration: generation,
+      },
     ],
     observedGeneration: generation,
   };
@@ -263,7 +288,12 @@ function childObject(f: ChildFacts): JsonObject {
   const desired = {
     apiVersion: API_VERSION,
     kind: BACKUP_KIND,
-    metadata: { name: f.name, namespace: NAMESPACE, labels, annotations: { [SCHEDULED_TIME_ANNOTATION]: scheduledTime } },
+    metadata: {
+      name: f.name,
+      namespace: NAMESPACE,
+      labels,
+      annotations: { [SCHEDULED_TIME_ANNOTATION]: scheduledTime },
+    },
     spec,
   };
   const lastApplied = JSON.stringify(sortKeys(desired));
@@ -277,8 +307,22 @@ function childObject(f: ChildFacts): JsonObject {
         completionTime: done,
         message: `etcd snapshot from ${node}:50000 failed: rpc error: code = Unavailable desc = connection error: desc = "transport: Error while dialing: dial tcp ${node}:50000: connect: connection refused"`,
         conditions: [
-          { type: 'Progressing', status: 'False', reason: 'Failed', message: 'the snapshot Job failed', lastTransitionTime: done, observedGeneration: 1 },
-          { type: 'Ready', status: 'False', reason: 'SnapshotFailed', message: 'no snapshot was stored', lastTransitionTime: done, observedGeneration: 1 },
+          {
+            type: 'Progressing',
+            status: 'False',
+            reason: 'Failed',
+            message: 'the snapshot Job failed',
+            lastTransitionTime: done,
+            observedGeneration: 1,
+          },
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'SnapshotFailed',
+            message: 'no snapshot was stored',
+            lastTransitionTime: done,
+            observedGeneration: 1,
+          },
           {
             type: 'Failed',
             status: 'True',
@@ -308,7 +352,14 @@ function childObject(f: ChildFacts): JsonObject {
         },
         progress: { bytesUploaded: size },
         conditions: [
-          { type: 'Progressing', status: 'False', reason: 'Completed', message: 'the snapshot Job completed', lastTransitionTime: done, observedGeneration: 1 },
+          {
+            type: 'Progressing',
+            status: 'False',
+            reason: 'Completed',
+            message: 'the snapshot Job completed',
+            lastTransitionTime: done,
+            observedGeneration: 1,
+          },
           {
             type: 'Ready',
             status: 'True',
@@ -317,7 +368,14 @@ function childObject(f: ChildFacts): JsonObject {
             lastTransitionTime: done,
             observedGeneration: 1,
           },
-          { type: 'Failed', status: 'False', reason: 'Succeeded', message: 'the backup succeeded', lastTransitionTime: done, observedGeneration: 1 },
+          {
+            type: 'Failed',
+            status: 'False',
+            reason: 'Succeeded',
+            message: 'the backup succeeded',
+            lastTransitionTime: done,
+            observedGeneration: 1,
+          },
         ],
         observedGeneration: 1,
       };
@@ -335,7 +393,14 @@ function childObject(f: ChildFacts): JsonObject {
       labels,
       annotations: { [SCHEDULED_TIME_ANNOTATION]: scheduledTime, [LAST_APPLIED_ANNOTATION]: lastApplied },
       ownerReferences: [
-        { apiVersion: API_VERSION, kind: SCHEDULE_KIND, name: f.scheduleName, uid: f.parentUid, controller: true, blockOwnerDeletion: true },
+        {
+          apiVersion: API_VERSION,
+          kind: SCHEDULE_KIND,
+          name: f.scheduleName,
+          uid: f.parentUid,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
       ],
       finalizers: [BACKUP_FINALIZER],
       managedFields: [
@@ -348,7 +413,11 @@ function childObject(f: ChildFacts): JsonObject {
           fieldsType: 'FieldsV1',
           fieldsV1: {
             'f:metadata': {
-              'f:annotations': { '.': {}, [`f:${LAST_APPLIED_ANNOTATION}`]: {}, [`f:${SCHEDULED_TIME_ANNOTATION}`]: {} },
+              'f:annotations': {
+                '.': {},
+                [`f:${LAST_APPLIED_ANNOTATION}`]: {},
+                [`f:${SCHEDULED_TIME_ANNOTATION}`]: {},
+              },
               'f:labels': { '.': {}, [`f:${CONTROLLER_UID_LABEL}`]: {}, [`f:${SCHEDULE_LABEL}`]: {} },
               'f:ownerReferences': { '.': {}, [`k:{"uid":"${f.parentUid}"}`]: {} },
             },
@@ -371,7 +440,9 @@ function childObject(f: ChildFacts): JsonObject {
           apiVersion: API_VERSION,
           time: done,
           fieldsType: 'FieldsV1',
-          fieldsV1: { 'f:status': { ...fieldsOf(status), 'f:conditions': conditionFields(['Progressing', 'Ready', 'Failed']) } },
+          fieldsV1: {
+            'f:status': { ...fieldsOf(status), 'f:conditions': conditionFields(['Progressing', 'Ready', 'Failed']) },
+          },
           subresource: 'status',
         },
       ],
@@ -388,7 +459,8 @@ function childObject(f: ChildFacts): JsonObject {
 export function scheduleSyncFixture(opts: ScheduleFixtureOptions = {}): ScheduleFixture {
   const count = opts.children ?? 100;
   const newestSlot = (opts.newestSlot ?? new Date('2025-06-01T18:00:00Z')).getTime();
-  if (newestSlot % SLOT_MS !== 0) throw new Error(`newestSlot ${new Date(newestSlot).toISOString()} is not a slot of "${CRON}"`);
+  if (newestSlot % SLOT_MS !== 0)
+    throw new Error(`newestSlot ${new Date(newestSlot).toISOString()} is not a slot of "${CRON}"`);
   const scheduleName = 'prod-etcd';
   const parentUid = uid(scheduleName);
   const oldestSlot = newestSlot - (count - 1) * SLOT_MS;

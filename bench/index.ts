@@ -8,7 +8,8 @@ import { runWorstBodiesBenchmark } from './worst-bodies-bench.js';
 
 async function main(): Promise<void> {
   console.log(`talos-etcd-backup benchmarks — node ${process.version}, ${process.platform}/${process.arch}`);
-  if (typeof globalThis.gc !== 'function') console.log('note: run with --expose-gc (npm run bench does) for steadier baselines');
+  if (typeof globalThis.gc !== 'function')
+    console.log('note: run with --expose-gc (npm run bench does) for steadier baselines');
 
   // Further sections (e.g. the snapshot pipeline) go here, each adding its figures under its own key.
   const figures: Record<string, unknown> = { node: process.version };

@@ -54,7 +54,12 @@ if (traceS3) {
   const proto = S3Client.prototype as unknown as { send: Send };
   const send = proto.send;
   proto.send = async function timedSend(this: unknown, command, ...rest) {
-    const record: S3CommandTiming = { command: command.constructor.name, startMs: performance.now(), endMs: Number.NaN, ok: false };
+    const record: S3CommandTiming = {
+      command: command.constructor.name,
+      startMs: performance.now(),
+      endMs: Number.NaN,
+      ok: false,
+    };
     s3.push(record);
     try {
       const result = await send.call(this, command, ...rest);
@@ -71,7 +76,13 @@ let atPeak: MemorySample | undefined;
 function sample(): void {
   const usage = process.memoryUsage();
   if (atPeak && usage.rss / 1048576 <= atPeak.rss) return;
-  atPeak = { rss: mib(usage.rss), heapTotal: mib(usage.heapTotal), heapUsed: mib(usage.heapUsed), arrayBuffers: mib(usage.arrayBuffers), external: mib(usage.external) };
+  atPeak = {
+    rss: mib(usage.rss),
+    heapTotal: mib(usage.heapTotal),
+    heapUsed: mib(usage.heapUsed),
+    arrayBuffers: mib(usage.arrayBuffers),
+    external: mib(usage.external),
+  };
 }
 
 /**

@@ -95,7 +95,13 @@ export const FORMAT_RUNS = [
   { name: 'zstd', label: 'pipeline + zstd', compression: 'zstd', encrypt: false, verify: false },
   { name: 'zstdAge', label: 'pipeline + zstd + age', compression: 'zstd', encrypt: true, verify: false },
   { name: 'zstdAgeVerify', label: 'pipeline + zstd + age + verify', compression: 'zstd', encrypt: true, verify: true },
-] as const satisfies readonly { name: string; label: string; compression: Compression; encrypt: boolean; verify: boolean }[];
+] as const satisfies readonly {
+  name: string;
+  label: string;
+  compression: Compression;
+  encrypt: boolean;
+  verify: boolean;
+}[];
 export type FormatRunName = (typeof FORMAT_RUNS)[number]['name'];
 
 export interface PipelineFigures {
@@ -136,7 +142,8 @@ function positiveInteger(name: string, fallback: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
-  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number, got ${JSON.stringify(raw)}`);
+  if (!Number.isSafeInteger(value) || value <= 0)
+    throw new Error(`${name} must be a positive whole number, got ${JSON.stringify(raw)}`);
   return value;
 }
 
@@ -213,7 +220,13 @@ interface DoubleProcess {
   stop(): Promise<void>;
 }
 
-function reply<T extends { type: string }>(child: ChildProcess, type: T['type'], what: string, timeoutMs: number, stderr: () => string): Promise<T> {
+function reply<T extends { type: string }>(
+  child: ChildProcess,
+  type: T['type'],
+  what: string,
+  timeoutMs: number,
+  stderr: () => string,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const done = (): void => {
       clearTimeout(timer);
@@ -236,14 +249,22 @@ function reply<T extends { type: string }>(child: ChildProcess, type: T['type'],
     };
     const onExit = (code: number | null, signal: string | null): void => {
       done();
-      reject(new Error(`the Talos double exited (code ${code}, signal ${signal}) before it could ${what}; stderr: ${stderr()}`));
+      reject(
+        new Error(
+          `the Talos double exited (code ${code}, signal ${signal}) before it could ${what}; stderr: ${stderr()}`,
+        ),
+      );
     };
     child.on('message', onMessage);
     child.once('exit', onExit);
   });
 }
 
-async function startDouble(tls: StartMessage['tls'], dbBytes: number, layout: DatabaseLayout = 'random'): Promise<DoubleProcess> {
+async function startDouble(
+  tls: StartMessage['tls'],
+  dbBytes: number,
+  layout: DatabaseLayout = 'random',
+): Promise<DoubleProcess> {
   const entry = fileURLToPath(new URL('./talos-server.js', import.meta.url));
   const child = spawn(process.execPath, [entry], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: childEnv() });
   track(child);
@@ -321,7 +342,14 @@ function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-async function runMeasured(label: string, args: string[], env: NodeJS.ProcessEnv, dir: string, timeoutMs: number, traceS3: boolean): Promise<Measured> {
+async function runMeasured(
+  label: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  dir: string,
+  timeoutMs: number,
+  traceS3: boolean,
+): Promise<Measured> {
   const measureFile = join(dir, `measure-${process.hrtime.bigint()}.json`);
   const preload = new URL('./measure-preload.js', import.meta.url).href;
   const started = performance.now();
@@ -345,7 +373,10 @@ async function runMeasured(label: string, args: string[], env: NodeJS.ProcessEnv
   const wallMs = performance.now() - started;
   try {
     if (code !== 0) {
-      const why = signal === 'SIGKILL' && wallMs >= timeoutMs ? `timed out after ${timeoutMs / 1000} s` : `exited with ${code ?? signal}`;
+      const why =
+        signal === 'SIGKILL' && wallMs >= timeoutMs
+          ? `timed out after ${timeoutMs / 1000} s`
+          : `exited with ${code ?? signal}`;
       throw new Error(`${label}: the process ${why}\nstderr: ${stderr()}\nstdout: ${stdout.trim().slice(-2_000)}`);
     }
     const measure = JSON.parse(await readFile(measureFile, 'utf8')) as ChildMeasure;
@@ -414,7 +445,8 @@ async function observe(
   if (doubleBefore && doubleAfter) {
     const calls = doubleAfter.calls.slice(doubleBefore.calls.length);
     const served = calls.filter((c) => c.code === 0 && c.bytes === ctx.bytes);
-    if (calls.length !== 1 || served.length !== 1) throw new Error(`${label}: expected one complete EtcdSnapshot call on the double, got ${JSON.stringify(calls)}`);
+    if (calls.length !== 1 || served.length !== 1)
+      throw new Error(`${label}: expected one complete EtcdSnapshot call on the double, got ${JSON.stringify(calls)}`);
   }
   const seconds = measured.wallMs / 1000;
   const { measure } = measured;
@@ -462,23 +494,34 @@ async function withRgw<T>(bytes: number, body: (rgw: Rgw) => Promise<T>): Promis
 }
 
 function s3Env(rgw: Rgw): Record<string, string> {
-  return { S3_BUCKET: BUCKET, S3_REGION: rgw.region, S3_ENDPOINT: rgw.endpoint, AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
+  return {
+    S3_BUCKET: BUCKET,
+    S3_REGION: rgw.region,
+    S3_ENDPOINT: rgw.endpoint,
+    AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+  };
 }
 
 async function headObject(label: string, rgw: Rgw, key: string) {
   try {
     return await rgw.client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
   } catch (error) {
-    throw new Error(`${label}: the object s3://${BUCKET}/${key} is not there (${(error as Error).name}: ${(error as Error).message})`);
+    throw new Error(
+      `${label}: the object s3://${BUCKET}/${key} is not there (${(error as Error).name}: ${(error as Error).message})`,
+    );
   }
 }
 
 /** The object at `key` must be the snapshot; with `hashes`, it must also carry them as metadata. */
 async function checkObject(label: string, rgw: Rgw, key: string, facts: SnapshotFacts, hashes: boolean): Promise<void> {
   const head = await headObject(label, rgw, key);
-  if (head.ContentLength !== facts.size) throw new Error(`${label}: the stored object has ${head.ContentLength} bytes, expected ${facts.size}`);
+  if (head.ContentLength !== facts.size)
+    throw new Error(`${label}: the stored object has ${head.ContentLength} bytes, expected ${facts.size}`);
   if (hashes && (head.Metadata?.sha256 !== facts.sha256 || head.Metadata?.['etcd-sha256'] !== facts.etcdSha256)) {
-    throw new Error(`${label}: the stored object's metadata ${JSON.stringify(head.Metadata)} lacks the snapshot's hashes ${JSON.stringify(facts)}`);
+    throw new Error(
+      `${label}: the stored object's metadata ${JSON.stringify(head.Metadata)} lacks the snapshot's hashes ${JSON.stringify(facts)}`,
+    );
   }
 }
 
@@ -523,7 +566,13 @@ async function runCliWith(
       ...SNAPSHOT_RUNTIME_ENV,
       ...extraEnv,
     });
-    const { measured, figures } = await observe(label, [...SNAPSHOT_NODE_FLAGS, cli, 'snapshot'], env, { dir: setup.dir, bytes: double.facts.size, double, rgw, passes });
+    const { measured, figures } = await observe(label, [...SNAPSHOT_NODE_FLAGS, cli, 'snapshot'], env, {
+      dir: setup.dir,
+      bytes: double.facts.size,
+      double,
+      rgw,
+      passes,
+    });
     const result = lastJsonLine<CliResult>(label, measured.stdout);
     await check(result, rgw);
     return { figures, result };
@@ -535,8 +584,16 @@ async function runCli(label: string, setup: Setup, double: DoubleProcess): Promi
   const key = `bench/${label.replace(/\W+/g, '-')}.db`;
   const { figures } = await runCliWith(label, setup, double, key, {}, 1, async (result, rgw) => {
     const { facts } = double;
-    if (result.size !== facts.size || result.sha256 !== facts.sha256 || result.etcdSha256 !== facts.etcdSha256 || result.alreadyUploaded !== false || result.key !== key) {
-      throw new Error(`${label}: the CLI reported ${JSON.stringify(result)}, expected size ${facts.size}, sha256 ${facts.sha256}, etcdSha256 ${facts.etcdSha256}, key ${key}`);
+    if (
+      result.size !== facts.size ||
+      result.sha256 !== facts.sha256 ||
+      result.etcdSha256 !== facts.etcdSha256 ||
+      result.alreadyUploaded !== false ||
+      result.key !== key
+    ) {
+      throw new Error(
+        `${label}: the CLI reported ${JSON.stringify(result)}, expected size ${facts.size}, sha256 ${facts.sha256}, etcdSha256 ${facts.etcdSha256}, key ${key}`,
+      );
     }
     await checkObject(label, rgw, key, facts, true);
   });
@@ -553,7 +610,9 @@ async function makeAgeKeys(dir: string): Promise<AgeKeys> {
   const identity = await generateIdentity();
   const recipient = await identityToRecipient(identity);
   const identityFile = join(dir, 'age-identity.txt');
-  await writeFile(identityFile, `# talos-etcd-backup benchmark, throwaway\n# public key: ${recipient}\n${identity}\n`, { mode: 0o600 });
+  await writeFile(identityFile, `# talos-etcd-backup benchmark, throwaway\n# public key: ${recipient}\n${identity}\n`, {
+    mode: 0o600,
+  });
   return { recipient, identityFile };
 }
 
@@ -561,8 +620,13 @@ const KEY_SUFFIX: Record<Compression, string> = { none: '', gzip: '.gz', zstd: '
 const MAGIC_FORMAT = { none: 'raw', gzip: 'gzip', zstd: 'zstd' } as const;
 
 /** Hex SHA-256 recorded with the object: metadata (plain buckets, RGW's), else object tags (Object Lock buckets). */
-async function recordedHashes(rgw: Rgw, key: string, metadata: Record<string, string>): Promise<{ sha256?: string | undefined; etcdSha256?: string | undefined }> {
-  if (metadata.sha256 || metadata['etcd-sha256']) return { sha256: metadata.sha256, etcdSha256: metadata['etcd-sha256'] };
+async function recordedHashes(
+  rgw: Rgw,
+  key: string,
+  metadata: Record<string, string>,
+): Promise<{ sha256?: string | undefined; etcdSha256?: string | undefined }> {
+  if (metadata.sha256 || metadata['etcd-sha256'])
+    return { sha256: metadata.sha256, etcdSha256: metadata['etcd-sha256'] };
   const { TagSet } = await rgw.client().send(new GetObjectTaggingCommand({ Bucket: BUCKET, Key: key }));
   const tags = new Map((TagSet ?? []).map((tag) => [tag.Key, tag.Value]));
   return { sha256: tags.get('sha256'), etcdSha256: tags.get('etcd-sha256') };
@@ -574,7 +638,12 @@ async function recordedHashes(rgw: Rgw, key: string, metadata: Record<string, st
  * snapshot's; the object starts with the format's magic; compression, encrypted and verified are as asked; a full
  * read-back saw the database the double serves.
  */
-async function runCliFormat(run: (typeof FORMAT_RUNS)[number], setup: Setup, double: DoubleProcess, age: AgeKeys): Promise<FormatRunFigures> {
+async function runCliFormat(
+  run: (typeof FORMAT_RUNS)[number],
+  setup: Setup,
+  double: DoubleProcess,
+  age: AgeKeys,
+): Promise<FormatRunFigures> {
   const { label, compression, encrypt, verify } = run;
   const key = `bench/${label.replace(/\W+/g, '-')}.db${KEY_SUFFIX[compression]}${encrypt ? '.age' : ''}`;
   const env: Record<string, string> = {
@@ -590,21 +659,28 @@ async function runCliFormat(run: (typeof FORMAT_RUNS)[number], setup: Setup, dou
   const { figures, result } = await runCliWith(label, setup, double, key, env, verify ? 2 : 1, async (result, rgw) => {
     if (result.key !== key || result.alreadyUploaded !== false) fail(`expected a fresh upload to ${key}`, result);
     if (result.etcdSha256 !== facts.etcdSha256) fail(`etcdSha256 is not the snapshot's ${facts.etcdSha256}`, result);
-    if (result.compression !== compression || result.encrypted !== encrypt) fail(`expected compression ${compression}, encrypted ${encrypt}`, result);
-    if (typeof result.size !== 'number' || typeof result.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(result.sha256)) fail('expected the stored size and sha256', result);
-    if (result.sha256 === facts.sha256) fail('the stored sha256 is the plain snapshot\'s: nothing was compressed or encrypted', result);
+    if (result.compression !== compression || result.encrypted !== encrypt)
+      fail(`expected compression ${compression}, encrypted ${encrypt}`, result);
+    if (typeof result.size !== 'number' || typeof result.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(result.sha256))
+      fail('expected the stored size and sha256', result);
+    if (result.sha256 === facts.sha256)
+      fail("the stored sha256 is the plain snapshot's: nothing was compressed or encrypted", result);
     if (result.verified !== verify) fail(`expected verified ${verify}`, result);
     if (verify) {
       if (result.verification !== 'Full') fail('expected a Full verification (the identity was given)', result);
       if (facts.bolt && (result.keys !== facts.bolt.keys || result.revision !== facts.bolt.revision)) {
-        fail(`the read-back database should hold ${facts.bolt.keys} keys up to revision ${facts.bolt.revision}`, result);
+        fail(
+          `the read-back database should hold ${facts.bolt.keys} keys up to revision ${facts.bolt.revision}`,
+          result,
+        );
       }
     }
     const client = rgw.client();
     const head = await headObject(label, rgw, key);
     if (head.ContentLength !== result.size) fail(`the stored object has ${head.ContentLength} bytes`, result);
     const recorded = await recordedHashes(rgw, key, head.Metadata ?? {});
-    if (recorded.sha256 !== result.sha256 || recorded.etcdSha256 !== facts.etcdSha256) fail(`the object's recorded hashes are ${JSON.stringify(recorded)}`, result);
+    if (recorded.sha256 !== result.sha256 || recorded.etcdSha256 !== facts.etcdSha256)
+      fail(`the object's recorded hashes are ${JSON.stringify(recorded)}`, result);
     const first = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key, Range: 'bytes=0-31' }));
     const format = sniffFormat((await first.Body?.transformToByteArray()) ?? new Uint8Array());
     const expected = encrypt ? 'age' : MAGIC_FORMAT[compression];
@@ -633,7 +709,14 @@ async function runStage(mode: ChildMode, label: string, setup: Setup, double: Do
       talosconfig: setup.talosconfig,
       dbBytes: double.facts.size - 32,
       facts: double.facts,
-      s3: { endpoint: rgw?.endpoint ?? '', region: rgw?.region ?? '', accessKeyId: rgw?.accessKeyId ?? '', secretAccessKey: rgw?.secretAccessKey ?? '', bucket: BUCKET, key },
+      s3: {
+        endpoint: rgw?.endpoint ?? '',
+        region: rgw?.region ?? '',
+        accessKeyId: rgw?.accessKeyId ?? '',
+        secretAccessKey: rgw?.secretAccessKey ?? '',
+        bucket: BUCKET,
+        key,
+      },
       partSize: PART_SIZE_MIB * MIB,
       queueSize: QUEUE_SIZE,
       ...(mode === 'two-step' && { file }),
@@ -644,15 +727,22 @@ async function runStage(mode: ChildMode, label: string, setup: Setup, double: Do
     try {
       const { measured, figures } = await observe(label, [entry], env, ctx);
       const report = lastJsonLine<ChildReport>(label, measured.stdout);
-      if (report.bytes !== double.facts.size) throw new Error(`${label}: ${report.bytes} bytes went through, expected ${double.facts.size}`);
-      if (report.etcdSha256 !== undefined && report.etcdSha256 !== double.facts.etcdSha256) throw new Error(`${label}: etcdSha256 ${report.etcdSha256}, expected ${double.facts.etcdSha256}`);
-      if (report.sha256 !== undefined && report.sha256 !== double.facts.sha256) throw new Error(`${label}: sha256 ${report.sha256}, expected ${double.facts.sha256}`);
+      if (report.bytes !== double.facts.size)
+        throw new Error(`${label}: ${report.bytes} bytes went through, expected ${double.facts.size}`);
+      if (report.etcdSha256 !== undefined && report.etcdSha256 !== double.facts.etcdSha256)
+        throw new Error(`${label}: etcdSha256 ${report.etcdSha256}, expected ${double.facts.etcdSha256}`);
+      if (report.sha256 !== undefined && report.sha256 !== double.facts.sha256)
+        throw new Error(`${label}: sha256 ${report.sha256}, expected ${double.facts.sha256}`);
       if (rgw) await checkObject(label, rgw, key, double.facts, mode === 'upload');
       // Start-up: node, module loading and set-up, until the child's own clock starts.
       const startup = round(figures.seconds - (report.phases.total ?? Number.NaN) / 1000);
       if (mode === 'read') figures.phases = { startup, stream: round((report.phases.total ?? Number.NaN) / 1000) };
       if (mode === 'two-step') {
-        figures.phases = { startup, save: round((report.phases.save ?? Number.NaN) / 1000), uploadFile: round((report.phases.upload ?? Number.NaN) / 1000) };
+        figures.phases = {
+          startup,
+          save: round((report.phases.save ?? Number.NaN) / 1000),
+          uploadFile: round((report.phases.upload ?? Number.NaN) / 1000),
+        };
       }
       return figures;
     } finally {
@@ -669,13 +759,26 @@ const show = (label: string, value: string): void => console.log(`${`${label}:`.
 const verdict = (pass: boolean): string => (pass ? 'PASS' : 'FAIL  <<<<<<<<<<');
 
 function describeRun(label: string, run: RunFigures): void {
-  const cpu = (name: string, seconds: number | null): string => (seconds === null ? '' : `${name} ${seconds.toFixed(1)} (${(seconds / run.seconds).toFixed(2)})`);
-  const cpus = [cpu('measured', run.cpuSeconds.measured), cpu('double', run.cpuSeconds.double), cpu('rgw', run.cpuSeconds.rgw)].filter(Boolean).join(', ');
-  show(label, `${run.seconds.toFixed(2).padStart(6)} s  ${run.mibPerSec.toFixed(1).padStart(6)} MiB/s  peak RSS ${run.peakRssMiB.toFixed(1).padStart(5)} MiB`);
+  const cpu = (name: string, seconds: number | null): string =>
+    seconds === null ? '' : `${name} ${seconds.toFixed(1)} (${(seconds / run.seconds).toFixed(2)})`;
+  const cpus = [
+    cpu('measured', run.cpuSeconds.measured),
+    cpu('double', run.cpuSeconds.double),
+    cpu('rgw', run.cpuSeconds.rgw),
+  ]
+    .filter(Boolean)
+    .join(', ');
+  show(
+    label,
+    `${run.seconds.toFixed(2).padStart(6)} s  ${run.mibPerSec.toFixed(1).padStart(6)} MiB/s  peak RSS ${run.peakRssMiB.toFixed(1).padStart(5)} MiB`,
+  );
   show('  CPU s (cores busy)', cpus);
   if (run.atPeakMiB) {
     const { v8Heap, buffers, rest } = run.atPeakMiB;
-    show('  memory at the sampled peak', `V8 heap ${v8Heap.toFixed(1)} MiB, Buffers ${buffers.toFixed(1)} MiB, rest ${rest.toFixed(1)} MiB (code, native, malloc)`);
+    show(
+      '  memory at the sampled peak',
+      `V8 heap ${v8Heap.toFixed(1)} MiB, Buffers ${buffers.toFixed(1)} MiB, rest ${rest.toFixed(1)} MiB (code, native, malloc)`,
+    );
   }
 }
 
@@ -687,12 +790,16 @@ function describePhases(label: string, phases: Record<string, number>): void {
 export async function runPipelineBenchmark(): Promise<PipelineFigures> {
   const bigMiB = positiveInteger('BENCH_PIPELINE_MIB', 1024);
   const smallMiB = Math.min(256, Math.max(16, Math.floor(bigMiB / 4)));
-  console.log(`\n## snapshot pipeline: Talos API (mTLS, ${CHUNK_SIZE}-byte messages) → verify → S3 (Ceph RGW on 127.0.0.1)`);
+  console.log(
+    `\n## snapshot pipeline: Talos API (mTLS, ${CHUNK_SIZE}-byte messages) → verify → S3 (Ceph RGW on 127.0.0.1)`,
+  );
   console.log(
     `snapshots: ${bigMiB} MiB and ${smallMiB} MiB (+32-byte trailer); parts ${PART_SIZE_MIB} MiB, queue ${QUEUE_SIZE}; ` +
       'the Talos double (pre-framed writes) and RGW run in their own processes; a fresh RGW for each S3 run',
   );
-  console.log('time = the measured process from spawn to exit; peak RSS = its VmHWM; CPU s = user + system, all threads');
+  console.log(
+    'time = the measured process from spawn to exit; peak RSS = its VmHWM; CPU s = user + system, all threads',
+  );
 
   const dir = await mkdtemp(join(tmpdir(), 'talos-etcd-backup-bench-'));
   const uninstall = installCleanup(dir);
@@ -706,9 +813,15 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
     const startFor = async (mib: number, layout: DatabaseLayout = 'random'): Promise<DoubleProcess> => {
       const double = await startDouble(tls, mib * MIB, layout);
       doubles.push(double);
-      await writeFile(talosconfig, talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }), { mode: 0o600 });
+      await writeFile(
+        talosconfig,
+        talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }),
+        { mode: 0o600 },
+      );
       const what = layout === 'bolt' ? ' (bbolt layout)' : '';
-      console.log(`Talos double: ${mib} MiB snapshot${what} built in ${(double.buildMs / 1000).toFixed(2)} s, serving on ${double.endpoint}`);
+      console.log(
+        `Talos double: ${mib} MiB snapshot${what} built in ${(double.buildMs / 1000).toFixed(2)} s, serving on ${double.endpoint}`,
+      );
       return double;
     };
     const retire = async (double: DoubleProcess): Promise<void> => {
@@ -755,7 +868,10 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
       const figures = await runCliFormat(run, setup, bolt, age);
       formats[run.name] = figures;
       describeRun(run.label, figures);
-      show('  stored', `${figures.storedMiB.toFixed(1)} MiB (${figures.storedBytes} bytes), ${figures.ratio.toFixed(4)} of the snapshot${figures.verified ? `; verified: ${figures.verification}` : ''}`);
+      show(
+        '  stored',
+        `${figures.storedMiB.toFixed(1)} MiB (${figures.storedBytes} bytes), ${figures.ratio.toFixed(4)} of the snapshot${figures.verified ? `; verified: ${figures.verification}` : ''}`,
+      );
       describePhases(`${run.label.replace('pipeline + ', '')} phases`, figures.phases);
     }
     await retire(bolt);
@@ -771,23 +887,46 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
       pipelineToTwoStep: pipelineToTwoStep <= PIPELINE_TARGETS.pipelineToTwoStep,
       peakRss: peakRss <= PIPELINE_TARGETS.peakRssMiB,
       rssGrowth: Math.abs(rssGrowthMiB) <= PIPELINE_TARGETS.rssGrowthMiB,
-      formatPeakRss: Object.fromEntries(FORMAT_RUNS.map(({ name }) => [name, formats[name].peakRssMiB <= PIPELINE_TARGETS.peakRssMiB])) as Record<FormatRunName, boolean>,
+      formatPeakRss: Object.fromEntries(
+        FORMAT_RUNS.map(({ name }) => [name, formats[name].peakRssMiB <= PIPELINE_TARGETS.peakRssMiB]),
+      ) as Record<FormatRunName, boolean>,
     };
 
     console.log(
       'phases: startup = node and modules until the first request; upload = probe answered → CompleteMultipartUpload; ' +
-        'finish = HeadObject + CopyObject adding the hashes; readBack = VERIFY\'s GetObject to exit; save = Talos stream to file.part, fsync, rename',
+        "finish = HeadObject + CopyObject adding the hashes; readBack = VERIFY's GetObject to exit; save = Talos stream to file.part, fsync, rename",
     );
     console.log('');
-    show('slower stage', `${slowerStage === 'readVerify' ? 'A, gRPC read + verify' : 'B, S3 upload'} (${slower.seconds.toFixed(2)} s)`);
+    show(
+      'slower stage',
+      `${slowerStage === 'readVerify' ? 'A, gRPC read + verify' : 'B, S3 upload'} (${slower.seconds.toFixed(2)} s)`,
+    );
     const stagesCpu = readVerify.cpuSeconds.measured + s3Upload.cpuSeconds.measured;
-    show('CPU: pipeline vs A + B', `${pipeline.cpuSeconds.measured.toFixed(1)} s vs ${readVerify.cpuSeconds.measured.toFixed(1)} + ${s3Upload.cpuSeconds.measured.toFixed(1)} = ${stagesCpu.toFixed(1)} s (the CLI does both stages' work on one JS thread)`);
-    show(`pipeline / slower stage`, `${pipelineToSlowerStage.toFixed(2)}  target <= ${PIPELINE_TARGETS.pipelineToSlowerStage}  ${verdict(pass.pipelineToSlowerStage)}`);
-    show(`pipeline / two-step`, `${pipelineToTwoStep.toFixed(2)}  target <= ${PIPELINE_TARGETS.pipelineToTwoStep}  ${verdict(pass.pipelineToTwoStep)}`);
-    show(`pipeline peak RSS`, `${peakRss.toFixed(1)} MiB  target <= ${PIPELINE_TARGETS.peakRssMiB}  ${verdict(pass.peakRss)}`);
-    show(`RSS ${bigMiB} MiB − ${smallMiB} MiB`, `${rssGrowthMiB >= 0 ? '+' : ''}${rssGrowthMiB.toFixed(1)} MiB  target within ${PIPELINE_TARGETS.rssGrowthMiB}  ${verdict(pass.rssGrowth)}`);
+    show(
+      'CPU: pipeline vs A + B',
+      `${pipeline.cpuSeconds.measured.toFixed(1)} s vs ${readVerify.cpuSeconds.measured.toFixed(1)} + ${s3Upload.cpuSeconds.measured.toFixed(1)} = ${stagesCpu.toFixed(1)} s (the CLI does both stages' work on one JS thread)`,
+    );
+    show(
+      `pipeline / slower stage`,
+      `${pipelineToSlowerStage.toFixed(2)}  target <= ${PIPELINE_TARGETS.pipelineToSlowerStage}  ${verdict(pass.pipelineToSlowerStage)}`,
+    );
+    show(
+      `pipeline / two-step`,
+      `${pipelineToTwoStep.toFixed(2)}  target <= ${PIPELINE_TARGETS.pipelineToTwoStep}  ${verdict(pass.pipelineToTwoStep)}`,
+    );
+    show(
+      `pipeline peak RSS`,
+      `${peakRss.toFixed(1)} MiB  target <= ${PIPELINE_TARGETS.peakRssMiB}  ${verdict(pass.peakRss)}`,
+    );
+    show(
+      `RSS ${bigMiB} MiB − ${smallMiB} MiB`,
+      `${rssGrowthMiB >= 0 ? '+' : ''}${rssGrowthMiB.toFixed(1)} MiB  target within ${PIPELINE_TARGETS.rssGrowthMiB}  ${verdict(pass.rssGrowth)}`,
+    );
     for (const { name, label } of FORMAT_RUNS) {
-      show(`peak RSS ${label.replace('pipeline ', '')}`, `${formats[name].peakRssMiB.toFixed(1)} MiB  target <= ${PIPELINE_TARGETS.peakRssMiB}  ${verdict(pass.formatPeakRss[name])}`);
+      show(
+        `peak RSS ${label.replace('pipeline ', '')}`,
+        `${formats[name].peakRssMiB.toFixed(1)} MiB  target <= ${PIPELINE_TARGETS.peakRssMiB}  ${verdict(pass.formatPeakRss[name])}`,
+      );
     }
 
     return {

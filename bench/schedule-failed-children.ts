@@ -81,7 +81,20 @@ function templates(): { request: CompositeSyncRequest; failed: Json; succeeded: 
       apiVersion: failed.apiVersion,
       time: failed.status.completionTime,
       fieldsType: 'FieldsV1',
-      fieldsV1: { 'f:status': { 'f:report': { '.': {}, 'f:bytesUploaded': {}, 'f:message': {}, 'f:pod': {}, 'f:retryable': {}, 'f:startedAt': {}, 'f:state': {}, 'f:updatedAt': {} } } },
+      fieldsV1: {
+        'f:status': {
+          'f:report': {
+            '.': {},
+            'f:bytesUploaded': {},
+            'f:message': {},
+            'f:pod': {},
+            'f:retryable': {},
+            'f:startedAt': {},
+            'f:state': {},
+            'f:updatedAt': {},
+          },
+        },
+      },
       subresource: 'status',
     },
   ];
@@ -98,7 +111,9 @@ function childAt(template: Json, scheduleName: string, slot: number, index: numb
   child.metadata.resourceVersion = String(50_000_000 + index);
   child.metadata.creationTimestamp = rfc3339(slot + 400);
   child.metadata.annotations[SCHEDULED_TIME_ANNOTATION] = rfc3339(slot);
-  child.metadata.annotations[LAST_APPLIED_ANNOTATION] = (child.metadata.annotations[LAST_APPLIED_ANNOTATION] as string).replaceAll(oldName, name);
+  child.metadata.annotations[LAST_APPLIED_ANNOTATION] = (
+    child.metadata.annotations[LAST_APPLIED_ANNOTATION] as string
+  ).replaceAll(oldName, name);
   if (child.status.report) child.status.report.pod = `${name}-snapshot-x7k2p`;
   return child;
 }
@@ -129,9 +144,18 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
-async function measure(body: string, now: Date, bodyLimit: number, opts: { raised?: boolean; repeats?: number } = {}): Promise<{ status: number; medianMs: number; answer?: CompositeSyncResponse; error?: string; answerBytes: number }> {
+async function measure(
+  body: string,
+  now: Date,
+  bodyLimit: number,
+  opts: { raised?: boolean; repeats?: number } = {},
+): Promise<{ status: number; medianMs: number; answer?: CompositeSyncResponse; error?: string; answerBytes: number }> {
   // Raised: the byte limit fits the body and the value limit is off, to see what the hook itself costs.
-  const app = await buildApp({ clock: () => now, bodyLimit, ...(opts.raised && { jsonLimits: { maxDepth: MAX_JSON_DEPTH, maxValues: Number.MAX_SAFE_INTEGER } }) });
+  const app = await buildApp({
+    clock: () => now,
+    bodyLimit,
+    ...(opts.raised && { jsonLimits: { maxDepth: MAX_JSON_DEPTH, maxValues: Number.MAX_SAFE_INTEGER } }),
+  });
   const url = `${await app.listen({ host: '127.0.0.1', port: 0 })}${SCHEDULE_SYNC_PATH}`;
   try {
     const times: number[] = [];
@@ -146,7 +170,12 @@ async function measure(body: string, now: Date, bodyLimit: number, opts: { raise
       status = response.status;
       if (i > 0) times.push(ms); // the first request warms the server up
     }
-    return { status, medianMs: median(times), ...(status === 200 ? { answer: JSON.parse(text) as CompositeSyncResponse } : { error: text.slice(0, 300) }), answerBytes: Buffer.byteLength(text) };
+    return {
+      status,
+      medianMs: median(times),
+      ...(status === 200 ? { answer: JSON.parse(text) as CompositeSyncResponse } : { error: text.slice(0, 300) }),
+      answerBytes: Buffer.byteLength(text),
+    };
   } finally {
     await app.close();
   }
@@ -157,12 +186,19 @@ const round = (value: number, digits = 1): number => Number(value.toFixed(digits
 export async function runScheduleFailedChildrenBenchmark(): Promise<FailedChildrenFigures> {
   const bodyLimit = DEFAULTS.bodyLimit;
   console.log(`\n## schedule hook with many failed backups: POST ${SCHEDULE_SYNC_PATH}`);
-  console.log(`default body limit ${(bodyLimit / 1048576).toFixed(0)} MiB, failedBackupsHistoryLimit default ${DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT}, ${REPEATS} requests per case (median)`);
+  console.log(
+    `default body limit ${(bodyLimit / 1048576).toFixed(0)} MiB, failedBackupsHistoryLimit default ${DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT}, ${REPEATS} requests per case (median)`,
+  );
   const cases: FailedChildrenCase[] = [];
   const plan: { label: string; failed: number; succeeded: number; spec?: Json }[] = [
     { label: '1,000 failed (upgraded, limit now 3)', failed: 1_000, succeeded: 5 },
     { label: '10,000 failed (upgraded, limit now 3)', failed: 10_000, succeeded: 5 },
-    { label: 'largest the CRD admits (1,000 + 100)', failed: 100, succeeded: 1_000, spec: { retention: 1_000, failedBackupsHistoryLimit: 100 } },
+    {
+      label: 'largest the CRD admits (1,000 + 100)',
+      failed: 100,
+      succeeded: 1_000,
+      spec: { retention: 1_000, failedBackupsHistoryLimit: 100 },
+    },
     { label: 'steady state with the default', failed: DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT, succeeded: 5 },
   ];
   for (const p of plan) {
@@ -187,8 +223,12 @@ export async function runScheduleFailedChildrenBenchmark(): Promise<FailedChildr
       childrenDeleted: answer ? p.failed + p.succeeded - kept : 0,
     };
     cases.push(figures);
-    const why = (m: { status: number; error?: string }) => (m.status === 200 ? '' : ` (${(JSON.parse(m.error ?? '{}') as { code?: string }).code ?? m.error})`);
-    const limited = figures.status === 200 ? '' : `${why(normal)}; with the body limit raised to fit: HTTP ${figures.raisedLimitStatus}${why(raised)} in ${figures.raisedLimitMedianMs} ms`;
+    const why = (m: { status: number; error?: string }) =>
+      m.status === 200 ? '' : ` (${(JSON.parse(m.error ?? '{}') as { code?: string }).code ?? m.error})`;
+    const limited =
+      figures.status === 200
+        ? ''
+        : `${why(normal)}; with the body limit raised to fit: HTTP ${figures.raisedLimitStatus}${why(raised)} in ${figures.raisedLimitMedianMs} ms`;
     console.log(
       `${`${p.label}:`.padEnd(42)}body ${figures.bodyMiB} MiB (${figures.bytesPerChild} B/child): HTTP ${figures.status} in ${figures.medianMs} ms${limited}; answer ${figures.answerKiB} KiB, ${kept} kept, ${figures.childrenDeleted} deleted`,
     );
@@ -203,10 +243,21 @@ export async function runScheduleFailedChildrenBenchmark(): Promise<FailedChildr
   }
   const fit = low;
   const days = round(fit / 288, 1);
-  console.log(`the default server answers up to ~${fit} failed children (then 413): ${days} days of a schedule failing every 5 minutes, if failed backups were kept forever`);
+  console.log(
+    `the default server answers up to ~${fit} failed children (then 413): ${days} days of a schedule failing every 5 minutes, if failed backups were kept forever`,
+  );
   const pass = cases.find((c) => c.label.startsWith('largest'))?.status === 200;
-  console.log(`${'target: the largest history the CRD admits is answered 200:'.padEnd(62)}${pass ? 'PASS' : 'FAIL  <<<<<<<<<<'}`);
-  return { bodyLimitMiB: bodyLimit / 1048576, defaultFailedBackupsHistoryLimit: DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT, failedChildrenThatFit: fit, daysToLimitAt5Min: days, cases, pass };
+  console.log(
+    `${'target: the largest history the CRD admits is answered 200:'.padEnd(62)}${pass ? 'PASS' : 'FAIL  <<<<<<<<<<'}`,
+  );
+  return {
+    bodyLimitMiB: bodyLimit / 1048576,
+    defaultFailedBackupsHistoryLimit: DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT,
+    failedChildrenThatFit: fit,
+    daysToLimitAt5Min: days,
+    cases,
+    pass,
+  };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -42,7 +42,8 @@ function positiveNumber(name: string, fallback: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new Error(`${name} must be a positive number, got ${JSON.stringify(raw)}`);
   return value;
 }
 
@@ -57,7 +58,9 @@ function settings(): Settings {
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] ?? Number.NaN) : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2;
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? Number.NaN)
+    : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2;
 }
 
 /**
@@ -115,10 +118,15 @@ async function startServer(now: Date): Promise<ServerProcess> {
   try {
     const port = await new Promise<number>((resolve, reject) => {
       let output = '';
-      const timer = setTimeout(() => reject(new Error(`the bench server did not start within 15 s; output: ${output}`)), 15_000);
+      const timer = setTimeout(
+        () => reject(new Error(`the bench server did not start within 15 s; output: ${output}`)),
+        15_000,
+      );
       const onExit = (code: number | null, signal: string | null): void => {
         clearTimeout(timer);
-        reject(new Error(`the bench server exited before listening (code ${code}, signal ${signal}); output: ${output}`));
+        reject(
+          new Error(`the bench server exited before listening (code ${code}, signal ${signal}); output: ${output}`),
+        );
       };
       child.once('exit', onExit);
       child.once('error', (error) => {
@@ -164,7 +172,11 @@ async function startServer(now: Date): Promise<ServerProcess> {
 
 /** One request before measuring: the answer must be the steady state (200, every child kept, nothing created). */
 async function checkAnswer(url: string, fixture: ScheduleFixture): Promise<void> {
-  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: fixture.body });
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: fixture.body,
+  });
   const text = await response.text();
   const fail = (why: string): never => {
     throw new Error(`schedule hook answer check failed: ${why}\nHTTP ${response.status}: ${text.slice(0, 2_000)}`);
@@ -174,12 +186,15 @@ async function checkAnswer(url: string, fixture: ScheduleFixture): Promise<void>
   if (!answer.status || typeof answer.status !== 'object') fail('the answer has no status');
   const conditions = (answer.status?.conditions ?? []) as { type: string; status: string; reason: string }[];
   const ready = conditions.find((c) => c.type === 'Ready');
-  if (ready?.status !== 'True') fail(`expected Ready=True, got ${JSON.stringify(ready)} (is the fixture's spec valid?)`);
+  if (ready?.status !== 'True')
+    fail(`expected Ready=True, got ${JSON.stringify(ready)} (is the fixture's spec valid?)`);
   const children = answer.children ?? [];
-  if (children.length !== fixture.childNames.length) fail(`expected ${fixture.childNames.length} children, got ${children.length}`);
+  if (children.length !== fixture.childNames.length)
+    fail(`expected ${fixture.childNames.length} children, got ${children.length}`);
   const expected = new Set(fixture.childNames);
   const unexpected = children.map((c) => c.metadata.name).filter((name) => !expected.has(name));
-  if (unexpected.length > 0) fail(`the answer creates or renames children (${unexpected.join(', ')}): not a steady state`);
+  if (unexpected.length > 0)
+    fail(`the answer creates or renames children (${unexpected.join(', ')}): not a steady state`);
   if (answer.resyncAfterSeconds === undefined) fail('the answer has no resyncAfterSeconds');
 }
 
@@ -200,7 +215,9 @@ export async function runScheduleHookBenchmark(): Promise<ScheduleHookFigures> {
   const bodyKiB = Buffer.byteLength(fixture.body) / 1024;
   const children = Object.keys(fixture.request.children[BACKUP_CHILDREN_KEY] ?? {}).length;
   console.log(`\n## schedule hook: POST ${SCHEDULE_SYNC_PATH}`);
-  console.log(`body: ${bodyKiB.toFixed(1)} KiB, ${children} children (${fixture.failedCount} failed), clock ${fixture.now.toISOString()}`);
+  console.log(
+    `body: ${bodyKiB.toFixed(1)} KiB, ${children} children (${fixture.failedCount} failed), clock ${fixture.now.toISOString()}`,
+  );
 
   // Half the baseline batches run before the server starts and half after it stops, both on quiet cores: on a
   // shared machine the speed drifts over seconds, and sampling on both sides of the load evens that out.
@@ -214,7 +231,9 @@ export async function runScheduleHookBenchmark(): Promise<ScheduleHookFigures> {
     console.log(`warm-up ${warmupS} s, then ${durationS} s with ${connections} connections...`);
     const warmup = await load(url, fixture.body, connections, warmupS); // lets V8 optimize the server's hot paths; discarded
     if (warmup.non2xx > 0 || warmup.errors > 0 || warmup.timeouts > 0) {
-      throw new Error(`warm-up: ${warmup.non2xx} non-2xx answers, ${warmup.errors} errors, ${warmup.timeouts} timeouts`);
+      throw new Error(
+        `warm-up: ${warmup.non2xx} non-2xx answers, ${warmup.errors} errors, ${warmup.timeouts} timeouts`,
+      );
     }
 
     // CPU time, not wall time: autocannon and the server share the 2 cores, so wall time per request would
@@ -264,7 +283,10 @@ export async function runScheduleHookBenchmark(): Promise<ScheduleHookFigures> {
     show('latency p50 / p99', `${figures.latencyP50Ms} ms / ${figures.latencyP99Ms} ms`);
     show('server CPU', `${figures.serverCpuCores} cores busy during the run`);
     show('server CPU per request', `${perRequestMs.toFixed(3)} ms`);
-    show('parse+stringify', `${baselineMs.toFixed(3)} ms (median of ${baselineSamples.length} batches, before and after the load)`);
+    show(
+      'parse+stringify',
+      `${baselineMs.toFixed(3)} ms (median of ${baselineSamples.length} batches, before and after the load)`,
+    );
     show('ratio', ratio.toFixed(2));
     show(`target <= ${TARGET_RATIO.toFixed(1)}`, figures.pass ? 'PASS' : 'FAIL  <<<<<<<<<<');
     return figures;

@@ -45,7 +45,10 @@ function status(pid: number, field: string): number {
 }
 
 /** Starts `serve` on 127.0.0.1 (a free port unless args say otherwise) and resolves once it listens. */
-export async function startServe(env: Record<string, string> = {}, args: string[] = ['--port', '0']): Promise<ServeProcess> {
+export async function startServe(
+  env: Record<string, string> = {},
+  args: string[] = ['--port', '0'],
+): Promise<ServeProcess> {
   const child = spawn(process.execPath, [MAIN, 'serve', '--host', '127.0.0.1', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
@@ -88,12 +91,21 @@ export async function startServe(env: Record<string, string> = {}, args: string[
 /** POSTs a body on a connection of its own; resolves to the status and the answer's text. */
 export function post(url: string, body: string, timeoutMs = 60_000): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
+    const req = httpRequest(
+      url,
+      {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end(body);
@@ -108,7 +120,12 @@ export interface ProbeFigures {
 }
 
 /** GETs `url` every `intervalMs` with a `timeoutMs` budget until `work` settles, as the kubelet's probes would. */
-export async function probeDuring<T>(url: string, work: Promise<T>, intervalMs = 100, timeoutMs = 2_000): Promise<{ result: T; probes: ProbeFigures }> {
+export async function probeDuring<T>(
+  url: string,
+  work: Promise<T>,
+  intervalMs = 100,
+  timeoutMs = 2_000,
+): Promise<{ result: T; probes: ProbeFigures }> {
   let done = false;
   const figures: ProbeFigures = { probes: 0, failed: 0, slowestMs: 0 };
   const loop = (async () => {

@@ -69,7 +69,7 @@ interface BoltPlan {
 
 function branchPages(leaves: number): number {
   let total = 0;
-  for (let n = leaves; n > 1; ) {
+  for (let n = leaves; n > 1;) {
     n = Math.ceil(n / FANOUT);
     total += n;
   }
@@ -78,13 +78,14 @@ function branchPages(leaves: number): number {
 
 /** The most leaves (with their branch pages) that fit the database, the rest free. */
 function planBolt(pages: number): BoltPlan {
-  if (pages < FIRST_TREE_PAGE + 1) throw new RangeError(`a bolt-layout database needs at least ${FIRST_TREE_PAGE + 1} pages, got ${pages}`);
+  if (pages < FIRST_TREE_PAGE + 1)
+    throw new RangeError(`a bolt-layout database needs at least ${FIRST_TREE_PAGE + 1} pages, got ${pages}`);
   const room = pages - FIRST_TREE_PAGE;
   let leaves = room - branchPages(room);
   while (leaves + 1 + branchPages(leaves + 1) <= room) leaves += 1;
   const levels: BoltPlan['levels'] = [];
   let next = FIRST_TREE_PAGE + leaves;
-  for (let n = leaves; n > 1; ) {
+  for (let n = leaves; n > 1;) {
     n = Math.ceil(n / FANOUT);
     levels.push({ first: next, count: n });
     next += n;
@@ -92,7 +93,8 @@ function planBolt(pages: number): BoltPlan {
   const free: number[] = [];
   for (let p = next; p < pages; p++) free.push(p);
   // The freelist lists ids after its 16-byte header in one page.
-  if (free.length > (PAGE - PAGE_HEADER) / 8) throw new Error(`bolt layout: ${free.length} free pages do not fit one freelist page`);
+  if (free.length > (PAGE - PAGE_HEADER) / 8)
+    throw new Error(`bolt layout: ${free.length} free pages do not fit one freelist page`);
   const treeRoot = levels.length > 0 ? levels.at(-1)!.first : FIRST_TREE_PAGE;
   return { pages, leaves, levels, free, treeRoot };
 }
@@ -188,25 +190,35 @@ export function boltFacts(dbBytes: number): { keys: number; revision: number } {
 }
 
 /** The database's bytes in chunks of `chunkBytes` (the last may be shorter); each chunk is a fresh Buffer. */
-export function* databaseChunks(dbBytes: number, chunkBytes = MIB, layout: DatabaseLayout = 'random'): Generator<Buffer> {
+export function* databaseChunks(
+  dbBytes: number,
+  chunkBytes = MIB,
+  layout: DatabaseLayout = 'random',
+): Generator<Buffer> {
   checkDatabaseBytes(dbBytes);
   const cipher = createCipheriv('aes-128-ctr', KEY, IV);
   const zeros = Buffer.alloc(chunkBytes);
   if (layout === 'random') {
-    for (let at = 0; at < dbBytes; at += chunkBytes) yield cipher.update(zeros.subarray(0, Math.min(chunkBytes, dbBytes - at)));
+    for (let at = 0; at < dbBytes; at += chunkBytes)
+      yield cipher.update(zeros.subarray(0, Math.min(chunkBytes, dbBytes - at)));
     return;
   }
-  if (chunkBytes % PAGE !== 0) throw new RangeError(`layout 'bolt' needs chunks of whole ${PAGE}-byte pages, got ${chunkBytes}`);
+  if (chunkBytes % PAGE !== 0)
+    throw new RangeError(`layout 'bolt' needs chunks of whole ${PAGE}-byte pages, got ${chunkBytes}`);
   const plan = planBolt(dbBytes / PAGE);
   for (let at = 0; at < dbBytes; at += chunkBytes) {
     const chunk = cipher.update(zeros.subarray(0, Math.min(chunkBytes, dbBytes - at)));
-    for (let offset = 0; offset < chunk.length; offset += PAGE) layOutPage(plan, (at + offset) / PAGE, chunk.subarray(offset, offset + PAGE));
+    for (let offset = 0; offset < chunk.length; offset += PAGE)
+      layOutPage(plan, (at + offset) / PAGE, chunk.subarray(offset, offset + PAGE));
     yield chunk;
   }
 }
 
 /** The whole snapshot in one Buffer (for the Talos double), with its hashes. */
-export function buildSnapshot(dbBytes: number, layout: DatabaseLayout = 'random'): { buffer: Buffer; facts: SnapshotFacts } {
+export function buildSnapshot(
+  dbBytes: number,
+  layout: DatabaseLayout = 'random',
+): { buffer: Buffer; facts: SnapshotFacts } {
   const buffer = Buffer.allocUnsafe(dbBytes + TRAILER_BYTES);
   const database = createHash('sha256');
   let at = 0;
@@ -218,7 +230,15 @@ export function buildSnapshot(dbBytes: number, layout: DatabaseLayout = 'random'
   const trailer = database.digest();
   trailer.copy(buffer, dbBytes);
   const sha256 = createHash('sha256').update(buffer).digest('hex');
-  return { buffer, facts: { size: buffer.length, sha256, etcdSha256: trailer.toString('hex'), ...(layout === 'bolt' && { bolt: boltFacts(dbBytes) }) } };
+  return {
+    buffer,
+    facts: {
+      size: buffer.length,
+      sha256,
+      etcdSha256: trailer.toString('hex'),
+      ...(layout === 'bolt' && { bolt: boltFacts(dbBytes) }),
+    },
+  };
 }
 
 /**
@@ -227,7 +247,8 @@ export function buildSnapshot(dbBytes: number, layout: DatabaseLayout = 'random'
  */
 export function snapshotStream(dbBytes: number, etcdSha256: string, chunkBytes = 64 * 1024): Readable {
   const trailer = Buffer.from(etcdSha256, 'hex');
-  if (trailer.length !== TRAILER_BYTES) throw new Error(`etcdSha256 must be 32 bytes of hex, got ${JSON.stringify(etcdSha256)}`);
+  if (trailer.length !== TRAILER_BYTES)
+    throw new Error(`etcdSha256 must be 32 bytes of hex, got ${JSON.stringify(etcdSha256)}`);
   return Readable.from(
     (function* () {
       yield* databaseChunks(dbBytes, chunkBytes);

@@ -55,7 +55,9 @@ async function start(message: StartMessage): Promise<void> {
 
 function stats(): StatsMessage {
   const { user, system } = process.cpuUsage();
-  const calls = (double?.records ?? []).filter((r) => r.method === 'EtcdSnapshot').map((r) => ({ bytes: r.bytes, messages: r.messages, code: r.code }));
+  const calls = (double?.records ?? [])
+    .filter((r) => r.method === 'EtcdSnapshot')
+    .map((r) => ({ bytes: r.bytes, messages: r.messages, code: r.code }));
   return { type: 'stats', cpuUs: user + system, calls };
 }
 

@@ -37,7 +37,9 @@ const round = (value: number, digits = 0): number => Number(value.toFixed(digits
 
 export async function runWorstBodiesBenchmark(): Promise<WorstBodiesFigures> {
   const bodyLimit = DEFAULTS.bodyLimit;
-  console.log(`\n## worst bodies: the most expensive requests the limits admit (body limit ${bodyLimit / 1048576} MiB), serve as in the pod`);
+  console.log(
+    `\n## worst bodies: the most expensive requests the limits admit (body limit ${bodyLimit / 1048576} MiB), serve as in the pod`,
+  );
   const bodies = worstBodies(bodyLimit);
   const figures: WorstBodyFigure[] = [];
   let idleRssMiB = 0;
@@ -49,9 +51,17 @@ export async function runWorstBodiesBenchmark(): Promise<WorstBodiesFigures> {
       idleRssMiB = Math.max(idleRssMiB, server.memory().rssMiB);
       const started = performance.now();
       const { result, probes } = await probeDuring(`${server.url}/healthz`, post(`${server.url}${body.path}`, text));
-      const figure = { name: body.name, status: result.status, ms: round(performance.now() - started), peakMiB: round(server.memory().peakMiB), slowestProbeMs: round(probes.slowestMs) };
+      const figure = {
+        name: body.name,
+        status: result.status,
+        ms: round(performance.now() - started),
+        peakMiB: round(server.memory().peakMiB),
+        slowestProbeMs: round(probes.slowestMs),
+      };
       figures.push(figure);
-      console.log(`${body.name.padEnd(58)} HTTP ${figure.status}  ${String(figure.ms).padStart(5)} ms  peak ${figure.peakMiB} MiB  slowest probe ${figure.slowestProbeMs} ms`);
+      console.log(
+        `${body.name.padEnd(58)} HTTP ${figure.status}  ${String(figure.ms).padStart(5)} ms  peak ${figure.peakMiB} MiB  slowest probe ${figure.slowestProbeMs} ms`,
+      );
     } finally {
       await server.stop();
     }
@@ -88,17 +98,43 @@ export async function runWorstBodiesBenchmark(): Promise<WorstBodiesFigures> {
   try {
     const started = performance.now();
     const answer = await post(`${real.url}${SCHEDULE_SYNC_PATH}`, fixture.body);
-    realistic = { children: 1000, bodyMiB: round(Buffer.byteLength(fixture.body) / 1048576, 1), status: answer.status, ms: round(performance.now() - started), peakMiB: round(real.memory().peakMiB) };
+    realistic = {
+      children: 1000,
+      bodyMiB: round(Buffer.byteLength(fixture.body) / 1048576, 1),
+      status: answer.status,
+      ms: round(performance.now() - started),
+      peakMiB: round(real.memory().peakMiB),
+    };
   } finally {
     await real.stop();
   }
 
   const worstPeakMiB = Math.max(...figures.map((f) => f.peakMiB));
   const slowestProbe = Math.max(...figures.map((f) => f.slowestProbeMs));
-  const pass = worstPeakMiB <= TARGET_PEAK_MIB && barragePeakMiB <= TARGET_BARRAGE_PEAK_MIB && concurrentPeakMiB <= TARGET_BARRAGE_PEAK_MIB && slowestProbe <= TARGET_PROBE_MS && figures.every((f) => f.status < 500);
-  console.log(`idle RSS ${round(idleRssMiB)} MiB; worst single peak ${worstPeakMiB} MiB (target <= ${TARGET_PEAK_MIB}); all in a row ${barragePeakMiB} MiB (target <= ${TARGET_BARRAGE_PEAK_MIB}); slowest probe ${slowestProbe} ms (target <= ${TARGET_PROBE_MS})`);
-  console.log(`4 of the heaviest at once: ${concurrentMs} ms, peak ${concurrentPeakMiB} MiB (target <= ${TARGET_BARRAGE_PEAK_MIB})`);
-  console.log(`realistic: ${realistic.children} backups, ${realistic.bodyMiB} MiB: HTTP ${realistic.status} in ${realistic.ms} ms, peak ${realistic.peakMiB} MiB`);
+  const pass =
+    worstPeakMiB <= TARGET_PEAK_MIB &&
+    barragePeakMiB <= TARGET_BARRAGE_PEAK_MIB &&
+    concurrentPeakMiB <= TARGET_BARRAGE_PEAK_MIB &&
+    slowestProbe <= TARGET_PROBE_MS &&
+    figures.every((f) => f.status < 500);
+  console.log(
+    `idle RSS ${round(idleRssMiB)} MiB; worst single peak ${worstPeakMiB} MiB (target <= ${TARGET_PEAK_MIB}); all in a row ${barragePeakMiB} MiB (target <= ${TARGET_BARRAGE_PEAK_MIB}); slowest probe ${slowestProbe} ms (target <= ${TARGET_PROBE_MS})`,
+  );
+  console.log(
+    `4 of the heaviest at once: ${concurrentMs} ms, peak ${concurrentPeakMiB} MiB (target <= ${TARGET_BARRAGE_PEAK_MIB})`,
+  );
+  console.log(
+    `realistic: ${realistic.children} backups, ${realistic.bodyMiB} MiB: HTTP ${realistic.status} in ${realistic.ms} ms, peak ${realistic.peakMiB} MiB`,
+  );
   console.log(pass ? 'PASS' : 'FAIL  <<<<<<<<<<');
-  return { bodyLimitMiB: bodyLimit / 1048576, idleRssMiB: round(idleRssMiB), bodies: figures, worstPeakMiB, barragePeakMiB, concurrent: { bodies: 4, ms: concurrentMs, peakMiB: concurrentPeakMiB }, realistic, pass };
+  return {
+    bodyLimitMiB: bodyLimit / 1048576,
+    idleRssMiB: round(idleRssMiB),
+    bodies: figures,
+    worstPeakMiB,
+    barragePeakMiB,
+    concurrent: { bodies: 4, ms: concurrentMs, peakMiB: concurrentPeakMiB },
+    realistic,
+    pass,
+  };
 }

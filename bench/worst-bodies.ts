@@ -83,7 +83,8 @@ function countValues(text: string, limits: JsonLimits): number {
   // Binary search for the smallest maxValues that admits the text: the scanner's own count.
   let low = 1;
   let high = limits.maxValues;
-  if (jsonShapeProblem(text, { ...limits, maxValues: high })) throw new Error('the template alone exceeds the value limit');
+  if (jsonShapeProblem(text, { ...limits, maxValues: high }))
+    throw new Error('the template alone exceeds the value limit');
   while (low < high) {
     const mid = Math.floor((low + high) / 2);
     if (jsonShapeProblem(text, { ...limits, maxValues: mid })) low = mid + 1;
@@ -105,13 +106,23 @@ export function worstBodies(bodyLimit: number, limits: JsonLimits = jsonLimitsFo
     const request = schedule();
     request.parent.spec.backupTemplate.spec.unknownField = '@@junk@@';
     request.parent.metadata.annotations['example.com/pad'] = PAD;
-    bodies.push({ name: `schedule: ${shape} in an unknown field of backupTemplate.spec`, path: SCHEDULE_SYNC_PATH, request, shape });
+    bodies.push({
+      name: `schedule: ${shape} in an unknown field of backupTemplate.spec`,
+      path: SCHEDULE_SYNC_PATH,
+      request,
+      shape,
+    });
   }
   {
     const request = schedule();
     request.parent.spec.backupTemplate.spec.endpoints = '@@junk@@';
     request.parent.metadata.annotations['example.com/pad'] = PAD;
-    bodies.push({ name: 'schedule: invalid items in backupTemplate.spec.endpoints', path: SCHEDULE_SYNC_PATH, request, shape: 'objects' });
+    bodies.push({
+      name: 'schedule: invalid items in backupTemplate.spec.endpoints',
+      path: SCHEDULE_SYNC_PATH,
+      request,
+      shape: 'objects',
+    });
   }
   {
     // A child is re-emitted in the answer as it came (its spec by reference) and read through the CRD checks.
@@ -120,12 +131,22 @@ export function worstBodies(bodyLimit: number, limits: JsonLimits = jsonLimitsFo
     const first = children[Object.keys(children)[0]!];
     first.spec.unknownField = '@@junk@@';
     first.status.unknownField = PAD;
-    bodies.push({ name: 'schedule: arrays in a child backup spec', path: SCHEDULE_SYNC_PATH, request, shape: 'arrays' });
+    bodies.push({
+      name: 'schedule: arrays in a child backup spec',
+      path: SCHEDULE_SYNC_PATH,
+      request,
+      shape: 'arrays',
+    });
   }
   {
     const request = schedule();
     request.parent.status = { conditions: '@@junk@@', pad: PAD };
-    bodies.push({ name: 'schedule: invalid conditions in the schedule status', path: SCHEDULE_SYNC_PATH, request, shape: 'objects' });
+    bodies.push({
+      name: 'schedule: invalid conditions in the schedule status',
+      path: SCHEDULE_SYNC_PATH,
+      request,
+      shape: 'objects',
+    });
   }
   {
     // Observed attachments are copied and echoed in the answer.
@@ -144,7 +165,12 @@ export function worstBodies(bodyLimit: number, limits: JsonLimits = jsonLimitsFo
     const request = backup();
     request.object.status.conditions = '@@junk@@';
     request.object.status.pad = PAD;
-    bodies.push({ name: 'backup: invalid conditions in the backup status', path: BACKUP_SYNC_PATH, request, shape: 'strings' });
+    bodies.push({
+      name: 'backup: invalid conditions in the backup status',
+      path: BACKUP_SYNC_PATH,
+      request,
+      shape: 'strings',
+    });
   }
   {
     const request = backup();
@@ -152,7 +178,12 @@ export function worstBodies(bodyLimit: number, limits: JsonLimits = jsonLimitsFo
     const tcp = related[Object.keys(related)[0]!];
     tcp.spec.unknownField = '@@junk@@';
     tcp.metadata.annotations = { ...tcp.metadata.annotations, 'example.com/pad': PAD };
-    bodies.push({ name: 'backup: keys in the related TalosControlPlane', path: BACKUP_SYNC_PATH, request, shape: 'keys' });
+    bodies.push({
+      name: 'backup: keys in the related TalosControlPlane',
+      path: BACKUP_SYNC_PATH,
+      request,
+      shape: 'keys',
+    });
   }
   {
     const request = backup();
@@ -160,7 +191,12 @@ export function worstBodies(bodyLimit: number, limits: JsonLimits = jsonLimitsFo
     const tcp = related[Object.keys(related)[0]!];
     tcp.spec.unknownField = '@@junk@@';
     request.object.metadata.annotations = { ...request.object.metadata.annotations, 'example.com/pad': PAD };
-    bodies.push({ name: 'backup: object shapes in the related TalosControlPlane', path: BACKUP_SYNC_PATH, request, shape: 'shapes' });
+    bodies.push({
+      name: 'backup: object shapes in the related TalosControlPlane',
+      path: BACKUP_SYNC_PATH,
+      request,
+      shape: 'shapes',
+    });
   }
   {
     const request = schedule();
@@ -169,5 +205,9 @@ export function worstBodies(bodyLimit: number, limits: JsonLimits = jsonLimitsFo
     bodies.push({ name: 'schedule: objects beside the request', path: SCHEDULE_SYNC_PATH, request, shape: 'objects' });
   }
 
-  return bodies.map(({ name, path, request, shape }) => ({ name, path, build: () => fill(JSON.stringify(request), shape, bodyLimit, limits) }));
+  return bodies.map(({ name, path, request, shape }) => ({
+    name,
+    path,
+    build: () => fill(JSON.stringify(request), shape, bodyLimit, limits),
+  }));
 }

@@ -64,12 +64,26 @@ function fail(message: string, code: number): number {
 async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { host: { type: 'string' }, port: { type: 'string' } } });
   // Each command loads only its own modules: the Job's memory budget has no room for the web server's.
-  const [{ serve, ListenError }, { ConfigError, parseServerConfig, SERVER_SETTINGS }] = await Promise.all([import('./server/serve.js'), import('./server/config.js')]);
+  const [{ serve, ListenError }, { ConfigError, parseServerConfig, SERVER_SETTINGS }] = await Promise.all([
+    import('./server/serve.js'),
+    import('./server/config.js'),
+  ]);
   try {
-    await serve(parseServerConfig({ ...env, ...(values.host !== undefined && { [SERVER_SETTINGS.host.env]: values.host }), ...(values.port !== undefined && { [SERVER_SETTINGS.port.env]: values.port }) }));
+    await serve(
+      parseServerConfig({
+        ...env,
+        ...(values.host !== undefined && { [SERVER_SETTINGS.host.env]: values.host }),
+        ...(values.port !== undefined && { [SERVER_SETTINGS.port.env]: values.port }),
+      }),
+    );
     return 0;
   } catch (error) {
-    return fail(error instanceof ConfigError || error instanceof ListenError ? error.message : `failed to start: ${(error as Error).message}`, 1);
+    return fail(
+      error instanceof ConfigError || error instanceof ListenError
+        ? error.message
+        : `failed to start: ${(error as Error).message}`,
+      1,
+    );
   }
 }
 
@@ -77,9 +91,17 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
   // The SDK is pinned (package.json) to releases that support Node 20, and the image runs Node 22; its
   // multi-line "Node 20 support ends" warning would break the one-line error contract on Node 20 machines.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const { values } = parseArgs({ args, options: Object.fromEntries(COMMAND_SETTINGS[command].map((name) => [SETTINGS[name].flag, { type: 'string' as const }])) });
+  const { values } = parseArgs({
+    args,
+    options: Object.fromEntries(
+      COMMAND_SETTINGS[command].map((name) => [SETTINGS[name].flag, { type: 'string' as const }]),
+    ),
+  });
   const raw = resolveSettings(env, values as Record<string, string | undefined>);
-  const [{ snapshotCommand, verifyCommand, deleteCommand, restoreCommand, statusReporterFor }, { redact, renderFailure }] = await Promise.all([import('./job/commands.js'), import('./job/errors.js')]);
+  const [
+    { snapshotCommand, verifyCommand, deleteCommand, restoreCommand, statusReporterFor },
+    { redact, renderFailure },
+  ] = await Promise.all([import('./job/commands.js'), import('./job/errors.js')]);
   // A deleted Job's pod gets SIGTERM: stop streaming and abort the multipart upload, so nothing stays pending.
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
@@ -91,7 +113,10 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
     if (command === 'snapshot') {
       reporter = await statusReporterFor(raw, env);
       await reporter?.running();
-      const snapshot = await snapshotCommand(raw, env, undefined, { signal: stop.signal, ...(reporter && { onProgress: (bytes: number) => reporter!.progress(bytes) }) });
+      const snapshot = await snapshotCommand(raw, env, undefined, {
+        signal: stop.signal,
+        ...(reporter && { onProgress: (bytes: number) => reporter!.progress(bytes) }),
+      });
       // The object is complete in S3; if the report cannot be written, a retry finds it and reports again.
       await reporter?.succeeded(snapshot);
       result = snapshot;
@@ -99,7 +124,8 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
       const { progressBar } = await import('./job/progress.js');
       result = await restoreCommand(raw, {
         onKey: (key, skipped) => {
-          for (const incomplete of skipped) process.stderr.write(`skipping ${incomplete}: its upload did not finish (no recorded sha256)\n`);
+          for (const incomplete of skipped)
+            process.stderr.write(`skipping ${incomplete}: its upload did not finish (no recorded sha256)\n`);
           bar = progressBar(process.stderr, `restoring ${key}`);
         },
         onProgress: (done, total) => bar?.update(done, total),
@@ -107,7 +133,10 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
       });
       bar?.finish();
     } else {
-      result = command === 'verify' ? { ...(await verifyCommand(raw, stop.signal)), verified: true } : await deleteCommand(raw, env);
+      result =
+        command === 'verify'
+          ? { ...(await verifyCommand(raw, stop.signal)), verified: true }
+          : await deleteCommand(raw, env);
     }
     process.stdout.write(`${redact(JSON.stringify(result), env)}\n`);
     return 0;
@@ -116,7 +145,11 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
     bar?.finish();
     const { message, exitCode } = renderFailure(error, env);
     process.stderr.write(`${message}\n`);
-    await reporter?.failed(message, exitCode !== EXIT_CODE.permanent).catch((e: Error) => process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${redact(e.message, env)}\n`));
+    await reporter
+      ?.failed(message, exitCode !== EXIT_CODE.permanent)
+      .catch((e: Error) =>
+        process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${redact(e.message, env)}\n`),
+      );
     return exitCode;
   } finally {
     process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal);
@@ -144,7 +177,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   } catch (error) {
     // parseArgs: an unknown option or a missing value. One line: the usage is 80 lines, and a Job's log or a
     // terminal should show the mistake, not bury it.
-    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) return fail(`${(error as Error).message} ${HELP_POINTER}`, EXIT_CODE.permanent);
+    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS'))
+      return fail(`${(error as Error).message} ${HELP_POINTER}`, EXIT_CODE.permanent);
     return fail((error as Error).message.replace(/[\r\n]+/g, ' '), 1);
   }
   return fail(`unknown command ${JSON.stringify(command)} ${HELP_POINTER}`, EXIT_CODE.permanent);

@@ -51,8 +51,10 @@ function loadExamples(): Example[] {
 }
 
 const examples = loadExamples();
-const label = (e: Example): string => `${e.file}#${e.index} ${String(e.object.kind)} ${String(e.object.metadata?.name)}`;
-const ofKind = (apiVersion: string, kind: string): Example[] => examples.filter((e) => e.object.apiVersion === apiVersion && e.object.kind === kind);
+const label = (e: Example): string =>
+  `${e.file}#${e.index} ${String(e.object.kind)} ${String(e.object.metadata?.name)}`;
+const ofKind = (apiVersion: string, kind: string): Example[] =>
+  examples.filter((e) => e.object.apiVersion === apiVersion && e.object.kind === kind);
 
 const schedules = ofKind(API_VERSION, SCHEDULE_KIND);
 const backups = ofKind(API_VERSION, BACKUP_KIND);
@@ -70,7 +72,11 @@ function backupSpecs(): { where: string; namespace: unknown; spec: BackupSpec }[
   for (const s of schedules) {
     const result = validateSchedule({ metadata: s.object.metadata, spec: s.object.spec });
     assert.ok(result.ok, `${label(s)}: ${result.ok ? '' : result.problems.join('; ')}`);
-    specs.push({ where: `${label(s)} backupTemplate.spec`, namespace: s.object.metadata?.namespace, spec: result.value.backupTemplate.spec });
+    specs.push({
+      where: `${label(s)} backupTemplate.spec`,
+      namespace: s.object.metadata?.namespace,
+      spec: result.value.backupTemplate.spec,
+    });
   }
   for (const b of backups) {
     const result = validateBackupSpec(b.object.spec);
@@ -120,9 +126,14 @@ describe('examples/*.yaml', () => {
       const s3 = spec.backupStorage.s3;
       for (const ref of [s3.accessKeyID, s3.secretAccessKey]) {
         if (!ref) continue;
-        const secret = secrets.find((x) => x.object.metadata?.name === ref.name && x.object.metadata?.namespace === namespace);
+        const secret = secrets.find(
+          (x) => x.object.metadata?.name === ref.name && x.object.metadata?.namespace === namespace,
+        );
         assert.ok(secret, `${where}: no example Secret ${String(namespace)}/${ref.name}`);
-        assert.ok(secretKeys(secret).includes(ref.key), `${where}: Secret ${ref.name} has no key ${ref.key} (has ${secretKeys(secret).join(', ')})`);
+        assert.ok(
+          secretKeys(secret).includes(ref.key),
+          `${where}: Secret ${ref.name} has no key ${ref.key} (has ${secretKeys(secret).join(', ')})`,
+        );
         checked++;
       }
     }
@@ -134,8 +145,13 @@ describe('examples/*.yaml', () => {
     for (const { where, namespace, spec } of backupSpecs()) {
       const ref = spec.talosConfigSecretRef;
       if (!ref) continue;
-      const account = talosServiceAccounts.find((a) => a.object.metadata?.name === ref.name && a.object.metadata?.namespace === namespace);
-      assert.ok(account, `${where}: talosConfigSecretRef ${ref.name} matches no Talos ServiceAccount in ${String(namespace)}`);
+      const account = talosServiceAccounts.find(
+        (a) => a.object.metadata?.name === ref.name && a.object.metadata?.namespace === namespace,
+      );
+      assert.ok(
+        account,
+        `${where}: talosConfigSecretRef ${ref.name} matches no Talos ServiceAccount in ${String(namespace)}`,
+      );
       // Talos writes the talosconfig under the key `config`; the defaulted spec must read that key.
       assert.equal(ref.key, 'config');
       checked++;
@@ -151,7 +167,8 @@ describe('examples/*.yaml', () => {
 
   for (const s of secrets) {
     it(`${label(s)} has only string values`, () => {
-      for (const [key, value] of Object.entries({ ...s.object.stringData, ...s.object.data })) assert.equal(typeof value, 'string', `key ${key}`);
+      for (const [key, value] of Object.entries({ ...s.object.stringData, ...s.object.data }))
+        assert.equal(typeof value, 'string', `key ${key}`);
     });
   }
 });
@@ -159,7 +176,11 @@ describe('examples/*.yaml', () => {
 describe('examples/hooks/*.json', () => {
   const hooksDir = join(examplesDir, 'hooks');
   // Recursive, so a file in a subfolder is checked too; a missing directory simply means no files.
-  const files = existsSync(hooksDir) ? readdirSync(hooksDir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.json')).sort() : [];
+  const files = existsSync(hooksDir)
+    ? readdirSync(hooksDir, { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.json'))
+        .sort()
+    : [];
   for (const f of files) {
     it(`${f} parses as JSON`, () => {
       assert.doesNotThrow(() => JSON.parse(readFileSync(join(hooksDir, f), 'utf8')) as unknown);

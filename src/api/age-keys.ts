@@ -23,7 +23,9 @@ function decodesTo(value: string, prefix: string, bytes: number): boolean {
 }
 
 function isValidRecipient(recipient: string): boolean {
-  return recipient.startsWith('age1pq1') ? decodesTo(recipient, 'age1pq', HYBRID_RECIPIENT_BYTES) : decodesTo(recipient, 'age', X25519_BYTES);
+  return recipient.startsWith('age1pq1')
+    ? decodesTo(recipient, 'age1pq', HYBRID_RECIPIENT_BYTES)
+    : decodesTo(recipient, 'age', X25519_BYTES);
 }
 
 /** The first characters of a public value, for messages (hybrid recipients are ~1,960 characters long). */
@@ -43,15 +45,29 @@ export function parseRecipients(recipients: string[]): string[] {
     if (typeof entry !== 'string' || entry.trim() === '') throw new AgeError(`recipient ${index} is empty`);
     const recipient = entry.trim();
     if (SECRET_KEY.test(recipient)) {
-      throw new AgeError(`recipient ${index} is an age identity (a secret key), not a recipient: give its public key (age-keygen -y) instead, and keep the secret out of this setting`);
+      throw new AgeError(
+        `recipient ${index} is an age identity (a secret key), not a recipient: give its public key (age-keygen -y) instead, and keep the secret out of this setting`,
+      );
     }
     const bad = (what: string): AgeError => new AgeError(`recipient ${index} (${shown(recipient)}) ${what}`);
-    if (/^age1tag(pq)?1/.test(recipient)) throw bad('is a tag recipient, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient');
-    if (/^ssh-|^ecdsa-/.test(recipient)) throw bad('is an SSH key, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient');
-    if (/^age1[a-z0-9]+1/.test(recipient) && !recipient.startsWith('age1pq1')) throw bad('is an age plugin recipient, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient');
-    if (!recipient.startsWith('age1')) throw bad('is not an age recipient: expected age1... (X25519) or age1pq1... (hybrid post-quantum)');
+    if (/^age1tag(pq)?1/.test(recipient))
+      throw bad(
+        'is a tag recipient, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient',
+      );
+    if (/^ssh-|^ecdsa-/.test(recipient))
+      throw bad(
+        'is an SSH key, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient',
+      );
+    if (/^age1[a-z0-9]+1/.test(recipient) && !recipient.startsWith('age1pq1'))
+      throw bad(
+        'is an age plugin recipient, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient',
+      );
+    if (!recipient.startsWith('age1'))
+      throw bad('is not an age recipient: expected age1... (X25519) or age1pq1... (hybrid post-quantum)');
     if (!isValidRecipient(recipient)) {
-      throw bad(`is not a valid ${recipient.startsWith('age1pq1') ? 'hybrid post-quantum' : 'X25519'} recipient: its bech32 checksum or length is wrong (copied incompletely?)`);
+      throw bad(
+        `is not a valid ${recipient.startsWith('age1pq1') ? 'hybrid post-quantum' : 'X25519'} recipient: its bech32 checksum or length is wrong (copied incompletely?)`,
+      );
     }
     return recipient;
   });
@@ -59,7 +75,9 @@ export function parseRecipients(recipients: string[]): string[] {
   const classic = parsed.findIndex((r) => !r.startsWith('age1pq1'));
   if (postQuantum >= 0 && classic >= 0) {
     // age 1.3 refuses such a file: a classic recipient would let a quantum attacker in after all.
-    throw new AgeError(`recipient ${postQuantum} is post-quantum (age1pq1...) and recipient ${classic} is not: age does not mix post-quantum and classic recipients in one file`);
+    throw new AgeError(
+      `recipient ${postQuantum} is post-quantum (age1pq1...) and recipient ${classic} is not: age does not mix post-quantum and classic recipients in one file`,
+    );
   }
   return parsed;
 }
@@ -83,14 +101,22 @@ export function parseIdentities(text: string): string[] {
     const number = index + 1;
     if (line === '' || line.startsWith('#')) return;
     if (line.startsWith('age-encryption.org/') || line.startsWith('-----BEGIN AGE ENCRYPTED FILE-----')) {
-      throw new AgeError(`line ${number} begins an age-encrypted file: the identity file is passphrase-protected; decrypt it first (age -d)`);
+      throw new AgeError(
+        `line ${number} begins an age-encrypted file: the identity file is passphrase-protected; decrypt it first (age -d)`,
+      );
     }
-    if (line.startsWith('AGE-PLUGIN-')) throw new AgeError(`line ${number} is an age plugin identity, which is not supported (only AGE-SECRET-KEY-1... and AGE-SECRET-KEY-PQ-1...)`);
+    if (line.startsWith('AGE-PLUGIN-'))
+      throw new AgeError(
+        `line ${number} is an age plugin identity, which is not supported (only AGE-SECRET-KEY-1... and AGE-SECRET-KEY-PQ-1...)`,
+      );
     if (!IDENTITY_LINE.test(line)) throw new AgeError(`line ${number} is not an age identity`);
-    if (!isValidIdentity(line)) throw new AgeError(`line ${number} is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)`);
+    if (!isValidIdentity(line))
+      throw new AgeError(
+        `line ${number} is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)`,
+      );
     identities.push(line);
   });
-  if (identities.length === 0) throw new AgeError('the identity file has no age identity (no AGE-SECRET-KEY-1... line)');
+  if (identities.length === 0)
+    throw new AgeError('the identity file has no age identity (no AGE-SECRET-KEY-1... line)');
   return identities;
 }
-

@@ -25,7 +25,9 @@ export function parseTime(value: unknown): Date | undefined {
 
 export function findCondition(conditions: readonly Condition[] | undefined, type: string): Condition | undefined {
   // Tolerates malformed entries (null, non-objects): observed statuses are not always what we wrote.
-  return Array.isArray(conditions) ? conditions.find((c) => typeof c === 'object' && c !== null && c.type === type) : undefined;
+  return Array.isArray(conditions)
+    ? conditions.find((c) => typeof c === 'object' && c !== null && c.type === type)
+    : undefined;
 }
 
 /**
@@ -38,6 +40,7 @@ export function nextCondition(
   now: Date,
 ): Condition {
   const previous = findCondition(observed, desired.type);
-  const lastTransitionTime = previous && previous.status === desired.status ? previous.lastTransitionTime : formatTime(now);
+  const lastTransitionTime =
+    previous && previous.status === desired.status ? previous.lastTransitionTime : formatTime(now);
   return { ...desired, lastTransitionTime };
 }

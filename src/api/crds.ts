@@ -28,7 +28,8 @@ export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json'))) {
     const parent = dirname(dir);
-    if (parent === dir) throw new Error('talos-etcd-backup: cannot find the package root (no package.json above the code)');
+    if (parent === dir)
+      throw new Error('talos-etcd-backup: cannot find the package root (no package.json above the code)');
     dir = parent;
   }
   cachedRoot = dir;

@@ -32,30 +32,42 @@ export const positiveNumber: Parser<number> = (value) => {
 };
 
 export const boolean: Parser<boolean> = (value) =>
-  value === 'true' || value === 'false' ? { value: value === 'true' } : { problem: `must be true or false, ${got(value)}` };
+  value === 'true' || value === 'false'
+    ? { value: value === 'true' }
+    : { problem: `must be true or false, ${got(value)}` };
 
 /** One of a few values, said as a sentence: "must be none, gzip or zstd". */
 export function choice<const T extends string>(values: readonly T[]): Parser<T> {
   const said = values.length === 1 ? values[0]! : `${values.slice(0, -1).join(', ')} or ${values.at(-1)!}`;
-  return (value) => ((values as readonly string[]).includes(value) ? { value: value as T } : { problem: `must be ${said}, ${got(value)}` });
+  return (value) =>
+    (values as readonly string[]).includes(value)
+      ? { value: value as T }
+      : { problem: `must be ${said}, ${got(value)}` };
 }
 
 /** One of a list of values, said as a list: "must be one of fatal, error, warn". */
 export function oneOf<const T extends string>(values: readonly T[]): Parser<T> {
-  return (value) => ((values as readonly string[]).includes(value) ? { value: value as T } : { problem: `must be one of ${values.join(', ')}, ${got(value)}` });
+  return (value) =>
+    (values as readonly string[]).includes(value)
+      ? { value: value as T }
+      : { problem: `must be one of ${values.join(', ')}, ${got(value)}` };
 }
 
 export function integerFrom(min: number, max: number): Parser<number> {
   return (value) => {
     const n = Number(value);
-    return Number.isInteger(n) && n >= min && n <= max ? { value: n } : { problem: `must be an integer from ${min} to ${max}, ${got(value)}` };
+    return Number.isInteger(n) && n >= min && n <= max
+      ? { value: n }
+      : { problem: `must be an integer from ${min} to ${max}, ${got(value)}` };
   };
 }
 
 export function wholeNumberAtLeast(min: number, unit: string): Parser<number> {
   return (value) => {
     const n = Number(value);
-    return Number.isInteger(n) && n >= min ? { value: n } : { problem: `must be a whole number of ${unit} >= ${min}, ${got(value)}` };
+    return Number.isInteger(n) && n >= min
+      ? { value: n }
+      : { problem: `must be a whole number of ${unit} >= ${min}, ${got(value)}` };
   };
 }
 
@@ -70,7 +82,9 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}
 
 export const rfc3339Time: Parser<Date> = (value) => {
   const date = new Date(value);
-  return !Number.isNaN(date.getTime()) && RFC3339.test(value) ? { value: date } : { problem: `must be an RFC 3339 time such as 2026-01-15T02:00:00Z, ${got(value)}` };
+  return !Number.isNaN(date.getTime()) && RFC3339.test(value)
+    ? { value: date }
+    : { problem: `must be an RFC 3339 time such as 2026-01-15T02:00:00Z, ${got(value)}` };
 };
 
 /** An http:// or https:// URL; its value is echoed only when it carries no credentials. */
@@ -82,7 +96,10 @@ export const httpUrl: Parser<string> = (value) => {
     url = undefined;
   }
   if (url && (url.username || url.password)) {
-    return { problem: 'must not carry credentials (user:password@): S3 keys come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY' };
+    return {
+      problem:
+        'must not carry credentials (user:password@): S3 keys come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
+    };
   }
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
     return { problem: `must be an http:// or https:// URL such as https://minio.example.com:9000, ${got(value)}` };
@@ -95,7 +112,12 @@ export const list: Parser<string[]> = (value) => ({ value: value.split(/[\s,]+/)
 
 /** `--help` lines: flag (if any), variable, help (backticks dropped), [default]. */
 export function helpLines(settings: readonly Setting[]): string {
-  return settings.map((s) => `  ${(s.flag ? `--${s.flag}` : '').padEnd(28)} ${s.env.padEnd(30)} ${s.help.replaceAll('`', '')}${s.default ? ` [${s.default}]` : ''}`).join('\n');
+  return settings
+    .map(
+      (s) =>
+        `  ${(s.flag ? `--${s.flag}` : '').padEnd(28)} ${s.env.padEnd(30)} ${s.help.replaceAll('`', '')}${s.default ? ` [${s.default}]` : ''}`,
+    )
+    .join('\n');
 }
 
 const cell = (value: string): string => value.replaceAll('|', '\\|');
@@ -104,12 +126,19 @@ const cell = (value: string): string => value.replaceAll('|', '\\|');
  * The README's table of settings: variable, flag (when the table has flags), default, meaning. `defaultCell` may
  * say more than the default's text (a unit, "(none)", a computed default).
  */
-export function markdownTable(settings: readonly Setting[], opts: { flags: boolean; defaultCell?: (s: Setting) => string | undefined }): string {
-  const header = opts.flags ? '| variable | flag | default | meaning |\n|---|---|---|---|' : '| variable | default | meaning |\n|---|---|---|';
+export function markdownTable(
+  settings: readonly Setting[],
+  opts: { flags: boolean; defaultCell?: (s: Setting) => string | undefined },
+): string {
+  const header = opts.flags
+    ? '| variable | flag | default | meaning |\n|---|---|---|---|'
+    : '| variable | default | meaning |\n|---|---|---|';
   const rows = settings.map((s) => {
     const def = opts.defaultCell?.(s) ?? (s.default ? `\`${s.default}\`` : '');
     const meaning = cell(s.details ? `${s.help}. ${s.details}` : s.help);
-    return opts.flags ? `| \`${s.env}\` | \`--${s.flag}\` | ${def} | ${meaning} |` : `| \`${s.env}\` | ${def} | ${meaning} |`;
+    return opts.flags
+      ? `| \`${s.env}\` | \`--${s.flag}\` | ${def} | ${meaning} |`
+      : `| \`${s.env}\` | ${def} | ${meaning} |`;
   });
   return [header, ...rows].join('\n');
 }

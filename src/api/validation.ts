@@ -38,7 +38,11 @@ function newAjv(useDefaults: boolean, allErrors = true): Ajv {
     schemaType: 'array',
     errors: true,
     compile(rules: CelRule[]) {
-      const checks = rules.map((r) => ({ rule: r.rule, message: r.message ?? `failed rule: ${r.rule}`, evaluate: parseCel(r.rule) }));
+      const checks = rules.map((r) => ({
+        rule: r.rule,
+        message: r.message ?? `failed rule: ${r.rule}`,
+        evaluate: parseCel(r.rule),
+      }));
       const validate: SchemaValidateFunction = (data: unknown) => {
         const errors: Partial<ErrorObject>[] = [];
         for (const check of checks) {
@@ -48,7 +52,8 @@ function newAjv(useDefaults: boolean, allErrors = true): Ajv {
           } catch {
             passed = false; // a rule that cannot be evaluated on this value fails, as in the API server
           }
-          if (!passed) errors.push({ keyword: 'x-kubernetes-validations', message: check.message, params: { rule: check.rule } });
+          if (!passed)
+            errors.push({ keyword: 'x-kubernetes-validations', message: check.message, params: { rule: check.rule } });
         }
         validate.errors = errors;
         return errors.length === 0;
@@ -115,7 +120,13 @@ const MAX_LISTED_PROBLEMS = 20;
 /** One line per problem, e.g. `spec.concurrencyPolicy: must be one of Forbid, Allow, Replace`; at most 20, then a count. */
 export function describeProblems(errors: ErrorObject[] | null | undefined, root: string): string[] {
   const lines = (errors ?? []).map((e) => {
-    const path = [root, ...e.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))]
+    const path = [
+      root,
+      ...e.instancePath
+        .split('/')
+        .slice(1)
+        .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~')),
+    ]
       .filter(Boolean)
       .join('.');
     switch (e.keyword) {
@@ -136,7 +147,8 @@ function clone<T>(value: T): T {
   return structuredClone(value);
 }
 
-const isPlainObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 // The largest spec a person writes has a few hundred values (endpoints, recipients, tolerations, resources); the
 // API server prunes every undeclared field before it stores one. A spec far bigger than that is junk, and checking
@@ -170,7 +182,9 @@ export function countValues(value: unknown, max: number): number {
 }
 
 function tooBig(spec: unknown, root: string): string | undefined {
-  return countValues(spec, MAX_SPEC_VALUES) > MAX_SPEC_VALUES ? `${root}: has more than ${MAX_SPEC_VALUES} values (fields and list items); a spec has a few dozen` : undefined;
+  return countValues(spec, MAX_SPEC_VALUES) > MAX_SPEC_VALUES
+    ? `${root}: has more than ${MAX_SPEC_VALUES} values (fields and list items); a spec has a few dozen`
+    : undefined;
 }
 
 /**
@@ -182,7 +196,12 @@ export function validateSchedule(object: { metadata: unknown; spec?: unknown }):
   if (big) return { ok: false, problems: [big] };
   // Only the name is read from metadata (the root rule on its length): the rest (managedFields, annotations) is not copied.
   const { name, namespace } = (object.metadata ?? {}) as { name?: unknown; namespace?: unknown };
-  const candidate = { apiVersion: 'x', kind: 'x', metadata: { name, ...(namespace !== undefined && { namespace }) }, spec: clone(object.spec) };
+  const candidate = {
+    apiVersion: 'x',
+    kind: 'x',
+    metadata: { name, ...(namespace !== undefined && { namespace }) },
+    spec: clone(object.spec),
+  };
   const validate = compiled().schedule;
   if (!validate(candidate)) return { ok: false, problems: describeProblems(validate.errors, '') };
   return { ok: true, value: candidate.spec as ScheduleSpec };
@@ -290,7 +309,9 @@ function undeclaredFields(schema: JsonSchema, value: unknown, path: string, isRo
   return Object.entries(value).flatMap(([key, v]) => {
     const at = path ? `${path}.${key}` : key;
     if (isRoot && key === 'metadata') return [];
-    const sub = properties[key] ?? (typeof additional === 'object' && additional !== null ? (additional as JsonSchema) : undefined);
+    const sub =
+      properties[key] ??
+      (typeof additional === 'object' && additional !== null ? (additional as JsonSchema) : undefined);
     if (sub) return undeclaredFields(sub, v, at, false);
     return additional === true ? [] : [`${at}: unknown field (the API server would prune it)`];
   });

@@ -16,7 +16,10 @@ const SUFFIX = { none: '', gzip: '.gz', zstd: '.zst' } as const;
 
 /** Second precision, UTC, with dashes instead of colons (colons are awkward in keys and on some filesystems). */
 export function keyTimestamp(time: Date): string {
-  return time.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/:/g, '-');
+  return time
+    .toISOString()
+    .replace(/\.\d{3}Z$/, 'Z')
+    .replace(/:/g, '-');
 }
 
 export function objectKey(parts: ObjectKeyParts): string {

@@ -33,8 +33,18 @@ export function parseRequiredInputs(json: string): RequiredSecret[] {
   }
   const valid = (e: unknown): e is RequiredSecret => {
     const r = e as RequiredSecret;
-    return typeof r === 'object' && r !== null && (r.kind === 'Secret' || r.kind === 'ConfigMap') && typeof r.name === 'string' && typeof r.key === 'string' && (typeof r.env === 'string' || typeof r.pathEnv === 'string');
+    return (
+      typeof r === 'object' &&
+      r !== null &&
+      (r.kind === 'Secret' || r.kind === 'ConfigMap') &&
+      typeof r.name === 'string' &&
+      typeof r.key === 'string' &&
+      (typeof r.env === 'string' || typeof r.pathEnv === 'string')
+    );
   };
-  if (!Array.isArray(list) || !list.every(valid)) throw new RequiredInputsFormatError('REQUIRED_SECRETS must be a list of {kind: Secret|ConfigMap, name, key, env|pathEnv}');
+  if (!Array.isArray(list) || !list.every(valid))
+    throw new RequiredInputsFormatError(
+      'REQUIRED_SECRETS must be a list of {kind: Secret|ConfigMap, name, key, env|pathEnv}',
+    );
   return list;
 }

@@ -15,4 +15,7 @@ export const SNAPSHOT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'
  * threshold returns them to the system on free. Measured with `npm run bench`: peak RSS 145–161 MiB at 1 GiB
  * instead of 163–166 MiB. (Other C libraries ignore these variables.)
  */
-export const SNAPSHOT_RUNTIME_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '1048576' };
+export const SNAPSHOT_RUNTIME_ENV: Readonly<Record<string, string>> = {
+  MALLOC_ARENA_MAX: '2',
+  MALLOC_MMAP_THRESHOLD_: '1048576',
+};

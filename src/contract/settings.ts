@@ -22,10 +22,23 @@ export const OBJECT_LOCK_MODES = ['GOVERNANCE', 'COMPLIANCE'] as const;
 
 /** Every setting, in the order `--help` and the README list them. */
 export const SETTINGS = {
-  talosconfig: { env: 'TALOSCONFIG', flag: 'talosconfig', help: 'path of the talosconfig', default: '/var/run/secrets/talos.dev/config' },
+  talosconfig: {
+    env: 'TALOSCONFIG',
+    flag: 'talosconfig',
+    help: 'path of the talosconfig',
+    default: '/var/run/secrets/talos.dev/config',
+  },
   context: { env: 'TALOS_CONTEXT', flag: 'context', help: "talosconfig context (default: the file's current context)" },
-  endpoints: { env: 'TALOS_ENDPOINTS', flag: 'endpoints', help: "comma-separated Talos API endpoints, host or host:port (default: the talosconfig's)" },
-  node: { env: 'TALOS_NODE', flag: 'node', help: 'pin the snapshot to this control-plane node (default: the first endpoint that answers serves)' },
+  endpoints: {
+    env: 'TALOS_ENDPOINTS',
+    flag: 'endpoints',
+    help: "comma-separated Talos API endpoints, host or host:port (default: the talosconfig's)",
+  },
+  node: {
+    env: 'TALOS_NODE',
+    flag: 'node',
+    help: 'pin the snapshot to this control-plane node (default: the first endpoint that answers serves)',
+  },
   connectTimeout: {
     env: 'TALOS_CONNECT_TIMEOUT_SECONDS',
     flag: 'connect-timeout',
@@ -33,11 +46,22 @@ export const SETTINGS = {
     default: '30',
     parse: positiveNumber,
   },
-  idleTimeout: { env: 'TALOS_IDLE_TIMEOUT_SECONDS', flag: 'idle-timeout', help: 'seconds without data after which a stream counts as broken', default: '60', parse: positiveNumber },
+  idleTimeout: {
+    env: 'TALOS_IDLE_TIMEOUT_SECONDS',
+    flag: 'idle-timeout',
+    help: 'seconds without data after which a stream counts as broken',
+    default: '60',
+    parse: positiveNumber,
+  },
   bucket: { env: 'S3_BUCKET', flag: 'bucket', help: 'S3 bucket (required)' },
   region: { env: 'S3_REGION', flag: 'region', help: 'S3 region (required; AWS_REGION is used when unset)' },
   endpoint: { env: 'S3_ENDPOINT', flag: 'endpoint', help: 'S3-compatible endpoint URL (default: AWS)', parse: httpUrl },
-  forcePathStyle: { env: 'S3_FORCE_PATH_STYLE', flag: 'force-path-style', help: 'true|false (default: true with an endpoint)', parse: boolean },
+  forcePathStyle: {
+    env: 'S3_FORCE_PATH_STYLE',
+    flag: 'force-path-style',
+    help: 'true|false (default: true with an endpoint)',
+    parse: boolean,
+  },
   insecureSkipTLSVerify: {
     env: 'S3_INSECURE_SKIP_TLS_VERIFY',
     flag: 'insecure-skip-tls-verify',
@@ -47,7 +71,11 @@ export const SETTINGS = {
   },
   caBundle: { env: 'S3_CA_BUNDLE', flag: 'ca-bundle', help: 'path of a PEM CA bundle for the endpoint' },
   prefix: { env: 'S3_PREFIX', flag: 'prefix', help: 'first segment(s) of the object key', default: DEFAULT_PREFIX },
-  cluster: { env: 'CLUSTER_NAME', flag: 'cluster', help: 'the <cluster> segment of the object key (required unless --key)' },
+  cluster: {
+    env: 'CLUSTER_NAME',
+    flag: 'cluster',
+    help: 'the <cluster> segment of the object key (required unless --key)',
+  },
   key: {
     env: 'S3_KEY',
     flag: 'key',
@@ -61,9 +89,25 @@ export const SETTINGS = {
     default: '8',
     parse: positiveNumber,
   },
-  queueSize: { env: 'S3_QUEUE_SIZE', flag: 'queue-size', help: 'parts uploaded concurrently', default: '2', parse: positiveNumber },
-  backupNamespace: { env: 'BACKUP_NAMESPACE', flag: 'backup-namespace', help: 'namespace of the TalosEtcdBackup (object metadata)', default: '' },
-  backupName: { env: 'BACKUP_NAME', flag: 'backup-name', help: 'name of the TalosEtcdBackup (object metadata)', default: 'manual' },
+  queueSize: {
+    env: 'S3_QUEUE_SIZE',
+    flag: 'queue-size',
+    help: 'parts uploaded concurrently',
+    default: '2',
+    parse: positiveNumber,
+  },
+  backupNamespace: {
+    env: 'BACKUP_NAMESPACE',
+    flag: 'backup-namespace',
+    help: 'namespace of the TalosEtcdBackup (object metadata)',
+    default: '',
+  },
+  backupName: {
+    env: 'BACKUP_NAME',
+    flag: 'backup-name',
+    help: 'name of the TalosEtcdBackup (object metadata)',
+    default: 'manual',
+  },
   backupUid: {
     env: 'BACKUP_UID',
     flag: 'backup-uid',
@@ -87,8 +131,17 @@ export const SETTINGS = {
     flag: 'age-identity',
     help: 'path of an age identity file (`AGE-SECRET-KEY-1...`, as `age-keygen` writes it): decrypts for verify and restore',
   },
-  sse: { env: 'S3_SSE', flag: 'sse', help: '`AES256`|`aws:kms`: server-side encryption of the object', parse: choice(SSE_ALGORITHMS) },
-  sseKmsKeyId: { env: 'S3_SSE_KMS_KEY_ID', flag: 'sse-kms-key-id', help: "KMS key id or ARN for `--sse aws:kms` (default: the account's S3 key)" },
+  sse: {
+    env: 'S3_SSE',
+    flag: 'sse',
+    help: '`AES256`|`aws:kms`: server-side encryption of the object',
+    parse: choice(SSE_ALGORITHMS),
+  },
+  sseKmsKeyId: {
+    env: 'S3_SSE_KMS_KEY_ID',
+    flag: 'sse-kms-key-id',
+    help: "KMS key id or ARN for `--sse aws:kms` (default: the account's S3 key)",
+  },
   objectLockMode: {
     env: 'S3_OBJECT_LOCK_MODE',
     flag: 'object-lock-mode',
@@ -144,11 +197,15 @@ export const SETTINGS = {
     flag: 'wait-seconds',
     help: "`delete`: after deleting, wait this long, then abort uploads left open at the key and delete this backup's object again if one appeared meanwhile",
     details:
-      'The delete Job of a backup deleted before it finished sets 40 (the snapshot pod\'s 30 s grace period + 10): the snapshot Job is gone before the delete Job is asked for, but its pod may still be stopping, and an upload completing then would leave an object nobody deletes.',
+      "The delete Job of a backup deleted before it finished sets 40 (the snapshot pod's 30 s grace period + 10): the snapshot Job is gone before the delete Job is asked for, but its pod may still be stopping, and an upload completing then would leave an object nobody deletes.",
     default: '0',
     parse: seconds,
   },
-  podName: { env: 'POD_NAME', flag: 'pod-name', help: 'name of the pod, recorded in `status.report` (the Job sets it from the downward API)' },
+  podName: {
+    env: 'POD_NAME',
+    flag: 'pod-name',
+    help: 'name of the pod, recorded in `status.report` (the Job sets it from the downward API)',
+  },
 } satisfies Record<string, Setting & { flag: string }>;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -157,7 +214,15 @@ export type RawSettings = Partial<Record<SettingName, string>>;
 
 export type JobCommand = 'snapshot' | 'verify' | 'delete' | 'restore';
 
-const S3: SettingName[] = ['bucket', 'key', 'region', 'endpoint', 'forcePathStyle', 'insecureSkipTLSVerify', 'caBundle'];
+const S3: SettingName[] = [
+  'bucket',
+  'key',
+  'region',
+  'endpoint',
+  'forcePathStyle',
+  'insecureSkipTLSVerify',
+  'caBundle',
+];
 
 /** The settings each command takes, in its `--help` order: snapshot takes all but restore's own. */
 export const COMMAND_SETTINGS: Record<JobCommand, readonly SettingName[]> = {

@@ -21,9 +21,27 @@ export interface SnapshotHooks {
 }
 
 /** `snapshot`: one etcd snapshot from the Talos API into S3, read back and verified when VERIFY=true. */
-export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env, now: () => Date = () => new Date(), hooks: SnapshotHooks = {}): Promise<SnapshotOutcome> {
+export async function snapshotCommand(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv = process.env,
+  now: () => Date = () => new Date(),
+  hooks: SnapshotHooks = {},
+): Promise<SnapshotOutcome> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
-  const { bucket, key, s3, partSize, queueSize, connectTimeoutMs, idleTimeoutMs, format, protection: objectProtection, verify, verifyIdentities, talosconfig } = snapshotSettings(raw, now());
+  const {
+    bucket,
+    key,
+    s3,
+    partSize,
+    queueSize,
+    connectTimeoutMs,
+    idleTimeoutMs,
+    format,
+    protection: objectProtection,
+    verify,
+    verifyIdentities,
+    talosconfig,
+  } = snapshotSettings(raw, now());
 
   let context;
   try {
@@ -32,7 +50,13 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
     if (!(error instanceof TalosconfigError)) throw error;
     throw new JobError('talosconfig', error.detail, { subject: talosconfig.path, permanent: true, cause: error });
   }
-  const endpoints = raw.endpoints ? raw.endpoints.split(',').map((e) => e.trim()).filter(Boolean).map(normalizeEndpoint) : context.endpoints;
+  const endpoints = raw.endpoints
+    ? raw.endpoints
+        .split(',')
+        .map((e) => e.trim())
+        .filter(Boolean)
+        .map(normalizeEndpoint)
+    : context.endpoints;
   const client = createS3Client(s3);
   const stored = await takeSnapshot({
     talos: { context, endpoints, node: raw.node, connectTimeoutMs, idleTimeoutMs },
@@ -44,7 +68,10 @@ export async function snapshotCommand(raw: RawSettings, env: NodeJS.ProcessEnv =
   });
   if (!verify) return { ...stored, verified: false };
   // What was uploaded is known exactly: the object read back must be those bytes.
-  const checked = await verifyObject(client, bucket, key, { identities: verifyIdentities, expected: { size: stored.size, sha256: stored.sha256, etcdSha256: stored.etcdSha256 } });
+  const checked = await verifyObject(client, bucket, key, {
+    identities: verifyIdentities,
+    expected: { size: stored.size, sha256: stored.sha256, etcdSha256: stored.etcdSha256 },
+  });
   return {
     ...stored,
     verified: true,
@@ -71,13 +98,26 @@ export interface RestoreHooks {
 export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {}): Promise<RestoreResult> {
   const { bucket, s3, identities: ids } = restoreSettings(raw);
   const client = createS3Client(s3);
-  const { key, skipped } = raw.key ? { key: raw.key, skipped: [] } : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
+  const { key, skipped } = raw.key
+    ? { key: raw.key, skipped: [] }
+    : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
   hooks.onKey?.(key, skipped);
-  return restoreBackup({ client, bucket, key, identities: ids, output: raw.output ?? defaultOutput(key), ...(hooks.onProgress && { onProgress: hooks.onProgress }), ...(hooks.signal && { signal: hooks.signal }) });
+  return restoreBackup({
+    client,
+    bucket,
+    key,
+    identities: ids,
+    output: raw.output ?? defaultOutput(key),
+    ...(hooks.onProgress && { onProgress: hooks.onProgress }),
+    ...(hooks.signal && { signal: hooks.signal }),
+  });
 }
 
 /** `delete`: remove a backup's object from S3, only if that backup (BACKUP_UID) wrote it. */
-export async function deleteCommand(raw: RawSettings, env: NodeJS.ProcessEnv = process.env): Promise<DeleteOutcome & { bucket: string; key: string }> {
+export async function deleteCommand(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<DeleteOutcome & { bucket: string; key: string }> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
   const { bucket, key, uid, waitSeconds, s3 } = deleteSettings(raw);
   const client = createS3Client(s3);
@@ -88,7 +128,10 @@ export async function deleteCommand(raw: RawSettings, env: NodeJS.ProcessEnv = p
 export async function statusReporterFor(raw: RawSettings, env: NodeJS.ProcessEnv): Promise<StatusReporter | undefined> {
   const settings = reportSettings(raw);
   if (!settings) return undefined;
-  const [{ inClusterApi }, { statusReporter }] = await Promise.all([import('./kubernetes/in-cluster.js'), import('./kubernetes/status-report.js')]);
+  const [{ inClusterApi }, { statusReporter }] = await Promise.all([
+    import('./kubernetes/in-cluster.js'),
+    import('./kubernetes/status-report.js'),
+  ]);
   let api;
   try {
     api = inClusterApi(env);

@@ -16,7 +16,9 @@ export function formatProgress(label: string, done: number, total: number | unde
   if (!total) return `${label}  ${amount}`;
   const fraction = Math.min(1, done / total);
   const filled = Math.round(fraction * WIDTH);
-  return `${label} [${'#'.repeat(filled)}${'.'.repeat(WIDTH - filled)}] ${Math.floor(fraction * 100).toString().padStart(3)}%  ${amount}`;
+  return `${label} [${'#'.repeat(filled)}${'.'.repeat(WIDTH - filled)}] ${Math.floor(fraction * 100)
+    .toString()
+    .padStart(3)}%  ${amount}`;
 }
 
 export function progressBar(stream: NodeJS.WriteStream, label: string, clock: () => number = Date.now): ProgressBar {

@@ -18,12 +18,16 @@ export function checkRequiredInputs(json: string | undefined, namespace: string,
   try {
     inputs = parseRequiredInputs(json);
   } catch (error) {
-    if (error instanceof RequiredInputsFormatError) throw new JobError(undefined, error.message, { permanent: true, cause: error });
+    if (error instanceof RequiredInputsFormatError)
+      throw new JobError(undefined, error.message, { permanent: true, cause: error });
     throw error;
   }
   const missing = inputs.filter((input) => !present(input, env));
   if (missing.length === 0) return;
-  const described = missing.map((m) => `${m.kind === 'Secret' ? 'secret' : 'configmap'} ${namespace ? `${namespace}/` : ''}${m.name} key ${m.key} (the ${m.kind} does not exist or has no key ${JSON.stringify(m.key)})`);
+  const described = missing.map(
+    (m) =>
+      `${m.kind === 'Secret' ? 'secret' : 'configmap'} ${namespace ? `${namespace}/` : ''}${m.name} key ${m.key} (the ${m.kind} does not exist or has no key ${JSON.stringify(m.key)})`,
+  );
   const kind = missing.every((m) => m.kind === 'ConfigMap') ? 'configmap' : 'secret';
   throw new JobError('input', described.join('; '), { subject: kind, permanent: true });
 }

@@ -16,7 +16,9 @@ function readFile(path: string, what: string, problems: Problems): string | unde
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {
-    problems.list.push(`cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    problems.list.push(
+      `cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
     return undefined;
   }
 }
@@ -63,13 +65,22 @@ function identities(raw: RawSettings, problems: Problems): string[] {
 function protection(raw: RawSettings, problems: Problems): ObjectProtection {
   const out: ObjectProtection = {};
   const algorithm = problems.get('sse');
-  if (raw.sse) out.serverSideEncryption = { algorithm: algorithm ?? (raw.sse as 'AES256'), kmsKeyId: raw.sseKmsKeyId || undefined };
+  if (raw.sse)
+    out.serverSideEncryption = {
+      algorithm: algorithm ?? (raw.sse as 'AES256'),
+      kmsKeyId: raw.sseKmsKeyId || undefined,
+    };
   if (raw.sseKmsKeyId && raw.sse !== 'aws:kms') problems.add('sseKmsKeyId', `needs ${SETTINGS.sse.env}=aws:kms`);
   if (raw.objectLockMode || raw.objectLockRetainDays) {
     const mode = problems.get('objectLockMode');
     const retainDays = problems.get('objectLockRetainDays');
-    if (!raw.objectLockMode) problems.add('objectLockMode', `must be GOVERNANCE or COMPLIANCE when ${SETTINGS.objectLockRetainDays.env} is set`);
-    if (!raw.objectLockRetainDays) problems.add('objectLockRetainDays', `is required with ${SETTINGS.objectLockMode.env}`);
+    if (!raw.objectLockMode)
+      problems.add(
+        'objectLockMode',
+        `must be GOVERNANCE or COMPLIANCE when ${SETTINGS.objectLockRetainDays.env} is set`,
+      );
+    if (!raw.objectLockRetainDays)
+      problems.add('objectLockRetainDays', `is required with ${SETTINGS.objectLockMode.env}`);
     out.objectLock = { mode: mode ?? 'GOVERNANCE', retainDays: retainDays ?? 0 };
   }
   return out;
@@ -107,14 +118,25 @@ export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSe
   const verifyIdentities = verify ? identities(raw, problems) : [];
   const encrypted = format.recipients.length > 0;
   const cluster = raw.key === undefined ? (problems.required('cluster') ?? '') : '';
-  const key = raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster, time, compression: format.compression, encrypted });
+  const key =
+    raw.key ?? objectKey({ prefix: raw.prefix ?? '', cluster, time, compression: format.compression, encrypted });
   // verify and restore read the format from the key's suffixes: a key given by hand must say it.
   const suffixes = storedFormatOf(key);
   if (suffixes.compression !== format.compression || suffixes.encrypted !== encrypted) {
-    const suffix = objectKey({ prefix: '', cluster: '', time: new Date(0), compression: format.compression, encrypted }).replace(/^.*\.db/, '.db');
-    problems.add('key', `must end with ${suffix} for this compression and encryption (verify and restore read the format from it)`);
+    const suffix = objectKey({
+      prefix: '',
+      cluster: '',
+      time: new Date(0),
+      compression: format.compression,
+      encrypted,
+    }).replace(/^.*\.db/, '.db');
+    problems.add(
+      'key',
+      `must end with ${suffix} for this compression and encryption (verify and restore read the format from it)`,
+    );
   }
-  if (partSizeMib !== undefined && partSizeMib < 5) problems.add('partSize', "must be at least 5 (S3's minimum part size)");
+  if (partSizeMib !== undefined && partSizeMib < 5)
+    problems.add('partSize', "must be at least 5 (S3's minimum part size)");
   const talosconfigPath = raw.talosconfig ?? '';
   const talosconfigText = readFile(talosconfigPath, 'talosconfig', problems);
   problems.throwIfAny();
@@ -135,7 +157,12 @@ export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSe
 }
 
 /** `verify`: the object to read back and how to decrypt it. */
-export function verifySettings(raw: RawSettings): { bucket: string; key: string; s3: S3Settings; identities: string[] } {
+export function verifySettings(raw: RawSettings): {
+  bucket: string;
+  key: string;
+  s3: S3Settings;
+  identities: string[];
+} {
   const problems = new Problems(raw);
   const bucket = problems.required('bucket') ?? '';
   const key = problems.required('key') ?? '';
@@ -150,7 +177,9 @@ export function restoreSettings(raw: RawSettings): { bucket: string; s3: S3Setti
   const problems = new Problems(raw);
   const bucket = problems.required('bucket') ?? '';
   if (!raw.key && !raw.cluster) {
-    problems.list.push(`${settingLabel('key')} or ${settingLabel('cluster')} is required: the backup to restore, or the cluster whose newest backup to restore`);
+    problems.list.push(
+      `${settingLabel('key')} or ${settingLabel('cluster')} is required: the backup to restore, or the cluster whose newest backup to restore`,
+    );
   }
   const s3 = s3Settings(raw, problems);
   const ids = identities(raw, problems);
@@ -159,7 +188,13 @@ export function restoreSettings(raw: RawSettings): { bucket: string; s3: S3Setti
 }
 
 /** `delete`: the object, the backup that may delete it, and the wait before its second pass. */
-export function deleteSettings(raw: RawSettings): { bucket: string; key: string; uid: string; waitSeconds: number; s3: S3Settings } {
+export function deleteSettings(raw: RawSettings): {
+  bucket: string;
+  key: string;
+  uid: string;
+  waitSeconds: number;
+  s3: S3Settings;
+} {
   const problems = new Problems(raw);
   const bucket = problems.required('bucket') ?? '';
   const key = problems.required('key') ?? '';

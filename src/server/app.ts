@@ -1,7 +1,15 @@
 // Builds the hook server (without listening): routes, JSON parsing, limits. Starting it is serve.ts's job.
 
 import { STATUS_CODES, type Server } from 'node:http';
-import Fastify, { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyError,
+  type FastifyHttpOptions,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify';
 import type { Ajv } from 'ajv';
 import formats from 'ajv-formats';
 import { compileSchemas } from '../api/validation.js';
@@ -42,11 +50,14 @@ function errorFields(error: FastifyError, statusCode: number): Record<string, un
  * message naming the problem; anything else is a bug: 500 so Metacontroller retries, details only in the log.
  */
 function answerError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  const statusCode = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+  const statusCode =
+    error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
   if (statusCode >= 500) {
     // Our own code threw: a bug to fix, so the error and its stack are logged (our messages quote no request content).
     request.log.error({ err: error }, 'hook failed');
-    return reply.code(500).send({ statusCode: 500, error: STATUS_CODES[500], message: 'internal error: see the hook server log' });
+    return reply
+      .code(500)
+      .send({ statusCode: 500, error: STATUS_CODES[500], message: 'internal error: see the hook server log' });
   }
   const message = error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ? 'the request body is not valid JSON' : error.message;
   request.log.info(errorFields(error, statusCode), 'request rejected');
@@ -98,13 +109,19 @@ export async function buildApp(opts: AppOptions = {}): Promise<FastifyInstance> 
   const options: FastifyHttpOptions<Server> = {
     logger: loggerOptions(opts.logger),
     // Probes and scrapes arrive every few seconds; logging each would bury the hook calls.
-    logController: new LogController({ disableRequestLogging: (request: { url?: string }) => QUIET_PATHS.has(pathOf(request.url)) }),
+    logController: new LogController({
+      disableRequestLogging: (request: { url?: string }) => QUIET_PATHS.has(pathOf(request.url)),
+    }),
     bodyLimit,
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? DEFAULTS.keepAliveTimeoutMs,
     // A client that sends its headers and then trickles (or never finishes) its body gets 408 and is disconnected
     // once this passes, instead of holding a connection (and a shutdown) forever.
     requestTimeout,
-    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: CONNECTIONS_CHECK_INTERVAL_MS },
+    http: {
+      requestTimeout,
+      headersTimeout: requestTimeout,
+      connectionsCheckingInterval: CONNECTIONS_CHECK_INTERVAL_MS,
+    },
     ajv: {
       // Check hook bodies as they are: no type coercion, no defaults, nothing removed.
       customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false },
@@ -115,7 +132,11 @@ export async function buildApp(opts: AppOptions = {}): Promise<FastifyInstance> 
   app.setErrorHandler(answerError);
   // Fastify's own 404 logs the URL with its query string.
   app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({ statusCode: 404, error: STATUS_CODES[404], message: `Route ${request.method}:${pathOf(request.url)} not found` }),
+    reply.code(404).send({
+      statusCode: 404,
+      error: STATUS_CODES[404],
+      message: `Route ${request.method}:${pathOf(request.url)} not found`,
+    }),
   );
   registerJsonBodyParser(app, bodyLimit, opts.jsonLimits ?? jsonLimitsFor(bodyLimit));
   // Large bodies take turns: the limits bound one request, this bounds how many are held at once.
@@ -129,6 +150,11 @@ export async function buildApp(opts: AppOptions = {}): Promise<FastifyInstance> 
   await app.register(healthRoutes, { drain });
   await app.register(metricsPlugin, { metrics });
   await app.register(scheduleSyncRoute, { clock, metrics });
-  await app.register(backupHookRoutes, { clock, metrics, jobImage: opts.jobImage ?? DEFAULTS.jobImage, settings: opts.backupHooks ?? DEFAULTS.backupHooks });
+  await app.register(backupHookRoutes, {
+    clock,
+    metrics,
+    jobImage: opts.jobImage ?? DEFAULTS.jobImage,
+    settings: opts.backupHooks ?? DEFAULTS.backupHooks,
+  });
   return app;
 }

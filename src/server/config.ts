@@ -12,13 +12,20 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
 
 const imageReference: Parser<string> = (value) =>
-  /\s/.test(value.trim()) ? { problem: `must be an image reference without spaces, got ${JSON.stringify(value.trim())}` } : { value: value.trim() };
+  /\s/.test(value.trim())
+    ? { problem: `must be an image reference without spaces, got ${JSON.stringify(value.trim())}` }
+    : { value: value.trim() };
 
 /** Every setting of `serve`, in the order `--help` and the README list them. */
 export const SERVER_SETTINGS = {
   host: { env: 'HOST', flag: 'host', help: 'address to listen on', default: '0.0.0.0' },
   port: { env: 'PORT', flag: 'port', help: 'port to listen on', default: '8080', parse: integerFrom(0, 65535) },
-  logLevel: { env: 'LOG_LEVEL', help: LOG_LEVELS.map((l) => `\`${l}\``).join(', '), default: 'info', parse: oneOf(LOG_LEVELS) },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    help: LOG_LEVELS.map((l) => `\`${l}\``).join(', '),
+    default: 'info',
+    parse: oneOf(LOG_LEVELS),
+  },
   // Metacontroller sends every child in full, with managedFields and a last-applied annotation that doubles
   // each object: 1,000 backups (the most `retention` keeps) are 5.4 MiB and 276,169 JSON values (bench/fixtures.ts),
   // and Fastify's 1 MiB default is reached by about 190. The value limit derived from 16 MiB (http/json-body.ts)
@@ -37,7 +44,7 @@ export const SERVER_SETTINGS = {
   // always closes first, so it never sends a request on a connection we are closing.
   keepAliveTimeout: {
     env: 'KEEP_ALIVE_TIMEOUT_SECONDS',
-    help: 'idle keep-alive timeout; longer than the 90 s after which Go\'s HTTP client (Metacontroller) drops idle connections, so the client always closes first',
+    help: "idle keep-alive timeout; longer than the 90 s after which Go's HTTP client (Metacontroller) drops idle connections, so the client always closes first",
     default: '120',
     parse: integerFrom(1, 3600),
   },
@@ -47,7 +54,7 @@ export const SERVER_SETTINGS = {
   requestTimeout: {
     env: 'REQUEST_TIMEOUT_SECONDS',
     help: 'time a client has to send a whole request (headers and body); a slower one gets 408 and is disconnected',
-    details: 'Below Metacontroller\'s hook timeout (10 s), after which it has given up anyway.',
+    details: "Below Metacontroller's hook timeout (10 s), after which it has given up anyway.",
     default: '5',
     parse: integerFrom(1, 300),
   },
@@ -63,14 +70,14 @@ export const SERVER_SETTINGS = {
   // A snapshot or delete Job not there 10 minutes after it was asked for was refused (src/server/backup/settings.ts).
   attachmentDeadline: {
     env: 'ATTACHMENT_DEADLINE_SECONDS',
-    help: 'how long a backup\'s snapshot Job may be asked for without appearing before the backup fails, and its delete Job before a deleted backup is let go with its object kept (Metacontroller never tells the hook that a create was refused); 30 to 86400',
+    help: "how long a backup's snapshot Job may be asked for without appearing before the backup fails, and its delete Job before a deleted backup is let go with its object kept (Metacontroller never tells the hook that a create was refused); 30 to 86400",
     default: String(DEFAULT_BACKUP_HOOK_SETTINGS.attachmentDeadlineSeconds),
     parse: integerFrom(30, 86_400),
   },
   // TalosControlPlanes are asked for unless the chart found no such CRD at install time.
   talosOperator: {
     env: 'TALOS_OPERATOR',
-    help: '`false`: never ask Metacontroller for TalosControlPlanes (talos-operator\'s CRD is not installed); `talosControlPlaneRef` backups then fail at once, saying so',
+    help: "`false`: never ask Metacontroller for TalosControlPlanes (talos-operator's CRD is not installed); `talosControlPlaneRef` backups then fail at once, saying so",
     details: 'The chart sets it from `talosOperator.enabled`.',
     default: String(DEFAULT_BACKUP_HOOK_SETTINGS.talosOperator),
     parse: boolean,
@@ -78,11 +85,16 @@ export const SERVER_SETTINGS = {
   // The chart always sets JOB_IMAGE to the image it deploys; the default serves `npm start` and curl examples.
   jobImage: {
     env: 'JOB_IMAGE',
-    help: 'the image the snapshot and delete Jobs run: this server\'s own image (the Helm chart sets it)',
+    help: "the image the snapshot and delete Jobs run: this server's own image (the Helm chart sets it)",
     details: 'The Jobs run `node --max-semi-space-size=2 /app/dist/src/main.js snapshot` in it.',
     parse: imageReference,
   },
-  jobImagePullPolicy: { env: 'JOB_IMAGE_PULL_POLICY', help: '`Always`, `IfNotPresent` or `Never`', default: 'IfNotPresent', parse: oneOf(PULL_POLICIES) },
+  jobImagePullPolicy: {
+    env: 'JOB_IMAGE_PULL_POLICY',
+    help: '`Always`, `IfNotPresent` or `Never`',
+    default: 'IfNotPresent',
+    parse: oneOf(PULL_POLICIES),
+  },
   jobImagePullSecrets: {
     env: 'JOB_IMAGE_PULL_SECRETS',
     help: 'comma-separated names of image pull Secrets, which must exist in every namespace with backups',
@@ -139,7 +151,10 @@ export function parseServerConfig(env: NodeJS.ProcessEnv): ServerConfig {
       image: settings.get('jobImage') || defaultJobImage(),
       pullSecrets: settings.get('jobImagePullSecrets') ?? [],
     },
-    backupHooks: { attachmentDeadlineSeconds: settings.get('attachmentDeadline')!, talosOperator: settings.get('talosOperator')! },
+    backupHooks: {
+      attachmentDeadlineSeconds: settings.get('attachmentDeadline')!,
+      talosOperator: settings.get('talosOperator')!,
+    },
   };
   const summary = settings.summary();
   if (summary) throw new ConfigError(summary);

@@ -41,7 +41,11 @@ export async function serve(config: ServerConfig): Promise<void> {
   // Installed before listening, so a signal right after the first log line is handled; without its reaction to
   // the process's normal exit ('beforeExit'), which turned a failed start into exit code 0.
   const handlers = closeWithGrace(
-    { delay: config.shutdownDelayMs + SHUTDOWN_GRACE_MS, skip: ['beforeExit'], logger: { error: (message: unknown) => app.log.error({ detail: String(message) }, 'shutdown failed') } },
+    {
+      delay: config.shutdownDelayMs + SHUTDOWN_GRACE_MS,
+      skip: ['beforeExit'],
+      logger: { error: (message: unknown) => app.log.error({ detail: String(message) }, 'shutdown failed') },
+    },
     async ({ signal, err }) => {
       if (err) {
         app.log.error({ err }, 'shutting down after an unexpected error');

@@ -18,24 +18,42 @@ function* walk(node: Node, path: string): Generator<[string, Node]> {
   yield [path, node];
   for (const [key, child] of Object.entries(node.properties ?? {})) yield* walk(child, `${path}.${key}`);
   if (node.items) yield* walk(node.items, `${path}[]`);
-  if (node.additionalProperties && typeof node.additionalProperties === 'object') yield* walk(node.additionalProperties, `${path}{}`);
+  if (node.additionalProperties && typeof node.additionalProperties === 'object')
+    yield* walk(node.additionalProperties, `${path}{}`);
 }
 
 /** Paths of fields in `value` that `schema` does not declare (what the API server would prune). */
 function undeclared(value: unknown, schema: Node, path = 'status'): string[] {
-  if (Array.isArray(value)) return value.flatMap((v, i) => (schema.items ? undeclared(v, schema.items, `${path}[${i}]`) : [`${path}[${i}]`]));
+  if (Array.isArray(value))
+    return value.flatMap((v, i) => (schema.items ? undeclared(v, schema.items, `${path}[${i}]`) : [`${path}[${i}]`]));
   if (value === null || typeof value !== 'object') return [];
   if (schema['x-kubernetes-preserve-unknown-fields']) return [];
   return Object.entries(value).flatMap(([key, v]) => {
-    const child = schema.properties?.[key] ?? (typeof schema.additionalProperties === 'object' ? schema.additionalProperties : undefined);
+    const child =
+      schema.properties?.[key] ??
+      (typeof schema.additionalProperties === 'object' ? schema.additionalProperties : undefined);
     return child ? undeclared(v, child, `${path}.${key}`) : [`${path}.${key}`];
   });
 }
 
 describe('CRDs', () => {
   const cases = [
-    { name: 'TalosEtcdBackupSchedule', crd: crds.schedule, kind: SCHEDULE_KIND, plural: SCHEDULE_PLURAL, shortName: 'tebs', columns: ['Schedule', 'Retention', 'Paused', 'Last Backup', 'Next', 'Age'] },
-    { name: 'TalosEtcdBackup', crd: crds.backup, kind: BACKUP_KIND, plural: BACKUP_PLURAL, shortName: 'teb', columns: ['Phase', 'Cluster', 'Size', 'Age'] },
+    {
+      name: 'TalosEtcdBackupSchedule',
+      crd: crds.schedule,
+      kind: SCHEDULE_KIND,
+      plural: SCHEDULE_PLURAL,
+      shortName: 'tebs',
+      columns: ['Schedule', 'Retention', 'Paused', 'Last Backup', 'Next', 'Age'],
+    },
+    {
+      name: 'TalosEtcdBackup',
+      crd: crds.backup,
+      kind: BACKUP_KIND,
+      plural: BACKUP_PLURAL,
+      shortName: 'teb',
+      columns: ['Phase', 'Cluster', 'Size', 'Age'],
+    },
   ];
   for (const c of cases) {
     describe(c.name, () => {
@@ -57,11 +75,17 @@ describe('CRDs', () => {
 
       it('prints the columns users look for, each pointing at a declared field', () => {
         const columns = version.additionalPrinterColumns as { name: string; jsonPath: string; priority?: number }[];
-        assert.deepEqual(columns.filter((col) => !col.priority).map((col) => col.name), c.columns);
+        assert.deepEqual(
+          columns.filter((col) => !col.priority).map((col) => col.name),
+          c.columns,
+        );
         const schema = crdSchema(c.crd) as Node;
         for (const column of columns) {
           if (column.jsonPath === '.metadata.creationTimestamp') continue;
-          const node = column.jsonPath.split('.').slice(1).reduce<Node | undefined>((n, key) => n?.properties?.[key], schema);
+          const node = column.jsonPath
+            .split('.')
+            .slice(1)
+            .reduce<Node | undefined>((n, key) => n?.properties?.[key], schema);
           assert.ok(node, `column ${column.name}: ${column.jsonPath} is not declared`);
         }
       });
@@ -69,8 +93,15 @@ describe('CRDs', () => {
       it('describes every field and types every node (a structural schema)', () => {
         for (const [path, node] of walk(crdSchema(c.crd) as Node, '')) {
           // The root `metadata` may carry nothing but its type (the API server refuses even a description).
-          if (path !== '' && path !== '.metadata' && !path.endsWith('[]') && !path.endsWith('{}')) assert.ok(typeof node.description === 'string' && node.description.length > 10, `${path} has no description`);
-          assert.ok(node.type !== undefined || node['x-kubernetes-int-or-string'] === true, `${path || '<root>'} has no type`);
+          if (path !== '' && path !== '.metadata' && !path.endsWith('[]') && !path.endsWith('{}'))
+            assert.ok(
+              typeof node.description === 'string' && node.description.length > 10,
+              `${path} has no description`,
+            );
+          assert.ok(
+            node.type !== undefined || node['x-kubernetes-int-or-string'] === true,
+            `${path || '<root>'} has no type`,
+          );
         }
       });
     });
@@ -98,11 +129,21 @@ describe('CRDs', () => {
 
 describe('validation against the CRD schemas', () => {
   it('applies the CRD defaults to a minimal backup spec', () => {
-    const result = validateBackupSpec({ talosConfigSecretRef: { name: 'tc' }, backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1' } } });
+    const result = validateBackupSpec({
+      talosConfigSecretRef: { name: 'tc' },
+      backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1' } },
+    });
     assert.ok(result.ok);
     assert.deepEqual(result.value, {
       talosConfigSecretRef: { name: 'tc', key: 'config' },
-      backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1', insecureSkipTLSVerify: false, prefix: 'talos-operator-etcd-backups' } },
+      backupStorage: {
+        s3: {
+          bucket: 'etcd-backups',
+          region: 'us-east-1',
+          insecureSkipTLSVerify: false,
+          prefix: 'talos-operator-etcd-backups',
+        },
+      },
       compression: 'none',
       deletionPolicy: 'Retain',
       verify: false,
@@ -111,7 +152,10 @@ describe('validation against the CRD schemas', () => {
   });
 
   it('applies the CRD defaults to a minimal schedule, without touching the input', () => {
-    const input = { metadata: { name: 'nightly' }, spec: { schedule: '@daily', backupTemplate: { spec: backupTemplateSpec() } } };
+    const input = {
+      metadata: { name: 'nightly' },
+      spec: { schedule: '@daily', backupTemplate: { spec: backupTemplateSpec() } },
+    };
     const before = structuredClone(input);
     const result = validateSchedule(input);
     assert.ok(result.ok);
@@ -124,14 +168,52 @@ describe('validation against the CRD schemas', () => {
 
   const s3 = { bucket: 'etcd-backups', region: 'us-east-1' };
   const invalid: { name: string; spec: unknown; message: RegExp }[] = [
-    { name: 'neither talos reference', spec: { backupStorage: { s3 } }, message: /spec: exactly one of talosControlPlaneRef and talosConfigSecretRef must be set/ },
-    { name: 'both talos references', spec: { talosControlPlaneRef: { name: 'a' }, talosConfigSecretRef: { name: 'b' }, backupStorage: { s3 } }, message: /exactly one of/ },
-    { name: 'a secret key without an access key', spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3: { ...s3, secretAccessKey: { name: 's', key: 'k' } } } }, message: /spec\.backupStorage\.s3: accessKeyID and secretAccessKey must be set together/ },
-    { name: 'a KMS key with AES256', spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3: { ...s3, serverSideEncryption: { algorithm: 'AES256', kmsKeyID: 'k' } } } }, message: /kmsKeyID may only be set with algorithm aws:kms/ },
-    { name: 'no backupStorage', spec: { talosControlPlaneRef: { name: 'a' } }, message: /spec\.backupStorage: is required/ },
-    { name: 'an unknown deletionPolicy', spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3 }, deletionPolicy: 'Shred' }, message: /spec\.deletionPolicy: must be one of Retain, Delete/ },
-    { name: 'a prefix with a leading slash', spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3: { ...s3, prefix: '/backups' } } }, message: /spec\.backupStorage\.s3\.prefix: must match pattern/ },
-    { name: 'a negative backoffLimit', spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3 }, job: { backoffLimit: -1 } }, message: /spec\.job\.backoffLimit: must be >= 0/ },
+    {
+      name: 'neither talos reference',
+      spec: { backupStorage: { s3 } },
+      message: /spec: exactly one of talosControlPlaneRef and talosConfigSecretRef must be set/,
+    },
+    {
+      name: 'both talos references',
+      spec: { talosControlPlaneRef: { name: 'a' }, talosConfigSecretRef: { name: 'b' }, backupStorage: { s3 } },
+      message: /exactly one of/,
+    },
+    {
+      name: 'a secret key without an access key',
+      spec: {
+        talosControlPlaneRef: { name: 'a' },
+        backupStorage: { s3: { ...s3, secretAccessKey: { name: 's', key: 'k' } } },
+      },
+      message: /spec\.backupStorage\.s3: accessKeyID and secretAccessKey must be set together/,
+    },
+    {
+      name: 'a KMS key with AES256',
+      spec: {
+        talosControlPlaneRef: { name: 'a' },
+        backupStorage: { s3: { ...s3, serverSideEncryption: { algorithm: 'AES256', kmsKeyID: 'k' } } },
+      },
+      message: /kmsKeyID may only be set with algorithm aws:kms/,
+    },
+    {
+      name: 'no backupStorage',
+      spec: { talosControlPlaneRef: { name: 'a' } },
+      message: /spec\.backupStorage: is required/,
+    },
+    {
+      name: 'an unknown deletionPolicy',
+      spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3 }, deletionPolicy: 'Shred' },
+      message: /spec\.deletionPolicy: must be one of Retain, Delete/,
+    },
+    {
+      name: 'a prefix with a leading slash',
+      spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3: { ...s3, prefix: '/backups' } } },
+      message: /spec\.backupStorage\.s3\.prefix: must match pattern/,
+    },
+    {
+      name: 'a negative backoffLimit',
+      spec: { talosControlPlaneRef: { name: 'a' }, backupStorage: { s3 }, job: { backoffLimit: -1 } },
+      message: /spec\.job\.backoffLimit: must be >= 0/,
+    },
     { name: 'not an object', spec: 'backup please', message: /spec: must be object/ },
   ];
   for (const c of invalid) {

@@ -32,7 +32,8 @@ function firstDifference(committed: string, generated: string): string {
   const a = committed.split('\n');
   const b = generated.split('\n');
   for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    if (a[i] !== b[i]) return `line ${i + 1}: committed ${JSON.stringify(a[i] ?? '<end of file>')}, generated ${JSON.stringify(b[i] ?? '<end of file>')}`;
+    if (a[i] !== b[i])
+      return `line ${i + 1}: committed ${JSON.stringify(a[i] ?? '<end of file>')}, generated ${JSON.stringify(b[i] ?? '<end of file>')}`;
   }
   return 'no difference';
 }
@@ -43,7 +44,10 @@ describe('generated files', () => {
   for (const file of files) {
     it(`${file.path} is what \`${GENERATE_COMMAND}\` generates from ${file.sources.join(', ')}`, () => {
       const committed = read(file.path);
-      assert.ok(committed === file.content, `${file.path} differs from what scripts/generate.ts generates (${firstDifference(committed, file.content)}): run \`${GENERATE_COMMAND}\` and commit the result`);
+      assert.ok(
+        committed === file.content,
+        `${file.path} differs from what scripts/generate.ts generates (${firstDifference(committed, file.content)}): run \`${GENERATE_COMMAND}\` and commit the result`,
+      );
     });
 
     it(`${file.path} says it is generated, and by what`, () => {
@@ -52,8 +56,12 @@ describe('generated files', () => {
   }
 
   it('covers the schedule CRD, every Metacontroller template of the chart (each from its static manifest) and the README', () => {
-    const templates = readdirSync(join(root, 'helm', 'talos-etcd-backup', 'templates')).filter((f) => f.startsWith('metacontroller-')).map((f) => `helm/talos-etcd-backup/templates/${f}`);
-    const manifests = readdirSync(join(root, 'metacontroller')).filter((f) => f.endsWith('.yaml')).map((f) => `metacontroller/${f}`);
+    const templates = readdirSync(join(root, 'helm', 'talos-etcd-backup', 'templates'))
+      .filter((f) => f.startsWith('metacontroller-'))
+      .map((f) => `helm/talos-etcd-backup/templates/${f}`);
+    const manifests = readdirSync(join(root, 'metacontroller'))
+      .filter((f) => f.endsWith('.yaml'))
+      .map((f) => `metacontroller/${f}`);
     assert.deepEqual(files.map((f) => f.path).sort(), [SCHEDULE_CRD, ...templates, 'README.md'].sort());
     assert.deepEqual(CONTROLLERS.map((c) => c.source).sort(), manifests.sort());
   });
@@ -61,12 +69,16 @@ describe('generated files', () => {
   it('the schedule template holds exactly the TalosEtcdBackup spec schema, its description aside (what the API server sees)', () => {
     const { backup, template } = specSchemas(read(BACKUP_CRD), read(SCHEDULE_CRD));
     assert.deepEqual(template, backup);
-    const describe = (text: string) => (parse(text) as any).spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.backupTemplate.properties.spec.description;
+    const describe = (text: string) =>
+      (parse(text) as any).spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.backupTemplate.properties
+        .spec.description;
     assert.match(describe(read(SCHEDULE_CRD)), /^Spec of every TalosEtcdBackup this schedule creates/);
   });
 
   it('`node dist/scripts/generate.js --check` finds nothing to regenerate', () => {
-    const result = spawnSync(process.execPath, [join(root, 'dist', 'scripts', 'generate.js'), '--check'], { encoding: 'utf8' });
+    const result = spawnSync(process.execPath, [join(root, 'dist', 'scripts', 'generate.js'), '--check'], {
+      encoding: 'utf8',
+    });
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stdout, 'generated files are up to date\n');
   });
@@ -79,43 +91,83 @@ describe('the generator', () => {
   it('carries a change of the backup spec schema into the schedule template, comments and all', () => {
     const marker = '                  description: Name of the TalosControlPlane.';
     assert.ok(backupCrd.includes('\n                talosControlPlaneRef:\n'), 'the fixture line moved');
-    const changed = backupCrd.replace('\n                talosControlPlaneRef:\n', `\n                # a new comment\n                newField:\n${marker}\n                  type: string\n                talosControlPlaneRef:\n`);
+    const changed = backupCrd.replace(
+      '\n                talosControlPlaneRef:\n',
+      `\n                # a new comment\n                newField:\n${marker}\n                  type: string\n                talosControlPlaneRef:\n`,
+    );
     const generated = generateScheduleCrd(changed, scheduleCrd);
-    assert.ok(generated.includes(`\n                        # a new comment\n                        newField:\n        ${marker}\n`), 'the new field, re-indented');
+    assert.ok(
+      generated.includes(
+        `\n                        # a new comment\n                        newField:\n        ${marker}\n`,
+      ),
+      'the new field, re-indented',
+    );
     const { backup, template } = specSchemas(changed, generated);
     assert.deepEqual(template, backup);
     assert.ok('newField' in (template.properties ?? {}));
   });
 
-  it('overwrites a hand edit inside the generated region, and keeps the template\'s own description', () => {
-    const edited = scheduleCrd.replace('Spec of every TalosEtcdBackup this schedule creates', 'Spec of each TalosEtcdBackup this schedule creates').replace(/(\n {22}required:\n {24}- backupStorage\n)/, '$1                        - talosConfigSecretRef\n');
+  it("overwrites a hand edit inside the generated region, and keeps the template's own description", () => {
+    const edited = scheduleCrd
+      .replace(
+        'Spec of every TalosEtcdBackup this schedule creates',
+        'Spec of each TalosEtcdBackup this schedule creates',
+      )
+      .replace(/(\n {22}required:\n {24}- backupStorage\n)/, '$1                        - talosConfigSecretRef\n');
     assert.notEqual(edited, scheduleCrd);
     const generated = generateScheduleCrd(backupCrd, edited);
     assert.equal(generated, scheduleCrd.replace('Spec of every TalosEtcdBackup', 'Spec of each TalosEtcdBackup'));
   });
 
-  it('refuses a static Metacontroller manifest the chart\'s defaults would not render', () => {
+  it("refuses a static Metacontroller manifest the chart's defaults would not render", () => {
     const defaults = chartDefaults(read(CHART_VALUES));
     const backup = CONTROLLERS.find((c) => c.kind === 'DecoratorController')!;
     const schedule = CONTROLLERS.find((c) => c.kind === 'CompositeController')!;
     const cases: [typeof backup, string, RegExp][] = [
-      [backup, read(backup.source).replace('timeout: 10s', 'timeout: 20s'), /spec\.hooks\.customize\.webhook\.timeout is "20s", but the chart's default renders "10s"/],
-      [schedule, read(schedule.source).replace('port: 8080', 'port: 9090'), /spec\.hooks\.sync\.webhook\.service is .*9090/],
-      [schedule, read(schedule.source).replace('resyncPeriodSeconds: 300', 'resyncPeriodSeconds: 60'), /spec\.resyncPeriodSeconds is 60/],
-      [schedule, read(schedule.source).replace('name: talos-etcd-backup-schedule', 'name: nightly'), /metadata\.name is "nightly"/],
+      [
+        backup,
+        read(backup.source).replace('timeout: 10s', 'timeout: 20s'),
+        /spec\.hooks\.customize\.webhook\.timeout is "20s", but the chart's default renders "10s"/,
+      ],
+      [
+        schedule,
+        read(schedule.source).replace('port: 8080', 'port: 9090'),
+        /spec\.hooks\.sync\.webhook\.service is .*9090/,
+      ],
+      [
+        schedule,
+        read(schedule.source).replace('resyncPeriodSeconds: 300', 'resyncPeriodSeconds: 60'),
+        /spec\.resyncPeriodSeconds is 60/,
+      ],
+      [
+        schedule,
+        read(schedule.source).replace('name: talos-etcd-backup-schedule', 'name: nightly'),
+        /metadata\.name is "nightly"/,
+      ],
     ];
-    for (const [controller, text, message] of cases) assert.throws(() => generateControllerTemplate(controller, text, defaults), message);
+    for (const [controller, text, message] of cases)
+      assert.throws(() => generateControllerTemplate(controller, text, defaults), message);
   });
 
   it('finds the chart template stale once its static manifest changes', () => {
     const copy = mkdtempSync(join(tmpdir(), 'talos-etcd-backup-generate-'));
     after(() => rmSync(copy, { recursive: true, force: true }));
     cpSync(join(root, 'README.md'), join(copy, 'README.md'));
-    for (const dir of ['crds', 'metacontroller', 'helm']) cpSync(join(root, dir), join(copy, dir), { recursive: true, verbatimSymlinks: true });
+    for (const dir of ['crds', 'metacontroller', 'helm'])
+      cpSync(join(root, dir), join(copy, dir), { recursive: true, verbatimSymlinks: true });
     for (const file of generate(copy)) writeFileSync(join(copy, file.path), file.content);
     assert.deepEqual(stale(copy), []);
     const source = join(copy, 'metacontroller', 'schedule-controller.yaml');
-    writeFileSync(source, readFileSync(source, 'utf8').replace('generateSelector: true', 'generateSelector: true\n  # a comment the chart must pick up'));
-    assert.deepEqual(stale(copy).map((f) => f.path), ['helm/talos-etcd-backup/templates/metacontroller-schedule-controller.yaml']);
+    writeFileSync(
+      source,
+      readFileSync(source, 'utf8').replace(
+        'generateSelector: true',
+        'generateSelector: true\n  # a comment the chart must pick up',
+      ),
+    );
+    assert.deepEqual(
+      stale(copy).map((f) => f.path),
+      ['helm/talos-etcd-backup/templates/metacontroller-schedule-controller.yaml'],
+    );
   });
 });

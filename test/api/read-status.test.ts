@@ -7,7 +7,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { packageRoot } from '../../src/api/crds.js';
-import { countValues, isReadableBackup, MAX_SPEC_VALUES, readBackupStatus, readScheduleStatus, validateBackupSpec, validateSchedule } from '../../src/api/validation.js';
+import {
+  countValues,
+  isReadableBackup,
+  MAX_SPEC_VALUES,
+  readBackupStatus,
+  readScheduleStatus,
+  validateBackupSpec,
+  validateSchedule,
+} from '../../src/api/validation.js';
 import { buildApp } from '../../src/server/app.js';
 
 type J = any;
@@ -48,7 +56,10 @@ describe('readBackupStatus', () => {
   it('a condition without its required fields is left out of the list', () => {
     const status = running().object.status;
     status.conditions[1].status = 'Maybe';
-    assert.deepEqual(readBackupStatus(status).conditions?.map((c) => c.type), ['Progressing', 'Failed']);
+    assert.deepEqual(
+      readBackupStatus(status).conditions?.map((c) => c.type),
+      ['Progressing', 'Failed'],
+    );
   });
 
   it('an unreadable field inside the report costs that field; a report without a readable state is dropped', () => {
@@ -62,12 +73,14 @@ describe('readBackupStatus', () => {
   });
 
   it('in a status read field by field, fields the CRD does not declare are left out; a status that is not an object is {}', () => {
-    assert.deepEqual(readBackupStatus({ phase: 'Running', colour: 'red', startTime: 'yesterday' }), { phase: 'Running' });
+    assert.deepEqual(readBackupStatus({ phase: 'Running', colour: 'red', startTime: 'yesterday' }), {
+      phase: 'Running',
+    });
     assert.deepEqual(readBackupStatus('Running'), {});
     assert.deepEqual(readBackupStatus([{ phase: 'Running' }]), {});
   });
 
-  it('the sync answer keeps the Job\'s report when another field of the status is unreadable', async () => {
+  it("the sync answer keeps the Job's report when another field of the status is unreadable", async () => {
     const app = await buildApp({ clock: () => new Date('2026-01-15T12:01:20Z') });
     try {
       const body = running();
@@ -86,19 +99,32 @@ describe('readBackupStatus', () => {
 
 describe('readScheduleStatus', () => {
   it('keeps the readable fields of a status with one unreadable time', () => {
-    const status = { lastScheduleTime: '2026-01-15T02:00:00Z', lastSuccessfulBackupTime: '2026-01-15 02:03:00', activeBackups: ['a'] };
+    const status = {
+      lastScheduleTime: '2026-01-15T02:00:00Z',
+      lastSuccessfulBackupTime: '2026-01-15 02:03:00',
+      activeBackups: ['a'],
+    };
     assert.deepEqual(readScheduleStatus(status), { lastScheduleTime: '2026-01-15T02:00:00Z', activeBackups: ['a'] });
   });
 });
 
 describe('specs far larger than any a person writes', () => {
-  const spec = (endpoints: unknown[]) => ({ talosConfigSecretRef: { name: 'tc' }, backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1' } }, endpoints });
+  const spec = (endpoints: unknown[]) => ({
+    talosConfigSecretRef: { name: 'tc' },
+    backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1' } },
+    endpoints,
+  });
 
   it(`more than ${MAX_SPEC_VALUES} values are refused before ajv, CEL and the copy, with one problem`, () => {
     const result = validateBackupSpec(spec(Array(MAX_SPEC_VALUES).fill('10.0.0.1')));
     assert.equal(result.ok, false);
-    assert.deepEqual(result.ok ? [] : result.problems, [`spec: has more than ${MAX_SPEC_VALUES} values (fields and list items); a spec has a few dozen`]);
-    const schedule = validateSchedule({ metadata: { name: 'nightly' }, spec: { schedule: '@daily', backupTemplate: { spec: spec(Array(MAX_SPEC_VALUES).fill('10.0.0.1')) } } });
+    assert.deepEqual(result.ok ? [] : result.problems, [
+      `spec: has more than ${MAX_SPEC_VALUES} values (fields and list items); a spec has a few dozen`,
+    ]);
+    const schedule = validateSchedule({
+      metadata: { name: 'nightly' },
+      spec: { schedule: '@daily', backupTemplate: { spec: spec(Array(MAX_SPEC_VALUES).fill('10.0.0.1')) } },
+    });
     assert.equal(schedule.ok, false);
     assert.equal(isReadableBackup({ spec: spec(Array(MAX_SPEC_VALUES).fill('10.0.0.1')) }), false);
     assert.equal(validateBackupSpec(spec(['10.0.0.1'])).ok, true);

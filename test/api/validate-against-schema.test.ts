@@ -14,7 +14,12 @@ import { backupTemplateSpec } from '../helpers/builders.js';
 type J = any;
 
 function backupObject(name: string, spec: Record<string, unknown> = {}): KubernetesObject {
-  return { apiVersion: API_VERSION, kind: BACKUP_KIND, metadata: { name, namespace: 'backups' }, spec: { ...backupTemplateSpec(), ...spec } };
+  return {
+    apiVersion: API_VERSION,
+    kind: BACKUP_KIND,
+    metadata: { name, namespace: 'backups' },
+    spec: { ...backupTemplateSpec(), ...spec },
+  };
 }
 
 describe('validateAgainstSchema (any CRD schema, as the API server checks a write)', () => {
@@ -32,10 +37,20 @@ describe('validateAgainstSchema (any CRD schema, as the API server checks a writ
   });
 
   it('reports CEL rules, structure and fields the API server would prune, with their paths', () => {
-    const both = validateAgainstSchema(schema, { ...object, spec: { ...(object.spec as J), talosControlPlaneRef: { name: 'tcp' } } });
+    const both = validateAgainstSchema(schema, {
+      ...object,
+      spec: { ...(object.spec as J), talosControlPlaneRef: { name: 'tcp' } },
+    });
     assert.ok(!both.ok);
-    assert.match(both.problems.join('\n'), /^spec: exactly one of talosControlPlaneRef and talosConfigSecretRef must be set$/m);
-    const unknown = validateAgainstSchema(schema, { ...object, extra: true, spec: { ...(object.spec as J), backupStorage: { s3: { bucket: 'b', typo: 1 } } } });
+    assert.match(
+      both.problems.join('\n'),
+      /^spec: exactly one of talosControlPlaneRef and talosConfigSecretRef must be set$/m,
+    );
+    const unknown = validateAgainstSchema(schema, {
+      ...object,
+      extra: true,
+      spec: { ...(object.spec as J), backupStorage: { s3: { bucket: 'b', typo: 1 } } },
+    });
     assert.ok(!unknown.ok);
     assert.deepEqual(unknown.problems.filter((p) => p.includes('prune')).sort(), [
       'extra: unknown field (the API server would prune it)',
@@ -43,6 +58,9 @@ describe('validateAgainstSchema (any CRD schema, as the API server checks a writ
     ]);
     const status = validateAgainstSchema((schema.properties as J).status, { phase: 'Done', colour: 'red' }, 'status');
     assert.ok(!status.ok);
-    assert.deepEqual(status.problems, ['status.phase: must be one of Pending, Running, Succeeded, Failed', 'status.colour: unknown field (the API server would prune it)']);
+    assert.deepEqual(status.problems, [
+      'status.phase: must be one of Pending, Running, Succeeded, Failed',
+      'status.colour: unknown field (the API server would prune it)',
+    ]);
   });
 });

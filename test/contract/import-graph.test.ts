@@ -32,9 +32,13 @@ function packageName(specifier: string): string {
 
 function importsOf(file: string): Import[] {
   // Comments dropped: they mention imports that are not made.
-  const text = readFileSync(join(root, file), 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  const text = readFileSync(join(root, file), 'utf8')
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/^\s*\/\/.*$/gm, '');
   const resolve = (specifier: string): string =>
-    specifier.startsWith('.') ? normalize(join(dirname(file), specifier)).replace(/\.js$/, '.ts') : packageName(specifier);
+    specifier.startsWith('.')
+      ? normalize(join(dirname(file), specifier)).replace(/\.js$/, '.ts')
+      : packageName(specifier);
   return [
     ...[...text.matchAll(STATIC)].map((m) => ({ target: resolve(m[3]!), typeOnly: Boolean(m[2]), dynamic: false })),
     ...[...text.matchAll(DYNAMIC)].map((m) => ({ target: resolve(m[1]!), typeOnly: false, dynamic: true })),
@@ -66,17 +70,26 @@ describe('the import graph of src/', () => {
     assert.ok(cli.some((i) => i.dynamic && i.target === 'src/server/serve.ts'));
     assert.ok([...graph.values()].flat().some((i) => i.typeOnly));
     assert.ok(files.length > 50);
-    for (const [file, imports] of graph) for (const i of imports) if (i.target.startsWith('src/')) assert.ok(graph.has(i.target), `${file} imports ${i.target}, which does not exist`);
+    for (const [file, imports] of graph)
+      for (const i of imports)
+        if (i.target.startsWith('src/'))
+          assert.ok(graph.has(i.target), `${file} imports ${i.target}, which does not exist`);
   });
 
   const rules: [string, (from: string) => boolean, (to: string) => boolean][] = [
     ['src/job/ never imports src/server/', (f) => area(f) === 'job', (t) => area(t) === 'server'],
     ['src/server/ never imports src/job/', (f) => area(f) === 'server', (t) => area(t) === 'job'],
-    ['src/api/ and src/contract/ import neither process', (f) => ['api', 'contract'].includes(area(f)), (t) => ['server', 'job'].includes(area(t)) || t === 'src/cli.ts'],
+    [
+      'src/api/ and src/contract/ import neither process',
+      (f) => ['api', 'contract'].includes(area(f)),
+      (t) => ['server', 'job'].includes(area(t)) || t === 'src/cli.ts',
+    ],
   ];
   for (const [name, from, forbidden] of rules) {
     it(name, () => {
-      const broken = [...graph].flatMap(([file, imports]) => (from(file) ? imports.filter((i) => forbidden(i.target)).map((i) => `${file} → ${i.target}`) : []));
+      const broken = [...graph].flatMap(([file, imports]) =>
+        from(file) ? imports.filter((i) => forbidden(i.target)).map((i) => `${file} → ${i.target}`) : [],
+      );
       assert.deepEqual(broken, []);
     });
   }
@@ -85,9 +98,28 @@ describe('the import graph of src/', () => {
     // What `talos-etcd-backup snapshot` (and verify, delete, restore) loads: the entry's static imports, then the
     // Job's modules with everything they import, also dynamically.
     // Job's modules with everything they import, also dynamically (the entry imports serve's modules only for serve).
-    const job = loaded(['src/main.ts', ...files.filter((f) => area(f) === 'job')], (from, i) => !i.dynamic || area(from) === 'job');
-    const serverOnly = ['fastify', 'fastify-plugin', 'ajv', 'ajv-formats', 'prom-client', 'croner', 'close-with-grace', '@marcbachmann/cel-js', '@kubernetes/client-node'];
-    assert.deepEqual([...job].filter((t) => area(t) === 'server' || serverOnly.includes(t)), []);
-    assert.ok(job.has('@grpc/grpc-js') && job.has('@aws-sdk/client-s3'), 'the check sees the packages the Job does load');
+    const job = loaded(
+      ['src/main.ts', ...files.filter((f) => area(f) === 'job')],
+      (from, i) => !i.dynamic || area(from) === 'job',
+    );
+    const serverOnly = [
+      'fastify',
+      'fastify-plugin',
+      'ajv',
+      'ajv-formats',
+      'prom-client',
+      'croner',
+      'close-with-grace',
+      '@marcbachmann/cel-js',
+      '@kubernetes/client-node',
+    ];
+    assert.deepEqual(
+      [...job].filter((t) => area(t) === 'server' || serverOnly.includes(t)),
+      [],
+    );
+    assert.ok(
+      job.has('@grpc/grpc-js') && job.has('@aws-sdk/client-s3'),
+      'the check sees the packages the Job does load',
+    );
   });
 });

@@ -15,7 +15,6 @@ import { isAlive } from '../harness/processes.js';
 
 const NS = 'kubelet-test';
 
-
 describe('test kubelet on the real API server', () => {
   let cp: ControlPlane;
   let kubelet: Kubelet;
@@ -32,43 +31,79 @@ describe('test kubelet on the real API server', () => {
     batch = kc.makeApiClient(BatchV1Api);
     await core.createNamespace({ body: { metadata: { name: NS } } });
     // Pods need the namespace's default ServiceAccount (admission) and kube-root-ca.crt (the token volume).
-    await kubelet.waitFor('the default ServiceAccount and kube-root-ca.crt', async () => {
-      const sa = await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' }).catch(() => undefined);
-      const cm = await core.readNamespacedConfigMap({ namespace: NS, name: 'kube-root-ca.crt' }).catch(() => undefined);
-      return Boolean(sa && cm);
-    }, 30_000);
+    await kubelet.waitFor(
+      'the default ServiceAccount and kube-root-ca.crt',
+      async () => {
+        const sa = await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' }).catch(() => undefined);
+        const cm = await core
+          .readNamespacedConfigMap({ namespace: NS, name: 'kube-root-ca.crt' })
+          .catch(() => undefined);
+        return Boolean(sa && cm);
+      },
+      30_000,
+    );
   });
   after(async () => {
     await kubelet?.stop();
     await cp?.stop();
   });
 
-  const job = (name: string, script: string, spec: Record<string, unknown> = {}, podSpec: Record<string, unknown> = {}): V1Job => ({
+  const job = (
+    name: string,
+    script: string,
+    spec: Record<string, unknown> = {},
+    podSpec: Record<string, unknown> = {},
+  ): V1Job => ({
     apiVersion: 'batch/v1',
     kind: 'Job',
     metadata: { name, namespace: NS },
     spec: {
       backoffLimit: 0,
       ...spec,
-      template: { metadata: { labels: { app: name } }, spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', script] }], ...podSpec } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          restartPolicy: 'Never',
+          containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', script] }],
+          ...podSpec,
+        },
+      },
     },
   });
 
   async function jobCondition(name: string, timeoutMs = 60_000): Promise<{ type: string; reason?: string }> {
-    return kubelet.waitFor(`Job ${name} to finish`, async () => {
-      const j = await batch.readNamespacedJob({ namespace: NS, name });
-      const c = j.status?.conditions?.find((x) => (x.type === 'Complete' || x.type === 'Failed') && x.status === 'True');
-      return c && { type: c.type, ...(c.reason && { reason: c.reason }) };
-    }, timeoutMs);
+    return kubelet.waitFor(
+      `Job ${name} to finish`,
+      async () => {
+        const j = await batch.readNamespacedJob({ namespace: NS, name });
+        const c = j.status?.conditions?.find(
+          (x) => (x.type === 'Complete' || x.type === 'Failed') && x.status === 'True',
+        );
+        return c && { type: c.type, ...(c.reason && { reason: c.reason }) };
+      },
+      timeoutMs,
+    );
   }
 
   const readPod = (name: string): Promise<V1Pod> => core.readNamespacedPod({ namespace: NS, name });
-  const podGone = (name: string) => kubelet.waitFor(`pod ${name} to be gone from the API`, () => readPod(name).then(() => false, (err: { code?: number }) => err.code === 404), 30_000);
+  const podGone = (name: string) =>
+    kubelet.waitFor(
+      `pod ${name} to be gone from the API`,
+      () =>
+        readPod(name).then(
+          () => false,
+          (err: { code?: number }) => err.code === 404,
+        ),
+      30_000,
+    );
 
-  it('registers a Ready node, binds the Job\'s pod, runs it, and the real Job controller completes the Job', async () => {
+  it("registers a Ready node, binds the Job's pod, runs it, and the real Job controller completes the Job", async () => {
     const node = await core.readNode({ name: kubelet.nodeName });
     assert.equal(node.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
-    await batch.createNamespacedJob({ namespace: NS, body: job('hello', "console.log('hello from', process.env.HOSTNAME)") });
+    await batch.createNamespacedJob({
+      namespace: NS,
+      body: job('hello', "console.log('hello from', process.env.HOSTNAME)"),
+    });
     assert.deepEqual(await jobCondition('hello'), { type: 'Complete', reason: 'CompletionsReached' });
     const run = kubelet.pod({ namespace: NS, job: 'hello' })!;
     assert.equal(run.attempt, 1);
@@ -84,16 +119,32 @@ describe('test kubelet on the real API server', () => {
     assert.equal(terminated?.reason, 'Completed');
     assert.ok(terminated?.startedAt && terminated.finishedAt);
     const conditions = Object.fromEntries((pod.status?.conditions ?? []).map((c) => [c.type, c.status]));
-    assert.deepEqual(conditions, { PodReadyToStartContainers: 'False', Initialized: 'True', Ready: 'False', ContainersReady: 'False', PodScheduled: 'True' });
+    assert.deepEqual(conditions, {
+      PodReadyToStartContainers: 'False',
+      Initialized: 'True',
+      Ready: 'False',
+      ContainersReady: 'False',
+      PodScheduled: 'True',
+    });
     // The Job controller accounted for the pod: its tracking finalizer is gone.
     assert.ok(!(pod.metadata?.finalizers ?? []).includes('batch.kubernetes.io/job-tracking'));
     await kubelet.idle(10_000);
   });
 
-  it('resolves env and volumes as the kubelet does; the projected token is the pod\'s own, bound to it', async () => {
+  it("resolves env and volumes as the kubelet does; the projected token is the pod's own, bound to it", async () => {
     await core.createNamespacedServiceAccount({ namespace: NS, body: { metadata: { name: 'reader' } } });
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 's1' }, stringData: { password: 'pa55', other: 'x' } } });
-    await core.createNamespacedConfigMap({ namespace: NS, body: { metadata: { name: 'cm1' }, data: { greeting: 'hi', 'colour.txt': 'blue' }, binaryData: { 'blob.bin': Buffer.from([1, 2, 3]).toString('base64') } } });
+    await core.createNamespacedSecret({
+      namespace: NS,
+      body: { metadata: { name: 's1' }, stringData: { password: 'pa55', other: 'x' } },
+    });
+    await core.createNamespacedConfigMap({
+      namespace: NS,
+      body: {
+        metadata: { name: 'cm1' },
+        data: { greeting: 'hi', 'colour.txt': 'blue' },
+        binaryData: { 'blob.bin': Buffer.from([1, 2, 3]).toString('base64') },
+      },
+    });
     const script = `
       const fs = require('fs'), https = require('https'), path = require('path');
       const read = (p) => fs.readFileSync(p, 'utf8');
@@ -118,26 +169,34 @@ describe('test kubelet on the real API server', () => {
         res.on('end', () => { out.review = { status: res.statusCode, user: JSON.parse(body).status.userInfo }; console.log(JSON.stringify(out)); });
       });
       req.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' }));`;
-    const body = job('resolve', script, {}, {
-      serviceAccountName: 'reader',
-      volumes: [
-        { name: 'creds', secret: { secretName: 's1', items: [{ key: 'password', path: 'pw', mode: 0o600 }], defaultMode: 0o400 } },
-        { name: 'config', configMap: { name: 'cm1', defaultMode: 0o440 } },
-        { name: 'scratch', emptyDir: {} },
-        { name: 'podinfo', downwardAPI: { items: [{ path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } }] } },
-        {
-          name: 'bundle',
-          projected: {
-            sources: [
-              { secret: { name: 's1', items: [{ key: 'password', path: 'pw' }] } },
-              { configMap: { name: 'cm1', items: [{ key: 'colour.txt', path: 'colour' }] } },
-              { downwardAPI: { items: [{ path: 'ns', fieldRef: { fieldPath: 'metadata.namespace' } }] } },
-              { serviceAccountToken: { audience: 'vault', expirationSeconds: 600, path: 'vault-token' } },
-            ],
+    const body = job(
+      'resolve',
+      script,
+      {},
+      {
+        serviceAccountName: 'reader',
+        volumes: [
+          {
+            name: 'creds',
+            secret: { secretName: 's1', items: [{ key: 'password', path: 'pw', mode: 0o600 }], defaultMode: 0o400 },
           },
-        },
-      ],
-    });
+          { name: 'config', configMap: { name: 'cm1', defaultMode: 0o440 } },
+          { name: 'scratch', emptyDir: {} },
+          { name: 'podinfo', downwardAPI: { items: [{ path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } }] } },
+          {
+            name: 'bundle',
+            projected: {
+              sources: [
+                { secret: { name: 's1', items: [{ key: 'password', path: 'pw' }] } },
+                { configMap: { name: 'cm1', items: [{ key: 'colour.txt', path: 'colour' }] } },
+                { downwardAPI: { items: [{ path: 'ns', fieldRef: { fieldPath: 'metadata.namespace' } }] } },
+                { serviceAccountToken: { audience: 'vault', expirationSeconds: 600, path: 'vault-token' } },
+              ],
+            },
+          },
+        ],
+      },
+    );
     const container = body.spec!.template.spec!.containers[0]!;
     container.volumeMounts = [
       { name: 'creds', mountPath: '/etc/creds', readOnly: true },
@@ -146,7 +205,10 @@ describe('test kubelet on the real API server', () => {
       { name: 'podinfo', mountPath: '/etc/podinfo' },
       { name: 'bundle', mountPath: '/etc/projected' },
     ];
-    container.envFrom = [{ prefix: 'CM_', configMapRef: { name: 'cm1' } }, { secretRef: { name: 'no-such-secret', optional: true } }];
+    container.envFrom = [
+      { prefix: 'CM_', configMapRef: { name: 'cm1' } },
+      { secretRef: { name: 'no-such-secret', optional: true } },
+    ];
     container.env = [
       { name: 'PLAIN', value: 'plain' },
       { name: 'EXPANDED', value: '$(PLAIN)-$(KUBERNETES_SERVICE_PORT)-$$(PLAIN)-$(UNDEFINED)' },
@@ -181,42 +243,55 @@ describe('test kubelet on the real API server', () => {
     const pod = await readPod(run.name);
     const out = JSON.parse(run.stdout) as Record<string, any>;
 
-    assert.deepEqual(out.env, {
-      CM_greeting: 'hi',
-      'CM_colour.txt': 'blue',
-      HOSTNAME: run.name,
-      KUBERNETES_SERVICE_HOST: '127.0.0.1',
-      KUBERNETES_SERVICE_PORT: String(cp.port),
-      KUBERNETES_SERVICE_PORT_HTTPS: String(cp.port),
-      KUBERNETES_PORT: `tcp://127.0.0.1:${cp.port}`,
-      [`KUBERNETES_PORT_${cp.port}_TCP`]: `tcp://127.0.0.1:${cp.port}`,
-      [`KUBERNETES_PORT_${cp.port}_TCP_PROTO`]: 'tcp',
-      [`KUBERNETES_PORT_${cp.port}_TCP_PORT`]: String(cp.port),
-      [`KUBERNETES_PORT_${cp.port}_TCP_ADDR`]: '127.0.0.1',
-      PLAIN: 'plain',
-      EXPANDED: `plain-${cp.port}-$(PLAIN)-$(UNDEFINED)`,
-      FROM_SECRET: 'pa55',
-      FROM_CM: 'hi',
-      POD_NAME: run.name,
-      POD_NAMESPACE: NS,
-      POD_UID: pod.metadata!.uid,
-      APP_LABEL: 'resolve',
-      MISSING_ANNOTATION: '',
-      NODE: kubelet.nodeName,
-      SA: 'reader',
-      POD_IP: '127.0.0.1',
-      HOST_IP: '127.0.0.1',
-    }, 'nothing of the test process leaks in; optional refs that are missing are left out');
+    assert.deepEqual(
+      out.env,
+      {
+        CM_greeting: 'hi',
+        'CM_colour.txt': 'blue',
+        HOSTNAME: run.name,
+        KUBERNETES_SERVICE_HOST: '127.0.0.1',
+        KUBERNETES_SERVICE_PORT: String(cp.port),
+        KUBERNETES_SERVICE_PORT_HTTPS: String(cp.port),
+        KUBERNETES_PORT: `tcp://127.0.0.1:${cp.port}`,
+        [`KUBERNETES_PORT_${cp.port}_TCP`]: `tcp://127.0.0.1:${cp.port}`,
+        [`KUBERNETES_PORT_${cp.port}_TCP_PROTO`]: 'tcp',
+        [`KUBERNETES_PORT_${cp.port}_TCP_PORT`]: String(cp.port),
+        [`KUBERNETES_PORT_${cp.port}_TCP_ADDR`]: '127.0.0.1',
+        PLAIN: 'plain',
+        EXPANDED: `plain-${cp.port}-$(PLAIN)-$(UNDEFINED)`,
+        FROM_SECRET: 'pa55',
+        FROM_CM: 'hi',
+        POD_NAME: run.name,
+        POD_NAMESPACE: NS,
+        POD_UID: pod.metadata!.uid,
+        APP_LABEL: 'resolve',
+        MISSING_ANNOTATION: '',
+        NODE: kubelet.nodeName,
+        SA: 'reader',
+        POD_IP: '127.0.0.1',
+        HOST_IP: '127.0.0.1',
+      },
+      'nothing of the test process leaks in; optional refs that are missing are left out',
+    );
     assert.deepEqual(out.secretFile, ['pa55', '600'], 'item mode over defaultMode');
     assert.deepEqual(out.cm, { greeting: ['hi', '440'], blob: [1, 2, 3] }, 'a ConfigMap volume has binaryData too');
     assert.equal(out.scratch, 'ok');
     assert.match(out.downward, /^app="resolve"$/m);
-    assert.deepEqual(out.projected, { secret: 'pa55', colour: 'blue', ns: NS, vaultAud: ['vault'], vaultPod: run.name });
+    assert.deepEqual(out.projected, {
+      secret: 'pa55',
+      colour: 'blue',
+      ns: NS,
+      vaultAud: ['vault'],
+      vaultPod: run.name,
+    });
     assert.equal(out.saNamespace, NS);
 
     // The admission plugin added the kube-api-access volume; the token in it authenticates as the pod's service
     // account, bound to this pod on this node.
-    assert.ok(pod.spec?.volumes?.some((v) => v.name.startsWith('kube-api-access-') && v.projected), 'the ServiceAccount admission plugin mounted the token volume');
+    assert.ok(
+      pod.spec?.volumes?.some((v) => v.name.startsWith('kube-api-access-') && v.projected),
+      'the ServiceAccount admission plugin mounted the token volume',
+    );
     assert.equal(out.review.status, 201);
     assert.equal(out.review.user.username, `system:serviceaccount:${NS}:reader`);
     assert.deepEqual(out.review.user.extra['authentication.kubernetes.io/pod-name'], [run.name]);
@@ -226,15 +301,23 @@ describe('test kubelet on the real API server', () => {
 
   it('a missing Secret or key keeps the pod Pending in CreateContainerConfigError; it starts once both exist', async () => {
     const body = job('late-secret', 'console.log(process.env.TOKEN.length)');
-    body.spec!.template.spec!.containers[0]!.env = [{ name: 'TOKEN', valueFrom: { secretKeyRef: { name: 'late', key: 'token' } } }];
+    body.spec!.template.spec!.containers[0]!.env = [
+      { name: 'TOKEN', valueFrom: { secretKeyRef: { name: 'late', key: 'token' } } },
+    ];
     await batch.createNamespacedJob({ namespace: NS, body });
     const waiting = async (message: string) => {
       const run = await kubelet.waitForPod({ namespace: NS, job: 'late-secret' }, 'Waiting');
-      return kubelet.waitFor(`pod waiting with ${message}`, async () => {
-        const status = (await readPod(run.name)).status;
-        const w = status?.containerStatuses?.[0]?.state?.waiting;
-        return w?.reason === 'CreateContainerConfigError' && w.message === message && status?.phase === 'Pending' && run;
-      }, 20_000);
+      return kubelet.waitFor(
+        `pod waiting with ${message}`,
+        async () => {
+          const status = (await readPod(run.name)).status;
+          const w = status?.containerStatuses?.[0]?.state?.waiting;
+          return (
+            w?.reason === 'CreateContainerConfigError' && w.message === message && status?.phase === 'Pending' && run
+          );
+        },
+        20_000,
+      );
     };
     const run = await waiting('secret "late" not found');
     assert.equal(run.pid, undefined, 'no process started');
@@ -242,17 +325,29 @@ describe('test kubelet on the real API server', () => {
     const active = await batch.readNamespacedJob({ namespace: NS, name: 'late-secret' });
     assert.equal(active.status?.active, 1, 'the Job controller counts it as active');
 
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'late' }, stringData: { other: 'x' } } });
+    await core.createNamespacedSecret({
+      namespace: NS,
+      body: { metadata: { name: 'late' }, stringData: { other: 'x' } },
+    });
     await waiting(`couldn't find key token in Secret ${NS}/late`);
-    await core.patchNamespacedSecret({ namespace: NS, name: 'late', body: [{ op: 'add', path: '/data/token', value: Buffer.from('abcdef').toString('base64') }] });
+    await core.patchNamespacedSecret({
+      namespace: NS,
+      name: 'late',
+      body: [{ op: 'add', path: '/data/token', value: Buffer.from('abcdef').toString('base64') }],
+    });
     assert.equal((await jobCondition('late-secret')).type, 'Complete');
     assert.equal(run.stdout, '6\n');
     assert.deepEqual(run.configErrors, []);
-    assert.equal(kubelet.pods().filter((r) => r.job === 'late-secret').length, 1, 'the same pod started: no retry was spent');
+    assert.equal(
+      kubelet.pods().filter((r) => r.job === 'late-secret').length,
+      1,
+      'the same pod started: no retry was spent',
+    );
   });
 
-  it("deleting a Job (background propagation): the garbage collector deletes its pod, the kubelet SIGTERMs it and removes it", async () => {
-    const script = "process.on('SIGTERM', () => { console.log('got SIGTERM'); process.exit(3); }); console.log('up'); setInterval(() => {}, 1000);";
+  it('deleting a Job (background propagation): the garbage collector deletes its pod, the kubelet SIGTERMs it and removes it', async () => {
+    const script =
+      "process.on('SIGTERM', () => { console.log('got SIGTERM'); process.exit(3); }); console.log('up'); setInterval(() => {}, 1000);";
     await batch.createNamespacedJob({ namespace: NS, body: job('doomed', script) });
     const run = await kubelet.waitForPod({ namespace: NS, job: 'doomed' }, 'Running');
     await kubelet.waitFor('the container to be up', () => run.stdout.includes('up'), 20_000);
@@ -271,10 +366,31 @@ describe('test kubelet on the real API server', () => {
   it('a container that ignores SIGTERM is SIGKILLed after its terminationGracePeriodSeconds; kill() injects faults', async () => {
     await core.createNamespacedPod({
       namespace: NS,
-      body: { metadata: { name: 'stubborn' }, spec: { restartPolicy: 'Never', terminationGracePeriodSeconds: 1, containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', "process.on('SIGTERM', () => console.log('ignored')); console.log('armed'); setInterval(() => {}, 1000);"] }] } },
+      body: {
+        metadata: { name: 'stubborn' },
+        spec: {
+          restartPolicy: 'Never',
+          terminationGracePeriodSeconds: 1,
+          containers: [
+            {
+              name: 'main',
+              image: 'node:22',
+              command: [
+                'node',
+                '-e',
+                "process.on('SIGTERM', () => console.log('ignored')); console.log('armed'); setInterval(() => {}, 1000);",
+              ],
+            },
+          ],
+        },
+      },
     });
     const stubborn = await kubelet.waitForPod({ namespace: NS, name: 'stubborn' }, 'Running');
-    await kubelet.waitFor('the handler to be installed', async () => stubborn.stdout.includes('armed') && (await readPod('stubborn')).status?.phase === 'Running', 20_000);
+    await kubelet.waitFor(
+      'the handler to be installed',
+      async () => stubborn.stdout.includes('armed') && (await readPod('stubborn')).status?.phase === 'Running',
+      20_000,
+    );
     await core.deleteNamespacedPod({ namespace: NS, name: 'stubborn' });
     await kubelet.waitForPod({ namespace: NS, name: 'stubborn' }, 'Terminated', 20_000);
     assert.deepEqual(stubborn.signalsSent, ['SIGTERM', 'SIGKILL']);
@@ -282,7 +398,16 @@ describe('test kubelet on the real API server', () => {
     assert.equal(stubborn.stdout, 'armed\nignored\n');
     await podGone('stubborn');
 
-    await core.createNamespacedPod({ namespace: NS, body: { metadata: { name: 'victim' }, spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', 'setInterval(() => {}, 1000)'] }] } } });
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: {
+        metadata: { name: 'victim' },
+        spec: {
+          restartPolicy: 'Never',
+          containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', 'setInterval(() => {}, 1000)'] }],
+        },
+      },
+    });
     await kubelet.waitForPod({ namespace: NS, name: 'victim' }, 'Running');
     kubelet.kill(NS, 'victim', 'SIGKILL');
     const victim = await kubelet.waitForPod({ namespace: NS, name: 'victim' }, 'Terminated');
@@ -294,9 +419,23 @@ describe('test kubelet on the real API server', () => {
     assert.throws(() => kubelet.kill(NS, 'victim'), /no running process/);
   });
 
-  it("leaves a pod whose nodeSelector the node does not satisfy unbound, PodScheduled False (Unschedulable)", async () => {
-    await core.createNamespacedPod({ namespace: NS, body: { metadata: { name: 'picky' }, spec: { restartPolicy: 'Never', nodeSelector: { disk: 'ssd' }, containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', '0'] }] } } });
-    const scheduled = await kubelet.waitFor('the scheduling verdict', async () => (await readPod('picky')).status?.conditions?.find((x) => x.type === 'PodScheduled'), 20_000);
+  it('leaves a pod whose nodeSelector the node does not satisfy unbound, PodScheduled False (Unschedulable)', async () => {
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: {
+        metadata: { name: 'picky' },
+        spec: {
+          restartPolicy: 'Never',
+          nodeSelector: { disk: 'ssd' },
+          containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', '0'] }],
+        },
+      },
+    });
+    const scheduled = await kubelet.waitFor(
+      'the scheduling verdict',
+      async () => (await readPod('picky')).status?.conditions?.find((x) => x.type === 'PodScheduled'),
+      20_000,
+    );
     assert.deepEqual([scheduled.status, scheduled.reason], ['False', 'Unschedulable']);
     assert.equal((await readPod('picky')).spec?.nodeName, undefined);
     await assert.rejects(kubelet.idle(1_000), /not within 1 s/, 'a pod waiting to be scheduled keeps the kubelet busy');
@@ -311,13 +450,28 @@ describe('test kubelet on the real API server', () => {
     try {
       await core.createNamespacedPod({
         namespace: NS,
-        body: { metadata: { name: 'host-path' }, spec: { nodeName: 'strict-node', restartPolicy: 'Never', volumes: [{ name: 'h', hostPath: { path: '/etc' } }], containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', '0'] }] } },
+        body: {
+          metadata: { name: 'host-path' },
+          spec: {
+            nodeName: 'strict-node',
+            restartPolicy: 'Never',
+            volumes: [{ name: 'h', hostPath: { path: '/etc' } }],
+            containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', '0'] }],
+          },
+        },
       });
-      await assert.rejects(strict.waitForPod({ namespace: NS, name: 'host-path' }, 'Running', 20_000), /the test kubelet cannot run it: volume h: hostPath volumes are not emulated/);
+      await assert.rejects(
+        strict.waitForPod({ namespace: NS, name: 'host-path' }, 'Running', 20_000),
+        /the test kubelet cannot run it: volume h: hostPath volumes are not emulated/,
+      );
       assert.equal(strict.problems().length, 1);
-      const waitingReason = await strict.waitFor('the refusal in the pod status', async () => (await readPod('host-path')).status?.containerStatuses?.[0]?.state?.waiting?.reason, 10_000);
+      const waitingReason = await strict.waitFor(
+        'the refusal in the pod status',
+        async () => (await readPod('host-path')).status?.containerStatuses?.[0]?.state?.waiting?.reason,
+        10_000,
+      );
       assert.equal(waitingReason, 'TestKubeletUnsupported');
-      assert.equal(kubelet.pod({ name: 'host-path' }), undefined, 'a pod bound to another node is not this kubelet\'s');
+      assert.equal(kubelet.pod({ name: 'host-path' }), undefined, "a pod bound to another node is not this kubelet's");
     } finally {
       await strict.stop();
       await core.deleteNamespacedPod({ namespace: NS, name: 'host-path', gracePeriodSeconds: 0 });
@@ -325,11 +479,23 @@ describe('test kubelet on the real API server', () => {
   });
 
   it('stop() kills every process and removes every directory; a second stop() is a no-op', async () => {
-    await core.createNamespacedPod({ namespace: NS, body: { metadata: { name: 'forever' }, spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', 'setInterval(() => {}, 1000)'] }] } } });
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: {
+        metadata: { name: 'forever' },
+        spec: {
+          restartPolicy: 'Never',
+          containers: [{ name: 'main', image: 'node:22', command: ['node', '-e', 'setInterval(() => {}, 1000)'] }],
+        },
+      },
+    });
     const run = await kubelet.waitForPod({ namespace: NS, name: 'forever' }, 'Running');
     assert.ok(isAlive(run.pid!));
     assert.ok(existsSync(run.dir!));
-    assert.deepEqual(kubelet.running().map((r) => r.name), ['forever']);
+    assert.deepEqual(
+      kubelet.running().map((r) => r.name),
+      ['forever'],
+    );
     await kubelet.stop();
     assert.equal(isAlive(run.pid!), false, 'the process is gone');
     assert.equal(existsSync(dirname(run.dir!)), false, "the kubelet's directory is gone");

@@ -75,7 +75,13 @@ interface FieldRef {
 interface EnvVar {
   name: string;
   value?: string;
-  valueFrom?: { secretKeyRef?: KeyRef; configMapKeyRef?: KeyRef; fieldRef?: FieldRef; resourceFieldRef?: unknown; fileKeyRef?: unknown };
+  valueFrom?: {
+    secretKeyRef?: KeyRef;
+    configMapKeyRef?: KeyRef;
+    fieldRef?: FieldRef;
+    resourceFieldRef?: unknown;
+    fileKeyRef?: unknown;
+  };
 }
 interface EnvFromSource {
   prefix?: string;
@@ -275,7 +281,11 @@ export interface Kubelet {
   /** Resolves with the first match in `state` (Running: started, also if it has stopped since; Terminated: stopped). */
   waitForPod(match: PodMatch, state: 'Waiting' | 'Running' | 'Terminated', timeoutMs?: number): Promise<PodRun>;
   /** Polls `check` until it returns a value other than undefined/false; rejects after timeoutMs naming `what`. */
-  waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs?: number): Promise<T>;
+  waitFor<T>(
+    what: string,
+    check: () => T | undefined | false | Promise<T | undefined | false>,
+    timeoutMs?: number,
+  ): Promise<T>;
   /** Resolves once no pod runs and none waits to start (bounded: rejects after timeoutMs, default 60 s). */
   idle(timeoutMs?: number): Promise<void>;
   /** Fault injection: sends `signal` (default SIGKILL) to a running pod's process. */
@@ -323,9 +333,9 @@ const errorMessage = (err: unknown): string => {
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-
 function checkRelative(path: string): void {
-  if (isAbsolute(path) || path.split('/').includes('..')) throw new Unsupported(`invalid relative path ${JSON.stringify(path)} (the API server would reject this pod)`);
+  if (isAbsolute(path) || path.split('/').includes('..'))
+    throw new Unsupported(`invalid relative path ${JSON.stringify(path)} (the API server would reject this pod)`);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -366,7 +376,13 @@ interface ResolveContext {
 }
 
 /** Secret `data` (base64) or ConfigMap `data` (+ `binaryData` for volumes) as bytes; undefined when not found. */
-async function readSource(ctx: ResolveContext, kind: 'Secret' | 'ConfigMap', namespace: string, name: string, forEnv: boolean): Promise<Map<string, Buffer> | undefined> {
+async function readSource(
+  ctx: ResolveContext,
+  kind: 'Secret' | 'ConfigMap',
+  namespace: string,
+  name: string,
+  forEnv: boolean,
+): Promise<Map<string, Buffer> | undefined> {
   try {
     const out = new Map<string, Buffer>();
     if (kind === 'Secret') {
@@ -417,10 +433,14 @@ function fieldValue(pod: Pod, ref: FieldRef, nodeName: string): string {
 /** Refuses what this kubelet cannot run faithfully. */
 function checkSupported(pod: Pod): Container {
   const spec = pod.spec;
-  if (spec.containers.length !== 1) throw new Unsupported(`${spec.containers.length} containers: only pods with one container are emulated`);
+  if (spec.containers.length !== 1)
+    throw new Unsupported(`${spec.containers.length} containers: only pods with one container are emulated`);
   if (spec.initContainers?.length) throw new Unsupported('init containers are not emulated');
   if (spec.ephemeralContainers?.length) throw new Unsupported('ephemeral containers are not emulated');
-  if ((spec.restartPolicy ?? 'Always') !== 'Never') throw new Unsupported(`restartPolicy ${spec.restartPolicy ?? 'Always'}: only Never is emulated (no container restarts)`);
+  if ((spec.restartPolicy ?? 'Always') !== 'Never')
+    throw new Unsupported(
+      `restartPolicy ${spec.restartPolicy ?? 'Always'}: only Never is emulated (no container restarts)`,
+    );
   const container = spec.containers[0]!;
   for (const field of ['livenessProbe', 'readinessProbe', 'startupProbe', 'lifecycle', 'restartPolicy'] as const) {
     if (container[field] !== undefined) throw new Unsupported(`container ${container.name}: ${field} is not emulated`);
@@ -442,8 +462,17 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
   try {
     // ---- volumes: every pod volume is set up before any container starts (WaitForAttachAndMount)
     const volumeDirs = new Map<string, string>();
-    const mountFailed = (volume: string, why: string) => new NotReady('ContainerCreating', `MountVolume.SetUp failed for volume "${volume}" : ${why}`);
-    const writeItems = async (vdir: string, data: Map<string, Buffer>, items: KeyToPath[] | undefined, defaultMode: number, missingKey: (key: string) => string, optional: boolean, volume: string) => {
+    const mountFailed = (volume: string, why: string) =>
+      new NotReady('ContainerCreating', `MountVolume.SetUp failed for volume "${volume}" : ${why}`);
+    const writeItems = async (
+      vdir: string,
+      data: Map<string, Buffer>,
+      items: KeyToPath[] | undefined,
+      defaultMode: number,
+      missingKey: (key: string) => string,
+      optional: boolean,
+      volume: string,
+    ) => {
       for (const item of items ?? [...data.keys()].map((key): KeyToPath => ({ key, path: key }))) {
         checkRelative(item.path);
         const bytes = data.get(item.key);
@@ -457,8 +486,14 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     const writeDownward = async (vdir: string, items: DownwardItem[] | undefined, defaultMode: number) => {
       for (const item of items ?? []) {
         checkRelative(item.path);
-        if (item.resourceFieldRef !== undefined || !item.fieldRef) throw new Unsupported(`downward API item ${item.path}: only fieldRef is emulated`);
-        await writeVolumeFile(vdir, item.path, Buffer.from(fieldValue(pod, item.fieldRef, ctx.nodeName)), item.mode ?? defaultMode);
+        if (item.resourceFieldRef !== undefined || !item.fieldRef)
+          throw new Unsupported(`downward API item ${item.path}: only fieldRef is emulated`);
+        await writeVolumeFile(
+          vdir,
+          item.path,
+          Buffer.from(fieldValue(pod, item.fieldRef, ctx.nodeName)),
+          item.mode ?? defaultMode,
+        );
       }
     };
     for (const volume of pod.spec.volumes ?? []) {
@@ -477,8 +512,19 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
           if (source.optional) continue;
           throw mountFailed(volume.name, `${kind.toLowerCase()} "${name}" not found`);
         }
-        const missing = (key: string) => (kind === 'Secret' ? `references non-existent secret key: ${key}` : `configmap references non-existent config key: ${key}`);
-        await writeItems(vdir, data, source.items, source.defaultMode ?? 0o644, missing, source.optional === true, volume.name);
+        const missing = (key: string) =>
+          kind === 'Secret'
+            ? `references non-existent secret key: ${key}`
+            : `configmap references non-existent config key: ${key}`;
+        await writeItems(
+          vdir,
+          data,
+          source.items,
+          source.defaultMode ?? 0o644,
+          missing,
+          source.optional === true,
+          volume.name,
+        );
         continue;
       }
       if (volume.downwardAPI) {
@@ -511,7 +557,8 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
               token = answer.status?.token;
             } catch (err) {
               const code = errorCode(err);
-              if (code !== undefined && code < 500) throw mountFailed(volume.name, `failed to fetch token: ${errorMessage(err)}`);
+              if (code !== undefined && code < 500)
+                throw mountFailed(volume.name, `failed to fetch token: ${errorMessage(err)}`);
               throw err;
             }
             if (!token) throw mountFailed(volume.name, 'failed to fetch token: the TokenRequest answer holds no token');
@@ -544,8 +591,10 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     let serviceAccountDir: string | undefined;
     for (const mount of mounts) {
       const vdir = volumeDirs.get(mount.name);
-      if (!vdir) throw new Unsupported(`volumeMount ${mount.name} names no pod volume (the API server would reject this pod)`);
-      if (mount.subPathExpr !== undefined) throw new Unsupported(`volumeMount ${mount.name}: subPathExpr is not emulated`);
+      if (!vdir)
+        throw new Unsupported(`volumeMount ${mount.name} names no pod volume (the API server would reject this pod)`);
+      if (mount.subPathExpr !== undefined)
+        throw new Unsupported(`volumeMount ${mount.name}: subPathExpr is not emulated`);
       if (!isAbsolute(mount.mountPath)) throw new Unsupported(`mountPath ${mount.mountPath} is not absolute`);
       if (mount.subPath) checkRelative(mount.subPath);
       const source = mount.subPath ? join(vdir, mount.subPath) : vdir;
@@ -572,7 +621,8 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     const own = new Map<string, string>();
     for (const from of container.envFrom ?? []) {
       const ref = from.secretRef ?? from.configMapRef;
-      if (!ref || (from.secretRef && from.configMapRef)) throw new Unsupported(`envFrom ${JSON.stringify(from)} is not emulated`);
+      if (!ref || (from.secretRef && from.configMapRef))
+        throw new Unsupported(`envFrom ${JSON.stringify(from)} is not emulated`);
       const kind = from.secretRef ? 'Secret' : 'ConfigMap';
       const name = ref.name ?? '';
       const data = await readSource(ctx, kind, namespace, name, true);
@@ -585,7 +635,10 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     for (const envVar of container.env ?? []) {
       const from = envVar.valueFrom;
       if (!from) {
-        own.set(envVar.name, expandVars(envVar.value ?? '', (name) => own.get(name) ?? serviceEnv[name]));
+        own.set(
+          envVar.name,
+          expandVars(envVar.value ?? '', (name) => own.get(name) ?? serviceEnv[name]),
+        );
         continue;
       }
       const ref = from.secretKeyRef ?? from.configMapKeyRef;
@@ -600,7 +653,10 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
         const bytes = data.get(ref.key);
         if (!bytes) {
           if (ref.optional) continue;
-          throw new NotReady('CreateContainerConfigError', `couldn't find key ${ref.key} in ${kind} ${namespace}/${name}`);
+          throw new NotReady(
+            'CreateContainerConfigError',
+            `couldn't find key ${ref.key} in ${kind} ${namespace}/${name}`,
+          );
         }
         own.set(envVar.name, bytes.toString('utf8'));
         continue;
@@ -636,7 +692,10 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     const argv = container.command?.length
       ? [...container.command, ...(container.args ?? [])]
       : [...(ctx.image.entrypoint ?? []), ...(container.args?.length ? container.args : (ctx.image.cmd ?? []))];
-    if (argv.length === 0) throw new Unsupported(`container ${container.name} has no command and the image (opts.image) gives no entrypoint`);
+    if (argv.length === 0)
+      throw new Unsupported(
+        `container ${container.name} has no command and the image (opts.image) gives no entrypoint`,
+      );
     const command = argv.map((arg) => localArg(expandVars(arg, (name) => containerEnv[name])));
     if (command[0] === 'node') command[0] = process.execPath;
 
@@ -651,7 +710,15 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     Object.assign(env, ctx.extraEnv);
 
     const workingDir = container.workingDir ?? ctx.image.workingDir;
-    return { pod, container, command, env, cwd: workingDir ? localPath(workingDir) : dir, dir, ...(serviceAccountDir && { serviceAccountDir }) };
+    return {
+      pod,
+      container,
+      command,
+      env,
+      cwd: workingDir ? localPath(workingDir) : dir,
+      dir,
+      ...(serviceAccountDir && { serviceAccountDir }),
+    };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
@@ -681,7 +748,14 @@ interface KubeletInternals {
   record: (run: PodRun) => void;
 }
 
-type Condition = { type: string; status: 'True' | 'False'; reason?: string; message?: string; lastTransitionTime: string; lastProbeTime: null };
+type Condition = {
+  type: string;
+  status: 'True' | 'False';
+  reason?: string;
+  message?: string;
+  lastTransitionTime: string;
+  lastProbeTime: null;
+};
 
 class PodWorker {
   pod: Pod;
@@ -761,7 +835,9 @@ class PodWorker {
   async kill(graceMs: number): Promise<void> {
     if (!this.launched || this.exit) return;
     const child = this.launched.child;
-    const closed = new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
+    const closed = new Promise<void>((r) =>
+      child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r()),
+    );
     this.signal('SIGTERM');
     const timer = setTimeout(() => this.signal('SIGKILL'), graceMs);
     await closed;
@@ -861,9 +937,16 @@ class PodWorker {
       if (this.run.state !== 'Terminated' && !this.terminalWritten) this.run.state = 'Terminated';
       if (pod.metadata.deletionTimestamp && !this.deleteSent) {
         this.deleteSent = true;
-        await this.k.core.deleteNamespacedPod({ namespace, name, gracePeriodSeconds: 0, body: { gracePeriodSeconds: 0, preconditions: { uid } } }).catch((err) => {
-          if (errorCode(err) !== 404 && errorCode(err) !== 409) throw err;
-        });
+        await this.k.core
+          .deleteNamespacedPod({
+            namespace,
+            name,
+            gracePeriodSeconds: 0,
+            body: { gracePeriodSeconds: 0, preconditions: { uid } },
+          })
+          .catch((err) => {
+            if (errorCode(err) !== 404 && errorCode(err) !== 409) throw err;
+          });
       }
       return undefined;
     }
@@ -910,7 +993,9 @@ class PodWorker {
     if (pod.spec.schedulingGates?.length) return undefined;
     if (pod.spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution !== undefined) {
       this.run.state = 'Unsupported';
-      this.k.problem(`pod ${pod.metadata.namespace}/${pod.metadata.name}: the test kubelet cannot schedule it: required node affinity is not emulated`);
+      this.k.problem(
+        `pod ${pod.metadata.namespace}/${pod.metadata.name}: the test kubelet cannot schedule it: required node affinity is not emulated`,
+      );
       return undefined;
     }
     const mismatch = Object.entries(pod.spec.nodeSelector ?? {}).filter(([k, v]) => this.k.nodeLabels[k] !== v);
@@ -919,7 +1004,9 @@ class PodWorker {
       this.run.waitingReason = 'Unschedulable';
       if (!this.unschedulableWritten) {
         this.unschedulableWritten = true;
-        await this.patchStatus({ conditions: [this.condition('PodScheduled', 'False', 'Unschedulable', this.run.configErrors[0])] });
+        await this.patchStatus({
+          conditions: [this.condition('PodScheduled', 'False', 'Unschedulable', this.run.configErrors[0])],
+        });
       }
       return undefined;
     }
@@ -930,7 +1017,12 @@ class PodWorker {
       await this.k.core.createNamespacedPodBinding({
         namespace: pod.metadata.namespace,
         name: pod.metadata.name,
-        body: { apiVersion: 'v1', kind: 'Binding', metadata: { name: pod.metadata.name, namespace: pod.metadata.namespace, uid: pod.metadata.uid }, target: { apiVersion: 'v1', kind: 'Node', name: this.k.nodeName } },
+        body: {
+          apiVersion: 'v1',
+          kind: 'Binding',
+          metadata: { name: pod.metadata.name, namespace: pod.metadata.namespace, uid: pod.metadata.uid },
+          target: { apiVersion: 'v1', kind: 'Node', name: this.k.nodeName },
+        },
       });
     } catch (err) {
       const code = errorCode(err);
@@ -1036,7 +1128,15 @@ class PodWorker {
           ...this.containerBase(),
           ready: false,
           started: false,
-          state: { terminated: { exitCode: 137, reason: 'ContainerStatusUnknown', message: 'The container could not be located when the pod was terminated', startedAt: null, finishedAt: this.run.finishedAt.toISOString() } },
+          state: {
+            terminated: {
+              exitCode: 137,
+              reason: 'ContainerStatusUnknown',
+              message: 'The container could not be located when the pod was terminated',
+              startedAt: null,
+              finishedAt: this.run.finishedAt.toISOString(),
+            },
+          },
         },
       ],
     });
@@ -1060,7 +1160,14 @@ class PodWorker {
         this.condition('ContainersReady', 'False', 'ContainersNotReady', unready),
         this.condition('PodScheduled', 'True'),
       ],
-      containerStatuses: [{ ...this.containerBase(), ready: false, started: false, state: { waiting: { reason, ...(reason !== 'ContainerCreating' && { message }) } } }],
+      containerStatuses: [
+        {
+          ...this.containerBase(),
+          ready: false,
+          started: false,
+          state: { waiting: { reason, ...(reason !== 'ContainerCreating' && { message }) } },
+        },
+      ],
     });
   }
 
@@ -1076,7 +1183,13 @@ class PodWorker {
 
   private containerBase() {
     const c = this.pod.spec.containers[0]!;
-    return { name: c.name, image: c.image ?? '', imageID: '', restartCount: 0, ...(this.launched && { containerID: this.containerId() }) };
+    return {
+      name: c.name,
+      image: c.image ?? '',
+      imageID: '',
+      restartCount: 0,
+      ...(this.launched && { containerID: this.containerId() }),
+    };
   }
 
   private containerId(): string {
@@ -1088,16 +1201,28 @@ class PodWorker {
   }
 
   private condition(type: string, status: 'True' | 'False', reason?: string, message?: string): Condition {
-    return { type, status, ...(reason && { reason }), ...(message && { message }), lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z'), lastProbeTime: null };
+    return {
+      type,
+      status,
+      ...(reason && { reason }),
+      ...(message && { message }),
+      lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      lastProbeTime: null,
+    };
   }
 
   private async patchStatus(status: Record<string, unknown>): Promise<void> {
     if (this.k.stopped()) return;
     try {
-      await this.k.core.patchNamespacedPodStatus({ namespace: this.pod.metadata.namespace, name: this.pod.metadata.name, body: { status } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      await this.k.core.patchNamespacedPodStatus(
+        { namespace: this.pod.metadata.namespace, name: this.pod.metadata.name, body: { status } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
     } catch (err) {
       if (errorCode(err) === 404) return; // gone meanwhile
-      throw new Error(`writing pods/status was refused (${errorCode(err) ?? 'no answer'}): ${errorMessage(err)}`, { cause: err });
+      throw new Error(`writing pods/status was refused (${errorCode(err) ?? 'no answer'}): ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
   }
 }
@@ -1110,7 +1235,10 @@ function defaultLaunch(prepared: PreparedPod): Launched {
 }
 
 const matches = (run: PodRun, m: PodMatch) =>
-  (m.namespace === undefined || run.namespace === m.namespace) && (m.name === undefined || run.name === m.name) && (m.job === undefined || run.job === m.job) && (m.attempt === undefined || run.attempt === m.attempt);
+  (m.namespace === undefined || run.namespace === m.namespace) &&
+  (m.name === undefined || run.name === m.name) &&
+  (m.job === undefined || run.job === m.job) &&
+  (m.attempt === undefined || run.attempt === m.attempt);
 
 export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   const kc = opts.kubeConfig ?? (await opts.controlPlane?.kubeConfig());
@@ -1123,7 +1251,13 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   const root = await mkdtemp(join(tmpdir(), `test-kubelet-${nodeName}-`));
   await chmod(root, 0o711);
   const ownedRoot = ownDir(root);
-  const nodeLabels = { 'kubernetes.io/hostname': nodeName, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': goArch, 'beta.kubernetes.io/os': 'linux', 'beta.kubernetes.io/arch': goArch };
+  const nodeLabels = {
+    'kubernetes.io/hostname': nodeName,
+    'kubernetes.io/os': 'linux',
+    'kubernetes.io/arch': goArch,
+    'beta.kubernetes.io/os': 'linux',
+    'beta.kubernetes.io/arch': goArch,
+  };
 
   let stopped = false;
   let stopping: Promise<void> | undefined;
@@ -1169,8 +1303,22 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const nodeStatus = {
     conditions: [
-      { type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'test kubelet is posting ready status', lastHeartbeatTime: now, lastTransitionTime: now },
-      ...['MemoryPressure', 'DiskPressure', 'PIDPressure'].map((type) => ({ type, status: 'False', reason: `KubeletHasNo${type}`, message: 'test kubelet', lastHeartbeatTime: now, lastTransitionTime: now })),
+      {
+        type: 'Ready',
+        status: 'True',
+        reason: 'KubeletReady',
+        message: 'test kubelet is posting ready status',
+        lastHeartbeatTime: now,
+        lastTransitionTime: now,
+      },
+      ...['MemoryPressure', 'DiskPressure', 'PIDPressure'].map((type) => ({
+        type,
+        status: 'False',
+        reason: `KubeletHasNo${type}`,
+        message: 'test kubelet',
+        lastHeartbeatTime: now,
+        lastTransitionTime: now,
+      })),
     ],
     addresses: [
       { type: 'InternalIP', address: POD_IP },
@@ -1178,14 +1326,31 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     ],
     capacity: { cpu: '2', memory: '4Gi', pods: '110' },
     allocatable: { cpu: '2', memory: '4Gi', pods: '110' },
-    nodeInfo: { architecture: goArch, operatingSystem: 'linux', kubeletVersion: 'test-kubelet', kubeProxyVersion: '', containerRuntimeVersion: 'test-kubelet://local-processes', kernelVersion: '', osImage: 'test', machineID: '', systemUUID: '', bootID: '' },
+    nodeInfo: {
+      architecture: goArch,
+      operatingSystem: 'linux',
+      kubeletVersion: 'test-kubelet',
+      kubeProxyVersion: '',
+      containerRuntimeVersion: 'test-kubelet://local-processes',
+      kernelVersion: '',
+      osImage: 'test',
+      machineID: '',
+      systemUUID: '',
+      bootID: '',
+    },
   };
   try {
-    await core.createNode({ body: { apiVersion: 'v1', kind: 'Node', metadata: { name: nodeName, labels: nodeLabels }, spec: {} } });
+    await core.createNode({
+      body: { apiVersion: 'v1', kind: 'Node', metadata: { name: nodeName, labels: nodeLabels }, spec: {} },
+    });
   } catch (err) {
-    if (errorCode(err) !== 409) throw new Error(`test kubelet: cannot register Node ${nodeName}: ${errorMessage(err)}`, { cause: err });
+    if (errorCode(err) !== 409)
+      throw new Error(`test kubelet: cannot register Node ${nodeName}: ${errorMessage(err)}`, { cause: err });
   }
-  await core.patchNodeStatus({ name: nodeName, body: { status: nodeStatus } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+  await core.patchNodeStatus(
+    { name: nodeName, body: { status: nodeStatus } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
 
   // ---- list + watch every pod
   const seen = (pod: Pod): void => {
@@ -1231,7 +1396,8 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
               (type: string, object: unknown) => {
                 if (type === 'ERROR') {
                   const status = object as { code?: number; message?: string };
-                  if (status.code === 410) needList = true; // too old: relist
+                  if (status.code === 410)
+                    needList = true; // too old: relist
                   else internals.problem(`pod watch error: ${status.message ?? JSON.stringify(object)}`);
                   watchAbort?.abort();
                   return;
@@ -1262,19 +1428,30 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   await list();
   const watching = watchLoop();
 
-  const waitFor = async <T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> => {
+  const waitFor = async <T>(
+    what: string,
+    check: () => T | undefined | false | Promise<T | undefined | false>,
+    timeoutMs = 60_000,
+  ): Promise<T> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const value = await check();
       if (value !== undefined && value !== false) return value;
-      if (problems.length > 0) throw new Error(`while waiting for ${what}, the test kubelet reported: ${problems.join('; ')}`);
+      if (problems.length > 0)
+        throw new Error(`while waiting for ${what}, the test kubelet reported: ${problems.join('; ')}`);
       if (stopped) throw new Error(`while waiting for ${what}: the test kubelet was stopped`);
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s; the kubelet's pods: ${describe()}`);
+      if (Date.now() > deadline)
+        throw new Error(`${what}: not within ${timeoutMs / 1000} s; the kubelet's pods: ${describe()}`);
       await sleep(50);
     }
   };
   const describe = (): string =>
-    runs.map((r) => `${r.namespace}/${r.name} ${r.state}${r.configErrors.length ? ` (${r.waitingReason}: ${r.configErrors.join('; ')})` : ''}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}`).join(', ') || 'none';
+    runs
+      .map(
+        (r) =>
+          `${r.namespace}/${r.name} ${r.state}${r.configErrors.length ? ` (${r.waitingReason}: ${r.configErrors.join('; ')})` : ''}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}`,
+      )
+      .join(', ') || 'none';
   const newest = (m: PodMatch) => runs.filter((r) => matches(r, m)).at(-1);
 
   return {
@@ -1284,15 +1461,31 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     pod: newest,
     waitFor,
     waitForPod: (m, state, timeoutMs = 60_000) =>
-      waitFor(`pod ${JSON.stringify(m)} ${state}`, () =>
-        runs.find((r) => matches(r, m) && (state === 'Waiting' ? r.state === 'Waiting' : state === 'Running' ? r.startedAt !== undefined : r.state === 'Terminated')),
-      timeoutMs),
+      waitFor(
+        `pod ${JSON.stringify(m)} ${state}`,
+        () =>
+          runs.find(
+            (r) =>
+              matches(r, m) &&
+              (state === 'Waiting'
+                ? r.state === 'Waiting'
+                : state === 'Running'
+                  ? r.startedAt !== undefined
+                  : r.state === 'Terminated'),
+          ),
+        timeoutMs,
+      ),
     async idle(timeoutMs = 60_000) {
-      await waitFor('the kubelet to be idle (no pod running or waiting to start)', () => ![...workers.values()].some((w) => w.busy()), timeoutMs);
+      await waitFor(
+        'the kubelet to be idle (no pod running or waiting to start)',
+        () => ![...workers.values()].some((w) => w.busy()),
+        timeoutMs,
+      );
     },
     kill(namespace, podName, signal = 'SIGKILL') {
       const worker = [...workers.values()].find((w) => w.run.namespace === namespace && w.run.name === podName);
-      if (!worker?.signal(signal)) throw new Error(`kill: pod ${namespace}/${podName} has no running process on ${nodeName}`);
+      if (!worker?.signal(signal))
+        throw new Error(`kill: pod ${namespace}/${podName} has no running process on ${nodeName}`);
     },
     problems: () => [...problems],
     stop() {

@@ -83,7 +83,14 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { HttpMethod, RequestContext, Watch, createConfiguration, type HttpLibrary, type KubeConfig } from '@kubernetes/client-node';
+import {
+  HttpMethod,
+  RequestContext,
+  Watch,
+  createConfiguration,
+  type HttpLibrary,
+  type KubeConfig,
+} from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
 import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
@@ -264,15 +271,21 @@ const EVENT_REFILL_MS = 5 * 60_000;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const groupOf = (apiVersion: string): string => (apiVersion.includes('/') ? apiVersion.slice(0, apiVersion.lastIndexOf('/')) : '');
+const groupOf = (apiVersion: string): string =>
+  apiVersion.includes('/') ? apiVersion.slice(0, apiVersion.lastIndexOf('/')) : '';
 const versionOf = (apiVersion: string): string => apiVersion.slice(apiVersion.lastIndexOf('/') + 1);
 /** Metacontroller's map key: Go's GroupVersionKind text, `Kind.group/version` or `Kind.version`. */
 export const gvkKey = (apiVersion: string, kind: string): string => `${kind}.${apiVersion}`;
 const describe = (o: KubeObject): string => `${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}`;
-const canonicalName = (o: KubeObject): string => (o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name);
+const canonicalName = (o: KubeObject): string =>
+  o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
 const rfc3339 = (d: Date): string => d.toISOString().replace(/\.\d+Z$/, 'Z');
 /** Equality of decoded JSON (Go's reflect.DeepEqual on unstructured content: absent is not `{}`). */
-const sameJson = (a: unknown, b: unknown): boolean => isDeepStrictEqual(a === undefined ? undefined : JSON.parse(JSON.stringify(a)), b === undefined ? undefined : JSON.parse(JSON.stringify(b)));
+const sameJson = (a: unknown, b: unknown): boolean =>
+  isDeepStrictEqual(
+    a === undefined ? undefined : JSON.parse(JSON.stringify(a)),
+    b === undefined ? undefined : JSON.parse(JSON.stringify(b)),
+  );
 const finalizersOf = (o: KubeObject): string[] => (Array.isArray(o.metadata.finalizers) ? o.metadata.finalizers : []);
 
 interface OwnerReference {
@@ -283,7 +296,8 @@ interface OwnerReference {
   controller?: boolean;
   blockOwnerDeletion?: boolean;
 }
-const controllerRefOf = (o: KubeObject): OwnerReference | undefined => ((o.metadata.ownerReferences ?? []) as OwnerReference[]).find((r) => r.controller === true);
+const controllerRefOf = (o: KubeObject): OwnerReference | undefined =>
+  ((o.metadata.ownerReferences ?? []) as OwnerReference[]).find((r) => r.controller === true);
 
 /** JSON with object keys sorted, as Go's encoding/json marshals maps (the last-applied annotation). */
 function goJson(value: unknown): string {
@@ -302,11 +316,15 @@ function goJson(value: unknown): string {
 export function parseGoDuration(text: string): number {
   const units: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
   const parts = [...text.matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/g)];
-  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== text) throw new Error(`invalid Go duration ${JSON.stringify(text)}`);
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== text)
+    throw new Error(`invalid Go duration ${JSON.stringify(text)}`);
   return parts.reduce((sum, p) => sum + Number(p[1]) * units[p[2]!]!, 0);
 }
 
-export function matchesSelector(selector: LabelSelector | undefined, labels: Record<string, string> | undefined): boolean {
+export function matchesSelector(
+  selector: LabelSelector | undefined,
+  labels: Record<string, string> | undefined,
+): boolean {
   const set = labels ?? {};
   if (!selector) return true;
   const labelsOk = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => set[k] === v);
@@ -357,7 +375,11 @@ function yamlDocuments(dir: string): Json[] {
 
 /** The project's Metacontroller manifests (metacontroller/*.yaml) as objects, e.g. to adjust before passing them as `manifests`. */
 export function loadManifests(dir: string = join(packageRoot(), 'metacontroller')): Json[] {
-  return yamlDocuments(dir).filter((m) => m.apiVersion === 'metacontroller.k8s.io/v1alpha1' && (m.kind === 'CompositeController' || m.kind === 'DecoratorController'));
+  return yamlDocuments(dir).filter(
+    (m) =>
+      m.apiVersion === 'metacontroller.k8s.io/v1alpha1' &&
+      (m.kind === 'CompositeController' || m.kind === 'DecoratorController'),
+  );
 }
 
 /** Installs test/fixtures/talos-operator-crds.yaml (TalosControlPlane, TalosCluster) and waits until they are served. */
@@ -366,7 +388,8 @@ export async function installTalosOperatorCrds(cp: ControlPlane): Promise<void> 
   const applied = await cp.kubectl(['apply', '--server-side', '--field-manager=talos-etcd-backup-tests', '-f', file]);
   if (applied.code !== 0) throw new Error(`kubectl apply -f ${file} failed: ${applied.stderr}`);
   const established = await cp.kubectl(['wait', '--for=condition=Established', '--timeout=30s', '-f', file]);
-  if (established.code !== 0) throw new Error(`the talos-operator fixture CRDs are not Established: ${established.stderr}`);
+  if (established.code !== 0)
+    throw new Error(`the talos-operator fixture CRDs are not Established: ${established.stderr}`);
 }
 
 // ================================================================================================ API client
@@ -404,8 +427,10 @@ export class KubeApiError extends Error {
 }
 
 export const isNotFound = (err: unknown): boolean => err instanceof KubeApiError && err.code === 404;
-export const isConflict = (err: unknown): boolean => err instanceof KubeApiError && err.code === 409 && err.reason !== 'AlreadyExists';
-export const isAlreadyExists = (err: unknown): boolean => err instanceof KubeApiError && err.code === 409 && err.reason === 'AlreadyExists';
+export const isConflict = (err: unknown): boolean =>
+  err instanceof KubeApiError && err.code === 409 && err.reason !== 'AlreadyExists';
+export const isAlreadyExists = (err: unknown): boolean =>
+  err instanceof KubeApiError && err.code === 409 && err.reason === 'AlreadyExists';
 
 export interface ResourceInfo {
   apiVersion: string;
@@ -418,7 +443,8 @@ export interface ResourceInfo {
   subresources: string[];
 }
 
-const apiBase = (apiVersion: string): string => (apiVersion.includes('/') ? `/apis/${apiVersion}` : `/api/${apiVersion}`);
+const apiBase = (apiVersion: string): string =>
+  apiVersion.includes('/') ? `/apis/${apiVersion}` : `/api/${apiVersion}`;
 
 export function resourcePath(info: ResourceInfo, namespace?: string, name?: string, subresource?: string): string {
   let path = apiBase(info.apiVersion);
@@ -445,15 +471,40 @@ export class KubeRest {
 
   private credentials(): Promise<{ agent: Agent; headers: Record<string, string> }> {
     this.auth ??= (async () => {
-      const options: { ca?: unknown; cert?: unknown; key?: unknown; headers?: Record<string, unknown>; rejectUnauthorized?: boolean } = {};
+      const options: {
+        ca?: unknown;
+        cert?: unknown;
+        key?: unknown;
+        headers?: Record<string, unknown>;
+        rejectUnauthorized?: boolean;
+      } = {};
       await this.kubeConfig.applyToHTTPSOptions(options as never);
-      const agent = new Agent({ ca: options.ca as string, cert: options.cert as string, key: options.key as string, keepAlive: true, ...(options.rejectUnauthorized !== undefined && { rejectUnauthorized: options.rejectUnauthorized }) });
-      return { agent, headers: Object.fromEntries(Object.entries(options.headers ?? {}).map(([k, v]) => [k, String(v)])) };
+      const agent = new Agent({
+        ca: options.ca as string,
+        cert: options.cert as string,
+        key: options.key as string,
+        keepAlive: true,
+        ...(options.rejectUnauthorized !== undefined && { rejectUnauthorized: options.rejectUnauthorized }),
+      });
+      return {
+        agent,
+        headers: Object.fromEntries(Object.entries(options.headers ?? {}).map(([k, v]) => [k, String(v)])),
+      };
     })();
     return this.auth;
   }
 
-  async request<T = Json>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, o: { query?: Record<string, string | number | boolean | undefined>; body?: unknown; contentType?: string; signal?: AbortSignal; attempt?: number } = {}): Promise<T> {
+  async request<T = Json>(
+    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
+    path: string,
+    o: {
+      query?: Record<string, string | number | boolean | undefined>;
+      body?: unknown;
+      contentType?: string;
+      signal?: AbortSignal;
+      attempt?: number;
+    } = {},
+  ): Promise<T> {
     const server = this.kubeConfig.getCurrentCluster()?.server;
     if (!server) throw new Error('the KubeConfig has no current cluster');
     const url = new URL(server + path);
@@ -478,7 +529,12 @@ export class KubeRest {
     // client-go's rest client retries a 429 or 5xx that carries Retry-After (e.g. "storage is (re)initializing"
     // while a new CRD's watch cache starts), up to 10 times.
     const retryAfter = response.headers['retry-after'];
-    if ((response.httpStatusCode === 429 || response.httpStatusCode >= 500) && retryAfter !== undefined && /^\d+$/.test(retryAfter) && (o.attempt ?? 0) < 10) {
+    if (
+      (response.httpStatusCode === 429 || response.httpStatusCode >= 500) &&
+      retryAfter !== undefined &&
+      /^\d+$/.test(retryAfter) &&
+      (o.attempt ?? 0) < 10
+    ) {
       await sleep(Number(retryAfter) * 1000);
       return this.request<T>(method, path, { ...o, attempt: (o.attempt ?? 0) + 1 });
     }
@@ -490,7 +546,14 @@ export class KubeRest {
     }
     if (response.httpStatusCode < 200 || response.httpStatusCode >= 300) {
       const status = isObject(body) ? body : {};
-      throw new KubeApiError(response.httpStatusCode, typeof status.reason === 'string' ? status.reason : '', typeof status.message === 'string' ? status.message : `${method} ${path}: HTTP ${response.httpStatusCode}: ${text.slice(0, 300)}`, body);
+      throw new KubeApiError(
+        response.httpStatusCode,
+        typeof status.reason === 'string' ? status.reason : '',
+        typeof status.message === 'string'
+          ? status.message
+          : `${method} ${path}: HTTP ${response.httpStatusCode}: ${text.slice(0, 300)}`,
+        body,
+      );
     }
     return body as T;
   }
@@ -499,23 +562,58 @@ export class KubeRest {
     return this.request<KubeObject>('GET', resourcePath(info, namespace, name));
   }
   /** Items get the list's apiVersion and kind (a LIST of built-in kinds omits them), as client-go's unstructured lists do. */
-  async list(info: ResourceInfo, namespace?: string, query: Record<string, string | undefined> = {}): Promise<{ items: KubeObject[]; resourceVersion: string }> {
-    const list = await this.request<{ items?: KubeObject[]; metadata?: { resourceVersion?: string } }>('GET', resourcePath(info, namespace), { query });
-    const items = (list.items ?? []).map((i) => ({ ...i, apiVersion: i.apiVersion ?? info.apiVersion, kind: i.kind ?? info.kind }));
+  async list(
+    info: ResourceInfo,
+    namespace?: string,
+    query: Record<string, string | undefined> = {},
+  ): Promise<{ items: KubeObject[]; resourceVersion: string }> {
+    const list = await this.request<{ items?: KubeObject[]; metadata?: { resourceVersion?: string } }>(
+      'GET',
+      resourcePath(info, namespace),
+      { query },
+    );
+    const items = (list.items ?? []).map((i) => ({
+      ...i,
+      apiVersion: i.apiVersion ?? info.apiVersion,
+      kind: i.kind ?? info.kind,
+    }));
     return { items, resourceVersion: list.metadata?.resourceVersion ?? '' };
   }
   async create(info: ResourceInfo, object: KubeObject): Promise<KubeObject> {
     return this.request<KubeObject>('POST', resourcePath(info, object.metadata.namespace), { body: object });
   }
   async update(info: ResourceInfo, object: KubeObject, subresource?: 'status'): Promise<KubeObject> {
-    return this.request<KubeObject>('PUT', resourcePath(info, object.metadata.namespace, object.metadata.name, subresource), { body: object });
+    return this.request<KubeObject>(
+      'PUT',
+      resourcePath(info, object.metadata.namespace, object.metadata.name, subresource),
+      { body: object },
+    );
   }
-  async mergePatch(info: ResourceInfo, namespace: string | undefined, name: string, patch: unknown, subresource?: 'status'): Promise<KubeObject> {
-    return this.request<KubeObject>('PATCH', resourcePath(info, namespace, name, subresource), { body: patch, contentType: 'application/merge-patch+json' });
+  async mergePatch(
+    info: ResourceInfo,
+    namespace: string | undefined,
+    name: string,
+    patch: unknown,
+    subresource?: 'status',
+  ): Promise<KubeObject> {
+    return this.request<KubeObject>('PATCH', resourcePath(info, namespace, name, subresource), {
+      body: patch,
+      contentType: 'application/merge-patch+json',
+    });
   }
-  async remove(info: ResourceInfo, namespace: string | undefined, name: string, options: { uid?: string; propagationPolicy?: 'Background' | 'Foreground' | 'Orphan' } = {}): Promise<void> {
+  async remove(
+    info: ResourceInfo,
+    namespace: string | undefined,
+    name: string,
+    options: { uid?: string; propagationPolicy?: 'Background' | 'Foreground' | 'Orphan' } = {},
+  ): Promise<void> {
     await this.request('DELETE', resourcePath(info, namespace, name), {
-      body: { kind: 'DeleteOptions', apiVersion: 'v1', ...(options.uid && { preconditions: { uid: options.uid } }), ...(options.propagationPolicy && { propagationPolicy: options.propagationPolicy }) },
+      body: {
+        kind: 'DeleteOptions',
+        apiVersion: 'v1',
+        ...(options.uid && { preconditions: { uid: options.uid } }),
+        ...(options.propagationPolicy && { propagationPolicy: options.propagationPolicy }),
+      },
     });
   }
   close(): void {
@@ -610,7 +708,10 @@ class Informer {
     namespaces: readonly string[] | undefined,
     private readonly hooks: { activity(): void; error(text: string): void },
   ) {
-    this.sources = info.namespaced && namespaces ? namespaces.map((namespace) => ({ namespace, resourceVersion: '', expired: false })) : [{ namespace: undefined, resourceVersion: '', expired: false }];
+    this.sources =
+      info.namespaced && namespaces
+        ? namespaces.map((namespace) => ({ namespace, resourceVersion: '', expired: false }))
+        : [{ namespace: undefined, resourceVersion: '', expired: false }];
   }
 
   addHandler(handler: Handler): void {
@@ -626,7 +727,9 @@ class Informer {
   /** Cached objects (no copies: callers must not modify them), in one namespace or all. */
   list(namespace?: string): KubeObject[] {
     const all = [...this.store.values()];
-    return namespace === undefined || !this.info.namespaced ? all : all.filter((o) => o.metadata.namespace === namespace);
+    return namespace === undefined || !this.info.namespaced
+      ? all
+      : all.filter((o) => o.metadata.namespace === namespace);
   }
 
   start(): Promise<void> {
@@ -667,7 +770,8 @@ class Informer {
     const { items, resourceVersion } = await this.listRest.list(this.info, source.namespace);
     const fresh = new Map(items.map((o) => [storeKey(o.metadata.namespace, o.metadata.name), o]));
     for (const [key, o] of [...this.store]) if (this.inScope(source, o) && !fresh.has(key)) this.apply('DELETED', o);
-    for (const [key, o] of fresh) if (this.store.get(key)?.metadata.resourceVersion !== o.metadata.resourceVersion) this.apply('ADDED', o);
+    for (const [key, o] of fresh)
+      if (this.store.get(key)?.metadata.resourceVersion !== o.metadata.resourceVersion) this.apply('ADDED', o);
     source.resourceVersion = resourceVersion;
   }
 
@@ -681,7 +785,12 @@ class Informer {
         }
         const ended = new Promise<unknown>((resolve) => {
           watch
-            .watch(resourcePath(this.info, source.namespace), { resourceVersion: source.resourceVersion, allowWatchBookmarks: true }, (type: string, object: unknown) => this.onWatchEvent(source, type, object), resolve)
+            .watch(
+              resourcePath(this.info, source.namespace),
+              { resourceVersion: source.resourceVersion, allowWatchBookmarks: true },
+              (type: string, object: unknown) => this.onWatchEvent(source, type, object),
+              resolve,
+            )
             .then((abort) => {
               source.abort = abort;
               if (this.stopped) abort.abort();
@@ -725,15 +834,18 @@ class Informer {
     const head = this.lagged[0];
     if (!head) return;
     // One event per turn of the event loop: what its handlers enqueue reads the cache before the next event lands.
-    this.lagTimer = setTimeout(() => {
-      this.lagTimer = undefined;
-      const next = this.lagged[0];
-      if (next && next.dueAt <= Date.now()) {
-        this.lagged.shift();
-        this.apply(next.type, next.object);
-      }
-      this.scheduleLagged();
-    }, Math.max(0, head.dueAt - Date.now()));
+    this.lagTimer = setTimeout(
+      () => {
+        this.lagTimer = undefined;
+        const next = this.lagged[0];
+        if (next && next.dueAt <= Date.now()) {
+          this.lagged.shift();
+          this.apply(next.type, next.object);
+        }
+        this.scheduleLagged();
+      },
+      Math.max(0, head.dueAt - Date.now()),
+    );
   }
 
   /** The cache holds exactly what a fresh LIST returns (names and resourceVersions), and no event waits for its lag. */
@@ -743,7 +855,12 @@ class Informer {
       const { items } = await this.freshRest.list(this.info, source.namespace);
       const cached = [...this.store.values()].filter((o) => this.inScope(source, o));
       if (cached.length !== items.length) return false;
-      for (const o of items) if (this.store.get(storeKey(o.metadata.namespace, o.metadata.name))?.metadata.resourceVersion !== o.metadata.resourceVersion) return false;
+      for (const o of items)
+        if (
+          this.store.get(storeKey(o.metadata.namespace, o.metadata.name))?.metadata.resourceVersion !==
+          o.metadata.resourceVersion
+        )
+          return false;
     }
     return this.lagged.length === 0;
   }
@@ -862,7 +979,10 @@ interface HookSpec {
 interface ParentRule {
   info: ResourceInfo;
   labelSelector?: LabelSelector;
-  annotationSelector?: { matchAnnotations?: Record<string, string>; matchExpressions?: LabelSelector['matchExpressions'] };
+  annotationSelector?: {
+    matchAnnotations?: Record<string, string>;
+    matchExpressions?: LabelSelector['matchExpressions'];
+  };
   ignoreStatusChanges: boolean;
 }
 
@@ -900,7 +1020,12 @@ interface Answer {
 }
 
 /** Loosely decodes an answer as Metacontroller (v1, loose mode) does into its response struct: wrong types fail. */
-function decodeAnswer(body: unknown, listField: 'children' | 'attachments', hook: HookName, decorator: boolean): Answer {
+function decodeAnswer(
+  body: unknown,
+  listField: 'children' | 'attachments',
+  hook: HookName,
+  decorator: boolean,
+): Answer {
   if (body === null) body = {}; // JSON null decodes to the zero response (which deletes every child)
   const fail = (why: string): never => {
     throw new Error(`can't unmarshal webhookResponse (version: v1, type: ${hook}): ${why}`);
@@ -910,13 +1035,16 @@ function decodeAnswer(body: unknown, listField: 'children' | 'attachments', hook
   const { status, resyncAfterSeconds, finalized } = body;
   if (status !== undefined && status !== null && !isObject(status)) wrong('status');
   const list = body[listField];
-  if (list !== undefined && list !== null && !(Array.isArray(list) && list.every((o) => o === null || isObject(o)))) wrong(listField);
-  if (resyncAfterSeconds !== undefined && resyncAfterSeconds !== null && typeof resyncAfterSeconds !== 'number') wrong('resyncAfterSeconds');
+  if (list !== undefined && list !== null && !(Array.isArray(list) && list.every((o) => o === null || isObject(o))))
+    wrong(listField);
+  if (resyncAfterSeconds !== undefined && resyncAfterSeconds !== null && typeof resyncAfterSeconds !== 'number')
+    wrong('resyncAfterSeconds');
   if (finalized !== undefined && finalized !== null && typeof finalized !== 'boolean') wrong('finalized');
   const stringMap = (field: 'labels' | 'annotations'): Record<string, string | null> | undefined => {
     const value = body[field];
     if (value === undefined || value === null) return undefined;
-    if (!isObject(value) || !Object.values(value).every((v) => v === null || typeof v === 'string')) return wrong(field);
+    if (!isObject(value) || !Object.values(value).every((v) => v === null || typeof v === 'string'))
+      return wrong(field);
     return value as Record<string, string | null>;
   };
   return {
@@ -947,12 +1075,20 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   const maxSyncs = opts.maxSyncsPerSettle ?? 200;
   const settleTimeoutMs = opts.settleTimeoutMs ?? 60_000;
   const hookUrls = (): readonly string[] => (typeof opts.hookUrls === 'function' ? opts.hookUrls() : opts.hookUrls);
-  const lagFor = (resource: string): number => (typeof opts.cacheLagMs === 'function' ? opts.cacheLagMs(resource) : (opts.cacheLagMs ?? 0));
+  const lagFor = (resource: string): number =>
+    typeof opts.cacheLagMs === 'function' ? opts.cacheLagMs(resource) : (opts.cacheLagMs ?? 0);
 
   // Clients: sync-time requests (rate-limited, recorded), informers and discovery (rate-limited), Events, and an
   // unlimited one for settle()'s checks and the tests' own reads and writes.
-  const client = new KubeRest(opts.kubeConfig, { limiter: new TokenBucket(qps, burst), record: true, userAgent: 'metacontroller' });
-  const informerClient = new KubeRest(opts.kubeConfig, { limiter: new TokenBucket(qps, burst), userAgent: 'metacontroller' });
+  const client = new KubeRest(opts.kubeConfig, {
+    limiter: new TokenBucket(qps, burst),
+    record: true,
+    userAgent: 'metacontroller',
+  });
+  const informerClient = new KubeRest(opts.kubeConfig, {
+    limiter: new TokenBucket(qps, burst),
+    userAgent: 'metacontroller',
+  });
   const eventClient = new KubeRest(opts.kubeConfig, { userAgent: 'metacontroller' });
   const fresh = new KubeRest(opts.kubeConfig, { userAgent: 'kubectl' });
   const discovery = new Discovery(informerClient, opts.discoveryIntervalMs ?? 0);
@@ -1004,7 +1140,10 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     const key = `${info.apiVersion}|${info.resource}`;
     let informer = informers.get(key);
     if (!informer) {
-      informer = new Informer(info, informerClient, fresh, lagFor(info.resource), opts.namespaces, { activity, error: internalError });
+      informer = new Informer(info, informerClient, fresh, lagFor(info.resource), opts.namespaces, {
+        activity,
+        error: internalError,
+      });
       informers.set(key, informer);
     }
     return informer;
@@ -1014,10 +1153,13 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   const manifests = opts.manifests ?? loadManifests(opts.manifestsDir);
   const hookSpec = (controller: string, hook: unknown): HookSpec | undefined => {
     if (!isObject(hook)) return undefined;
-    if ((hook.version ?? 'v1') !== 'v1') throw new Error(`${controller}: hook version ${String(hook.version)} is not supported by the stand-in (v1 only)`);
+    if ((hook.version ?? 'v1') !== 'v1')
+      throw new Error(`${controller}: hook version ${String(hook.version)} is not supported by the stand-in (v1 only)`);
     const webhook = (hook.webhook ?? {}) as { url?: string; path?: string; timeout?: string; service?: unknown };
-    if (webhook.url === undefined && webhook.service === undefined) throw new Error(`${controller}: a webhook needs url or service`);
-    const path = webhook.url !== undefined ? new URL(webhook.url).pathname + new URL(webhook.url).search : (webhook.path ?? '');
+    if (webhook.url === undefined && webhook.service === undefined)
+      throw new Error(`${controller}: a webhook needs url or service`);
+    const path =
+      webhook.url !== undefined ? new URL(webhook.url).pathname + new URL(webhook.url).search : (webhook.path ?? '');
     const timeout = webhook.timeout === undefined ? 0 : parseGoDuration(webhook.timeout);
     return { path, timeoutMs: timeout > 0 ? timeout : 10_000 }; // <= 0 means Metacontroller's default, 10s
   };
@@ -1037,21 +1179,35 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
       const childRules = ((composite ? spec.childResources : spec.attachments) as Json[] | undefined) ?? [];
       for (const rule of childRules) {
         const method = (rule.updateStrategy as { method?: string } | undefined)?.method ?? 'OnDelete';
-        if (method !== 'OnDelete') throw new Error(`${meta.name}: updateStrategy ${method} is not supported by the stand-in (OnDelete only)`);
+        if (method !== 'OnDelete')
+          throw new Error(`${meta.name}: updateStrategy ${method} is not supported by the stand-in (OnDelete only)`);
       }
       const controller: Controller = {
         name: meta.name,
         type: composite ? 'composite' : 'decorator',
-        body: { metadata: { name: meta.name, uid: `00000000-0000-4000-8000-${String(controllers.length + 1).padStart(12, '0')}`, generation: 1, ...(meta.labels && { labels: meta.labels }) }, spec, status: {} },
+        body: {
+          metadata: {
+            name: meta.name,
+            uid: `00000000-0000-4000-8000-${String(controllers.length + 1).padStart(12, '0')}`,
+            generation: 1,
+            ...(meta.labels && { labels: meta.labels }),
+          },
+          spec,
+          status: {},
+        },
         parents: await Promise.all(
           rules.map(async (r) => ({
             info: await discovery.resource(r.apiVersion as string, r.resource as string),
             ...(r.labelSelector !== undefined && { labelSelector: r.labelSelector as LabelSelector }),
-            ...(r.annotationSelector !== undefined && { annotationSelector: r.annotationSelector as ParentRule['annotationSelector'] }),
+            ...(r.annotationSelector !== undefined && {
+              annotationSelector: r.annotationSelector as ParentRule['annotationSelector'],
+            }),
             ignoreStatusChanges: r.ignoreStatusChanges === true,
           })),
         ),
-        children: await Promise.all(childRules.map((r) => discovery.resource(r.apiVersion as string, r.resource as string))),
+        children: await Promise.all(
+          childRules.map((r) => discovery.resource(r.apiVersion as string, r.resource as string)),
+        ),
         hooks: Object.fromEntries(
           (['sync', 'finalize', 'customize'] as const).flatMap((h) => {
             const found = hookSpec(meta.name, hooks[h]);
@@ -1060,16 +1216,23 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
         ),
         generateSelector: spec.generateSelector === true,
         finalizer: `metacontroller.io/${composite ? 'compositecontroller' : 'decoratorcontroller'}-${meta.name}`,
-        ...(typeof spec.resyncPeriodSeconds === 'number' && { resyncPeriodMs: Math.max(1, spec.resyncPeriodSeconds) * 1000 }),
+        ...(typeof spec.resyncPeriodSeconds === 'number' && {
+          resyncPeriodMs: Math.max(1, spec.resyncPeriodSeconds) * 1000,
+        }),
         queue: new WorkQueue(activity),
       };
       // Metacontroller ignores a CompositeController whose parent CRD has no status subresource (a Warning event only).
-      if (composite && !controller.parents[0]!.info.subresources.includes('status')) throw new Error(`${meta.name}: the parent resource has no status subresource; Metacontroller would ignore this CompositeController`);
+      if (composite && !controller.parents[0]!.info.subresources.includes('status'))
+        throw new Error(
+          `${meta.name}: the parent resource has no status subresource; Metacontroller would ignore this CompositeController`,
+        );
       if (!controller.hooks.sync) throw new Error(`${meta.name}: no sync hook`);
-      if (controller.resyncPeriodMs !== undefined) controller.nextPeriodicAt = clock().getTime() + controller.resyncPeriodMs;
+      if (controller.resyncPeriodMs !== undefined)
+        controller.nextPeriodicAt = clock().getTime() + controller.resyncPeriodMs;
       controllers.push(controller);
     }
-    for (const name of wanted ?? []) if (!controllers.some((c) => c.name === name)) throw new Error(`no controller named ${name} in the manifests`);
+    for (const name of wanted ?? [])
+      if (!controllers.some((c) => c.name === name)) throw new Error(`no controller named ${name} in the manifests`);
     if (controllers.length === 0) throw new Error('no CompositeController or DecoratorController to run');
   } catch (err) {
     closeClients();
@@ -1082,18 +1245,29 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   };
 
   // ----- keys, selection, enqueueing
-  const keyOf = (kind: string, apiVersion: string, namespace: string, name: string): string => `${apiVersion}:${kind}:${namespace}:${name}`;
+  const keyOf = (kind: string, apiVersion: string, namespace: string, name: string): string =>
+    `${apiVersion}:${kind}:${namespace}:${name}`;
   const parseKey = (key: string): { apiVersion: string; kind: string; namespace: string; name: string } => {
     const [apiVersion = '', kind = '', namespace = '', ...rest] = key.split(':');
     return { apiVersion, kind, namespace, name: rest.join(':') };
   };
   // Like Metacontroller, parents are matched by group and kind (any version).
-  const parentRule = (c: Controller, apiVersion: string, kind: string): ParentRule | undefined => c.parents.find((p) => p.info.kind === kind && p.info.group === groupOf(apiVersion));
+  const parentRule = (c: Controller, apiVersion: string, kind: string): ParentRule | undefined =>
+    c.parents.find((p) => p.info.kind === kind && p.info.group === groupOf(apiVersion));
   const selected = (c: Controller, o: KubeObject): boolean => {
     const rule = parentRule(c, o.apiVersion, o.kind);
     if (!rule) return false;
     const annotationsOk =
-      !rule.annotationSelector || matchesSelector({ ...(rule.annotationSelector.matchAnnotations && { matchLabels: rule.annotationSelector.matchAnnotations }), ...(rule.annotationSelector.matchExpressions && { matchExpressions: rule.annotationSelector.matchExpressions }) }, o.metadata.annotations);
+      !rule.annotationSelector ||
+      matchesSelector(
+        {
+          ...(rule.annotationSelector.matchAnnotations && { matchLabels: rule.annotationSelector.matchAnnotations }),
+          ...(rule.annotationSelector.matchExpressions && {
+            matchExpressions: rule.annotationSelector.matchExpressions,
+          }),
+        },
+        o.metadata.annotations,
+      );
     return annotationsOk && matchesSelector(rule.labelSelector, o.metadata.labels);
   };
   const cares = (c: Controller, o: KubeObject): boolean => selected(c, o) || finalizersOf(o).includes(c.finalizer);
@@ -1103,7 +1277,11 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     c.queue.add(keyOf(rule.info.kind, rule.info.apiVersion, o.metadata.namespace ?? '', o.metadata.name));
   };
   /** The cached parent a controllerRef points at, if it is ours (same uid, selected or with our finalizer). */
-  const resolveControllerRef = (c: Controller, childNamespace: string | undefined, ref: OwnerReference): KubeObject | undefined => {
+  const resolveControllerRef = (
+    c: Controller,
+    childNamespace: string | undefined,
+    ref: OwnerReference,
+  ): KubeObject | undefined => {
     const rule = parentRule(c, ref.apiVersion, ref.kind);
     if (!rule) return undefined;
     const parent = informerFor(rule.info).get(rule.info.namespaced ? childNamespace : undefined, ref.name);
@@ -1117,7 +1295,14 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
       informerFor(rule.info).addHandler({
         add: (o) => enqueueParent(c, o),
         update: (old, cur) => {
-          if (rule.ignoreStatusChanges && old.metadata.generation === cur.metadata.generation && sameJson(old.metadata.labels, cur.metadata.labels) && sameJson(old.metadata.annotations, cur.metadata.annotations) && !cur.metadata.deletionTimestamp) return;
+          if (
+            rule.ignoreStatusChanges &&
+            old.metadata.generation === cur.metadata.generation &&
+            sameJson(old.metadata.labels, cur.metadata.labels) &&
+            sameJson(old.metadata.annotations, cur.metadata.annotations) &&
+            !cur.metadata.deletionTimestamp
+          )
+            return;
           enqueueParent(c, cur);
         },
         delete: (o) => enqueueParent(c, o),
@@ -1141,13 +1326,30 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   }
 
   // ----- hook calls
-  const callHook = async (c: Controller, hook: HookName, target: { kind: string; namespace: string; name: string }, request: unknown): Promise<{ body: unknown; call: HookCall }> => {
+  const callHook = async (
+    c: Controller,
+    hook: HookName,
+    target: { kind: string; namespace: string; name: string },
+    request: unknown,
+  ): Promise<{ body: unknown; call: HookCall }> => {
     const spec = c.hooks[hook];
     if (!spec) throw new Error(`${hook} hook not defined`);
     const urls = hookUrls();
     if (urls.length === 0) throw new Error('no hook URL');
     const url = `${urls[urlTurn++ % urls.length]!.replace(/\/$/, '')}${spec.path}`;
-    const call: HookCall = { seq: calls.length + 1, controller: c.name, hook, kind: target.kind, namespace: target.namespace, name: target.name, key: `${target.namespace}/${target.name}`, at: clock(), url, request: structuredClone(request), startedAt: Date.now() };
+    const call: HookCall = {
+      seq: calls.length + 1,
+      controller: c.name,
+      hook,
+      kind: target.kind,
+      namespace: target.namespace,
+      name: target.name,
+      key: `${target.namespace}/${target.name}`,
+      at: clock(),
+      url,
+      request: structuredClone(request),
+      startedAt: Date.now(),
+    };
     calls.push(call);
     const fail = (reason: string): never => {
       call.error = reason;
@@ -1158,17 +1360,29 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     let text: string;
     let retryAfter: string | null;
     try {
-      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request), signal: AbortSignal.timeout(spec.timeoutMs) });
+      const response = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(request),
+        signal: AbortSignal.timeout(spec.timeoutMs),
+      });
       status = response.status;
       retryAfter = response.headers.get('retry-after');
       text = await response.text();
     } catch (err) {
       const timeout = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
-      return fail(`http error: Post "${url}": ${timeout ? `context deadline exceeded (Client.Timeout exceeded while awaiting headers; timeout ${spec.timeoutMs}ms)` : message(err)}`);
+      return fail(
+        `http error: Post "${url}": ${timeout ? `context deadline exceeded (Client.Timeout exceeded while awaiting headers; timeout ${spec.timeoutMs}ms)` : message(err)}`,
+      );
     }
     if (status === 429) {
       // Integer seconds, or an HTTP date (counted from real now, then applied on the simulated clock).
-      const seconds = retryAfter === null ? 0 : /^\d+$/.test(retryAfter.trim()) ? Number(retryAfter) : Math.max(0, Math.ceil((Date.parse(retryAfter) - Date.now()) / 1000)) || 0;
+      const seconds =
+        retryAfter === null
+          ? 0
+          : /^\d+$/.test(retryAfter.trim())
+            ? Number(retryAfter)
+            : Math.max(0, Math.ceil((Date.parse(retryAfter) - Date.now()) / 1000)) || 0;
       call.error = `too many requests (Retry-After: ${retryAfter ?? ''})`;
       call.finishedAt = Date.now();
       throw new TooManyRequests(seconds * 1000);
@@ -1191,9 +1405,17 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     const now = clock().getTime();
     const cached = customizeCache.get(cacheKey);
     if (cached && cached.expires > now) return cached.rules;
-    const { body } = await callHook(c, 'customize', { kind: parent.kind, namespace: parent.metadata.namespace ?? '', name: parent.metadata.name }, { controller: c.body, parent });
+    const { body } = await callHook(
+      c,
+      'customize',
+      { kind: parent.kind, namespace: parent.metadata.namespace ?? '', name: parent.metadata.name },
+      { controller: c.body, parent },
+    );
     const rules = isObject(body) ? body.relatedResources : body === null ? undefined : 'invalid';
-    if (rules !== undefined && rules !== null && !(Array.isArray(rules) && rules.every(isObject))) throw new Error(`can't unmarshal webhookResponse (version: v1, type: customize): relatedResources ${JSON.stringify(rules)}`);
+    if (rules !== undefined && rules !== null && !(Array.isArray(rules) && rules.every(isObject)))
+      throw new Error(
+        `can't unmarshal webhookResponse (version: v1, type: customize): relatedResources ${JSON.stringify(rules)}`,
+      );
     const result = ((rules ?? []) as unknown as RelatedRule[]).map((r) => structuredClone(r));
     customizeCache.set(cacheKey, { expires: now + CUSTOMIZE_CACHE_MS, rules: result });
     return result;
@@ -1202,24 +1424,44 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   type Selection = 'labels' | 'namespaceAndLabels' | 'namespaceSelector' | 'namespaceAndNames';
   const selectionOf = (rule: RelatedRule): Selection => {
     const hasNames = (rule.names?.length ?? 0) > 0;
-    if (hasNames && (rule.labelSelector || rule.namespaceSelector)) throw new Error(`related rule cannot have both names and labelSelector/namespaceSelector specified: ${JSON.stringify(rule)}`);
-    if (rule.namespace && rule.namespaceSelector) throw new Error(`related rule cannot have both namespace and namespaceSelector specified: ${JSON.stringify(rule)}`);
+    if (hasNames && (rule.labelSelector || rule.namespaceSelector))
+      throw new Error(
+        `related rule cannot have both names and labelSelector/namespaceSelector specified: ${JSON.stringify(rule)}`,
+      );
+    if (rule.namespace && rule.namespaceSelector)
+      throw new Error(
+        `related rule cannot have both namespace and namespaceSelector specified: ${JSON.stringify(rule)}`,
+      );
     if (rule.namespaceSelector) return 'namespaceSelector';
     if (rule.labelSelector && rule.namespace) return 'namespaceAndLabels';
     if (rule.namespace || hasNames) return 'namespaceAndNames';
     return 'labels';
   };
   /** Whether a related object is named by a rule (hook v1 semantics; a namespaced parent sees its own namespace only). */
-  const relatedMatches = (parent: KubeObject, parentNamespaced: boolean, info: ResourceInfo, rule: RelatedRule, o: KubeObject): boolean => {
+  const relatedMatches = (
+    parent: KubeObject,
+    parentNamespaced: boolean,
+    info: ResourceInfo,
+    rule: RelatedRule,
+    o: KubeObject,
+  ): boolean => {
     if (o.apiVersion !== rule.apiVersion || o.kind !== info.kind) return false;
     const ownNamespace = !parentNamespaced || !info.namespaced || o.metadata.namespace === parent.metadata.namespace;
     switch (selectionOf(rule)) {
       case 'labels':
         return ownNamespace && matchesSelector(rule.labelSelector, o.metadata.labels);
       case 'namespaceAndLabels':
-        return ownNamespace && (!info.namespaced || o.metadata.namespace === rule.namespace) && matchesSelector(rule.labelSelector, o.metadata.labels);
+        return (
+          ownNamespace &&
+          (!info.namespaced || o.metadata.namespace === rule.namespace) &&
+          matchesSelector(rule.labelSelector, o.metadata.labels)
+        );
       case 'namespaceAndNames':
-        return ownNamespace && (!info.namespaced || !rule.namespace || o.metadata.namespace === rule.namespace) && (!rule.names?.length || rule.names.includes(o.metadata.name));
+        return (
+          ownNamespace &&
+          (!info.namespaced || !rule.namespace || o.metadata.namespace === rule.namespace) &&
+          (!rule.names?.length || rule.names.includes(o.metadata.name))
+        );
       case 'namespaceSelector':
         throw new Error('namespaceSelector is not supported for namespaced parent in v1 hook version');
     }
@@ -1242,13 +1484,19 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
                 } catch {
                   continue;
                 }
-                const matched = rules.some((r) => related.some((o) => {
-                  try {
-                    return r.apiVersion === info.apiVersion && r.resource === info.resource && relatedMatches(parent, rule.info.namespaced, info, r, o);
-                  } catch {
-                    return false;
-                  }
-                }));
+                const matched = rules.some((r) =>
+                  related.some((o) => {
+                    try {
+                      return (
+                        r.apiVersion === info.apiVersion &&
+                        r.resource === info.resource &&
+                        relatedMatches(parent, rule.info.namespaced, info, r, o)
+                      );
+                    } catch {
+                      return false;
+                    }
+                  }),
+                );
                 if (matched) enqueueParent(c, parent);
               }
             }
@@ -1275,17 +1523,31 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
       const info = await discovery.resource(rule.apiVersion, rule.resource); // a kind nobody serves fails here
       const informer = await relatedInformer(c, info);
       const selection = selectionOf(rule);
-      if ((selection === 'namespaceAndLabels' || selection === 'namespaceAndNames') && parentNamespaced && info.namespaced && rule.namespace && rule.namespace !== parent.metadata.namespace) {
-        throw new Error(`requested related object namespace ${rule.namespace} differs from parent object namespace ${parent.metadata.namespace ?? ''}`);
+      if (
+        (selection === 'namespaceAndLabels' || selection === 'namespaceAndNames') &&
+        parentNamespaced &&
+        info.namespaced &&
+        rule.namespace &&
+        rule.namespace !== parent.metadata.namespace
+      ) {
+        throw new Error(
+          `requested related object namespace ${rule.namespace} differs from parent object namespace ${parent.metadata.namespace ?? ''}`,
+        );
       }
       const group = (related[gvkKey(info.apiVersion, info.kind)] ??= {});
-      for (const o of informer.list()) if (relatedMatches(parent, parentNamespaced, info, rule, o)) group[canonicalName(o)] = structuredClone(o);
+      for (const o of informer.list())
+        if (relatedMatches(parent, parentNamespaced, info, rule, o)) group[canonicalName(o)] = structuredClone(o);
     }
     return related;
   };
 
   /** Observed children/attachments, canonical keys, one group per declared resource. */
-  const observedObjects = (c: Controller, parent: KubeObject, parentNamespaced: boolean, selector: LabelSelector | undefined): ObjectMap => {
+  const observedObjects = (
+    c: Controller,
+    parent: KubeObject,
+    parentNamespaced: boolean,
+    selector: LabelSelector | undefined,
+  ): ObjectMap => {
     const map: ObjectMap = {};
     for (const info of c.children) {
       const group = (map[gvkKey(info.apiVersion, info.kind)] ??= {});
@@ -1302,26 +1564,61 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   /** Hook v1 keys: the name, or namespace/name when the parent is cluster-scoped and the object namespaced. */
   const forRequest = (parent: KubeObject, map: ObjectMap): ObjectMap =>
     Object.fromEntries(
-      Object.entries(map).map(([gvk, group]) => [gvk, Object.fromEntries(Object.values(group).map((o) => [o.metadata.namespace && o.metadata.namespace === parent.metadata.namespace ? o.metadata.name : canonicalName(o), o]))]),
+      Object.entries(map).map(([gvk, group]) => [
+        gvk,
+        Object.fromEntries(
+          Object.values(group).map((o) => [
+            o.metadata.namespace && o.metadata.namespace === parent.metadata.namespace
+              ? o.metadata.name
+              : canonicalName(o),
+            o,
+          ]),
+        ),
+      ]),
     );
 
   /** The answer's objects, checked and completed as Metacontroller does before it manages them. */
-  const desiredObjects = (c: Controller, parent: KubeObject, answered: unknown[], selector: LabelSelector | undefined): ObjectMap => {
+  const desiredObjects = (
+    c: Controller,
+    parent: KubeObject,
+    answered: unknown[],
+    selector: LabelSelector | undefined,
+  ): ObjectMap => {
     const desired: ObjectMap = {};
     const what = c.type === 'composite' ? 'child' : 'attachment';
     for (const raw of answered) {
       const o = structuredClone(raw) as KubeObject;
-      if (typeof o.apiVersion !== 'string' || typeof o.kind !== 'string' || !isObject(o.metadata) || typeof o.metadata.name !== 'string' || o.metadata.name === '') {
-        throw new Error(`desired ${what} without apiVersion, kind or metadata.name: ${JSON.stringify(raw).slice(0, 200)}`);
+      if (
+        typeof o.apiVersion !== 'string' ||
+        typeof o.kind !== 'string' ||
+        !isObject(o.metadata) ||
+        typeof o.metadata.name !== 'string' ||
+        o.metadata.name === ''
+      ) {
+        throw new Error(
+          `desired ${what} without apiVersion, kind or metadata.name: ${JSON.stringify(raw).slice(0, 200)}`,
+        );
       }
       if (!o.metadata.namespace && parent.metadata.namespace) o.metadata.namespace = parent.metadata.namespace;
-      if (!c.children.some((k) => k.apiVersion === o.apiVersion && k.kind === o.kind)) throw new Error(`desired ${what} ${describe(o)} is a ${gvkKey(o.apiVersion, o.kind)}, not one of the controller's ${what} resources`);
-      if (o.metadata.namespace !== parent.metadata.namespace) throw new Error(`desired ${what} ${describe(o)} is not in the parent's namespace ${parent.metadata.namespace ?? ''}`);
+      if (!c.children.some((k) => k.apiVersion === o.apiVersion && k.kind === o.kind))
+        throw new Error(
+          `desired ${what} ${describe(o)} is a ${gvkKey(o.apiVersion, o.kind)}, not one of the controller's ${what} resources`,
+        );
+      if (o.metadata.namespace !== parent.metadata.namespace)
+        throw new Error(
+          `desired ${what} ${describe(o)} is not in the parent's namespace ${parent.metadata.namespace ?? ''}`,
+        );
       if (c.type === 'composite') {
-        if (o.metadata.labels !== undefined && !(isObject(o.metadata.labels) && Object.values(o.metadata.labels).every((v) => typeof v === 'string'))) throw new Error(`invalid labels on desired child ${describe(o)}`);
+        if (
+          o.metadata.labels !== undefined &&
+          !(isObject(o.metadata.labels) && Object.values(o.metadata.labels).every((v) => typeof v === 'string'))
+        )
+          throw new Error(`invalid labels on desired child ${describe(o)}`);
         const labels = (o.metadata.labels ??= {});
-        if (c.generateSelector && !(CONTROLLER_UID_LABEL in labels)) labels[CONTROLLER_UID_LABEL] = parent.metadata.uid ?? '';
-        if (!matchesSelector(selector, labels)) throw new Error(`labels on desired child ${describe(o)} don't match parent selector`);
+        if (c.generateSelector && !(CONTROLLER_UID_LABEL in labels))
+          labels[CONTROLLER_UID_LABEL] = parent.metadata.uid ?? '';
+        if (!matchesSelector(selector, labels))
+          throw new Error(`labels on desired child ${describe(o)} don't match parent selector`);
       }
       const group = (desired[gvkKey(o.apiVersion, o.kind)] ??= {});
       if (group[canonicalName(o)]) throw new Error(`desired ${what} ${describe(o)} is listed twice`);
@@ -1331,14 +1628,24 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   };
 
   /** common.ManageChildren with OnDelete: delete what is not desired, then create what is missing, group by group in GVK order. */
-  const manageChildren = async (c: Controller, parent: KubeObject, observed: ObjectMap, desired: ObjectMap, applied: Applied): Promise<void> => {
+  const manageChildren = async (
+    c: Controller,
+    parent: KubeObject,
+    observed: ObjectMap,
+    desired: ObjectMap,
+    applied: Applied,
+  ): Promise<void> => {
     const problems: string[] = [];
-    const infoOf = (apiVersion: string, kind: string): ResourceInfo => c.children.find((k) => k.apiVersion === apiVersion && k.kind === kind)!;
+    const infoOf = (apiVersion: string, kind: string): ResourceInfo =>
+      c.children.find((k) => k.apiVersion === apiVersion && k.kind === kind)!;
     for (const key of sortGvkKeys(Object.keys(observed))) {
       for (const [name, o] of Object.entries(observed[key] ?? {})) {
         if (o.metadata.deletionTimestamp || desired[key]?.[name]) continue;
         try {
-          await client.remove(infoOf(o.apiVersion, o.kind), o.metadata.namespace, o.metadata.name, { ...(o.metadata.uid && { uid: o.metadata.uid }), propagationPolicy: 'Background' });
+          await client.remove(infoOf(o.apiVersion, o.kind), o.metadata.namespace, o.metadata.name, {
+            ...(o.metadata.uid && { uid: o.metadata.uid }),
+            propagationPolicy: 'Background',
+          });
           applied.deleted.push(o);
         } catch (err) {
           if (isNotFound(err)) continue; // already gone
@@ -1352,7 +1659,13 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
         if (observed[key]?.[name]) continue; // OnDelete: an existing object is never updated
         const annotations = { ...o.metadata.annotations };
         delete annotations[LAST_APPLIED_ANNOTATION];
-        const applying: KubeObject = { ...o, metadata: { ...o.metadata, ...(Object.keys(annotations).length > 0 ? { annotations } : { annotations: undefined }) } };
+        const applying: KubeObject = {
+          ...o,
+          metadata: {
+            ...o.metadata,
+            ...(Object.keys(annotations).length > 0 ? { annotations } : { annotations: undefined }),
+          },
+        };
         const ownerRefs = (o.metadata.ownerReferences ?? []) as OwnerReference[];
         const child: KubeObject = {
           ...o,
@@ -1361,7 +1674,17 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
             annotations: { ...annotations, [LAST_APPLIED_ANNOTATION]: goJson(applying) },
             ownerReferences: ownerRefs.some((r) => r.uid === parent.metadata.uid)
               ? ownerRefs
-              : [...ownerRefs, { apiVersion: parent.apiVersion, kind: parent.kind, name: parent.metadata.name, uid: parent.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
+              : [
+                  ...ownerRefs,
+                  {
+                    apiVersion: parent.apiVersion,
+                    kind: parent.kind,
+                    name: parent.metadata.name,
+                    uid: parent.metadata.uid ?? '',
+                    controller: true,
+                    blockOwnerDeletion: true,
+                  },
+                ],
           },
         };
         try {
@@ -1377,10 +1700,16 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   };
 
   /** ResourceClient.AtomicUpdate / AtomicStatusUpdate: fresh GET, same uid, change, Update; retried on conflict (10, 50, 250 ms). */
-  const atomicUpdate = async (info: ResourceInfo, orig: KubeObject, change: (o: KubeObject) => boolean, subresource?: 'status'): Promise<KubeObject> => {
+  const atomicUpdate = async (
+    info: ResourceInfo,
+    orig: KubeObject,
+    change: (o: KubeObject) => boolean,
+    subresource?: 'status',
+  ): Promise<KubeObject> => {
     for (let attempt = 0; ; attempt++) {
       const current = await client.get(info, orig.metadata.namespace, orig.metadata.name);
-      if (current.metadata.uid !== orig.metadata.uid) throw new KubeApiError(404, 'NotFound', `${info.resource} "${orig.metadata.name}" not found`, undefined);
+      if (current.metadata.uid !== orig.metadata.uid)
+        throw new KubeApiError(404, 'NotFound', `${info.resource} "${orig.metadata.name}" not found`, undefined);
       current.apiVersion ??= info.apiVersion;
       current.kind ??= info.kind;
       if (!change(current)) return current;
@@ -1402,28 +1731,60 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
       return await atomicUpdate(info, parent, (o) => {
         const has = finalizersOf(o).includes(c.finalizer);
         if (has === enabled) return false;
-        o.metadata.finalizers = enabled ? [...finalizersOf(o), c.finalizer] : finalizersOf(o).filter((f) => f !== c.finalizer);
+        o.metadata.finalizers = enabled
+          ? [...finalizersOf(o), c.finalizer]
+          : finalizersOf(o).filter((f) => f !== c.finalizer);
         return true;
       });
     } catch (err) {
       throw new Error(`can't sync finalizer for ${describe(parent)}: ${message(err)}`);
     }
   };
-  const shouldFinalize = (c: Controller, parent: KubeObject): boolean => c.hooks.finalize !== undefined && finalizersOf(parent).includes(c.finalizer) && !finalizersOf(parent).some((f) => GC_FINALIZERS.includes(f));
-  const newApplied = (): Applied => ({ created: [], deleted: [], refused: [], statusWritten: false, parentUpdated: false, finalizerRemoved: false, conflict: false });
+  const shouldFinalize = (c: Controller, parent: KubeObject): boolean =>
+    c.hooks.finalize !== undefined &&
+    finalizersOf(parent).includes(c.finalizer) &&
+    !finalizersOf(parent).some((f) => GC_FINALIZERS.includes(f));
+  const newApplied = (): Applied => ({
+    created: [],
+    deleted: [],
+    refused: [],
+    statusWritten: false,
+    parentUpdated: false,
+    finalizerRemoved: false,
+    conflict: false,
+  });
 
-  const syncComposite = async (c: Controller, rule: ParentRule, parent: KubeObject, key: string, ctx: SyncContext): Promise<void> => {
+  const syncComposite = async (
+    c: Controller,
+    rule: ParentRule,
+    parent: KubeObject,
+    key: string,
+    ctx: SyncContext,
+  ): Promise<void> => {
     const info = rule.info;
-    const selector: LabelSelector | undefined = c.generateSelector ? { matchLabels: { [CONTROLLER_UID_LABEL]: parent.metadata.uid ?? '' } } : ((parent.spec as Json | undefined)?.selector as LabelSelector | undefined);
-    if (!selector || (Object.keys(selector.matchLabels ?? {}).length === 0 && (selector.matchExpressions ?? []).length === 0)) throw new Error('.spec.selector must have either matchLabels, matchExpressions, or both');
+    const selector: LabelSelector | undefined = c.generateSelector
+      ? { matchLabels: { [CONTROLLER_UID_LABEL]: parent.metadata.uid ?? '' } }
+      : ((parent.spec as Json | undefined)?.selector as LabelSelector | undefined);
+    if (
+      !selector ||
+      (Object.keys(selector.matchLabels ?? {}).length === 0 && (selector.matchExpressions ?? []).length === 0)
+    )
+      throw new Error('.spec.selector must have either matchLabels, matchExpressions, or both');
     const children = observedObjects(c, parent, info.namespaced, selector);
     const related = await relatedObjects(c, parent, info.namespaced);
-    const finalizing = c.hooks.finalize !== undefined && (Boolean(parent.metadata.deletionTimestamp) || !selected(c, parent));
+    const finalizing =
+      c.hooks.finalize !== undefined && (Boolean(parent.metadata.deletionTimestamp) || !selected(c, parent));
     const hook = finalizing ? 'finalize' : 'sync';
     const target = { kind: parent.kind, namespace: parent.metadata.namespace ?? '', name: parent.metadata.name };
     let result: { body: unknown; call: HookCall };
     try {
-      result = await callHook(c, hook, target, { controller: c.body, parent, children: forRequest(parent, children), related: forRequest(parent, related), finalizing });
+      result = await callHook(c, hook, target, {
+        controller: c.body,
+        parent,
+        children: forRequest(parent, children),
+        related: forRequest(parent, related),
+        finalizing,
+      });
     } catch (err) {
       if (err instanceof TooManyRequests) throw err;
       throw new Error(`${hook} hook failed (version=v1): ${message(err)}`);
@@ -1431,7 +1792,8 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     const applied = (result.call.applied = newApplied());
     ctx.call = result.call;
     const answer = decodeAnswer(result.body, 'children', hook, false);
-    if (answer.resyncAfterSeconds > 0) c.queue.addAfter(key, clock().getTime() + answer.resyncAfterSeconds * 1000, 'resyncAfter', clock().getTime());
+    if (answer.resyncAfterSeconds > 0)
+      c.queue.addAfter(key, clock().getTime() + answer.resyncAfterSeconds * 1000, 'resyncAfter', clock().getTime());
     if (answer.finalized) {
       try {
         parent = await atomicUpdate(info, parent, (o) => {
@@ -1450,7 +1812,9 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
       try {
         await manageChildren(c, parent, children, desired, applied);
       } catch (err) {
-        manageError = new Error(`can't reconcile children for ${info.kind} ${parent.metadata.namespace ?? ''}/${parent.metadata.name}: ${message(err)}`);
+        manageError = new Error(
+          `can't reconcile children for ${info.kind} ${parent.metadata.namespace ?? ''}/${parent.metadata.name}: ${message(err)}`,
+        );
       }
     }
     // The whole status with observedGeneration, on a fresh read, skipped when equal; a final conflict or a parent gone is swallowed.
@@ -1469,21 +1833,37 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
       );
     } catch (err) {
       applied.statusWritten = false;
-      if (!isNotFound(err) && !isConflict(err)) throw new Error(`can't update status for ${info.kind} ${parent.metadata.namespace ?? ''}/${parent.metadata.name}: ${message(err)}`);
+      if (!isNotFound(err) && !isConflict(err))
+        throw new Error(
+          `can't update status for ${info.kind} ${parent.metadata.namespace ?? ''}/${parent.metadata.name}: ${message(err)}`,
+        );
     }
     if (manageError) throw manageError;
   };
 
-  const syncDecorator = async (c: Controller, rule: ParentRule, parent: KubeObject, key: string, ctx: SyncContext): Promise<void> => {
+  const syncDecorator = async (
+    c: Controller,
+    rule: ParentRule,
+    parent: KubeObject,
+    key: string,
+    ctx: SyncContext,
+  ): Promise<void> => {
     const info = rule.info;
     const attachments = observedObjects(c, parent, info.namespaced, undefined);
     const related = await relatedObjects(c, parent, info.namespaced);
-    const finalizing = c.hooks.finalize !== undefined && (Boolean(parent.metadata.deletionTimestamp) || !selected(c, parent));
+    const finalizing =
+      c.hooks.finalize !== undefined && (Boolean(parent.metadata.deletionTimestamp) || !selected(c, parent));
     const hook = finalizing ? 'finalize' : 'sync';
     const target = { kind: parent.kind, namespace: parent.metadata.namespace ?? '', name: parent.metadata.name };
     let result: { body: unknown; call: HookCall };
     try {
-      result = await callHook(c, hook, target, { controller: c.body, object: parent, attachments: forRequest(parent, attachments), related: forRequest(parent, related), finalizing });
+      result = await callHook(c, hook, target, {
+        controller: c.body,
+        object: parent,
+        attachments: forRequest(parent, attachments),
+        related: forRequest(parent, related),
+        finalizing,
+      });
     } catch (err) {
       if (err instanceof TooManyRequests) throw err;
       throw new Error(`${hook} hook failed (version=v1): ${message(err)}`);
@@ -1491,7 +1871,8 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     const applied = (result.call.applied = newApplied());
     ctx.call = result.call;
     const answer = decodeAnswer(result.body, 'attachments', hook, true);
-    if (answer.resyncAfterSeconds > 0) c.queue.addAfter(key, clock().getTime() + answer.resyncAfterSeconds * 1000, 'resyncAfter', clock().getTime());
+    if (answer.resyncAfterSeconds > 0)
+      c.queue.addAfter(key, clock().getTime() + answer.resyncAfterSeconds * 1000, 'resyncAfter', clock().getTime());
 
     const labels = { ...parent.metadata.labels };
     const annotations = { ...parent.metadata.annotations };
@@ -1514,7 +1895,12 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     const annotationsChanged = update(annotations, answer.annotations);
     const status = answer.status === undefined || answer.status === null ? parent.status : answer.status; // null: unchanged
     const statusChanged = !sameJson(parent.status, status);
-    if (labelsChanged || annotationsChanged || statusChanged || (answer.finalized && finalizersOf(parent).includes(c.finalizer))) {
+    if (
+      labelsChanged ||
+      annotationsChanged ||
+      statusChanged ||
+      (answer.finalized && finalizersOf(parent).includes(c.finalizer))
+    ) {
       // A copy of the CACHED object: its resourceVersion makes a write based on a stale read a 409, which is swallowed.
       const updated: KubeObject = structuredClone(parent);
       updated.metadata.labels = labels;
@@ -1547,12 +1933,16 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
       }
     }
     const desired = desiredObjects(c, parent, answer.objects, undefined);
-    for (const group of Object.values(desired)) for (const o of Object.values(group)) o.metadata.annotations = { ...o.metadata.annotations, [DECORATOR_ANNOTATION]: c.name };
+    for (const group of Object.values(desired))
+      for (const o of Object.values(group))
+        o.metadata.annotations = { ...o.metadata.annotations, [DECORATOR_ANNOTATION]: c.name };
     if (!parent.metadata.deletionTimestamp || shouldFinalize(c, parent)) {
       try {
         await manageChildren(c, parent, attachments, desired, applied);
       } catch (err) {
-        throw new Error(`can't reconcile children for ${info.kind} ${parent.metadata.namespace ?? ''}/${parent.metadata.name}: ${message(err)}`);
+        throw new Error(
+          `can't reconcile children for ${info.kind} ${parent.metadata.namespace ?? ''}/${parent.metadata.name}: ${message(err)}`,
+        );
       }
     }
   };
@@ -1572,9 +1962,23 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
   };
 
   // ----- Events (client-go's recorder: spam-filtered per object, correlated, written asynchronously)
-  const EVENT_INFO: ResourceInfo = { apiVersion: 'v1', group: '', version: 'v1', resource: 'events', kind: 'Event', namespaced: true, subresources: [] };
+  const EVENT_INFO: ResourceInfo = {
+    apiVersion: 'v1',
+    group: '',
+    version: 'v1',
+    resource: 'events',
+    kind: 'Event',
+    namespaced: true,
+    subresources: [],
+  };
   const recordEvent = (object: KubeObject, type: RecordedEvent['type'], reason: string, text: string): void => {
-    const involvedObject = { apiVersion: object.apiVersion, kind: object.kind, namespace: object.metadata.namespace ?? '', name: object.metadata.name, uid: object.metadata.uid ?? '' };
+    const involvedObject = {
+      apiVersion: object.apiVersion,
+      kind: object.kind,
+      namespace: object.metadata.namespace ?? '',
+      name: object.metadata.name,
+      uid: object.metadata.uid ?? '',
+    };
     const now = Date.now();
     const objectKey = `${involvedObject.kind}|${involvedObject.namespace}|${involvedObject.name}|${involvedObject.uid}`;
     const bucket = eventBuckets.get(objectKey) ?? { tokens: EVENT_BURST, last: now };
@@ -1585,7 +1989,16 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
     const existing = eventKeys.get(dedupeKey);
     if (bucket.tokens < 1) {
       if (existing) existing.entry.notStored = 'dropped by the spam filter';
-      else events.push({ type, reason, message: text, involvedObject, at: new Date(now), count: 1, notStored: 'dropped by the spam filter' });
+      else
+        events.push({
+          type,
+          reason,
+          message: text,
+          involvedObject,
+          at: new Date(now),
+          count: 1,
+          notStored: 'dropped by the spam filter',
+        });
       return;
     }
     bucket.tokens -= 1;
@@ -1597,7 +2010,10 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
         apiVersion: 'v1',
         kind: 'Event',
         metadata: { name, namespace },
-        involvedObject: { ...involvedObject, ...(object.metadata.resourceVersion && { resourceVersion: object.metadata.resourceVersion }) },
+        involvedObject: {
+          ...involvedObject,
+          ...(object.metadata.resourceVersion && { resourceVersion: object.metadata.resourceVersion }),
+        },
         reason,
         message: text,
         type,
@@ -1744,7 +2160,8 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
         resolve();
       });
     });
-  const caughtUp = async (): Promise<boolean> => (await Promise.all([...informers.values()].map((i) => i.caughtUp()))).every(Boolean);
+  const caughtUp = async (): Promise<boolean> =>
+    (await Promise.all([...informers.values()].map((i) => i.caughtUp()))).every(Boolean);
 
   const settle = async (): Promise<void> => {
     const deadline = Date.now() + settleTimeoutMs;
@@ -1757,7 +2174,9 @@ export async function startMetacontroller(opts: MetacontrollerOptions): Promise<
         );
       }
       if (Date.now() > deadline) {
-        throw new Error(`settle(): not quiescent after ${settleTimeoutMs} ms: ${running} syncs running, ${tasks.size} tasks, queues ${JSON.stringify(controllers.map((c) => [c.name, c.queue.busy()]))}; errors: ${JSON.stringify(errors.slice(-3))}`);
+        throw new Error(
+          `settle(): not quiescent after ${settleTimeoutMs} ms: ${running} syncs running, ${tasks.size} tasks, queues ${JSON.stringify(controllers.map((c) => [c.name, c.queue.busy()]))}; errors: ${JSON.stringify(errors.slice(-3))}`,
+        );
       }
       pump();
       if (!idle()) {

@@ -32,19 +32,32 @@ const clients: grpc.Client[] = [];
 
 /** A MachineService client from a talosconfig, as a Talos client would build it. */
 function clientFromTalosconfig(yamlText: string, endpointOverride?: string): grpc.Client {
-  const config = parse(yamlText) as { context: string; contexts: Record<string, { endpoints: string[]; ca: string; crt: string; key: string }> };
+  const config = parse(yamlText) as {
+    context: string;
+    contexts: Record<string, { endpoints: string[]; ca: string; crt: string; key: string }>;
+  };
   const ctx = config.contexts[config.context]!;
   const pem = (b64: string): Buffer => Buffer.from(b64, 'base64');
   const key = pem(ctx.key).toString('utf8');
   const credentials = grpc.credentials.createSsl(pem(ctx.ca), Buffer.from(opensslLabel(key)), pem(ctx.crt));
-  const client = new MachineService(endpointOverride ?? ctx.endpoints[0]!, credentials, { 'grpc.max_receive_message_length': 32 * 1024 * 1024 });
+  const client = new MachineService(endpointOverride ?? ctx.endpoints[0]!, credentials, {
+    'grpc.max_receive_message_length': 32 * 1024 * 1024,
+  });
   clients.push(client);
   return client;
 }
 
-async function clientFor(pki: TalosPki, double: TalosDouble, roles: string[], opts: Parameters<TalosPki['clientCert']>[1] = {}, caPem = pki.caPem): Promise<grpc.Client> {
+async function clientFor(
+  pki: TalosPki,
+  double: TalosDouble,
+  roles: string[],
+  opts: Parameters<TalosPki['clientCert']>[1] = {},
+  caPem = pki.caPem,
+): Promise<grpc.Client> {
   const { certPem, keyPem } = await pki.clientCert(roles, opts);
-  return clientFromTalosconfig(talosconfigYaml({ context: 'test', endpoints: [double.endpoint], caPem, certPem, keyPem }));
+  return clientFromTalosconfig(
+    talosconfigYaml({ context: 'test', endpoints: [double.endpoint], caPem, certPem, keyPem }),
+  );
 }
 
 function metadata(nodes: string[]): grpc.Metadata {
@@ -55,11 +68,11 @@ function metadata(nodes: string[]): grpc.Metadata {
 
 function snapshot(client: grpc.Client, md = new grpc.Metadata(), deadlineMs = 10_000): Promise<SnapshotResult> {
   return new Promise((resolve) => {
-    const call = (client as unknown as { EtcdSnapshot(req: object, md: grpc.Metadata, opts: grpc.CallOptions): grpc.ClientReadableStream<Data> }).EtcdSnapshot(
-      {},
-      md,
-      { deadline: Date.now() + deadlineMs },
-    );
+    const call = (
+      client as unknown as {
+        EtcdSnapshot(req: object, md: grpc.Metadata, opts: grpc.CallOptions): grpc.ClientReadableStream<Data>;
+      }
+    ).EtcdSnapshot({}, md, { deadline: Date.now() + deadlineMs });
     const messages: Data[] = [];
     call.on('data', (m: Data) => messages.push(m));
     call.on('error', () => {
@@ -67,14 +80,21 @@ function snapshot(client: grpc.Client, md = new grpc.Metadata(), deadlineMs = 10
     });
     call.on('status', (s: grpc.StatusObject) => {
       // 'status' can precede the last 'data' events being consumed; settle on the next turn
-      setImmediate(() => resolve({ messages, body: Buffer.concat(messages.map((m) => m.bytes)), code: s.code, details: s.details }));
+      setImmediate(() =>
+        resolve({ messages, body: Buffer.concat(messages.map((m) => m.bytes)), code: s.code, details: s.details }),
+      );
     });
   });
 }
 
 function unary<T>(client: grpc.Client, method: 'EtcdStatus' | 'EtcdMemberList', md = new grpc.Metadata()): Promise<T> {
   return new Promise((resolve, reject) => {
-    const fn = (client as unknown as Record<string, (req: object, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: T) => void) => void>)[method]!;
+    const fn = (
+      client as unknown as Record<
+        string,
+        (req: object, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: T) => void) => void
+      >
+    )[method]!;
     fn.call(client, {}, md, (err, res) => (err ? reject(err) : resolve(res)));
   });
 }
@@ -103,7 +123,12 @@ describe('Talos double', () => {
   let dir: string;
 
   before(async () => {
-    [pki, etcdA, etcdB, dir] = await Promise.all([createTalosPki(), startEtcd(), startEtcd(), mkdtemp(join(tmpdir(), 'talos-double-test-'))]);
+    [pki, etcdA, etcdB, dir] = await Promise.all([
+      createTalosPki(),
+      startEtcd(),
+      startEtcd(),
+      mkdtemp(join(tmpdir(), 'talos-double-test-')),
+    ]);
     [written] = await Promise.all([etcdA.putMany(2000, 'a/', 100), etcdB.putMany(50, 'b/')]);
     talos = await startTalosDouble({
       pki,
@@ -128,7 +153,16 @@ describe('Talos double', () => {
 
   it('uses a Talos-like PKI and talosconfig (Ed25519, ED25519 PRIVATE KEY label, O=roles, EKU clientAuth)', async () => {
     const { certPem, keyPem } = await pki.clientCert(['os:etcd:backup', 'os:reader']);
-    const config = parse(talosconfigYaml({ context: 'c1', endpoints: [talos.endpoint], nodes: ['10.5.0.2'], caPem: pki.caPem, certPem, keyPem })) as {
+    const config = parse(
+      talosconfigYaml({
+        context: 'c1',
+        endpoints: [talos.endpoint],
+        nodes: ['10.5.0.2'],
+        caPem: pki.caPem,
+        certPem,
+        keyPem,
+      }),
+    ) as {
       context: string;
       contexts: Record<string, { endpoints: string[]; nodes: string[]; ca: string; crt: string; key: string }>;
     };
@@ -138,7 +172,9 @@ describe('Talos double', () => {
     if (pki.algorithm === 'Ed25519') {
       assert.match(talosKey, /^-----BEGIN ED25519 PRIVATE KEY-----\n/);
       // why a Talos client must relabel: OpenSSL refuses the Talos label
-      assert.throws(() => grpc.credentials.createSsl(Buffer.from(pki.caPem), Buffer.from(talosKey), Buffer.from(certPem)));
+      assert.throws(() =>
+        grpc.credentials.createSsl(Buffer.from(pki.caPem), Buffer.from(talosKey), Buffer.from(certPem)),
+      );
     }
     const { X509Certificate } = await import('node:crypto');
     const cert = new X509Certificate(certPem);
@@ -152,7 +188,10 @@ describe('Talos double', () => {
     const multi = parse(
       talosconfigYaml({
         context: 'b',
-        contexts: { a: { endpoints: ['1.2.3.4'], caPem: pki.caPem, certPem, keyPem }, b: { endpoints: ['5.6.7.8'], caPem: pki.caPem, certPem, keyPem } },
+        contexts: {
+          a: { endpoints: ['1.2.3.4'], caPem: pki.caPem, certPem, keyPem },
+          b: { endpoints: ['5.6.7.8'], caPem: pki.caPem, certPem, keyPem },
+        },
       }),
     ) as { context: string; contexts: Record<string, unknown> };
     assert.equal(multi.context, 'b');
@@ -164,8 +203,15 @@ describe('Talos double', () => {
     assert.equal(through.code, grpc.status.OK, through.details);
     assert.ok(through.body.equals(direct), `double ${through.body.length} bytes vs etcd ${direct.length} bytes`);
     assert.ok(through.messages.every((m) => m.bytes.length > 0 && m.bytes.length <= CHUNK_SIZE));
-    assert.ok(through.messages.every((m) => m.metadata === null), 'metadata is unset in one-to-one mode');
-    assert.equal(through.messages.at(-1)!.bytes.length, 32, 'the sha256 trailer arrives as its own message, as etcd sends it');
+    assert.ok(
+      through.messages.every((m) => m.metadata === null),
+      'metadata is unset in one-to-one mode',
+    );
+    assert.equal(
+      through.messages.at(-1)!.bytes.length,
+      32,
+      'the sha256 trailer arrives as its own message, as etcd sends it',
+    );
     assertEtcdSnapshot(through.body);
     await writeFile(join(dir, 'good.db'), through.body);
     assert.equal(talos.servedBy.at(-1), 'cp-1');
@@ -199,7 +245,11 @@ describe('Talos double', () => {
     assert.match(etcdDown.details, /^etcd snapshot failed/);
     await rejectsWith(unary(backup, 'EtcdStatus', metadata(['10.5.0.5'])), grpc.status.UNAVAILABLE);
 
-    const status = await unary<{ messages: Array<{ member_status: { member_id: string } }> }>(backup, 'EtcdStatus', metadata(['10.5.0.3']));
+    const status = await unary<{ messages: Array<{ member_status: { member_id: string } }> }>(
+      backup,
+      'EtcdStatus',
+      metadata(['10.5.0.3']),
+    );
     assert.equal(status.messages[0]!.member_status.member_id, (await etcdB.client.status()).header!.member_id);
   });
 
@@ -209,7 +259,10 @@ describe('Talos double', () => {
     assert.equal(denied.code, grpc.status.PERMISSION_DENIED);
     assert.equal(denied.messages.length, 0);
 
-    const status = await unary<{ messages: Array<{ metadata: unknown; member_status: Record<string, unknown> }> }>(reader, 'EtcdStatus');
+    const status = await unary<{ messages: Array<{ metadata: unknown; member_status: Record<string, unknown> }> }>(
+      reader,
+      'EtcdStatus',
+    );
     const ms = status.messages[0]!.member_status;
     const etcdStatus = await etcdA.client.status();
     assert.equal(ms.member_id, etcdStatus.header!.member_id);
@@ -217,7 +270,9 @@ describe('Talos double', () => {
     assert.ok(Number(ms.db_size) > 0);
     assert.equal(ms.leader, etcdStatus.header!.member_id);
 
-    const members = await unary<{ messages: Array<{ members: Array<{ id: string; hostname: string; client_urls: string[] }> }> }>(reader, 'EtcdMemberList');
+    const members = await unary<{
+      messages: Array<{ members: Array<{ id: string; hostname: string; client_urls: string[] }> }>;
+    }>(reader, 'EtcdMemberList');
     assert.deepEqual(
       members.messages[0]!.members.map((m) => [m.id, m.hostname, m.client_urls]),
       [[etcdStatus.header!.member_id, 'cp-1', [etcdA.clientUrl]]],
@@ -286,7 +341,10 @@ describe('Talos double', () => {
       assert.equal(res.code, grpc.status.OK);
       assert.equal(res.body.length, full.length);
       assert.equal(res.body[5_000], full[5_000]! ^ 0x01);
-      assert.ok(res.body.subarray(0, 5_000).equals(full.subarray(0, 5_000)) && res.body.subarray(5_001).equals(full.subarray(5_001)));
+      assert.ok(
+        res.body.subarray(0, 5_000).equals(full.subarray(0, 5_000)) &&
+          res.body.subarray(5_001).equals(full.subarray(5_001)),
+      );
       assert.throws(() => assertEtcdSnapshot(res.body), /sha256/);
       await writeFile(join(dir, 'corrupt.db'), res.body);
     });
@@ -383,7 +441,13 @@ describe('Talos double', () => {
     const double = await startTalosDouble({ pki: ec, source, hostname: 'ec' });
     try {
       const { certPem, keyPem } = await ec.clientCert(['os:etcd:backup']);
-      const yamlText = talosconfigYaml({ context: 'ec', endpoints: [double.endpoint], caPem: ec.caPem, certPem, keyPem });
+      const yamlText = talosconfigYaml({
+        context: 'ec',
+        endpoints: [double.endpoint],
+        caPem: ec.caPem,
+        certPem,
+        keyPem,
+      });
       const config = parse(yamlText) as { contexts: { ec: { key: string } } };
       assert.match(Buffer.from(config.contexts.ec.key, 'base64').toString(), /^-----BEGIN EC PRIVATE KEY-----/);
       const res = await snapshot(clientFromTalosconfig(yamlText));

@@ -152,7 +152,8 @@ function isEtcd(v: unknown): v is Etcd {
 function resolveNode(name: string, spec: TalosNode | string | Etcd): ResolvedNode {
   if (typeof spec === 'string') return { hostname: name, clientUrl: spec, controlPlane: true };
   if (isEtcd(spec)) return { hostname: name, clientUrl: spec.clientUrl, controlPlane: true };
-  const clientUrl = spec.etcd === undefined ? undefined : typeof spec.etcd === 'string' ? spec.etcd : spec.etcd.clientUrl;
+  const clientUrl =
+    spec.etcd === undefined ? undefined : typeof spec.etcd === 'string' ? spec.etcd : spec.etcd.clientUrl;
   if (clientUrl === undefined && spec.source === undefined && spec.controlPlane !== false) {
     throw new Error(`talos double: node ${name} needs an etcd, a source buffer, or controlPlane: false`);
   }
@@ -183,7 +184,10 @@ function authorize(call: SurfaceCall, method: MachineMethod, rbac: boolean, chec
     const eku = (cert as { ext_key_usage?: string[] }).ext_key_usage ?? [];
     if (eku.length !== 1 || eku[0] !== CLIENT_AUTH_OID) {
       const cn = subject.CN ?? roles.join(',');
-      throw new CallError(grpc.status.UNAUTHENTICATED, `certificate "${String(cn)}" is missing the client auth extended key usage`);
+      throw new CallError(
+        grpc.status.UNAUTHENTICATED,
+        `certificate "${String(cn)}" is missing the client auth extended key usage`,
+      );
     }
   }
   if (rbac && !roles.some((r) => METHOD_ROLES[method].includes(r))) {
@@ -260,14 +264,21 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
   );
 
   const localHostname = opts.hostname ?? `talos-double-${port}`;
-  const local = resolveNode(localHostname, { etcd: opts.etcd, source: opts.source, controlPlane: opts.controlPlane, hostname: localHostname });
+  const local = resolveNode(localHostname, {
+    etcd: opts.etcd,
+    source: opts.source,
+    controlPlane: opts.controlPlane,
+    hostname: localHostname,
+  });
 
   /** Fault for this call (consumes one of `times`). */
   const takeFault = (method: MachineMethod): Fault | undefined => {
     if (!fault || fault.remaining <= 0) return undefined;
     const f = fault.fault;
     const applies =
-      f.kind === 'unavailable' || f.kind === 'unimplemented' ? (f.methods ?? ['EtcdSnapshot']).includes(method) : method === 'EtcdSnapshot';
+      f.kind === 'unavailable' || f.kind === 'unimplemented'
+        ? (f.methods ?? ['EtcdSnapshot']).includes(method)
+        : method === 'EtcdSnapshot';
     if (!applies) return undefined;
     fault.remaining--;
     return f;
@@ -276,7 +287,10 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
   /** node metadata → node (apid's director). */
   const route = (metadata: grpc.Metadata): { node?: string; target: ResolvedNode } => {
     if (metadata.get('nodes').length > 0) {
-      throw new CallError(grpc.status.INVALID_ARGUMENT, 'the talos double does not emulate deprecated one-to-many `nodes` proxying; use `node`');
+      throw new CallError(
+        grpc.status.INVALID_ARGUMENT,
+        'the talos double does not emulate deprecated one-to-many `nodes` proxying; use `node`',
+      );
     }
     // A repeated header reaches a Node HTTP/2 server joined with ", " (Go's server sees separate values).
     const values = metadata
@@ -298,7 +312,10 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
   };
 
   /** Common prologue: record, auth, route, fault. */
-  const begin = (method: MachineMethod, call: SurfaceCall): { record: CallRecord; target: ResolvedNode; fault?: Fault } => {
+  const begin = (
+    method: MachineMethod,
+    call: SurfaceCall,
+  ): { record: CallRecord; target: ResolvedNode; fault?: Fault } => {
     callsByMethod[method]++;
     const record: CallRecord = { method, roles: [], bytes: 0, messages: 0 };
     records.push(record);
@@ -308,9 +325,11 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
     const { target } = route(call.metadata);
     const f = takeFault(method);
     if (f) record.fault = f.kind;
-    if (f?.kind === 'unavailable') throw new CallError(grpc.status.UNAVAILABLE, `${method}: upstream unavailable (injected fault)`);
+    if (f?.kind === 'unavailable')
+      throw new CallError(grpc.status.UNAVAILABLE, `${method}: upstream unavailable (injected fault)`);
     if (f?.kind === 'unimplemented' || (!target.controlPlane && method !== 'EtcdMemberList')) {
-      const what = method === 'EtcdSnapshot' ? 'etcd snapshot' : method === 'EtcdStatus' ? 'etcd status' : 'etcd members';
+      const what =
+        method === 'EtcdSnapshot' ? 'etcd snapshot' : method === 'EtcdStatus' ? 'etcd status' : 'etcd members';
       throw new CallError(grpc.status.UNIMPLEMENTED, `${what} is only available on control plane nodes`);
     }
     record.servedBy = target.hostname;
@@ -394,7 +413,9 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
           return 'break';
         case 'metadata-error': {
           const message = f.message ?? 'rpc error: code = Unavailable desc = error reading from server: EOF';
-          const ok = call.write({ metadata: { hostname, error: message, status: { code: grpc.status.UNAVAILABLE, message, details: [] } } });
+          const ok = call.write({
+            metadata: { hostname, error: message, status: { code: grpc.status.UNAVAILABLE, message, details: [] } },
+          });
           record.messages++;
           if (!ok) await writable(call);
           return 'ok';
@@ -434,7 +455,11 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
    * etcd's snapshot blobs. An upstream error before the first blob fails the call with UNAVAILABLE (Talos returns
    * clientv3's error); after it, the iteration just ends, and so the stream ends with status OK, as Talos' chunker does.
    */
-  async function* etcdBlobs(client: EtcdClient, record: CallRecord, abort: { cancel?: () => void }): AsyncGenerator<Buffer> {
+  async function* etcdBlobs(
+    client: EtcdClient,
+    record: CallRecord,
+    abort: { cancel?: () => void },
+  ): AsyncGenerator<Buffer> {
     const upstream = client.snapshotStream();
     upstream.on('error', () => {
       // surfaced through the iterator; this listener keeps a late CANCELLED from being unhandled
@@ -447,7 +472,11 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
         yield message.blob;
       }
     } catch (err) {
-      if (!received) throw new CallError(grpc.status.UNAVAILABLE, `etcd snapshot failed: ${(err as grpc.ServiceError).details ?? (err as Error).message}`);
+      if (!received)
+        throw new CallError(
+          grpc.status.UNAVAILABLE,
+          `etcd snapshot failed: ${(err as grpc.ServiceError).details ?? (err as Error).message}`,
+        );
       record.details = `etcd read error (stream ended with OK, as Talos does): ${(err as Error).message}`;
     } finally {
       upstream.cancel();
@@ -466,7 +495,8 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
     const full = Math.floor(source.length / CHUNK_SIZE);
     const prefix = dataPrefix(CHUNK_SIZE);
     const frameLen = prefix.length + CHUNK_SIZE;
-    const inner = (call as unknown as { call?: { sendMessage?: (message: unknown, callback: () => void) => void } }).call;
+    const inner = (call as unknown as { call?: { sendMessage?: (message: unknown, callback: () => void) => void } })
+      .call;
     const sendMessage = typeof inner?.sendMessage === 'function' ? inner.sendMessage.bind(inner) : undefined;
 
     let inFlight = 0;
@@ -564,7 +594,10 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
           call.end();
         }
       } catch (err) {
-        const e = err instanceof CallError ? err : new CallError(grpc.status.INTERNAL, `talos double: ${(err as Error).message}`);
+        const e =
+          err instanceof CallError
+            ? err
+            : new CallError(grpc.status.INTERNAL, `talos double: ${(err as Error).message}`);
         const record = records[index];
         if (record) finish(record, e.code, e.details);
         if (!call.destroyed) call.emit('error', statusError(e.code, e.details));
@@ -587,7 +620,8 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
           finish(record, grpc.status.OK, 'OK');
           callback(null, response);
         } catch (err) {
-          const e = err instanceof CallError ? err : new CallError(grpc.status.UNAVAILABLE, `etcd: ${(err as Error).message}`);
+          const e =
+            err instanceof CallError ? err : new CallError(grpc.status.UNAVAILABLE, `etcd: ${(err as Error).message}`);
           const record = records[index];
           if (record) finish(record, e.code, e.details);
           callback(statusError(e.code, e.details), null);
@@ -597,7 +631,8 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
     };
 
   /** A stable fake member id for source-mode nodes. */
-  const fakeMemberId = (hostname: string): string => createHash('sha256').update(hostname).digest().readBigUInt64BE(0).toString();
+  const fakeMemberId = (hostname: string): string =>
+    createHash('sha256').update(hostname).digest().readBigUInt64BE(0).toString();
 
   const etcdStatus = unaryHandler('EtcdStatus', async (target) => {
     if (!target.clientUrl) {
@@ -607,8 +642,17 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
         messages: [
           {
             member_status: {
-              member_id: id, protocol_version: '3.6.0', db_size: size, db_size_in_use: size, leader: id,
-              raft_index: '1', raft_term: '1', raft_applied_index: '1', errors: [], is_learner: false, storage_version: '3.6.0',
+              member_id: id,
+              protocol_version: '3.6.0',
+              db_size: size,
+              db_size_in_use: size,
+              leader: id,
+              raft_index: '1',
+              raft_term: '1',
+              raft_applied_index: '1',
+              errors: [],
+              is_learner: false,
+              storage_version: '3.6.0',
             },
           },
         ],
@@ -642,7 +686,15 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
         messages: [
           {
             legacy_members: [target.hostname],
-            members: [{ id: fakeMemberId(target.hostname), hostname: target.hostname, peer_urls: ['https://127.0.0.1:2380'], client_urls: ['https://127.0.0.1:2379'], is_learner: false }],
+            members: [
+              {
+                id: fakeMemberId(target.hostname),
+                hostname: target.hostname,
+                peer_urls: ['https://127.0.0.1:2380'],
+                client_urls: ['https://127.0.0.1:2379'],
+                is_learner: false,
+              },
+            ],
           },
         ],
       };
@@ -667,7 +719,10 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
   const serialize = snapshotDef.responseSerialize;
   const definition: grpc.ServiceDefinition = {
     ...service,
-    EtcdSnapshot: { ...snapshotDef, responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : serialize(value)) },
+    EtcdSnapshot: {
+      ...snapshotDef,
+      responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : serialize(value)),
+    },
   };
   server.addService(definition, {
     EtcdSnapshot: etcdSnapshot,

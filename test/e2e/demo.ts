@@ -19,11 +19,18 @@ async function main(): Promise<void> {
   // The SDK pins Node 20 support (the image runs Node 22); its support notice is not part of the demo.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const started = performance.now();
-  say('Starting etcd, the Talos API double, Ceph RGW, kube-apiserver and kube-controller-manager, the hook server, the Metacontroller stand-in and the test kubelet…');
+  say(
+    'Starting etcd, the Talos API double, Ceph RGW, kube-apiserver and kube-controller-manager, the hook server, the Metacontroller stand-in and the test kubelet…',
+  );
   const r = await startRehearsal({ log: (line) => say(`  ${line}`) });
   try {
-    say(`kubectl apply -f examples/  (schedule "*/5 * * * *", retention 3, deletionPolicy Delete, S3 endpoint ${r.rgw.endpoint})`);
-    await r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120 }, template: { deletionPolicy: 'Delete' } });
+    say(
+      `kubectl apply -f examples/  (schedule "*/5 * * * *", retention 3, deletionPolicy Delete, S3 endpoint ${r.rgw.endpoint})`,
+    );
+    await r.applyExamples({
+      spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120 },
+      template: { deletionPolicy: 'Delete' },
+    });
     await r.settle();
     const start = r.now().getTime();
     let written = 0;
@@ -41,7 +48,14 @@ async function main(): Promise<void> {
     // The schedule's times are the simulated clock's, ahead of the real one, so they are shown as timestamps
     // (kubectl's date columns would print a future time as <invalid>); AGE is real time.
     for (const args of [
-      ['get', 'tebs', '-n', NAMESPACE, '-o', 'custom-columns=NAME:.metadata.name,SCHEDULE:.spec.schedule,RETENTION:.spec.retention,LAST-SUCCESS:.status.lastSuccessfulBackupTime,NEXT:.status.nextScheduleTime'],
+      [
+        'get',
+        'tebs',
+        '-n',
+        NAMESPACE,
+        '-o',
+        'custom-columns=NAME:.metadata.name,SCHEDULE:.spec.schedule,RETENTION:.spec.retention,LAST-SUCCESS:.status.lastSuccessfulBackupTime,NEXT:.status.nextScheduleTime',
+      ],
       ['get', 'teb', '-n', NAMESPACE, '-o', 'wide'],
     ]) {
       const result = await r.cp.kubectl(args);
@@ -69,7 +83,8 @@ async function main(): Promise<void> {
       say(`  ${value}   ← written just before the ${last} slot: the newest backup has the newest data`);
       if (value !== last) throw new Error(`the restored etcd says ${value}, expected ${last}`);
       for (const [key, expected] of lastKeys) {
-        if ((await restored.get(key)) !== expected) throw new Error(`the restored etcd lacks ${key}, written before the newest slot`);
+        if ((await restored.get(key)) !== expected)
+          throw new Error(`the restored etcd lacks ${key}, written before the newest slot`);
       }
       say(`  and the ${lastKeys.size} keys written just before that slot read back equal.`);
     } finally {

@@ -16,19 +16,32 @@ const status = (b: KubeObject) => (b.status ?? {}) as BackupStatus;
 const condition = (conditions: Condition[] | undefined, type: string) => conditions?.find((c) => c.type === type);
 const phaseOf = (b: KubeObject) => status(b).phase;
 /** What a user applies: the object without what the API server added. */
-const applied = (o: KubeObject, spec: Record<string, unknown>): KubeObject => ({ apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata.name, namespace: o.metadata.namespace }, spec: { ...(o.spec as object), ...spec } });
-const slotOf = (b: KubeObject) => (b.metadata.annotations as Record<string, string> | undefined)?.[SCHEDULED_TIME_ANNOTATION];
+const applied = (o: KubeObject, spec: Record<string, unknown>): KubeObject => ({
+  apiVersion: o.apiVersion,
+  kind: o.kind,
+  metadata: { name: o.metadata.name, namespace: o.metadata.namespace },
+  spec: { ...(o.spec as object), ...spec },
+});
+const slotOf = (b: KubeObject) =>
+  (b.metadata.annotations as Record<string, string> | undefined)?.[SCHEDULED_TIME_ANNOTATION];
 
 async function pendingUploads(r: Rehearsal) {
   return (await r.s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET }))).Uploads ?? [];
 }
 
 /** Runs the schedule through `slots` slots from the current time; `beforeSlot` may inject faults. */
-async function runSlots(r: Rehearsal, slots: number, beforeSlot?: (index: number) => Promise<void> | void): Promise<void> {
+async function runSlots(
+  r: Rehearsal,
+  slots: number,
+  beforeSlot?: (index: number) => Promise<void> | void,
+): Promise<void> {
   const first = Math.ceil((r.now().getTime() + 1) / SLOT_MS) * SLOT_MS;
   for (let i = 0; i < slots; i += 1) {
     await beforeSlot?.(i);
-    await r.etcd.put(`registry/slot-${first + i * SLOT_MS}`, `written before the ${new Date(first + i * SLOT_MS).toISOString()} slot`);
+    await r.etcd.put(
+      `registry/slot-${first + i * SLOT_MS}`,
+      `written before the ${new Date(first + i * SLOT_MS).toISOString()} slot`,
+    );
     await r.advanceTo(new Date(first + i * SLOT_MS + 1000));
   }
 }
@@ -37,7 +50,16 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
   let r: Rehearsal;
   before(async () => {
     r = await startRehearsal();
-    await r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120, failedBackupsHistoryLimit: 3 }, template: { deletionPolicy: 'Delete' } });
+    await r.applyExamples({
+      spec: {
+        schedule: '*/5 * * * *',
+        timeZone: 'UTC',
+        retention: 3,
+        startingDeadlineSeconds: 120,
+        failedBackupsHistoryLimit: 3,
+      },
+      template: { deletionPolicy: 'Delete' },
+    });
     await r.settle();
   });
   after(() => r?.close());
@@ -64,9 +86,16 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
     assert.equal(phaseOf(newest), 'Succeeded');
 
     const keys = (await r.objects()).map((o) => o.key).sort();
-    assert.deepEqual(keys, ready.map((b) => status(b).snapshot!.key).sort(), 'with Delete, exactly the kept backups\' objects');
+    assert.deepEqual(
+      keys,
+      ready.map((b) => status(b).snapshot!.key).sort(),
+      "with Delete, exactly the kept backups' objects",
+    );
     // Dropped attachments go through the garbage collector: asynchronously.
-    await r.waitFor('the finished backups\' Jobs and helpers to be collected', async () => (await r.helpers()).length === 0);
+    await r.waitFor(
+      "the finished backups' Jobs and helpers to be collected",
+      async () => (await r.helpers()).length === 0,
+    );
     assert.deepEqual(await pendingUploads(r), []);
 
     const scheduleStatus = (await r.schedule())!.status as ScheduleStatus;
@@ -82,7 +111,10 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
     const slot = new Date(slotOf(newest)!).getTime();
     const restored = await r.restore(status(newest).snapshot!.key);
     try {
-      assert.equal(await restored.get(`registry/slot-${slot}`), `written before the ${new Date(slot).toISOString()} slot`);
+      assert.equal(
+        await restored.get(`registry/slot-${slot}`),
+        `written before the ${new Date(slot).toISOString()} slot`,
+      );
       assert.equal(await restored.get(`registry/slot-${slot + SLOT_MS}`), undefined, 'nothing written after its slot');
     } finally {
       await restored.stop();
@@ -117,7 +149,10 @@ describe('rehearsal: restarts, killed snapshots, two replicas, bad input (deleti
     r = await startRehearsal({ replicas: 2 });
     // A snapshot of several 5 MiB parts, so a killed stream has a multipart upload in flight.
     await r.etcd.putMany(2500, 'registry/big/', 4096);
-    await r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120 }, template: {} });
+    await r.applyExamples({
+      spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, startingDeadlineSeconds: 120 },
+      template: {},
+    });
     await r.settle();
   });
   after(() => r?.close());
@@ -128,7 +163,8 @@ describe('rehearsal: restarts, killed snapshots, two replicas, bad input (deleti
     const slot = Math.ceil((r.now().getTime() + 1) / SLOT_MS) * SLOT_MS;
     const advancing = r.advanceTo(new Date(slot + 1000));
     const deadline = Date.now() + 30_000;
-    while (r.kubelet.running().length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    while (r.kubelet.running().length === 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 20));
     assert.equal(r.kubelet.running().length, 1, 'a snapshot Job is running');
     await r.restartServer(0);
     await advancing;
@@ -147,57 +183,105 @@ describe('rehearsal: restarts, killed snapshots, two replicas, bad input (deleti
     const advancing = r.advanceTo(new Date(first + 1000));
     // Wait for the stalled pod with an upload in flight, then kill it outright (as the OOM killer would).
     const deadline = Date.now() + 30_000;
-    while ((await pendingUploads(r)).length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    while ((await pendingUploads(r)).length === 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal((await pendingUploads(r)).length, 1, 'a multipart upload in flight');
     const running = r.kubelet.running()[0]!;
     r.kubelet.kill(running.namespace, running.name, 'SIGKILL');
     await advancing;
     await r.settle();
-    const backup = (await r.backups()).find((b) => slotOf(b) === new Date(first).toISOString().replace(/\.\d+Z$/, 'Z'))!;
+    const backup = (await r.backups()).find(
+      (b) => slotOf(b) === new Date(first).toISOString().replace(/\.\d+Z$/, 'Z'),
+    )!;
     assert.equal(phaseOf(backup), 'Succeeded', JSON.stringify(status(backup)));
     assert.ok(r.kubelet.pods().filter((p) => p.job === running.job).length >= 2, 'the Job retried');
-    assert.deepEqual(await pendingUploads(r), [], 'the retry aborted the killed attempt\'s upload');
+    assert.deepEqual(await pendingUploads(r), [], "the retry aborted the killed attempt's upload");
     const restored = await r.restore(status(backup).snapshot!.key);
     await restored.stop();
   });
 
   it('bad input ends with the documented condition and disturbs nothing else', async () => {
-    const template = ((await r.schedule())!.spec as { backupTemplate: { spec: Record<string, unknown> & { backupStorage: { s3: Record<string, unknown> } } } }).backupTemplate.spec;
+    const template = (
+      (await r.schedule())!.spec as {
+        backupTemplate: { spec: Record<string, unknown> & { backupStorage: { s3: Record<string, unknown> } } };
+      }
+    ).backupTemplate.spec;
     const backup = (name: string, spec: Record<string, unknown>): KubeObject => {
       const merged: Record<string, unknown> = { ...template, ...spec };
       for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
       return { apiVersion: API_VERSION, kind: BACKUP_KIND, metadata: { name, namespace: NAMESPACE }, spec: merged };
     };
     const mainSpec = (await r.schedule())!.spec as object;
-    const schedule = (name: string, spec: Record<string, unknown>): KubeObject => ({ apiVersion: API_VERSION, kind: SCHEDULE_KIND, metadata: { name, namespace: NAMESPACE }, spec: { ...mainSpec, ...spec } });
+    const schedule = (name: string, spec: Record<string, unknown>): KubeObject => ({
+      apiVersion: API_VERSION,
+      kind: SCHEDULE_KIND,
+      metadata: { name, namespace: NAMESPACE },
+      spec: { ...mainSpec, ...spec },
+    });
     await r.metacontroller.apply(schedule('bad-cron', { schedule: '0 0 2 * * *' }));
     await r.metacontroller.apply(schedule('bad-zone', { timeZone: 'Mars/Olympus_Mons' }));
-    await r.metacontroller.apply(backup('missing-secret', { backupStorage: { s3: { ...template.backupStorage.s3, accessKeyID: { name: 'nope', key: 'access-key-id' }, secretAccessKey: { name: 'nope', key: 'secret-access-key' } } } }));
-    await r.metacontroller.apply(backup('missing-tcp', { talosConfigSecretRef: undefined, talosControlPlaneRef: { name: 'no-such-cluster' } }));
-    await r.metacontroller.apply(backup('missing-bucket', { backupStorage: { s3: { ...template.backupStorage.s3, bucket: 'no-such-bucket' } } }));
+    await r.metacontroller.apply(
+      backup('missing-secret', {
+        backupStorage: {
+          s3: {
+            ...template.backupStorage.s3,
+            accessKeyID: { name: 'nope', key: 'access-key-id' },
+            secretAccessKey: { name: 'nope', key: 'secret-access-key' },
+          },
+        },
+      }),
+    );
+    await r.metacontroller.apply(
+      backup('missing-tcp', { talosConfigSecretRef: undefined, talosControlPlaneRef: { name: 'no-such-cluster' } }),
+    );
+    await r.metacontroller.apply(
+      backup('missing-bucket', { backupStorage: { s3: { ...template.backupStorage.s3, bucket: 'no-such-bucket' } } }),
+    );
     const goodBefore = (await r.backups()).filter((b) => phaseOf(b) === 'Succeeded').length;
     await r.settle();
     await r.advanceTo(new Date(r.now().getTime() + 31_000)); // past the TalosControlPlane grace period
 
     const objects = new Map<string, KubeObject>();
-    for (const [kind, name] of [[SCHEDULE_KIND, 'bad-cron'], [SCHEDULE_KIND, 'bad-zone'], [BACKUP_KIND, 'missing-secret'], [BACKUP_KIND, 'missing-tcp'], [BACKUP_KIND, 'missing-bucket']] as const) {
+    for (const [kind, name] of [
+      [SCHEDULE_KIND, 'bad-cron'],
+      [SCHEDULE_KIND, 'bad-zone'],
+      [BACKUP_KIND, 'missing-secret'],
+      [BACKUP_KIND, 'missing-tcp'],
+      [BACKUP_KIND, 'missing-bucket'],
+    ] as const) {
       objects.set(name, (await r.metacontroller.get(API_VERSION, kind, NAMESPACE, name)) as KubeObject);
     }
     const get = (name: string) => objects.get(name)!;
     const failedMessage = (name: string) => condition(status(get(name)).conditions, 'Failed');
     assert.equal(condition((get('bad-cron').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidSchedule');
     assert.equal(condition((get('bad-zone').status as ScheduleStatus).conditions, 'Failed')?.reason, 'InvalidTimeZone');
-    assert.match(failedMessage('missing-secret')?.message ?? '', /^Failed to get secret: secret talos-backup\/nope key access-key-id/);
-    assert.match(failedMessage('missing-tcp')?.message ?? '', /^Failed to get TalosControlPlane talos-backup\/no-such-cluster: not found in the backup's namespace/);
+    assert.match(
+      failedMessage('missing-secret')?.message ?? '',
+      /^Failed to get secret: secret talos-backup\/nope key access-key-id/,
+    );
+    assert.match(
+      failedMessage('missing-tcp')?.message ?? '',
+      /^Failed to get TalosControlPlane talos-backup\/no-such-cluster: not found in the backup's namespace/,
+    );
     assert.match(failedMessage('missing-bucket')?.message ?? '', /^Failed to upload snapshot to S3: NoSuchBucket/);
-    for (const name of ['missing-secret', 'missing-tcp', 'missing-bucket']) assert.equal(phaseOf(get(name)), 'Failed', name);
+    for (const name of ['missing-secret', 'missing-tcp', 'missing-bucket'])
+      assert.equal(phaseOf(get(name)), 'Failed', name);
 
     // Nothing else disturbed: the main schedule still backs up on its next slot.
     await runSlots(r, 1);
     const mine = (await r.backups()).filter((b) => b.metadata.name.startsWith(`${SCHEDULE}-`));
     assert.ok(mine.filter((b) => phaseOf(b) === 'Succeeded').length >= Math.min(goodBefore, 3));
-    assert.equal(phaseOf([...mine].sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b)))).pop()!), 'Succeeded');
-    await r.waitFor('finished backups\' helpers to be collected', async () => (await r.helpers()).filter((h) => !h.includes('missing-') && !h.includes('bad-')).length === 0);
-    assert.deepEqual((await r.helpers()).filter((h) => !h.includes('missing-') && !h.includes('bad-')), []);
+    assert.equal(
+      phaseOf([...mine].sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b)))).pop()!),
+      'Succeeded',
+    );
+    await r.waitFor(
+      "finished backups' helpers to be collected",
+      async () => (await r.helpers()).filter((h) => !h.includes('missing-') && !h.includes('bad-')).length === 0,
+    );
+    assert.deepEqual(
+      (await r.helpers()).filter((h) => !h.includes('missing-') && !h.includes('bad-')),
+      [],
+    );
   });
 });

@@ -20,7 +20,11 @@ import type { KubernetesObject } from '../../src/server/metacontroller/types.js'
 import { dockerfileImage } from '../server/backup/job-cluster.js';
 import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';
 import { startKubelet, type Kubelet } from '../doubles/kubelet.js';
-import { installTalosOperatorCrds, startMetacontroller, type MetacontrollerStandIn } from '../doubles/metacontroller.js';
+import {
+  installTalosOperatorCrds,
+  startMetacontroller,
+  type MetacontrollerStandIn,
+} from '../doubles/metacontroller.js';
 import { restoreSnapshot, startEtcd, type Etcd } from '../harness/etcd.js';
 import { createTalosPki, talosconfigYaml } from '../harness/pki.js';
 import { startRgw, type Rgw } from '../harness/rgw.js';
@@ -108,8 +112,17 @@ export async function startRehearsal(opts: RehearsalOptions = {}): Promise<Rehea
     closers.length = 0;
   };
   try {
-    const [etcd, rgw, cp, pki] = await Promise.all([startEtcd({ version: ETCD_VERSION }), startRgw(), startControlPlane(), createTalosPki()]);
-    closers.push(() => etcd.stop(), () => rgw.stop(), () => cp.stop());
+    const [etcd, rgw, cp, pki] = await Promise.all([
+      startEtcd({ version: ETCD_VERSION }),
+      startRgw(),
+      startControlPlane(),
+      createTalosPki(),
+    ]);
+    closers.push(
+      () => etcd.stop(),
+      () => rgw.stop(),
+      () => cp.stop(),
+    );
     const talos = await startTalosDouble({ pki, etcd, hostname: 'cp-1' });
     closers.push(() => talos.stop());
     await Promise.all([rgw.createBucket(BUCKET), cp.installCrds(), installTalosOperatorCrds(cp)]);
@@ -118,32 +131,66 @@ export async function startRehearsal(opts: RehearsalOptions = {}): Promise<Rehea
     const batch = admin.makeApiClient(BatchV1Api);
     await core.createNamespace({ body: { metadata: { name: NAMESPACE } } });
     const s3 = rgw.client();
-    log(`etcd ${etcd.version} ${etcd.clientUrl}, Talos API ${talos.endpoint} (mTLS), S3 ${rgw.endpoint}, Kubernetes ${cp.version} ${cp.url}`);
+    log(
+      `etcd ${etcd.version} ${etcd.clientUrl}, Talos API ${talos.endpoint} (mTLS), S3 ${rgw.endpoint}, Kubernetes ${cp.version} ${cp.url}`,
+    );
 
     const servers: RunningServer[] = [];
     const startHook = () => startServer({ clock, jobImage: JOB_IMAGE });
     for (let i = 0; i < (opts.replicas ?? 1); i += 1) servers.push(await startHook());
     closers.push(() => Promise.all(servers.map((s) => s.close())));
-    const metacontroller = await startMetacontroller({ kubeConfig: admin, hookUrls: () => servers.map((s) => s.url), clock, settleTimeoutMs: SETTLE_TIMEOUT_MS, maxSyncsPerSettle: 2000, ...METACONTROLLER_QPS });
+    const metacontroller = await startMetacontroller({
+      kubeConfig: admin,
+      hookUrls: () => servers.map((s) => s.url),
+      clock,
+      settleTimeoutMs: SETTLE_TIMEOUT_MS,
+      maxSyncsPerSettle: 2000,
+      ...METACONTROLLER_QPS,
+    });
     closers.push(() => metacontroller.stop());
     const image = await dockerfileImage();
-    const kubelet = await startKubelet({ controlPlane: cp, imagePaths: { [image.workingDir]: packageRoot() }, image, ...(opts.podEnv && { extraEnv: opts.podEnv }) });
+    const kubelet = await startKubelet({
+      controlPlane: cp,
+      imagePaths: { [image.workingDir]: packageRoot() },
+      image,
+      ...(opts.podEnv && { extraEnv: opts.podEnv }),
+    });
     closers.push(() => kubelet.stop());
 
     // The talosconfig Secret Talos itself would create for the example's Talos ServiceAccount (role os:etcd:backup).
     const client = await pki.clientCert(['os:etcd:backup']);
-    const talosconfig = talosconfigYaml({ context: 'default', endpoints: [talos.endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem });
+    const talosconfig = talosconfigYaml({
+      context: 'default',
+      endpoints: [talos.endpoint],
+      caPem: pki.caPem,
+      certPem: client.certPem,
+      keyPem: client.keyPem,
+    });
 
     const unfinishedJobs = async (): Promise<string[]> => {
       const jobs = await batch.listNamespacedJob({ namespace: NAMESPACE });
-      return jobs.items.filter((j) => !(j.status?.conditions ?? []).some((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True')).map((j) => j.metadata!.name!);
+      return jobs.items
+        .filter(
+          (j) =>
+            !(j.status?.conditions ?? []).some(
+              (c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True',
+            ),
+        )
+        .map((j) => j.metadata!.name!);
     };
-    const waitFor = async <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = SETTLE_TIMEOUT_MS): Promise<T> => {
+    const waitFor = async <T>(
+      what: string,
+      check: () => Promise<T | undefined | false>,
+      timeoutMs = SETTLE_TIMEOUT_MS,
+    ): Promise<T> => {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const value = await check();
         if (value !== undefined && value !== false) return value;
-        if (Date.now() > deadline) throw new Error(`rehearsal: ${what} did not happen within ${timeoutMs} ms; Metacontroller errors: ${JSON.stringify(metacontroller.errors.slice(-5))}; kubelet problems: ${JSON.stringify(kubelet.problems())}`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `rehearsal: ${what} did not happen within ${timeoutMs} ms; Metacontroller errors: ${JSON.stringify(metacontroller.errors.slice(-5))}; kubelet problems: ${JSON.stringify(kubelet.problems())}`,
+          );
         await sleep(100);
       }
     };
@@ -174,7 +221,8 @@ export async function startRehearsal(opts: RehearsalOptions = {}): Promise<Rehea
       settle,
       waitFor,
       async advanceTo(time) {
-        if (time < now) throw new Error(`the simulated clock cannot go back from ${now.toISOString()} to ${time.toISOString()}`);
+        if (time < now)
+          throw new Error(`the simulated clock cannot go back from ${now.toISOString()} to ${time.toISOString()}`);
         now = new Date(time);
         await settle();
       },
@@ -184,21 +232,42 @@ export async function startRehearsal(opts: RehearsalOptions = {}): Promise<Rehea
       },
       async applyExamples(overrides = {}) {
         const [credentials] = exampleDocuments('s3-credentials-secret.yaml');
-        await core.createNamespacedSecret({ namespace: NAMESPACE, body: { metadata: { name: credentials!.metadata.name }, stringData: { 'access-key-id': rgw.accessKeyId, 'secret-access-key': rgw.secretAccessKey } } });
-        await core.createNamespacedSecret({ namespace: NAMESPACE, body: { metadata: { name: 'etcd-backup' }, stringData: { config: talosconfig } } });
+        await core.createNamespacedSecret({
+          namespace: NAMESPACE,
+          body: {
+            metadata: { name: credentials!.metadata.name },
+            stringData: { 'access-key-id': rgw.accessKeyId, 'secret-access-key': rgw.secretAccessKey },
+          },
+        });
+        await core.createNamespacedSecret({
+          namespace: NAMESPACE,
+          body: { metadata: { name: 'etcd-backup' }, stringData: { config: talosconfig } },
+        });
         const [example] = exampleDocuments('schedule.yaml');
-        const spec = example!.spec as { backupTemplate: { spec: Record<string, unknown> & { backupStorage: { s3: Record<string, unknown> } } } };
+        const spec = example!.spec as {
+          backupTemplate: { spec: Record<string, unknown> & { backupStorage: { s3: Record<string, unknown> } } };
+        };
         spec.backupTemplate.spec.backupStorage.s3.endpoint = rgw.endpoint;
         Object.assign(spec.backupTemplate.spec, overrides.template);
-        await metacontroller.apply({ ...example!, metadata: { ...example!.metadata, namespace: NAMESPACE }, spec: { ...spec, ...overrides.spec } });
+        await metacontroller.apply({
+          ...example!,
+          metadata: { ...example!.metadata, namespace: NAMESPACE },
+          spec: { ...spec, ...overrides.spec },
+        });
       },
       backups: () => list(BACKUP_KIND),
       schedule: async () => (await list(SCHEDULE_KIND)).find((s) => s.metadata.name === SCHEDULE),
       async helpers() {
-        const kinds = [['batch/v1', 'Job'], ['v1', 'ServiceAccount'], ['rbac.authorization.k8s.io/v1', 'Role'], ['rbac.authorization.k8s.io/v1', 'RoleBinding']] as const;
+        const kinds = [
+          ['batch/v1', 'Job'],
+          ['v1', 'ServiceAccount'],
+          ['rbac.authorization.k8s.io/v1', 'Role'],
+          ['rbac.authorization.k8s.io/v1', 'RoleBinding'],
+        ] as const;
         const found: string[] = [];
         for (const [apiVersion, kind] of kinds) {
-          for (const o of await metacontroller.list(apiVersion, kind, NAMESPACE)) if (!(kind === 'ServiceAccount' && o.metadata.name === 'default')) found.push(`${kind}/${o.metadata.name}`);
+          for (const o of await metacontroller.list(apiVersion, kind, NAMESPACE))
+            if (!(kind === 'ServiceAccount' && o.metadata.name === 'default')) found.push(`${kind}/${o.metadata.name}`);
         }
         return found;
       },

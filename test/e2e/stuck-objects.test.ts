@@ -15,7 +15,8 @@ import { BUCKET, NAMESPACE, SCHEDULE, startRehearsal, type KubeObject, type Rehe
 const status = (b: KubeObject | undefined) => (b?.status ?? {}) as BackupStatus;
 const condition = (conditions: Condition[] | undefined, type: string) => conditions?.find((c) => c.type === type);
 const objectKeys = async (r: Rehearsal) => (await r.objects()).map((o) => o.key).sort();
-const pendingUploads = async (r: Rehearsal) => (await r.s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET }))).Uploads ?? [];
+const pendingUploads = async (r: Rehearsal) =>
+  (await r.s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET }))).Uploads ?? [];
 
 describe('objects Metacontroller cannot create or delete, on a real cluster', () => {
   let r: Rehearsal;
@@ -25,15 +26,29 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
     r = await startRehearsal();
     admin = await r.cp.kubeConfig();
     // The examples' Secrets and a paused schedule whose template the backups below use.
-    await r.applyExamples({ spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, paused: true }, template: { deletionPolicy: 'Delete' } });
+    await r.applyExamples({
+      spec: { schedule: '*/5 * * * *', timeZone: 'UTC', retention: 3, paused: true },
+      template: { deletionPolicy: 'Delete' },
+    });
     await r.settle();
-    template = ((await r.schedule())!.spec as { backupTemplate: { spec: Record<string, unknown> } }).backupTemplate.spec;
+    template = ((await r.schedule())!.spec as { backupTemplate: { spec: Record<string, unknown> } }).backupTemplate
+      .spec;
   });
   after(() => r?.close());
 
-  const backupIn = (namespace: string, name: string, spec: Record<string, unknown> = {}): KubeObject => ({ apiVersion: API_VERSION, kind: BACKUP_KIND, metadata: { name, namespace }, spec: { ...template, ...spec } });
-  const get = (namespace: string, name: string) => r.metacontroller.get(API_VERSION, BACKUP_KIND, namespace, name) as Promise<KubeObject | undefined>;
-  const readyBackup = async (namespace: string, name: string, spec: Record<string, unknown> = {}): Promise<KubeObject> => {
+  const backupIn = (namespace: string, name: string, spec: Record<string, unknown> = {}): KubeObject => ({
+    apiVersion: API_VERSION,
+    kind: BACKUP_KIND,
+    metadata: { name, namespace },
+    spec: { ...template, ...spec },
+  });
+  const get = (namespace: string, name: string) =>
+    r.metacontroller.get(API_VERSION, BACKUP_KIND, namespace, name) as Promise<KubeObject | undefined>;
+  const readyBackup = async (
+    namespace: string,
+    name: string,
+    spec: Record<string, unknown> = {},
+  ): Promise<KubeObject> => {
     await r.metacontroller.apply(backupIn(namespace, name, spec));
     await r.settle();
     const b = await get(namespace, name);
@@ -44,8 +59,15 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
   it('a ResourceQuota that refuses Jobs: the backup fails after the deadline naming the events, its delete Job likewise lets it go, and the schedule carries on', async () => {
     const core = admin.makeApiClient(CoreV1Api);
     const stored = await readyBackup(NAMESPACE, 'before-quota');
-    await core.createNamespacedResourceQuota({ namespace: NAMESPACE, body: { metadata: { name: 'no-jobs' }, spec: { hard: { 'count/jobs.batch': '0' } } } });
-    await r.waitFor('the quota to be enforced', async () => (await core.readNamespacedResourceQuota({ namespace: NAMESPACE, name: 'no-jobs' })).status?.hard !== undefined);
+    await core.createNamespacedResourceQuota({
+      namespace: NAMESPACE,
+      body: { metadata: { name: 'no-jobs' }, spec: { hard: { 'count/jobs.batch': '0' } } },
+    });
+    await r.waitFor(
+      'the quota to be enforced',
+      async () =>
+        (await core.readNamespacedResourceQuota({ namespace: NAMESPACE, name: 'no-jobs' })).status?.hard !== undefined,
+    );
 
     await r.metacontroller.apply(backupIn(NAMESPACE, 'quota-blocked'));
     await r.settle();
@@ -54,7 +76,12 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
     const blocked = status(await get(NAMESPACE, 'quota-blocked'));
     assert.equal(blocked.phase, 'Failed');
     const hint = `kubectl get events -n ${NAMESPACE} --field-selector involvedObject.name=quota-blocked`;
-    assert.ok(blocked.message?.startsWith('Failed to create the snapshot Job: quota-blocked-snapshot did not appear within 600s'), blocked.message);
+    assert.ok(
+      blocked.message?.startsWith(
+        'Failed to create the snapshot Job: quota-blocked-snapshot did not appear within 600s',
+      ),
+      blocked.message,
+    );
     assert.ok(blocked.message?.endsWith(hint), blocked.message);
     // The command the message gives shows the cause.
     const events = await r.cp.kubectl(hint.replace(/^kubectl /, '').split(' '));
@@ -64,7 +91,11 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
     const key = status(stored).snapshot!.key;
     await r.metacontroller.delete(API_VERSION, BACKUP_KIND, NAMESPACE, 'before-quota');
     await r.settle();
-    assert.match(status(await get(NAMESPACE, 'before-quota')).deletion?.message ?? '', /^Deleting s3:/, 'held for its delete Job');
+    assert.match(
+      status(await get(NAMESPACE, 'before-quota')).deletion?.message ?? '',
+      /^Deleting s3:/,
+      'held for its delete Job',
+    );
     await r.advanceTo(new Date(r.now().getTime() + (DEFAULT_ATTACHMENT_DEADLINE_SECONDS + 1) * 1000));
     await r.waitFor('the backup to be let go', async () => (await get(NAMESPACE, 'before-quota')) === undefined);
     assert.ok((await objectKeys(r)).includes(key), 'the object it could not delete is kept');
@@ -73,13 +104,23 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
     // its next slot is backed up.
     await core.deleteNamespacedResourceQuota({ namespace: NAMESPACE, name: 'no-jobs' });
     const schedule = (await r.schedule())!;
-    await r.metacontroller.apply({ apiVersion: schedule.apiVersion, kind: schedule.kind, metadata: { name: SCHEDULE, namespace: NAMESPACE }, spec: { ...(schedule.spec as object), paused: false } });
+    await r.metacontroller.apply({
+      apiVersion: schedule.apiVersion,
+      kind: schedule.kind,
+      metadata: { name: SCHEDULE, namespace: NAMESPACE },
+      spec: { ...(schedule.spec as object), paused: false },
+    });
     const slot = Math.ceil((r.now().getTime() + 1) / 300_000) * 300_000;
     await r.advanceTo(new Date(slot + 1000));
     const newest = (await r.backups()).find((b) => b.metadata.name === `${SCHEDULE}-${slot / 1000}`);
     assert.equal(status(newest).phase, 'Succeeded', JSON.stringify(status(newest)));
     assert.equal(condition(((await r.schedule())!.status as ScheduleStatus).conditions, 'Ready')?.status, 'True');
-    await r.metacontroller.apply({ apiVersion: schedule.apiVersion, kind: schedule.kind, metadata: { name: SCHEDULE, namespace: NAMESPACE }, spec: { ...(schedule.spec as object), paused: true } });
+    await r.metacontroller.apply({
+      apiVersion: schedule.apiVersion,
+      kind: schedule.kind,
+      metadata: { name: SCHEDULE, namespace: NAMESPACE },
+      spec: { ...(schedule.spec as object), paused: true },
+    });
     await r.settle();
   });
 
@@ -93,7 +134,12 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
     }
     // A schedule too (its backups would be Delete), besides the backups made by hand.
     const schedule = (await r.schedule())!;
-    await r.metacontroller.apply({ apiVersion: schedule.apiVersion, kind: schedule.kind, metadata: { name: SCHEDULE, namespace: ns }, spec: schedule.spec });
+    await r.metacontroller.apply({
+      apiVersion: schedule.apiVersion,
+      kind: schedule.kind,
+      metadata: { name: SCHEDULE, namespace: ns },
+      spec: schedule.spec,
+    });
     const retained = await readyBackup(ns, 'retained', { deletionPolicy: 'Retain' });
     const deletable = await readyBackup(ns, 'deletable', { deletionPolicy: 'Delete' });
     // A third one streams when the namespace goes (the Talos API stalls it).
@@ -104,13 +150,17 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
 
     const deleted = await r.cp.kubectl(['delete', 'namespace', ns, '--wait=false']);
     assert.equal(deleted.code, 0, deleted.stderr);
-    await r.waitFor(`namespace ${ns} to be gone`, async () => {
-      await r.metacontroller.settle();
-      return (await r.cp.kubectl(['get', 'namespace', ns])).code !== 0;
-    }, 120_000);
+    await r.waitFor(
+      `namespace ${ns} to be gone`,
+      async () => {
+        await r.metacontroller.settle();
+        return (await r.cp.kubectl(['get', 'namespace', ns])).code !== 0;
+      },
+      120_000,
+    );
     r.talos.setFault(undefined);
 
-    assert.equal((await r.metacontroller.get(API_VERSION, 'TalosEtcdBackupSchedule', ns, SCHEDULE)), undefined);
+    assert.equal(await r.metacontroller.get(API_VERSION, 'TalosEtcdBackupSchedule', ns, SCHEDULE), undefined);
     // What the README says: the backups go; their objects stay, also with deletionPolicy Delete; the stream that
     // was cut leaves nothing behind.
     const after = await objectKeys(r);
@@ -118,21 +168,42 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
     assert.ok(after.includes(status(deletable).snapshot!.key), 'deletionPolicy Delete: kept, no Job could delete it');
     assert.deepEqual(after, before, 'no object appeared or vanished');
     assert.deepEqual(await pendingUploads(r), []);
-    const finalized = r.metacontroller.calls.filter((c) => c.hook === 'finalize' && c.namespace === ns && (c.response as { finalized?: boolean } | undefined)?.finalized);
-    assert.ok(finalized.some((c) => c.name === 'deletable' && /is being deleted/.test(JSON.stringify(c.response))), 'the Delete backup was let go because its namespace went');
+    const finalized = r.metacontroller.calls.filter(
+      (c) =>
+        c.hook === 'finalize' && c.namespace === ns && (c.response as { finalized?: boolean } | undefined)?.finalized,
+    );
+    assert.ok(
+      finalized.some((c) => c.name === 'deletable' && /is being deleted/.test(JSON.stringify(c.response))),
+      'the Delete backup was let go because its namespace went',
+    );
   });
 
   it('kubectl delete --cascade=foreground of a Delete backup still deletes its object, then the backup goes', async () => {
     const b = await readyBackup(NAMESPACE, 'foreground', { deletionPolicy: 'Delete' });
     const key = status(b).snapshot!.key;
     assert.ok((await objectKeys(r)).includes(key));
-    const deleted = await r.cp.kubectl(['delete', 'teb', 'foreground', '-n', NAMESPACE, '--cascade=foreground', '--wait=false']);
+    const deleted = await r.cp.kubectl([
+      'delete',
+      'teb',
+      'foreground',
+      '-n',
+      NAMESPACE,
+      '--cascade=foreground',
+      '--wait=false',
+    ]);
     assert.equal(deleted.code, 0, deleted.stderr);
-    await r.waitFor('the foreground-deleted backup to go', async () => {
-      await r.settle();
-      return (await get(NAMESPACE, 'foreground')) === undefined;
-    }, 120_000);
+    await r.waitFor(
+      'the foreground-deleted backup to go',
+      async () => {
+        await r.settle();
+        return (await get(NAMESPACE, 'foreground')) === undefined;
+      },
+      120_000,
+    );
     assert.ok(!(await objectKeys(r)).includes(key), 'its delete Job ran');
-    assert.deepEqual(r.metacontroller.errors.filter((e) => e.includes('foreground')), []);
+    assert.deepEqual(
+      r.metacontroller.errors.filter((e) => e.includes('foreground')),
+      [],
+    );
   });
 });

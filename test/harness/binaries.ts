@@ -49,7 +49,8 @@ export function etcdBinary(minor: EtcdMinor, name: 'etcd' | 'etcdctl' | 'etcdutl
   return executable(join(cacheDir(), `etcd-${version}`), name, `etcd ${version}`);
 }
 
-export const prometheusOperatorVersion = (): string => pinnedVersion('prometheus-operator', 'github.com/prometheus-operator/prometheus-operator');
+export const prometheusOperatorVersion = (): string =>
+  pinnedVersion('prometheus-operator', 'github.com/prometheus-operator/prometheus-operator');
 
 /** prometheus-operator's ServiceMonitor and PrometheusRule CRD manifests (files). */
 export function prometheusOperatorCrds(): string[] {

@@ -20,7 +20,6 @@ const listening = (port: number): Promise<boolean> =>
     socket.once('error', () => resolve(false));
   });
 
-
 describe('control plane harness', () => {
   it('serves the pinned Kubernetes with RBAC, runs the controllers, and stop() leaves nothing behind', async (t) => {
     const started = Date.now();
@@ -30,7 +29,10 @@ describe('control plane harness', () => {
     try {
       const version = await cp.kubectl(['version', '-o', 'json']);
       assert.equal(version.code, 0, version.stderr);
-      assert.equal((JSON.parse(version.stdout) as { serverVersion: { gitVersion: string } }).serverVersion.gitVersion, kubernetesVersion());
+      assert.equal(
+        (JSON.parse(version.stdout) as { serverVersion: { gitVersion: string } }).serverVersion.gitVersion,
+        kubernetesVersion(),
+      );
 
       // The namespace controller's peers: the serviceaccount controller creates `default` in a new namespace, the
       // root CA publisher its kube-root-ca.crt (what a pod's projected token volume mounts).
@@ -40,7 +42,11 @@ describe('control plane harness', () => {
       for (;;) {
         const sas = await core.listNamespacedServiceAccount({ namespace: 'harness' });
         const cms = await core.listNamespacedConfigMap({ namespace: 'harness' });
-        if (sas.items.some((s) => s.metadata?.name === 'default') && cms.items.some((c) => c.metadata?.name === 'kube-root-ca.crt')) break;
+        if (
+          sas.items.some((s) => s.metadata?.name === 'default') &&
+          cms.items.some((c) => c.metadata?.name === 'kube-root-ca.crt')
+        )
+          break;
         assert.ok(Date.now() < deadline, 'no default ServiceAccount / kube-root-ca.crt in a new namespace after 20 s');
         await new Promise((r) => setTimeout(r, 200));
       }
@@ -49,32 +55,62 @@ describe('control plane harness', () => {
 
       // RBAC is enforced for a user without bindings, and a binding grants exactly what it says.
       const alice = await cp.kubeConfig({ name: 'alice' });
-      await assert.rejects(alice.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'harness' }), (err: { code?: number }) => err.code === 403);
+      await assert.rejects(
+        alice.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'harness' }),
+        (err: { code?: number }) => err.code === 403,
+      );
       const rbac = (await cp.kubeConfig()).makeApiClient(RbacAuthorizationV1Api);
-      await rbac.createNamespacedRole({ namespace: 'harness', body: { metadata: { name: 'read-secrets' }, rules: [{ apiGroups: [''], resources: ['secrets'], verbs: ['list'] }] } });
+      await rbac.createNamespacedRole({
+        namespace: 'harness',
+        body: {
+          metadata: { name: 'read-secrets' },
+          rules: [{ apiGroups: [''], resources: ['secrets'], verbs: ['list'] }],
+        },
+      });
       await rbac.createNamespacedRoleBinding({
         namespace: 'harness',
-        body: { metadata: { name: 'alice' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'read-secrets' }, subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: 'alice' }] },
+        body: {
+          metadata: { name: 'alice' },
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'read-secrets' },
+          subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: 'alice' }],
+        },
       });
       await alice.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: 'harness' });
 
       // The TokenRequest API signs tokens the API server then accepts (service-account token signing works).
-      const token = await core.createNamespacedServiceAccountToken({ namespace: 'harness', name: 'default', body: { spec: { audiences: [cp.url], expirationSeconds: 600 } } });
-      const review = await (await cp.kubeConfig()).makeApiClient(AuthenticationV1Api).createTokenReview({ body: { spec: { token: token.status!.token } } });
+      const token = await core.createNamespacedServiceAccountToken({
+        namespace: 'harness',
+        name: 'default',
+        body: { spec: { audiences: [cp.url], expirationSeconds: 600 } },
+      });
+      const review = await (
+        await cp.kubeConfig()
+      )
+        .makeApiClient(AuthenticationV1Api)
+        .createTokenReview({ body: { spec: { token: token.status!.token } } });
       assert.equal(review.status?.user?.username, 'system:serviceaccount:harness:default');
 
       // The project's CRDs install and are served.
       await cp.installCrds();
       const crds = await cp.kubectl(['get', 'crd', '-o', 'name']);
-      assert.deepEqual(crds.stdout.trim().split('\n').sort(), ['customresourcedefinition.apiextensions.k8s.io/talosetcdbackups.talos.alperen.cloud', 'customresourcedefinition.apiextensions.k8s.io/talosetcdbackupschedules.talos.alperen.cloud']);
+      assert.deepEqual(crds.stdout.trim().split('\n').sort(), [
+        'customresourcedefinition.apiextensions.k8s.io/talosetcdbackups.talos.alperen.cloud',
+        'customresourcedefinition.apiextensions.k8s.io/talosetcdbackupschedules.talos.alperen.cloud',
+      ]);
 
       pids = cp.processes().map((p) => p.pid);
-      assert.deepEqual(cp.processes().map((p) => p.name), ['etcd', 'kube-apiserver', 'kube-controller-manager']);
+      assert.deepEqual(
+        cp.processes().map((p) => p.name),
+        ['etcd', 'kube-apiserver', 'kube-controller-manager'],
+      );
       assert.match(cp.processes()[2]!.args.join(' '), new RegExp(`--controllers=${CONTROLLERS.join(',')}`));
     } finally {
       await cp.stop();
     }
-    assert.ok(pids.every((pid) => !isAlive(pid)), 'a control-plane process is still running');
+    assert.ok(
+      pids.every((pid) => !isAlive(pid)),
+      'a control-plane process is still running',
+    );
     assert.equal(await listening(cp.port), false, 'the API server port still accepts connections');
     assert.equal(existsSync(cp.dir), false, 'the temporary directory is still there');
   });

@@ -66,7 +66,10 @@ export interface ControlPlane {
   /** A kubeconfig file for a user, for kubectl --kubeconfig. */
   kubeconfigFor(user: User): Promise<string>;
   /** Runs the built kubectl as the admin (or opts.kubeconfig); never rejects on a non-zero exit. */
-  kubectl(args: readonly string[], opts?: { input?: string; kubeconfig?: string; timeoutMs?: number }): Promise<CommandResult>;
+  kubectl(
+    args: readonly string[],
+    opts?: { input?: string; kubeconfig?: string; timeoutMs?: number },
+  ): Promise<CommandResult>;
   /**
    * Installs the project's CRDs (crds/) with server-side apply and waits until the API server serves them
    * (condition Established). Idempotent.
@@ -96,7 +99,9 @@ const READY_TIMEOUT_MS = 60_000;
 /** GET over HTTPS: with the cluster CA and a client certificate, or (tls undefined) trusting a self-signed server. */
 function httpsGet(url: string, tls?: { ca: string; client: CertAndKey }): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const options = tls ? { ca: tls.ca, cert: tls.client.certPem, key: tls.client.keyPem } : { rejectUnauthorized: false };
+    const options = tls
+      ? { ca: tls.ca, cert: tls.client.certPem, key: tls.client.keyPem }
+      : { rejectUnauthorized: false };
     const req = request(url, { ...options, timeout: 2_000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
@@ -115,7 +120,9 @@ function kubeconfigYaml(url: string, caPem: string, user: string, client: CertAn
     apiVersion: 'v1',
     kind: 'Config',
     clusters: [{ name: 'test', cluster: { server: url, 'certificate-authority-data': b64(caPem) } }],
-    users: [{ name: user, user: { 'client-certificate-data': b64(client.certPem), 'client-key-data': b64(client.keyPem) } }],
+    users: [
+      { name: user, user: { 'client-certificate-data': b64(client.certPem), 'client-key-data': b64(client.keyPem) } },
+    ],
     contexts: [{ name: 'test', context: { cluster: 'test', user } }],
     'current-context': 'test',
   });
@@ -150,7 +157,13 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       server: {
         commonName: 'kube-apiserver',
         ips: ['127.0.0.1', '10.0.0.1'],
-        dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
+        dnsNames: [
+          'localhost',
+          'kubernetes',
+          'kubernetes.default',
+          'kubernetes.default.svc',
+          'kubernetes.default.svc.cluster.local',
+        ],
       },
     });
     const certFor = (user: User) => pki.clientCert(user.groups ?? [], { commonName: user.name });
@@ -176,7 +189,10 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const url = `https://127.0.0.1:${apiPort}`;
     const admin = await certFor({ name: 'admin', groups: ['system:masters'] });
     const kubeconfigFor = async (user: User): Promise<string> => {
-      const file = join(dir, `kubeconfig-${user.name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${Math.random().toString(36).slice(2, 8)}`);
+      const file = join(
+        dir,
+        `kubeconfig-${user.name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${Math.random().toString(36).slice(2, 8)}`,
+      );
       await writeFile(file, kubeconfigYaml(url, pki.caPem, user.name, await certFor(user)), { mode: 0o600 });
       return file;
     };
@@ -188,54 +204,90 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const etcdUrl = `http://127.0.0.1:${etcdClient}`;
     const peerUrl = `http://127.0.0.1:${etcdPeer}`;
     const etcd = startProcess('etcd', bin.etcd, [
-      '--name=k8s', `--data-dir=${join(dir, 'etcd')}`,
-      `--listen-client-urls=${etcdUrl}`, `--advertise-client-urls=${etcdUrl}`,
-      `--listen-peer-urls=${peerUrl}`, `--initial-advertise-peer-urls=${peerUrl}`, `--initial-cluster=k8s=${peerUrl}`,
-      '--log-level=warn', '--unsafe-no-fsync', // test data: durability is not the point, speed is
+      '--name=k8s',
+      `--data-dir=${join(dir, 'etcd')}`,
+      `--listen-client-urls=${etcdUrl}`,
+      `--advertise-client-urls=${etcdUrl}`,
+      `--listen-peer-urls=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      `--initial-cluster=k8s=${peerUrl}`,
+      '--log-level=warn',
+      '--unsafe-no-fsync', // test data: durability is not the point, speed is
     ]);
     processes.push(etcd);
-    await waitUntilReady(etcd, async () => {
-      const res = await fetch(`${etcdUrl}/health`, { signal: AbortSignal.timeout(1_000) });
-      return res.ok && ((await res.json()) as { health?: string }).health === 'true';
-    }, READY_TIMEOUT_MS);
+    await waitUntilReady(
+      etcd,
+      async () => {
+        const res = await fetch(`${etcdUrl}/health`, { signal: AbortSignal.timeout(1_000) });
+        return res.ok && ((await res.json()) as { health?: string }).health === 'true';
+      },
+      READY_TIMEOUT_MS,
+    );
 
     // ---- kube-apiserver
     const apiserver = startProcess('kube-apiserver', bin.apiserver, [
       `--etcd-servers=${etcdUrl}`,
-      '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${apiPort}`,
       `--cert-dir=${join(dir, 'apiserver-certs')}`,
-      `--tls-cert-file=${files.serverCert}`, `--tls-private-key-file=${files.serverKey}`,
+      `--tls-cert-file=${files.serverCert}`,
+      `--tls-private-key-file=${files.serverKey}`,
       `--client-ca-file=${files.ca}`,
       '--authorization-mode=RBAC',
-      `--service-account-issuer=${url}`, `--service-account-key-file=${files.saPub}`,
+      `--service-account-issuer=${url}`,
+      `--service-account-key-file=${files.saPub}`,
       `--service-account-signing-key-file=${files.saKey}`,
-      `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`, '--allow-privileged=true',
+      `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`,
+      '--allow-privileged=true',
       // The `kubernetes` Service's Endpoints may not point at a loopback address; pods here dial 127.0.0.1 directly.
       '--endpoint-reconciler-type=none',
-      '--profiling=false', '--v=0',
+      '--profiling=false',
+      '--v=0',
       ...(opts.apiServerArgs ?? []),
     ]);
     processes.push(apiserver);
-    await waitUntilReady(apiserver, async () => (await httpsGet(`${url}/readyz`, { ca: pki.caPem, client: admin })).status === 200, READY_TIMEOUT_MS, 200);
+    await waitUntilReady(
+      apiserver,
+      async () => (await httpsGet(`${url}/readyz`, { ca: pki.caPem, client: admin })).status === 200,
+      READY_TIMEOUT_MS,
+      200,
+    );
 
     // ---- kube-controller-manager
     const kcm = startProcess('kube-controller-manager', bin.kcm, [
       `--kubeconfig=${kcmKubeconfig}`,
       `--controllers=${(opts.controllers ?? CONTROLLERS).join(',')}`,
-      `--service-account-private-key-file=${files.saKey}`, `--root-ca-file=${files.ca}`,
+      `--service-account-private-key-file=${files.saKey}`,
+      `--root-ca-file=${files.ca}`,
       // Each controller acts as its own ServiceAccount under the bootstrap system:controller:* roles, as kubeadm runs it.
       '--use-service-account-credentials=true',
-      '--leader-elect=false', '--bind-address=127.0.0.1', `--secure-port=${kcmPort}`,
-      `--cert-dir=${join(dir, 'kcm-certs')}`, '--profiling=false', '--v=0',
+      '--leader-elect=false',
+      '--bind-address=127.0.0.1',
+      `--secure-port=${kcmPort}`,
+      `--cert-dir=${join(dir, 'kcm-certs')}`,
+      '--profiling=false',
+      '--v=0',
       // The Job controller's pod-failure backoff starts at 10 s; the tests' retries are real time.
-      '--concurrent-job-syncs=5', '--concurrent-gc-syncs=5',
+      '--concurrent-job-syncs=5',
+      '--concurrent-gc-syncs=5',
     ]);
     processes.push(kcm);
     // Its /healthz (self-signed serving certificate, always-allowed path) answers once the controllers started.
-    await waitUntilReady(kcm, async () => (await httpsGet(`https://127.0.0.1:${kcmPort}/healthz`)).status === 200, READY_TIMEOUT_MS, 200);
+    await waitUntilReady(
+      kcm,
+      async () => (await httpsGet(`https://127.0.0.1:${kcmPort}/healthz`)).status === 200,
+      READY_TIMEOUT_MS,
+      200,
+    );
 
-    const kubectl = (args: readonly string[], o: { input?: string; kubeconfig?: string; timeoutMs?: number } = {}): Promise<CommandResult> => {
-      const p = startProcess('kubectl', bin.kubectl, ['--kubeconfig', o.kubeconfig ?? kubeconfigPath, ...args], { ...(o.input !== undefined && { input: o.input }) });
+    const kubectl = (
+      args: readonly string[],
+      o: { input?: string; kubeconfig?: string; timeoutMs?: number } = {},
+    ): Promise<CommandResult> => {
+      const p = startProcess('kubectl', bin.kubectl, ['--kubeconfig', o.kubeconfig ?? kubeconfigPath, ...args], {
+        ...(o.input !== undefined && { input: o.input }),
+      });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       p.child.stdout!.on('data', (c: Buffer) => out.push(c));
@@ -243,7 +295,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       const timer = setTimeout(() => void p.stop(1_000), o.timeoutMs ?? 60_000);
       return p.exited.then((exit) => {
         clearTimeout(timer);
-        return { code: exit.code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+        return {
+          code: exit.code,
+          stdout: Buffer.concat(out).toString('utf8'),
+          stderr: Buffer.concat(err).toString('utf8'),
+        };
       });
     };
 
@@ -263,7 +319,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       kubeconfigPath,
       async kubeConfig(user) {
         const kc = new KubeConfig();
-        kc.loadFromString(user ? kubeconfigYaml(url, pki.caPem, user.name, await certFor(user)) : kubeconfigYaml(url, pki.caPem, 'admin', admin));
+        kc.loadFromString(
+          user
+            ? kubeconfigYaml(url, pki.caPem, user.name, await certFor(user))
+            : kubeconfigYaml(url, pki.caPem, 'admin', admin),
+        );
         return kc;
       },
       kubeconfigFor,
@@ -295,7 +355,8 @@ export function useControlPlane(opts: ControlPlaneOptions = {}): () => ControlPl
     await current?.stop();
   });
   return () => {
-    if (!current) throw new Error('useControlPlane(): the control plane is not started yet (use it inside a test or a later hook)');
+    if (!current)
+      throw new Error('useControlPlane(): the control plane is not started yet (use it inside a test or a later hook)');
     return current;
   };
 }

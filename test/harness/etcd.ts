@@ -96,7 +96,9 @@ export function etcdProtoPath(): string {
 function loadEtcdServices(): { KV: Ctor; Maintenance: Ctor; Cluster: Ctor } {
   if (!etcdServices) {
     const definition = loadSync(etcdProtoPath(), { ...PROTO_LOADER_OPTIONS });
-    const loaded = grpc.loadPackageDefinition(definition) as unknown as { etcdserverpb: { KV: Ctor; Maintenance: Ctor; Cluster: Ctor } };
+    const loaded = grpc.loadPackageDefinition(definition) as unknown as {
+      etcdserverpb: { KV: Ctor; Maintenance: Ctor; Cluster: Ctor };
+    };
     etcdServices = loaded.etcdserverpb;
   }
   return etcdServices;
@@ -120,12 +122,8 @@ function unary<T>(client: grpc.Client, method: string, request: unknown, timeout
   return new Promise<T>((resolve, reject) => {
     const fn = (client as unknown as Record<string, Unary>)[method];
     if (!fn) return reject(new Error(`etcd client has no method ${method}`));
-    fn.call(
-      client,
-      request,
-      new grpc.Metadata(),
-      { deadline: Date.now() + timeoutMs },
-      (err, response) => (err ? reject(err) : resolve(response as T)),
+    fn.call(client, request, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, response) =>
+      err ? reject(err) : resolve(response as T),
     );
   });
 }
@@ -289,17 +287,28 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
   const clientUrl = `http://127.0.0.1:${spec.clientPort}`;
   const peerUrl = `http://127.0.0.1:${spec.peerPort}`;
   const args = [
-    '--name', spec.name,
-    '--data-dir', spec.dataDir,
-    '--listen-client-urls', clientUrl,
-    '--advertise-client-urls', clientUrl,
-    '--listen-peer-urls', peerUrl,
-    '--initial-advertise-peer-urls', peerUrl,
-    '--initial-cluster', `${spec.name}=${peerUrl}`,
-    '--initial-cluster-token', `talos-etcd-backup-test-${spec.name}`,
-    '--initial-cluster-state', 'new',
-    '--logger', 'zap',
-    '--log-outputs', 'stderr',
+    '--name',
+    spec.name,
+    '--data-dir',
+    spec.dataDir,
+    '--listen-client-urls',
+    clientUrl,
+    '--advertise-client-urls',
+    clientUrl,
+    '--listen-peer-urls',
+    peerUrl,
+    '--initial-advertise-peer-urls',
+    peerUrl,
+    '--initial-cluster',
+    `${spec.name}=${peerUrl}`,
+    '--initial-cluster-token',
+    `talos-etcd-backup-test-${spec.name}`,
+    '--initial-cluster-state',
+    'new',
+    '--logger',
+    'zap',
+    '--log-outputs',
+    'stderr',
   ];
   const child = spawn(etcdTool(spec.version, 'etcd'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
   trackChild(child);
@@ -354,7 +363,9 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
     if (spawnError || exited) {
       await stop();
       const why = spawnError ? spawnError.message : `exited with ${exited!.code ?? exited!.signal}`;
-      throw new Error(`etcd ${spec.name} failed to start (${why}); ${spawnError ? INSTALL_HINT + '; ' : ''}log tail:\n${logTail()}`);
+      throw new Error(
+        `etcd ${spec.name} failed to start (${why}); ${spawnError ? INSTALL_HINT + '; ' : ''}log tail:\n${logTail()}`,
+      );
     }
     try {
       const res = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(1_000) });
@@ -365,7 +376,9 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`etcd ${spec.name} not ready after ${spec.readyTimeoutMs} ms on ${clientUrl}; log tail:\n${logTail()}`);
+      throw new Error(
+        `etcd ${spec.name} not ready after ${spec.readyTimeoutMs} ms on ${clientUrl}; log tail:\n${logTail()}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -385,7 +398,9 @@ async function launch(spec: LaunchSpec): Promise<Etcd> {
       for (let i = 0; i < count; i++) {
         const key = `${prefix}${String(i).padStart(Math.max(width, 6), '0')}`;
         // base64url of random bytes: printable, exactly valueBytes characters
-        const value = randomBytes(Math.ceil((valueBytes * 3) / 4) + 3).toString('base64url').slice(0, valueBytes);
+        const value = randomBytes(Math.ceil((valueBytes * 3) / 4) + 3)
+          .toString('base64url')
+          .slice(0, valueBytes);
         entries.push([key, value]);
         written.set(key, value);
       }
@@ -418,7 +433,15 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<Etcd> {
   const name = opts.name ?? randomName();
   const dir = await mkdtemp(join(tmpdir(), 'talos-etcd-backup-etcd-'));
   const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
-  return launch({ version, name, dataDir: join(dir, 'data'), ownedDir: dir, clientPort, peerPort, readyTimeoutMs: opts.readyTimeoutMs ?? 20_000 });
+  return launch({
+    version,
+    name,
+    dataDir: join(dir, 'data'),
+    ownedDir: dir,
+    clientPort,
+    peerPort,
+    readyTimeoutMs: opts.readyTimeoutMs ?? 20_000,
+  });
 }
 
 export interface RestoreOptions extends StartEtcdOptions {
@@ -438,9 +461,15 @@ export class SnapshotRestoreError extends Error {
 }
 
 /** The snapshot tool of a version: etcdctl on 3.4, etcdutl on 3.5+ (where etcdctl's snapshot commands are deprecated or gone). */
-function runSnapshotTool(version: EtcdVersion, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runSnapshotTool(
+  version: EtcdVersion,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(etcdTool(version, version === '3.4' ? 'etcdctl' : 'etcdutl'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnv() });
+    const child = spawn(etcdTool(version, version === '3.4' ? 'etcdctl' : 'etcdutl'), args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: etcdEnv(),
+    });
     trackChild(child);
     let stdout = '';
     let stderr = '';
@@ -464,21 +493,39 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions = {}): 
   const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
-    'snapshot', 'restore', file,
-    '--data-dir', dataDir,
-    '--name', name,
-    '--initial-cluster', `${name}=${peerUrl}`,
-    '--initial-cluster-token', `talos-etcd-backup-test-${name}`,
-    '--initial-advertise-peer-urls', peerUrl,
+    'snapshot',
+    'restore',
+    file,
+    '--data-dir',
+    dataDir,
+    '--name',
+    name,
+    '--initial-cluster',
+    `${name}=${peerUrl}`,
+    '--initial-cluster-token',
+    `talos-etcd-backup-test-${name}`,
+    '--initial-advertise-peer-urls',
+    peerUrl,
   ];
   if (opts.skipHashCheck) args.push('--skip-hash-check');
   const result = await runSnapshotTool(version, args);
   if (result.code !== 0) {
     await rm(dir, { recursive: true, force: true });
     const output = `${result.stdout}${result.stderr}`.trim();
-    throw new SnapshotRestoreError(`${version === '3.4' ? 'etcdctl' : 'etcdutl'} ${version} snapshot restore ${file} failed (exit ${result.code}): ${output}`, output);
+    throw new SnapshotRestoreError(
+      `${version === '3.4' ? 'etcdctl' : 'etcdutl'} ${version} snapshot restore ${file} failed (exit ${result.code}): ${output}`,
+      output,
+    );
   }
-  return launch({ version, name, dataDir, ownedDir: dir, clientPort, peerPort, readyTimeoutMs: opts.readyTimeoutMs ?? 20_000 });
+  return launch({
+    version,
+    name,
+    dataDir,
+    ownedDir: dir,
+    clientPort,
+    peerPort,
+    readyTimeoutMs: opts.readyTimeoutMs ?? 20_000,
+  });
 }
 
 export interface SnapshotStatus {
@@ -491,7 +538,10 @@ export interface SnapshotStatus {
 /** `etcdctl snapshot status -w json <file>` (`etcdutl` on 3.5+; reads the bbolt db; does NOT check the sha256 trailer). */
 export async function snapshotStatus(file: string, version: EtcdVersion = '3.4'): Promise<SnapshotStatus> {
   const result = await runSnapshotTool(version, ['snapshot', 'status', file, '-w', 'json']);
-  if (result.code !== 0) throw new Error(`${version === '3.4' ? 'etcdctl' : 'etcdutl'} snapshot status ${file} (etcd ${version}) failed (exit ${result.code}): ${result.stdout}${result.stderr}`);
+  if (result.code !== 0)
+    throw new Error(
+      `${version === '3.4' ? 'etcdctl' : 'etcdutl'} snapshot status ${file} (etcd ${version}) failed (exit ${result.code}): ${result.stdout}${result.stderr}`,
+    );
   return JSON.parse(result.stdout) as SnapshotStatus;
 }
 
@@ -512,13 +562,27 @@ export function useEtcd(opts: StartEtcdOptions = {}): Etcd {
     return current;
   };
   return {
-    get name() { return get().name; },
-    get version() { return get().version; },
-    get clientUrl() { return get().clientUrl; },
-    get peerUrl() { return get().peerUrl; },
-    get dataDir() { return get().dataDir; },
-    get pid() { return get().pid; },
-    get client() { return get().client; },
+    get name() {
+      return get().name;
+    },
+    get version() {
+      return get().version;
+    },
+    get clientUrl() {
+      return get().clientUrl;
+    },
+    get peerUrl() {
+      return get().peerUrl;
+    },
+    get dataDir() {
+      return get().dataDir;
+    },
+    get pid() {
+      return get().pid;
+    },
+    get client() {
+      return get().client;
+    },
     putMany: (count, prefix, valueBytes) => get().putMany(count, prefix, valueBytes),
     put: (key, value) => get().put(key, value),
     get: (key) => get().get(key),

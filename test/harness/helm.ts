@@ -5,7 +5,18 @@
 
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -40,7 +51,8 @@ function extractEntry(zipPath: string, entryName: string, target: string): Promi
           const out = createWriteStream(target, { mode: 0o755 });
           out.on('error', reject);
           out.on('finish', () => {
-            if (crc !== entry.crc32) reject(new Error(`${entryName}: CRC-32 ${crc} differs from the zip's ${entry.crc32}`));
+            if (crc !== entry.crc32)
+              reject(new Error(`${entryName}: CRC-32 ${crc} differs from the zip's ${entry.crc32}`));
             else resolve();
           });
           stream.on('error', reject);
@@ -116,7 +128,8 @@ export async function helm(args: string[]): Promise<HelmResult> {
 export async function helmOk(args: string[]): Promise<string> {
   const result = await helm(args);
   if (result.error) throw result.error;
-  if (result.status !== 0) throw new Error(`helm ${args.join(' ')} exited ${String(result.status)}:\n${result.stderr}${result.stdout}`);
+  if (result.status !== 0)
+    throw new Error(`helm ${args.join(' ')} exited ${String(result.status)}:\n${result.stderr}${result.stdout}`);
   return result.stdout;
 }
 
@@ -125,7 +138,12 @@ export async function helmOk(args: string[]): Promise<string> {
 
 export const CHART_DIR = join(packageRoot(), 'helm', 'talos-etcd-backup');
 
-export type KubeObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> }; [key: string]: any };
+export type KubeObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [key: string]: any;
+};
 
 export interface RenderOptions {
   release?: string;
@@ -143,7 +161,13 @@ export const ALL_FEATURES = {
     pullPolicy: 'Always',
     pullSecrets: ['regcred', 'mirror-cred'],
   },
-  server: { logLevel: 'debug', host: '::', bodyLimitBytes: 67108864, keepAliveTimeoutSeconds: 95, extraEnv: [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=192' }] },
+  server: {
+    logLevel: 'debug',
+    host: '::',
+    bodyLimitBytes: 67108864,
+    keepAliveTimeoutSeconds: 95,
+    extraEnv: [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=192' }],
+  },
   resources: { requests: { cpu: '100m', memory: '160Mi' }, limits: { cpu: 1, memory: '320Mi' } },
   terminationGracePeriodSeconds: 45,
   priorityClassName: 'system-cluster-critical',
@@ -151,7 +175,18 @@ export const ALL_FEATURES = {
   podLabels: { 'example.com/tier': 'control' },
   nodeSelector: { 'kubernetes.io/os': 'linux' },
   tolerations: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }],
-  affinity: { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 1, preference: { matchExpressions: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'DoesNotExist' }] } }] } },
+  affinity: {
+    nodeAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        {
+          weight: 1,
+          preference: {
+            matchExpressions: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'DoesNotExist' }],
+          },
+        },
+      ],
+    },
+  },
   serviceAccount: { annotations: { 'example.com/owner': 'platform' } },
   service: { port: 9090, annotations: { 'example.com/owner': 'platform' } },
   podDisruptionBudget: { minAvailable: '50%' },
@@ -159,7 +194,12 @@ export const ALL_FEATURES = {
   serviceMonitor: { enabled: true, interval: '1m', scrapeTimeout: '20s', labels: { release: 'kube-prometheus-stack' } },
   networkPolicy: {
     enabled: true,
-    extraIngress: [{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'debug' } } }], ports: [{ port: 8080, protocol: 'TCP' }] }],
+    extraIngress: [
+      {
+        from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'debug' } } }],
+        ports: [{ port: 8080, protocol: 'TCP' }],
+      },
+    ],
   },
 };
 export const ALL_FEATURES_RELEASE = { release: 'backups', namespace: 'ops' };
@@ -170,7 +210,15 @@ let valuesFiles = 0;
 export function templateArgs(values: object, opts: RenderOptions = {}): string[] {
   const file = join(scratchDir(), `values-${++valuesFiles}.json`);
   writeFileSync(file, JSON.stringify(values));
-  return ['template', opts.release ?? 'talos-etcd-backup', CHART_DIR, '--namespace', opts.namespace ?? 'talos-etcd-backup', '--values', file];
+  return [
+    'template',
+    opts.release ?? 'talos-etcd-backup',
+    CHART_DIR,
+    '--namespace',
+    opts.namespace ?? 'talos-etcd-backup',
+    '--values',
+    file,
+  ];
 }
 
 /** Every object `helm template` renders, failing on YAML errors and on documents that are not Kubernetes objects. */
@@ -178,10 +226,15 @@ export async function renderChart(values: object = {}, opts: RenderOptions = {})
   const objects: KubeObject[] = [];
   const docs = parseAllDocuments(await helmOk(templateArgs(values, opts)));
   for (const doc of Array.isArray(docs) ? docs : []) {
-    if (doc.errors.length > 0 || doc.warnings.length > 0) throw new Error(`helm template printed bad YAML: ${[...doc.errors, ...doc.warnings].join('; ')}`);
+    if (doc.errors.length > 0 || doc.warnings.length > 0)
+      throw new Error(`helm template printed bad YAML: ${[...doc.errors, ...doc.warnings].join('; ')}`);
     const object = doc.toJS() as KubeObject | null;
     if (object === null) continue; // a template that rendered nothing (a disabled feature)
-    if (typeof object.apiVersion !== 'string' || typeof object.kind !== 'string' || typeof object.metadata?.name !== 'string') {
+    if (
+      typeof object.apiVersion !== 'string' ||
+      typeof object.kind !== 'string' ||
+      typeof object.metadata?.name !== 'string'
+    ) {
       throw new Error(`not a Kubernetes object: ${JSON.stringify(object).slice(0, 200)}`);
     }
     objects.push(object);

@@ -39,7 +39,9 @@ export function imageNodeBinary(): string {
   }
   const probe = spawnSync(binary, ['--version'], { encoding: 'utf8' });
   if (probe.error || probe.stdout.trim() !== `v${version}`) {
-    throw new Error(`${binary} is not Node.js ${version} (${probe.error?.message ?? `it says ${JSON.stringify(probe.stdout.trim())}`}); ${hint}`);
+    throw new Error(
+      `${binary} is not Node.js ${version} (${probe.error?.message ?? `it says ${JSON.stringify(probe.stdout.trim())}`}); ${hint}`,
+    );
   }
   checked = binary;
   return binary;

@@ -46,7 +46,10 @@ interface AlgorithmParams {
 
 const ALGORITHMS: Record<KeyAlgorithm, AlgorithmParams> = {
   Ed25519: { generate: { name: 'Ed25519' }, sign: { name: 'Ed25519' } },
-  'ECDSA-P256': { generate: { name: 'ECDSA', namedCurve: 'P-256' } as webcrypto.EcKeyGenParams, sign: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams },
+  'ECDSA-P256': {
+    generate: { name: 'ECDSA', namedCurve: 'P-256' } as webcrypto.EcKeyGenParams,
+    sign: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams,
+  },
 };
 
 let defaultAlgorithm: Promise<KeyAlgorithm> | undefined;
@@ -59,17 +62,23 @@ export function defaultKeyAlgorithm(): Promise<KeyAlgorithm> {
   defaultAlgorithm ??= (async (): Promise<KeyAlgorithm> => {
     try {
       const x509 = await loadX509();
-      const keys = (await webcrypto.subtle.generateKey(ALGORITHMS.Ed25519.generate, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+      const keys = (await webcrypto.subtle.generateKey(ALGORITHMS.Ed25519.generate, true, [
+        'sign',
+        'verify',
+      ])) as webcrypto.CryptoKeyPair;
       const probe = await x509.X509CertificateGenerator.createSelfSigned({
         name: 'CN=ed25519-probe',
         keys: keys as unknown as XKeyPair,
         signingAlgorithm: ALGORITHMS.Ed25519.sign as XAlgorithm,
       });
-      if (!(await probe.verify({ signatureOnly: true }))) throw new Error('self-signed Ed25519 certificate does not verify');
+      if (!(await probe.verify({ signatureOnly: true })))
+        throw new Error('self-signed Ed25519 certificate does not verify');
       createPrivateKey(toPem(Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), 'PRIVATE KEY'));
       return 'Ed25519';
     } catch (err) {
-      process.emitWarning(`test PKI: Ed25519 is not usable here (${(err as Error).message}); falling back to ECDSA P-256 (Talos' default is Ed25519)`);
+      process.emitWarning(
+        `test PKI: Ed25519 is not usable here (${(err as Error).message}); falling back to ECDSA P-256 (Talos' default is Ed25519)`,
+      );
       return 'ECDSA-P256';
     }
   })();
@@ -80,7 +89,10 @@ export function defaultKeyAlgorithm(): Promise<KeyAlgorithm> {
 // PEM helpers
 
 export function toPem(der: Buffer, label: string): string {
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
 }
 
@@ -168,7 +180,10 @@ export interface CreateTalosPkiOptions {
 const HOUR = 3_600_000;
 
 async function generateKeys(algorithm: KeyAlgorithm): Promise<webcrypto.CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(ALGORITHMS[algorithm].generate, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  return (await webcrypto.subtle.generateKey(ALGORITHMS[algorithm].generate, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
 }
 
 async function pkcs8Pem(key: webcrypto.CryptoKey): Promise<string> {
@@ -202,14 +217,22 @@ export async function createTalosPki(opts: CreateTalosPkiOptions = {}): Promise<
     notAfter: new Date(Date.now() + 24 * HOUR),
     extensions: [
       new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
       await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey as unknown as XKey),
     ],
   });
   const caKeyId = await x509.AuthorityKeyIdentifierExtension.create(caKeys.publicKey as unknown as XKey);
 
-  const issue = async (subject: X509.JsonName, extensions: X509.Extension[], notBefore?: Date, notAfter?: Date): Promise<CertAndKey> => {
+  const issue = async (
+    subject: X509.JsonName,
+    extensions: X509.Extension[],
+    notBefore?: Date,
+    notAfter?: Date,
+  ): Promise<CertAndKey> => {
     const keys = await generateKeys(algorithm);
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial(),
@@ -257,7 +280,10 @@ export async function createTalosPki(opts: CreateTalosPkiOptions = {}): Promise<
     };
     const ekuUsages = usages[eku];
     // One RDN per role, like Go's pkix.Name{Organization: roles}: Node then reports subject.O as an array.
-    const subject: X509.JsonName = [...roles.map((role) => ({ O: [role] })), { CN: [o.commonName ?? 'talos-etcd-backup-test'] }];
+    const subject: X509.JsonName = [
+      ...roles.map((role) => ({ O: [role] })),
+      { CN: [o.commonName ?? 'talos-etcd-backup-test'] },
+    ];
     return issue(
       subject,
       [
@@ -298,7 +324,8 @@ export interface TalosconfigContext {
   keyLabel?: 'talos' | 'as-is';
 }
 
-export type TalosconfigInput = ({ context: string } & TalosconfigContext) | { context: string; contexts: Record<string, TalosconfigContext> };
+export type TalosconfigInput =
+  ({ context: string } & TalosconfigContext) | { context: string; contexts: Record<string, TalosconfigContext> };
 
 const b64 = (pem: string): string => Buffer.from(pem, 'utf8').toString('base64');
 
@@ -308,9 +335,12 @@ const b64 = (pem: string): string => Buffer.from(pem, 'utf8').toString('base64')
  * (`{ context: 'current', contexts: { current: {...}, other: {...} } }`).
  */
 export function talosconfigYaml(input: TalosconfigInput): string {
-  const contexts: Record<string, TalosconfigContext> = 'contexts' in input ? input.contexts : { [input.context]: input };
+  const contexts: Record<string, TalosconfigContext> =
+    'contexts' in input ? input.contexts : { [input.context]: input };
   if ('contexts' in input && !Object.hasOwn(contexts, input.context)) {
-    throw new Error(`talosconfigYaml: current context ${input.context} is not among ${Object.keys(contexts).join(', ')}`);
+    throw new Error(
+      `talosconfigYaml: current context ${input.context} is not among ${Object.keys(contexts).join(', ')}`,
+    );
   }
   const out: Record<string, unknown> = {};
   for (const [name, c] of Object.entries(contexts)) {

@@ -71,7 +71,11 @@ export interface StartOptions extends Pick<SpawnOptions, 'env' | 'cwd'> {
 
 export function startProcess(name: string, file: string, args: readonly string[], opts: StartOptions = {}): Managed {
   installExitHook();
-  const child = spawn(file, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], ...(opts.env && { env: opts.env }), ...(opts.cwd && { cwd: opts.cwd }) });
+  const child = spawn(file, args, {
+    stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    ...(opts.env && { env: opts.env }),
+    ...(opts.cwd && { cwd: opts.cwd }),
+  });
   trackChild(child);
   if (opts.input !== undefined) {
     child.stdin!.on('error', () => undefined); // a process that exits without reading its input
@@ -129,13 +133,22 @@ export function startProcess(name: string, file: string, args: readonly string[]
 }
 
 /** Polls `ready` every intervalMs until it resolves true; fails when the process exits or after timeoutMs. */
-export async function waitUntilReady(process: Managed, ready: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<void> {
+export async function waitUntilReady(
+  process: Managed,
+  ready: () => Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const exit = process.exit();
-    if (exit) throw new Error(`${process.name} exited (${exit.code ?? exit.signal}) before it was ready; output:\n${process.logTail()}`);
+    if (exit)
+      throw new Error(
+        `${process.name} exited (${exit.code ?? exit.signal}) before it was ready; output:\n${process.logTail()}`,
+      );
     if (await ready().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`${process.name} not ready after ${timeoutMs} ms; output:\n${process.logTail()}`);
+    if (Date.now() > deadline)
+      throw new Error(`${process.name} not ready after ${timeoutMs} ms; output:\n${process.logTail()}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

@@ -55,7 +55,10 @@ test('starts in about a second, runs side by side with a second instance, and st
     await a.createBucket('only-in-a');
     const listA = await a.client().send(new ListBucketsCommand({}));
     const listB = await b.client().send(new ListBucketsCommand({}));
-    assert.deepEqual(listA.Buckets?.map((x) => x.Name), ['only-in-a']);
+    assert.deepEqual(
+      listA.Buckets?.map((x) => x.Name),
+      ['only-in-a'],
+    );
     assert.deepEqual(listB.Buckets ?? [], []);
     assert.notEqual(cephProcessesIn(a.dir).length, 0, 'daemons should be running before stop()');
   } finally {
@@ -75,16 +78,24 @@ describe('RGW behaves like real S3', () => {
   it('creates a bucket and round-trips an object', async () => {
     await rgw().createBucket(bucket);
     const s3 = rgw().client();
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'a/hello.txt', Body: 'hello, ceph', ContentType: 'text/plain' }));
+    await s3.send(
+      new PutObjectCommand({ Bucket: bucket, Key: 'a/hello.txt', Body: 'hello, ceph', ContentType: 'text/plain' }),
+    );
     const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: 'a/hello.txt' }));
     assert.equal(await got.Body?.transformToString(), 'hello, ceph');
     assert.equal(got.ContentType, 'text/plain');
   });
 
   it('checks SigV4: a wrong secret key is rejected', async () => {
-    const bad = rgw().client({ credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: 'not-the-secret-key' } });
+    const bad = rgw().client({
+      credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: 'not-the-secret-key' },
+    });
     await rejectsWith(bad.send(new ListBucketsCommand({})), 'SignatureDoesNotMatch', 403);
-    await rejectsWith(bad.send(new GetObjectCommand({ Bucket: bucket, Key: 'a/hello.txt' })), 'SignatureDoesNotMatch', 403);
+    await rejectsWith(
+      bad.send(new GetObjectCommand({ Bucket: bucket, Key: 'a/hello.txt' })),
+      'SignatureDoesNotMatch',
+      403,
+    );
   });
 
   it('an aborted multipart upload leaves no object and no pending upload', async () => {
@@ -92,9 +103,14 @@ describe('RGW behaves like real S3', () => {
     const Key = 'multipart/aborted.bin';
     const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }));
     assert.ok(UploadId);
-    await s3.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 1, Body: Buffer.alloc(64 * 1024, 7) }));
+    await s3.send(
+      new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 1, Body: Buffer.alloc(64 * 1024, 7) }),
+    );
     const pending = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
-    assert.deepEqual(pending.Uploads?.map((u) => u.UploadId), [UploadId]);
+    assert.deepEqual(
+      pending.Uploads?.map((u) => u.UploadId),
+      [UploadId],
+    );
 
     await s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId }));
     const after = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
@@ -108,7 +124,11 @@ describe('RGW behaves like real S3', () => {
     const s3 = rgw().client();
     const Key = 'once.txt';
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body: 'first', IfNoneMatch: '*' }));
-    await rejectsWith(s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body: 'second', IfNoneMatch: '*' })), 'PreconditionFailed', 412);
+    await rejectsWith(
+      s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body: 'second', IfNoneMatch: '*' })),
+      'PreconditionFailed',
+      412,
+    );
     const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key }));
     assert.equal(await got.Body?.transformToString(), 'first');
   });
@@ -121,7 +141,13 @@ describe('RGW behaves like real S3', () => {
     const retainUntil = new Date(Date.now() + 24 * 3600 * 1000);
     // GOVERNANCE, not COMPLIANCE, so that the version could still be removed with bypass (stop() wipes it anyway).
     const put = await s3.send(
-      new PutObjectCommand({ Bucket: locked, Key, Body: 'snapshot', ObjectLockMode: 'GOVERNANCE', ObjectLockRetainUntilDate: retainUntil }),
+      new PutObjectCommand({
+        Bucket: locked,
+        Key,
+        Body: 'snapshot',
+        ObjectLockMode: 'GOVERNANCE',
+        ObjectLockRetainUntilDate: retainUntil,
+      }),
     );
     const VersionId = put.VersionId;
     assert.ok(VersionId, 'an Object Lock bucket is versioned');

@@ -71,7 +71,8 @@ const DAEMONS = [
 export async function startRgw(opts: StartRgwOptions = {}): Promise<Rgw> {
   const bins = findBinaries();
   const memstoreBytes = opts.memstoreBytes ?? 1024 ** 3;
-  if (!Number.isSafeInteger(memstoreBytes) || memstoreBytes <= 0) throw new RangeError(`memstoreBytes must be a positive integer, got ${memstoreBytes}`);
+  if (!Number.isSafeInteger(memstoreBytes) || memstoreBytes <= 0)
+    throw new RangeError(`memstoreBytes must be a positive integer, got ${memstoreBytes}`);
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   const dir = await mkdtemp(join(tmpdir(), 'ceph-rgw-'));
@@ -108,7 +109,12 @@ export function useRgw(opts?: StartRgwOptions): () => Rgw {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-async function bringUp(instance: Instance, bins: Record<Binary, string>, memstoreBytes: number, deadline: number): Promise<Rgw> {
+async function bringUp(
+  instance: Instance,
+  bins: Record<Binary, string>,
+  memstoreBytes: number,
+  deadline: number,
+): Promise<Rgw> {
   const { dir } = instance;
   const [monV1, monV2, rgwPort, osdPortMin] = await reservePorts();
   const osdPortMax = osdPortMin + OSD_PORT_RANGE - 1;
@@ -181,7 +187,9 @@ async function bringUp(instance: Instance, bins: Record<Binary, string>, memstor
   // OSD.
   const osdUuid = randomUUID();
   const connectTimeout = String(Math.max(1, Math.ceil((deadline - Date.now()) / 1000)));
-  const osdId = (await run(bins.ceph, ['-c', conf, '--connect-timeout', connectTimeout, 'osd', 'new', osdUuid], deadline)).trim();
+  const osdId = (
+    await run(bins.ceph, ['-c', conf, '--connect-timeout', connectTimeout, 'osd', 'new', osdUuid], deadline)
+  ).trim();
   if (osdId !== '0') throw new Error(`'ceph osd new' returned id '${osdId}', expected 0`);
   await run(bins['ceph-osd'], ['-c', conf, '-i', osdId, '--mkfs', '--osd-uuid', osdUuid], deadline);
   await launch(bins['ceph-osd'], ['-c', conf, '-i', osdId], dir, 'osd.0', deadline);
@@ -191,7 +199,16 @@ async function bringUp(instance: Instance, bins: Record<Binary, string>, memstor
   const secretAccessKey = randomKey(40, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789');
   await run(
     bins['radosgw-admin'],
-    ['-c', conf, 'user', 'create', '--uid=test', '--display-name=test', `--access-key=${accessKeyId}`, `--secret-key=${secretAccessKey}`],
+    [
+      '-c',
+      conf,
+      'user',
+      'create',
+      '--uid=test',
+      '--display-name=test',
+      `--access-key=${accessKeyId}`,
+      `--secret-key=${secretAccessKey}`,
+    ],
     deadline,
   );
   await launch(bins.radosgw, ['-c', conf, '-n', 'client.rgw.a'], dir, 'client.rgw.a', deadline);
@@ -220,16 +237,25 @@ async function bringUp(instance: Instance, bins: Record<Binary, string>, memstor
     },
     async createBucket(name, opts = {}) {
       admin ??= instance.track(new S3Client(clientConfig()));
-      await admin.send(new CreateBucketCommand({ Bucket: name, ...(opts.objectLock ? { ObjectLockEnabledForBucket: true } : {}) }));
+      await admin.send(
+        new CreateBucketCommand({ Bucket: name, ...(opts.objectLock ? { ObjectLockEnabledForBucket: true } : {}) }),
+      );
     },
     stop: () => instance.stop(),
   };
 }
 
 /** Polls a signed ListBuckets until it answers 200; fails early if radosgw has exited. */
-async function waitForGateway(instance: Instance, clientConfig: (o?: Partial<S3ClientConfig>) => S3ClientConfig, deadline: number): Promise<void> {
+async function waitForGateway(
+  instance: Instance,
+  clientConfig: (o?: Partial<S3ClientConfig>) => S3ClientConfig,
+  deadline: number,
+): Promise<void> {
   const probe = new S3Client(
-    clientConfig({ maxAttempts: 1, requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 2_000 }) }),
+    clientConfig({
+      maxAttempts: 1,
+      requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 2_000 }),
+    }),
   );
   let last: unknown;
   try {
@@ -249,7 +275,9 @@ async function waitForGateway(instance: Instance, clientConfig: (o?: Partial<S3C
     probe.destroy();
   }
   const why = last instanceof Error ? `${last.name}: ${last.message}` : String(last);
-  throw new Error(`radosgw did not answer a signed ListBuckets with 200 within ${START_TIMEOUT_MS / 1000} s (last: ${why})`);
+  throw new Error(
+    `radosgw did not answer a signed ListBuckets with 200 within ${START_TIMEOUT_MS / 1000} s (last: ${why})`,
+  );
 }
 
 // --- one instance's processes and clean-up -------------------------------------------------------------------
@@ -438,14 +466,21 @@ function childEnv(): NodeJS.ProcessEnv {
 function run(bin: string, args: string[], deadline: number): Promise<string> {
   const timeout = Math.max(1, deadline - Date.now());
   return new Promise((resolve, reject) => {
-    execFile(bin, args, { env: childEnv(), timeout, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) {
-        const what = err.killed ? `timed out` : `failed (${err.code ?? err.signal})`;
-        reject(new Error(`${[bin, ...args].join(' ')} ${what}\n${String(stderr).trim()}\n${String(stdout).trim()}`.trim()));
-      } else {
-        resolve(String(stdout));
-      }
-    });
+    execFile(
+      bin,
+      args,
+      { env: childEnv(), timeout, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (err) {
+          const what = err.killed ? `timed out` : `failed (${err.code ?? err.signal})`;
+          reject(
+            new Error(`${[bin, ...args].join(' ')} ${what}\n${String(stderr).trim()}\n${String(stdout).trim()}`.trim()),
+          );
+        } else {
+          resolve(String(stdout));
+        }
+      },
+    );
   });
 }
 

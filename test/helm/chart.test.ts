@@ -21,7 +21,16 @@ import { packageVersion } from '../../src/api/crds.js';
 import { DEFAULTS, parseServerConfig } from '../../src/server/config.js';
 import { SNAPSHOT_RUNTIME_ENV } from '../../src/contract/runtime.js';
 import { POD_MEMORY_LIMIT_MIB } from '../../bench/serve-process.js';
-import { ALL_FEATURES, ALL_FEATURES_RELEASE, CHART_DIR, helm, helmOk, renderChart, templateArgs, type KubeObject } from '../harness/helm.js';
+import {
+  ALL_FEATURES,
+  ALL_FEATURES_RELEASE,
+  CHART_DIR,
+  helm,
+  helmOk,
+  renderChart,
+  templateArgs,
+  type KubeObject,
+} from '../harness/helm.js';
 
 type J = any;
 
@@ -42,9 +51,11 @@ function labelProblems(labels: Record<string, unknown> | undefined, where: strin
     const slash = key.lastIndexOf('/');
     const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
     const name = key.slice(slash + 1);
-    if (prefix !== undefined && (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))) problems.push(`${where}: label key prefix ${prefix}`);
+    if (prefix !== undefined && (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix)))
+      problems.push(`${where}: label key prefix ${prefix}`);
     if (name.length > 63 || !QUALIFIED_NAME.test(name)) problems.push(`${where}: label key ${key}`);
-    if (typeof value !== 'string' || value.length > 63 || !LABEL_VALUE.test(value)) problems.push(`${where}: label ${key}=${String(value)}`);
+    if (typeof value !== 'string' || value.length > 63 || !LABEL_VALUE.test(value))
+      problems.push(`${where}: label ${key}=${String(value)}`);
   }
   return problems;
 }
@@ -57,7 +68,10 @@ const MODELS: Record<string, (data: J) => { validate(): void }> = {
   'networking.k8s.io/v1 NetworkPolicy': (d) => new NetworkPolicy(d),
   'monitoring.coreos.com/v1 ServiceMonitor': (d) => new ServiceMonitor(d),
 };
-const CLUSTER_SCOPED = new Set(['metacontroller.k8s.io/v1alpha1 CompositeController', 'metacontroller.k8s.io/v1alpha1 DecoratorController']);
+const CLUSTER_SCOPED = new Set([
+  'metacontroller.k8s.io/v1alpha1 CompositeController',
+  'metacontroller.k8s.io/v1alpha1 DecoratorController',
+]);
 
 /** Everything the API server would refuse in a namespaced object of the chart (Metacontroller kinds: see metacontroller.test.ts). */
 function problemsOf(object: KubeObject, namespace: string): string[] {
@@ -74,10 +88,13 @@ function problemsOf(object: KubeObject, namespace: string): string[] {
   } else if (!CLUSTER_SCOPED.has(type)) problems.push(`${where}: no schema for ${type}`);
   const { name } = object.metadata;
   if (name.length > 253 || !DNS1123_SUBDOMAIN.test(name)) problems.push(`${where}: name`);
-  if (object.kind === 'Service' && (name.length > 63 || !DNS1035_LABEL.test(name))) problems.push(`${where}: a Service name is a DNS-1035 label`);
-  if (CLUSTER_SCOPED.has(type) ? object.metadata.namespace !== undefined : object.metadata.namespace !== namespace) problems.push(`${where}: namespace ${String(object.metadata.namespace)}`);
+  if (object.kind === 'Service' && (name.length > 63 || !DNS1035_LABEL.test(name)))
+    problems.push(`${where}: a Service name is a DNS-1035 label`);
+  if (CLUSTER_SCOPED.has(type) ? object.metadata.namespace !== undefined : object.metadata.namespace !== namespace)
+    problems.push(`${where}: namespace ${String(object.metadata.namespace)}`);
   problems.push(...labelProblems(object.metadata.labels, where));
-  if (object.kind === 'Deployment') problems.push(...labelProblems(object.spec.template.metadata.labels, `${where} pod template`));
+  if (object.kind === 'Deployment')
+    problems.push(...labelProblems(object.spec.template.metadata.labels, `${where} pod template`));
   return problems;
 }
 
@@ -114,7 +131,10 @@ describe('helm/talos-etcd-backup: Chart.yaml and lint', () => {
     assert.equal(chart.appVersion, version);
   });
 
-  for (const [name, values] of [['default values', {}], ['every optional feature on', ALL_FEATURES]] as const) {
+  for (const [name, values] of [
+    ['default values', {}],
+    ['every optional feature on', ALL_FEATURES],
+  ] as const) {
     it(`helm lint --strict passes with ${name}`, async () => {
       const { status, stdout, stderr } = await helm(['lint', '--strict', CHART_DIR, ...templateArgs(values).slice(-2)]);
       assert.equal(status, 0, `${stdout}${stderr}`);
@@ -142,7 +162,10 @@ describe('helm template with default values', () => {
   });
 
   it('every object validates against the Kubernetes schemas and API server rules', () => {
-    assert.deepEqual(objects.flatMap((o) => problemsOf(o, 'talos-etcd-backup')), []);
+    assert.deepEqual(
+      objects.flatMap((o) => problemsOf(o, 'talos-etcd-backup')),
+      [],
+    );
   });
 
   it('every object carries the standard labels', () => {
@@ -157,10 +180,20 @@ describe('helm template with default values', () => {
           managedBy: labels['app.kubernetes.io/managed-by'],
           chart: labels['helm.sh/chart'],
         },
-        { name: 'talos-etcd-backup', instance: 'talos-etcd-backup', version, partOf: 'talos-etcd-backup', managedBy: 'Helm', chart: `talos-etcd-backup-${version}` },
+        {
+          name: 'talos-etcd-backup',
+          instance: 'talos-etcd-backup',
+          version,
+          partOf: 'talos-etcd-backup',
+          managedBy: 'Helm',
+          chart: `talos-etcd-backup-${version}`,
+        },
         `${o.kind} labels`,
       );
-      assert.match(labels['app.kubernetes.io/component'] ?? '', /^(hook-server|schedule-controller|backup-controller)$/);
+      assert.match(
+        labels['app.kubernetes.io/component'] ?? '',
+        /^(hook-server|schedule-controller|backup-controller)$/,
+      );
     }
   });
 
@@ -173,7 +206,10 @@ describe('helm template with default values', () => {
     assert.deepEqual(pod.containers[0].args, ['serve']);
     assert.deepEqual(d.spec.strategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
     const spread = pod.topologySpreadConstraints as J[];
-    assert.deepEqual(spread.map((c) => c.topologyKey).sort(), ['kubernetes.io/hostname', 'topology.kubernetes.io/zone']);
+    assert.deepEqual(spread.map((c) => c.topologyKey).sort(), [
+      'kubernetes.io/hostname',
+      'topology.kubernetes.io/zone',
+    ]);
     for (const c of spread) {
       assert.equal(c.whenUnsatisfiable, 'ScheduleAnyway');
       assert.deepEqual(c.labelSelector.matchLabels, d.spec.selector.matchLabels);
@@ -187,8 +223,18 @@ describe('helm template with default values', () => {
     const d = byKind(objects, 'Deployment');
     const pod = d.spec.template.spec;
     const container = pod.containers[0];
-    assert.deepEqual(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
-    assert.deepEqual(container.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
+    assert.deepEqual(pod.securityContext, {
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      runAsGroup: 65532,
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    assert.deepEqual(container.securityContext, {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] },
+    });
     assert.equal(pod.automountServiceAccountToken, false);
     assert.equal(byKind(objects, 'ServiceAccount').automountServiceAccountToken, false);
     assert.equal(pod.serviceAccountName, byKind(objects, 'ServiceAccount').metadata.name);
@@ -219,17 +265,26 @@ describe('helm template with default values', () => {
     assert.deepEqual(container.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
     assert.equal(config.port, 8080);
     assert.equal(config.host, '0.0.0.0');
-    assert.deepEqual(config.jobImage, { image: container.image, pullPolicy: container.imagePullPolicy, pullSecrets: [] });
+    assert.deepEqual(config.jobImage, {
+      image: container.image,
+      pullPolicy: container.imagePullPolicy,
+      pullSecrets: [],
+    });
   });
 
-  it('the server\'s limits and timeouts are its defaults: the body limit, a request timeout below the hook timeout, a drain the grace period covers', () => {
+  it("the server's limits and timeouts are its defaults: the body limit, a request timeout below the hook timeout, a drain the grace period covers", () => {
     const d = byKind(objects, 'Deployment');
     const config = parseServerConfig(serverEnv(d));
     assert.equal(config.bodyLimit, DEFAULTS.bodyLimit);
     assert.equal(config.requestTimeoutMs, DEFAULTS.requestTimeoutMs);
     assert.equal(config.shutdownDelayMs, DEFAULTS.shutdownDelayMs);
-    const hookTimeoutSeconds = Number(/^(\d+)s$/.exec(parse(readFileSync(join(CHART_DIR, 'values.yaml'), 'utf8')).metacontroller.hookTimeout)![1]);
-    assert.ok(config.requestTimeoutMs / 1000 < hookTimeoutSeconds, 'a request is cut before Metacontroller gives up on it');
+    const hookTimeoutSeconds = Number(
+      /^(\d+)s$/.exec(parse(readFileSync(join(CHART_DIR, 'values.yaml'), 'utf8')).metacontroller.hookTimeout)![1],
+    );
+    assert.ok(
+      config.requestTimeoutMs / 1000 < hookTimeoutSeconds,
+      'a request is cut before Metacontroller gives up on it',
+    );
     // SIGTERM: the delay, then at most 10 s of draining (src/server/serve.ts), before Kubernetes' SIGKILL.
     assert.ok(d.spec.template.spec.terminationGracePeriodSeconds > config.shutdownDelayMs / 1000 + 10);
     // The pod's memory figures (npm run bench, "worst bodies") are measured with the Job's malloc settings.
@@ -245,15 +300,34 @@ describe('helm template with default values', () => {
       return copy;
     };
     const cases: [KubeObject, RegExp][] = [
-      [broken('Deployment', (d) => (d.spec.template.spec.containers[0].ports[0].containerPort = '8080')), /containerPort must be integer/],
+      [
+        broken('Deployment', (d) => (d.spec.template.spec.containers[0].ports[0].containerPort = '8080')),
+        /containerPort must be integer/,
+      ],
       [broken('Deployment', (d) => delete d.spec.selector), /must have required property selector/],
       [broken('Deployment', (d) => (d.spec.template.metadata.labels.tier = 'a b')), /pod template: label tier=a b/],
       [broken('Service', (s) => (s.metadata.name = '9-hooks')), /DNS-1035/],
       [broken('Service', (s) => (s.spec.ports[0].port = 'http')), /port must be integer/],
       [broken('ServiceAccount', (s) => (s.metadata.namespace = 'elsewhere')), /namespace elsewhere/],
       [broken('PodDisruptionBudget', (p) => (p.spec.selector.matchLabels = 'all')), /matchLabels must be object/],
-      [{ apiVersion: 'monitoring.coreos.com/v1', kind: 'ServiceMonitor', metadata: { name: 'm', namespace: 'talos-etcd-backup' }, spec: { selector: {}, endpoints: [{ port: 'http', interval: '1 minute' }] } }, /interval must match pattern/],
-      [{ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'n', namespace: 'talos-etcd-backup' }, spec: { ingress: [] } }, /must have required property podSelector/],
+      [
+        {
+          apiVersion: 'monitoring.coreos.com/v1',
+          kind: 'ServiceMonitor',
+          metadata: { name: 'm', namespace: 'talos-etcd-backup' },
+          spec: { selector: {}, endpoints: [{ port: 'http', interval: '1 minute' }] },
+        },
+        /interval must match pattern/,
+      ],
+      [
+        {
+          apiVersion: 'networking.k8s.io/v1',
+          kind: 'NetworkPolicy',
+          metadata: { name: 'n', namespace: 'talos-etcd-backup' },
+          spec: { ingress: [] },
+        },
+        /must have required property podSelector/,
+      ],
     ];
     for (const [object, expect] of cases) assert.match(problemsOf(object, 'talos-etcd-backup').join('\n'), expect);
   });
@@ -291,7 +365,10 @@ describe('helm template with every optional feature on', () => {
   });
 
   it('every object validates against the Kubernetes and prometheus-operator schemas and API server rules', () => {
-    assert.deepEqual(objects.flatMap((o) => problemsOf(o, 'ops')), []);
+    assert.deepEqual(
+      objects.flatMap((o) => problemsOf(o, 'ops')),
+      [],
+    );
   });
 
   it('commonLabels reach every object and the pods; podLabels and podAnnotations the pods', () => {
@@ -306,13 +383,25 @@ describe('helm template with every optional feature on', () => {
     const d = byKind(objects, 'Deployment');
     const pod = d.spec.template.spec;
     const container = pod.containers[0];
-    assert.equal(container.image, `registry.example.com:5000/mirror/talos-etcd-backup:0.1.0-rc.1@sha256:${'ab'.repeat(32)}`);
+    assert.equal(
+      container.image,
+      `registry.example.com:5000/mirror/talos-etcd-backup:0.1.0-rc.1@sha256:${'ab'.repeat(32)}`,
+    );
     assert.equal(container.imagePullPolicy, 'Always');
     assert.deepEqual(pod.imagePullSecrets, [{ name: 'regcred' }, { name: 'mirror-cred' }]);
     const config = parseServerConfig(serverEnv(d));
-    assert.deepEqual(config.jobImage, { image: container.image, pullPolicy: 'Always', pullSecrets: ['regcred', 'mirror-cred'] });
+    assert.deepEqual(config.jobImage, {
+      image: container.image,
+      pullPolicy: 'Always',
+      pullSecrets: ['regcred', 'mirror-cred'],
+    });
     assert.deepEqual(
-      { host: config.host, logLevel: config.logLevel, bodyLimit: config.bodyLimit, keepAliveTimeoutMs: config.keepAliveTimeoutMs },
+      {
+        host: config.host,
+        logLevel: config.logLevel,
+        bodyLimit: config.bodyLimit,
+        keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+      },
       { host: '::', logLevel: 'debug', bodyLimit: 67108864, keepAliveTimeoutMs: 95_000 },
     );
     assert.equal(serverEnv(d).NODE_OPTIONS, '--max-old-space-size=192');
@@ -355,8 +444,24 @@ describe('helm template with every optional feature on', () => {
     const port = [{ port: d.spec.template.spec.containers[0].ports[0].containerPort, protocol: 'TCP' }];
     assert.deepEqual(np.spec.ingress, [
       // Namespace and pod selector in ONE peer: both must match (two peers would admit either).
-      { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'metacontroller' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'metacontroller-helm' } } }], ports: port },
-      { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } }], ports: port },
+      {
+        from: [
+          {
+            namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'metacontroller' } },
+            podSelector: { matchLabels: { 'app.kubernetes.io/name': 'metacontroller-helm' } },
+          },
+        ],
+        ports: port,
+      },
+      {
+        from: [
+          {
+            namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } },
+            podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } },
+          },
+        ],
+        ports: port,
+      },
       ...ALL_FEATURES.networkPolicy.extraIngress,
     ]);
   });
@@ -378,7 +483,12 @@ describe('values that change what is rendered', () => {
   it('topologySpreadConstraints: [] removes the spread; an explicit labelSelector is kept', async () => {
     const none = byKind(await renderChart({ topologySpreadConstraints: [] }), 'Deployment');
     assert.equal(none.spec.template.spec.topologySpreadConstraints, undefined);
-    const own = { maxSkew: 2, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'DoNotSchedule', labelSelector: { matchLabels: { team: 'x' } } };
+    const own = {
+      maxSkew: 2,
+      topologyKey: 'kubernetes.io/hostname',
+      whenUnsatisfiable: 'DoNotSchedule',
+      labelSelector: { matchLabels: { team: 'x' } },
+    };
     const d = byKind(await renderChart({ topologySpreadConstraints: [own] }), 'Deployment');
     assert.deepEqual(d.spec.template.spec.topologySpreadConstraints, [own]);
   });
@@ -391,7 +501,13 @@ describe('values that change what is rendered', () => {
     assert.equal(await talosOperator({}), 'false', 'helm template without a cluster knows no such kind');
     assert.equal(await talosOperator({}, ['--api-versions', 'talos.alperen.cloud/v1alpha1/TalosControlPlane']), 'true');
     assert.equal(await talosOperator({ talosOperator: { enabled: true } }), 'true');
-    assert.equal(await talosOperator({ talosOperator: { enabled: false } }, ['--api-versions', 'talos.alperen.cloud/v1alpha1/TalosControlPlane']), 'false');
+    assert.equal(
+      await talosOperator({ talosOperator: { enabled: false } }, [
+        '--api-versions',
+        'talos.alperen.cloud/v1alpha1/TalosControlPlane',
+      ]),
+      'false',
+    );
     const env = serverEnv(byKind(await renderChart({ server: { attachmentDeadlineSeconds: 120 } }), 'Deployment'));
     assert.equal(env.ATTACHMENT_DEADLINE_SECONDS, '120');
     assert.deepEqual(parseServerConfig(env).backupHooks, { attachmentDeadlineSeconds: 120, talosOperator: false });
@@ -415,7 +531,9 @@ describe('values.yaml and values.schema.json', () => {
       map.items.forEach((pair, index) => {
         const key = String((pair.key as { value?: unknown }).value);
         // yaml attaches the comment above a block's first key to the block itself.
-        const own = Boolean((pair.key as { commentBefore?: string }).commentBefore) || (index === 0 && Boolean(map.commentBefore));
+        const own =
+          Boolean((pair.key as { commentBefore?: string }).commentBefore) ||
+          (index === 0 && Boolean(map.commentBefore));
         if (isMap(pair.value) && pair.value.items.length > 0) visit(pair.value, `${path}${key}.`, documented || own);
         else if (!documented && !own) undocumented.push(`${path}${key}`);
       });
@@ -428,7 +546,12 @@ describe('values.yaml and values.schema.json', () => {
   it('the schema describes exactly the top-level values, and strictly (no unknown keys)', () => {
     const values = parse(valuesText) as Record<string, unknown>;
     assert.equal(schema.additionalProperties, false);
-    assert.deepEqual(Object.keys(schema.properties).filter((k) => k !== 'global').sort(), Object.keys(values).sort());
+    assert.deepEqual(
+      Object.keys(schema.properties)
+        .filter((k) => k !== 'global')
+        .sort(),
+      Object.keys(values).sort(),
+    );
   });
 });
 
@@ -436,17 +559,49 @@ describe('values.schema.json rejects bad values (helm template fails, naming the
   const bad: { name: string; values: object; expect: RegExp }[] = [
     { name: 'replicas: "two"', values: { replicas: 'two' }, expect: /\/replicas.*want integer/ },
     { name: 'replicas: 0', values: { replicas: 0 }, expect: /\/replicas/ },
-    { name: 'an unknown top-level key (replica)', values: { replica: 2 }, expect: /additional properties 'replica' not allowed/ },
-    { name: 'an unknown nested key (image.pullpolicy)', values: { image: { pullpolicy: 'Always' } }, expect: /\/image.*'pullpolicy'/ },
+    {
+      name: 'an unknown top-level key (replica)',
+      values: { replica: 2 },
+      expect: /additional properties 'replica' not allowed/,
+    },
+    {
+      name: 'an unknown nested key (image.pullpolicy)',
+      values: { image: { pullpolicy: 'Always' } },
+      expect: /\/image.*'pullpolicy'/,
+    },
     { name: 'an unknown pull policy', values: { image: { pullPolicy: 'Sometimes' } }, expect: /\/image\/pullPolicy/ },
-    { name: 'a pull Secret that is not an object name', values: { image: { pullSecrets: ['Reg Cred'] } }, expect: /\/image\/pullSecrets\/0/ },
+    {
+      name: 'a pull Secret that is not an object name',
+      values: { image: { pullSecrets: ['Reg Cred'] } },
+      expect: /\/image\/pullSecrets\/0/,
+    },
     { name: 'an unknown log level', values: { server: { logLevel: 'verbose' } }, expect: /\/server\/logLevel/ },
-    { name: 'a grace period not above the 10 s drain', values: { terminationGracePeriodSeconds: 10 }, expect: /\/terminationGracePeriodSeconds/ },
-    { name: 'a request timeout of 0', values: { server: { requestTimeoutSeconds: 0 } }, expect: /\/server\/requestTimeoutSeconds/ },
-    { name: 'a negative shutdown delay', values: { server: { shutdownDelaySeconds: -1 } }, expect: /\/server\/shutdownDelaySeconds/ },
-    { name: 'a hook timeout that is not a Go duration', values: { metacontroller: { hookTimeout: '10 seconds' } }, expect: /\/metacontroller\/hookTimeout/ },
+    {
+      name: 'a grace period not above the 10 s drain',
+      values: { terminationGracePeriodSeconds: 10 },
+      expect: /\/terminationGracePeriodSeconds/,
+    },
+    {
+      name: 'a request timeout of 0',
+      values: { server: { requestTimeoutSeconds: 0 } },
+      expect: /\/server\/requestTimeoutSeconds/,
+    },
+    {
+      name: 'a negative shutdown delay',
+      values: { server: { shutdownDelaySeconds: -1 } },
+      expect: /\/server\/shutdownDelaySeconds/,
+    },
+    {
+      name: 'a hook timeout that is not a Go duration',
+      values: { metacontroller: { hookTimeout: '10 seconds' } },
+      expect: /\/metacontroller\/hookTimeout/,
+    },
     { name: 'a service port out of range', values: { service: { port: 70000 } }, expect: /\/service\/port/ },
-    { name: 'a label value with a space', values: { commonLabels: { team: 'platform team' } }, expect: /\/commonLabels\/team/ },
+    {
+      name: 'a label value with a space',
+      values: { commonLabels: { team: 'platform team' } },
+      expect: /\/commonLabels\/team/,
+    },
     { name: 'enabled: "yes"', values: { serviceMonitor: { enabled: 'yes' } }, expect: /\/serviceMonitor\/enabled/ },
   ];
   for (const b of bad) {
@@ -459,10 +614,18 @@ describe('values.schema.json rejects bad values (helm template fails, naming the
   }
 
   it('a grace period that does not cover the drain delay plus 10 s fails with a clear message', async () => {
-    const { status, stderr } = await helm(templateArgs({ terminationGracePeriodSeconds: 20, server: { shutdownDelaySeconds: 15 } }));
+    const { status, stderr } = await helm(
+      templateArgs({ terminationGracePeriodSeconds: 20, server: { shutdownDelaySeconds: 15 } }),
+    );
     assert.notEqual(status, 0);
-    assert.match(stderr, /terminationGracePeriodSeconds \(20\) must be larger than server\.shutdownDelaySeconds \(15\) \+ 10 s/);
-    assert.equal((await helm(templateArgs({ terminationGracePeriodSeconds: 26, server: { shutdownDelaySeconds: 15 } }))).status, 0);
+    assert.match(
+      stderr,
+      /terminationGracePeriodSeconds \(20\) must be larger than server\.shutdownDelaySeconds \(15\) \+ 10 s/,
+    );
+    assert.equal(
+      (await helm(templateArgs({ terminationGracePeriodSeconds: 26, server: { shutdownDelaySeconds: 15 } }))).status,
+      0,
+    );
   });
 
   it('a release name too long for the DecoratorController finalizer fails with a clear message', async () => {
@@ -473,7 +636,9 @@ describe('values.schema.json rejects bad values (helm template fails, naming the
 });
 
 describe('CRDs: crds/ is the one source of truth', () => {
-  const crdFiles = readdirSync(join(root, 'crds')).filter((f) => f.endsWith('.yaml')).sort();
+  const crdFiles = readdirSync(join(root, 'crds'))
+    .filter((f) => f.endsWith('.yaml'))
+    .sort();
   const chartCrds = join(CHART_DIR, 'crds');
 
   it('the chart crds/ holds only symlinks to ../../../crds/<same file>, one per file in crds/', () => {
@@ -499,7 +664,8 @@ describe('CRDs: crds/ is the one source of truth', () => {
           expected,
           source,
         );
-        for (const f of crdFiles) assert.ok(shown.includes(readFileSync(join(root, 'crds', f), 'utf8')), `${source}: ${f} verbatim`);
+        for (const f of crdFiles)
+          assert.ok(shown.includes(readFileSync(join(root, 'crds', f), 'utf8')), `${source}: ${f} verbatim`);
       }
     } finally {
       rmSync(dest, { recursive: true, force: true });

@@ -75,14 +75,24 @@ describe('the chart Metacontroller controllers, default release (talos-etcd-back
   });
 
   it('equal metacontroller/schedule-controller.yaml and backup-controller.yaml apart from labels', () => {
-    assert.deepEqual(withoutLabels(one(objects, 'CompositeController')), withoutLabels(staticManifest('schedule-controller.yaml')));
-    assert.deepEqual(withoutLabels(one(objects, 'DecoratorController')), withoutLabels(staticManifest('backup-controller.yaml')));
+    assert.deepEqual(
+      withoutLabels(one(objects, 'CompositeController')),
+      withoutLabels(staticManifest('schedule-controller.yaml')),
+    );
+    assert.deepEqual(
+      withoutLabels(one(objects, 'DecoratorController')),
+      withoutLabels(staticManifest('backup-controller.yaml')),
+    );
   });
 
   it('keep the labels of the static manifests (name and component) among the standard ones', () => {
-    for (const [kind, file] of [['CompositeController', 'schedule-controller.yaml'], ['DecoratorController', 'backup-controller.yaml']] as const) {
+    for (const [kind, file] of [
+      ['CompositeController', 'schedule-controller.yaml'],
+      ['DecoratorController', 'backup-controller.yaml'],
+    ] as const) {
       const labels = one(objects, kind).metadata.labels ?? {};
-      for (const [key, value] of Object.entries(staticManifest(file).metadata.labels ?? {})) assert.equal(labels[key], value, `${kind} ${key}`);
+      for (const [key, value] of Object.entries(staticManifest(file).metadata.labels ?? {}))
+        assert.equal(labels[key], value, `${kind} ${key}`);
     }
   });
 
@@ -93,7 +103,7 @@ describe('the chart Metacontroller controllers, default release (talos-etcd-back
   });
 });
 
-describe('the chart Metacontroller controllers call this release\'s Service on the routes the server registers', () => {
+describe("the chart Metacontroller controllers call this release's Service on the routes the server registers", () => {
   let objects: KubeObject[];
   let app: FastifyInstance;
   before(async () => {
@@ -108,9 +118,16 @@ describe('the chart Metacontroller controllers call this release\'s Service on t
       spec.resyncPeriodSeconds = 600;
       for (const hook of Object.values(spec.hooks) as J[]) hook.webhook.timeout = '15s';
     };
-    assert.deepEqual(withoutLabels(one(objects, 'CompositeController')), retarget(staticManifest('schedule-controller.yaml'), 'backups-talos-etcd-backup-schedule', service, tuned));
-    assert.deepEqual(withoutLabels(one(objects, 'DecoratorController')), retarget(staticManifest('backup-controller.yaml'), 'backups-talos-etcd-backup', service, tuned));
-    for (const kind of ['CompositeController', 'DecoratorController']) assert.deepEqual(metacontrollerProblems(one(objects, kind)), []);
+    assert.deepEqual(
+      withoutLabels(one(objects, 'CompositeController')),
+      retarget(staticManifest('schedule-controller.yaml'), 'backups-talos-etcd-backup-schedule', service, tuned),
+    );
+    assert.deepEqual(
+      withoutLabels(one(objects, 'DecoratorController')),
+      retarget(staticManifest('backup-controller.yaml'), 'backups-talos-etcd-backup', service, tuned),
+    );
+    for (const kind of ['CompositeController', 'DecoratorController'])
+      assert.deepEqual(metacontrollerProblems(one(objects, kind)), []);
   });
 
   it('every hook targets the rendered Service: its name, namespace and port, which forwards to the server port', () => {
@@ -119,10 +136,23 @@ describe('the chart Metacontroller controllers call this release\'s Service on t
     const servicePort = service.spec.ports.find((p: J) => p.name === 'http');
     const containerPort = container.ports.find((p: J) => p.name === servicePort.targetPort);
     assert.ok(containerPort, `the Service targets port ${servicePort.targetPort}, which the container names`);
-    assert.equal(String(containerPort.containerPort), container.env.find((e: J) => e.name === 'PORT').value, 'the server listens where the Service forwards');
+    assert.equal(
+      String(containerPort.containerPort),
+      container.env.find((e: J) => e.name === 'PORT').value,
+      'the server listens where the Service forwards',
+    );
     for (const kind of ['CompositeController', 'DecoratorController'] as const) {
       for (const [name, hook] of Object.entries(one(objects, kind).spec.hooks) as [string, J][]) {
-        assert.deepEqual(hook.webhook.service, { name: service.metadata.name, namespace: service.metadata.namespace, port: servicePort.port, protocol: 'http' }, `${kind} ${name}`);
+        assert.deepEqual(
+          hook.webhook.service,
+          {
+            name: service.metadata.name,
+            namespace: service.metadata.namespace,
+            port: servicePort.port,
+            protocol: 'http',
+          },
+          `${kind} ${name}`,
+        );
         assert.equal(hook.webhook.url, undefined, 'url would override service and path');
       }
     }
@@ -131,15 +161,26 @@ describe('the chart Metacontroller controllers call this release\'s Service on t
   it('the hook paths are exactly the server routes, which accept POST', () => {
     for (const kind of ['CompositeController', 'DecoratorController'] as const) {
       const hooks = one(objects, kind).spec.hooks as Record<string, J>;
-      assert.deepEqual(Object.fromEntries(Object.entries(hooks).map(([name, hook]) => [name, hook.webhook.path])), HOOK_PATHS[kind]);
-      for (const hook of Object.values(hooks)) assert.ok(app.hasRoute({ method: 'POST', url: hook.webhook.path }), `POST ${hook.webhook.path}`);
+      assert.deepEqual(
+        Object.fromEntries(Object.entries(hooks).map(([name, hook]) => [name, hook.webhook.path])),
+        HOOK_PATHS[kind],
+      );
+      for (const hook of Object.values(hooks))
+        assert.ok(app.hasRoute({ method: 'POST', url: hook.webhook.path }), `POST ${hook.webhook.path}`);
     }
   });
 
   it('the probes and the ServiceMonitor use GET routes the server registers, on the http port', () => {
     const container = one(objects, 'Deployment').spec.template.spec.containers[0];
-    const gets = [container.readinessProbe.httpGet, container.livenessProbe.httpGet, ...one(objects, 'ServiceMonitor').spec.endpoints];
-    assert.deepEqual(gets.map((g: J) => g.path), ['/readyz', '/healthz', '/metrics']);
+    const gets = [
+      container.readinessProbe.httpGet,
+      container.livenessProbe.httpGet,
+      ...one(objects, 'ServiceMonitor').spec.endpoints,
+    ];
+    assert.deepEqual(
+      gets.map((g: J) => g.path),
+      ['/readyz', '/healthz', '/metrics'],
+    );
     for (const g of gets) {
       assert.equal(g.port, 'http');
       assert.ok(app.hasRoute({ method: 'GET', url: g.path }), `GET ${g.path}`);

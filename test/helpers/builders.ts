@@ -1,7 +1,16 @@
 // Builders for Metacontroller requests shaped like the real thing (full objects, managedFields, last-applied).
 
 import { randomUUID } from 'node:crypto';
-import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, CONTROLLER_UID_LABEL, LAST_APPLIED_ANNOTATION, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../src/api/constants.js';
+import {
+  API_VERSION,
+  BACKUP_CHILDREN_KEY,
+  BACKUP_KIND,
+  CONTROLLER_UID_LABEL,
+  LAST_APPLIED_ANNOTATION,
+  SCHEDULE_KIND,
+  SCHEDULE_LABEL,
+  SCHEDULED_TIME_ANNOTATION,
+} from '../../src/api/constants.js';
 import type { CompositeSyncRequest, KubernetesObject } from '../../src/server/metacontroller/types.js';
 import type { Condition } from '../../src/api/conditions.js';
 
@@ -12,8 +21,10 @@ export const SCHEDULE_UID = '5f0c2c7e-8d3a-4a59-9c1e-2f0a6b1d7e11';
 export const at = (iso: string): Date => new Date(iso);
 export const unix = (date: Date | string): number => Math.floor(new Date(date).getTime() / 1000);
 export const iso = (date: Date): string => date.toISOString().replace(/\.\d{3}Z$/, 'Z');
-export const minutesAfter = (date: Date | string, minutes: number): Date => new Date(new Date(date).getTime() + minutes * 60_000);
-export const secondsAfter = (date: Date | string, seconds: number): Date => new Date(new Date(date).getTime() + seconds * 1000);
+export const minutesAfter = (date: Date | string, minutes: number): Date =>
+  new Date(new Date(date).getTime() + minutes * 60_000);
+export const secondsAfter = (date: Date | string, seconds: number): Date =>
+  new Date(new Date(date).getTime() + seconds * 1000);
 
 export function backupTemplateSpec(): Record<string, unknown> {
   return {
@@ -54,7 +65,16 @@ export function schedule(opts: ScheduleOptions = {}): KubernetesObject {
       creationTimestamp: opts.created ?? '2026-01-01T00:00:00Z',
       ...(opts.deletionTimestamp !== undefined && { deletionTimestamp: opts.deletionTimestamp }),
       annotations: { 'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ spec }) },
-      managedFields: [{ manager: 'kubectl-client-side-apply', operation: 'Update', apiVersion: API_VERSION, time: '2026-01-01T00:00:00Z', fieldsType: 'FieldsV1', fieldsV1: { 'f:spec': { 'f:schedule': {} } } }],
+      managedFields: [
+        {
+          manager: 'kubectl-client-side-apply',
+          operation: 'Update',
+          apiVersion: API_VERSION,
+          time: '2026-01-01T00:00:00Z',
+          fieldsType: 'FieldsV1',
+          fieldsV1: { 'f:spec': { 'f:schedule': {} } },
+        },
+      ],
     },
     spec,
     ...(opts.status !== undefined && { status: opts.status }),
@@ -64,9 +84,25 @@ export function schedule(opts: ScheduleOptions = {}): KubernetesObject {
 export type Outcome = 'succeeded' | 'failed' | 'active';
 
 function conditionsFor(outcome: Outcome, finished: string): Condition[] {
-  const c = (type: string, status: 'True' | 'False', reason: string): Condition => ({ type, status, reason, message: '', lastTransitionTime: finished });
-  if (outcome === 'succeeded') return [c('Progressing', 'False', 'BackupCompleted'), c('Ready', 'True', 'BackupSucceeded'), c('Failed', 'False', 'BackupSucceeded')];
-  if (outcome === 'failed') return [c('Progressing', 'False', 'BackupCompleted'), c('Ready', 'False', 'BackupFailed'), c('Failed', 'True', 'BackupFailed')];
+  const c = (type: string, status: 'True' | 'False', reason: string): Condition => ({
+    type,
+    status,
+    reason,
+    message: '',
+    lastTransitionTime: finished,
+  });
+  if (outcome === 'succeeded')
+    return [
+      c('Progressing', 'False', 'BackupCompleted'),
+      c('Ready', 'True', 'BackupSucceeded'),
+      c('Failed', 'False', 'BackupSucceeded'),
+    ];
+  if (outcome === 'failed')
+    return [
+      c('Progressing', 'False', 'BackupCompleted'),
+      c('Ready', 'False', 'BackupFailed'),
+      c('Failed', 'True', 'BackupFailed'),
+    ];
   return [c('Progressing', 'True', 'BackupInProgress')];
 }
 
@@ -86,7 +122,8 @@ export function backup(slot: Date | string, outcome: Outcome, opts: BackupOption
   const started = iso(secondsAfter(slotDate, 1));
   const finished = iso(minutesAfter(slotDate, opts.tookMinutes ?? 3));
   const labels = { [SCHEDULE_LABEL]: scheduleName, [CONTROLLER_UID_LABEL]: SCHEDULE_UID };
-  const annotations: Record<string, string> = opts.annotate === false ? {} : { [SCHEDULED_TIME_ANNOTATION]: iso(slotDate) };
+  const annotations: Record<string, string> =
+    opts.annotate === false ? {} : { [SCHEDULED_TIME_ANNOTATION]: iso(slotDate) };
   const spec = backupTemplateSpec();
   return {
     apiVersion: API_VERSION,
@@ -96,16 +133,48 @@ export function backup(slot: Date | string, outcome: Outcome, opts: BackupOption
       namespace: NAMESPACE,
       uid: randomUUID(),
       generation: 1,
-      resourceVersion: String(100000 + unix(slotDate) % 100000),
+      resourceVersion: String(100000 + (unix(slotDate) % 100000)),
       creationTimestamp: started,
       ...(opts.deleting && { deletionTimestamp: iso(minutesAfter(slotDate, 60)) }),
       labels,
-      annotations: { ...annotations, [LAST_APPLIED_ANNOTATION]: JSON.stringify({ apiVersion: API_VERSION, kind: BACKUP_KIND, metadata: { name, labels, annotations }, spec }) },
+      annotations: {
+        ...annotations,
+        [LAST_APPLIED_ANNOTATION]: JSON.stringify({
+          apiVersion: API_VERSION,
+          kind: BACKUP_KIND,
+          metadata: { name, labels, annotations },
+          spec,
+        }),
+      },
       finalizers: ['metacontroller.io/decoratorcontroller-talos-etcd-backup'],
-      ownerReferences: [{ apiVersion: API_VERSION, kind: SCHEDULE_KIND, name: scheduleName, uid: SCHEDULE_UID, controller: true, blockOwnerDeletion: true }],
+      ownerReferences: [
+        {
+          apiVersion: API_VERSION,
+          kind: SCHEDULE_KIND,
+          name: scheduleName,
+          uid: SCHEDULE_UID,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
       managedFields: [
-        { manager: 'metacontroller', operation: 'Update', apiVersion: API_VERSION, time: started, fieldsType: 'FieldsV1', fieldsV1: { 'f:metadata': { 'f:labels': {} }, 'f:spec': {} } },
-        { manager: 'metacontroller', operation: 'Update', apiVersion: API_VERSION, time: finished, fieldsType: 'FieldsV1', fieldsV1: { 'f:status': {} }, subresource: 'status' },
+        {
+          manager: 'metacontroller',
+          operation: 'Update',
+          apiVersion: API_VERSION,
+          time: started,
+          fieldsType: 'FieldsV1',
+          fieldsV1: { 'f:metadata': { 'f:labels': {} }, 'f:spec': {} },
+        },
+        {
+          manager: 'metacontroller',
+          operation: 'Update',
+          apiVersion: API_VERSION,
+          time: finished,
+          fieldsType: 'FieldsV1',
+          fieldsV1: { 'f:status': {} },
+          subresource: 'status',
+        },
       ],
     },
     spec,
@@ -120,13 +189,22 @@ export function backup(slot: Date | string, outcome: Outcome, opts: BackupOption
 }
 
 /** A sync request exactly as Metacontroller v1 sends it: children keyed by name (or namespace/name for v2). */
-export function syncRequest(parent: KubernetesObject, children: KubernetesObject[], keying: 'v1' | 'v2' = 'v1'): CompositeSyncRequest {
+export function syncRequest(
+  parent: KubernetesObject,
+  children: KubernetesObject[],
+  keying: 'v1' | 'v2' = 'v1',
+): CompositeSyncRequest {
   const map: Record<string, KubernetesObject> = {};
-  for (const child of children) map[keying === 'v1' ? child.metadata.name : `${child.metadata.namespace}/${child.metadata.name}`] = child;
+  for (const child of children)
+    map[keying === 'v1' ? child.metadata.name : `${child.metadata.namespace}/${child.metadata.name}`] = child;
   return {
     controller: {
       metadata: { name: 'talos-etcd-backup-schedule', uid: 'c0ffee00-0000-4000-8000-000000000001', generation: 1 },
-      spec: { generateSelector: true, resyncPeriodSeconds: 300, parentResource: { apiVersion: API_VERSION, resource: 'talosetcdbackupschedules' } },
+      spec: {
+        generateSelector: true,
+        resyncPeriodSeconds: 300,
+        parentResource: { apiVersion: API_VERSION, resource: 'talosetcdbackupschedules' },
+      },
       status: {},
     },
     parent,
@@ -137,7 +215,8 @@ export function syncRequest(parent: KubernetesObject, children: KubernetesObject
 }
 
 /** Names of the desired children in an answer. */
-export const childNames = (response: { children: KubernetesObject[] }): string[] => response.children.map((c) => c.metadata.name).sort();
+export const childNames = (response: { children: KubernetesObject[] }): string[] =>
+  response.children.map((c) => c.metadata.name).sort();
 
 export function condition(status: Record<string, unknown>, type: string): Condition | undefined {
   return (status.conditions as Condition[] | undefined)?.find((c) => c.type === type);

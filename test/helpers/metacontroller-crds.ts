@@ -22,7 +22,12 @@ export interface Crd {
     group: string;
     scope: string;
     names: { kind: string; plural: string };
-    versions: { name: string; served?: boolean; subresources?: { status?: unknown }; schema: { openAPIV3Schema: Json } }[];
+    versions: {
+      name: string;
+      served?: boolean;
+      subresources?: { status?: unknown };
+      schema: { openAPIV3Schema: Json };
+    }[];
   };
 }
 
@@ -40,8 +45,9 @@ export function readYamlDocuments(path: string): unknown[] {
   return objects;
 }
 
-export const metacontrollerCrds = readYamlDocuments(join(packageRoot(), 'test', 'fixtures', 'metacontroller-crds-v1.yaml')) as Crd[];
-
+export const metacontrollerCrds = readYamlDocuments(
+  join(packageRoot(), 'test', 'fixtures', 'metacontroller-crds-v1.yaml'),
+) as Crd[];
 
 /** Kubernetes extensions to OpenAPI; Metacontroller's CEL rules are not evaluated here (its own schema is not under test). */
 const KUBERNETES_KEYWORDS = [...STRUCTURAL_KEYWORDS, 'x-kubernetes-validations'];
@@ -71,9 +77,17 @@ function closeObjects(schema: unknown): unknown {
   const out: Json = {};
   for (const [key, value] of Object.entries(schema)) {
     // `properties` maps field names to schemas: recurse into each schema, never treat the map itself as one.
-    out[key] = key === 'properties' ? Object.fromEntries(Object.entries(value as Json).map(([k, v]) => [k, closeObjects(v)])) : closeObjects(value);
+    out[key] =
+      key === 'properties'
+        ? Object.fromEntries(Object.entries(value as Json).map(([k, v]) => [k, closeObjects(v)]))
+        : closeObjects(value);
   }
-  if (out.type === 'object' && out.properties !== undefined && out.additionalProperties === undefined && out['x-kubernetes-preserve-unknown-fields'] !== true) {
+  if (
+    out.type === 'object' &&
+    out.properties !== undefined &&
+    out.additionalProperties === undefined &&
+    out['x-kubernetes-preserve-unknown-fields'] !== true
+  ) {
     out.additionalProperties = false;
   }
   return out;
@@ -84,17 +98,25 @@ function kubernetesAjv(schemas: Json[]): Ajv {
   formats.default(ajv);
   ajv.addVocabulary(KUBERNETES_KEYWORDS);
   // OpenAPI formats Kubernetes knows and ajv-formats does not (or means differently, like `duration`).
-  ajv.addFormat('int32', { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31 });
+  ajv.addFormat('int32', {
+    type: 'number',
+    validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31,
+  });
   ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isInteger(n) });
   ajv.addFormat('duration', { type: 'string', validate: (s: string) => GO_DURATION.test(s) });
   // Any other format the API server does not check: accept it rather than fail compiling.
   const known = new Set(['int32', 'int64', 'duration', ...Object.keys(ajv.formats)]);
-  for (const schema of schemas) for (const format of collectFormats(schema)) if (!known.has(format)) ajv.addFormat(format, true);
+  for (const schema of schemas)
+    for (const format of collectFormats(schema)) if (!known.has(format)) ajv.addFormat(format, true);
   return ajv;
 }
 
 export function metacontrollerCrdFor(object: Json): Crd | undefined {
-  return metacontrollerCrds.find((crd) => object.kind === crd.spec.names.kind && crd.spec.versions.some((v) => object.apiVersion === `${crd.spec.group}/${v.name}`));
+  return metacontrollerCrds.find(
+    (crd) =>
+      object.kind === crd.spec.names.kind &&
+      crd.spec.versions.some((v) => object.apiVersion === `${crd.spec.group}/${v.name}`),
+  );
 }
 
 function schemaOf(crd: Crd, apiVersion: string): Json {
@@ -123,15 +145,21 @@ export function metacontrollerProblems(object: Json): string[] {
   const found: string[] = [];
   const validate = validatorFor(object);
   if (!validate(structuredClone(object))) {
-    for (const e of validate.errors ?? []) found.push(`${e.instancePath || '/'} ${e.message ?? e.keyword} ${JSON.stringify(e.params)}`);
+    for (const e of validate.errors ?? [])
+      found.push(`${e.instancePath || '/'} ${e.message ?? e.keyword} ${JSON.stringify(e.params)}`);
   }
   // ObjectMeta is `type: object` in every CRD schema; check what the API server checks on it.
   const metadata = object.metadata as Json | undefined;
   const name = metadata?.name;
-  if (typeof name !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(name) || name.length > 253) {
+  if (
+    typeof name !== 'string' ||
+    !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(name) ||
+    name.length > 253
+  ) {
     found.push(`/metadata/name must be a DNS subdomain, got ${JSON.stringify(name)}`);
   }
   const crd = metacontrollerCrdFor(object);
-  if (crd?.spec.scope === 'Cluster' && metadata?.namespace !== undefined) found.push('/metadata/namespace must not be set on a cluster-scoped object');
+  if (crd?.spec.scope === 'Cluster' && metadata?.namespace !== undefined)
+    found.push('/metadata/namespace must not be set on a cluster-scoped object');
   return found;
 }

@@ -16,7 +16,15 @@ export type DamageKind =
   | 'truncated-pages' // the last two pages cut off (still whole pages)
   | 'missing-key-bucket'; // the root bucket's "key" entry renamed "kez"
 
-export const DAMAGE_KINDS: readonly DamageKind[] = ['branch-child', 'leaf-page-id', 'key-order', 'element-bounds', 'meta-checksums', 'truncated-pages', 'missing-key-bucket'];
+export const DAMAGE_KINDS: readonly DamageKind[] = [
+  'branch-child',
+  'leaf-page-id',
+  'key-order',
+  'element-bounds',
+  'meta-checksums',
+  'truncated-pages',
+  'missing-key-bucket',
+];
 
 const TRAILER_BYTES = 32;
 const PAGE_HEADER = 16;
@@ -95,7 +103,15 @@ function leafElements(db: Buffer, nodeAt: number): LeafElement[] {
     const keyAt = at + db.readUInt32LE(at + 4);
     const ksize = db.readUInt32LE(at + 8);
     const vsize = db.readUInt32LE(at + 12);
-    return { index, at, flags: db.readUInt32LE(at), keyAt, key: db.subarray(keyAt, keyAt + ksize), valueAt: keyAt + ksize, value: db.subarray(keyAt + ksize, keyAt + ksize + vsize) };
+    return {
+      index,
+      at,
+      flags: db.readUInt32LE(at),
+      keyAt,
+      key: db.subarray(keyAt, keyAt + ksize),
+      valueAt: keyAt + ksize,
+      value: db.subarray(keyAt + ksize, keyAt + ksize + vsize),
+    };
   });
 }
 
@@ -104,7 +120,12 @@ function branchElements(db: Buffer, nodeAt: number): BranchElement[] {
   return Array.from({ length: count }, (_, index) => {
     const at = nodeAt + PAGE_HEADER + index * ELEMENT;
     const keyAt = at + db.readUInt32LE(at);
-    return { index, at, key: db.subarray(keyAt, keyAt + db.readUInt32LE(at + 4)), child: Number(db.readBigUInt64LE(at + 8)) };
+    return {
+      index,
+      at,
+      key: db.subarray(keyAt, keyAt + db.readUInt32LE(at + 4)),
+      child: Number(db.readBigUInt64LE(at + 8)),
+    };
   });
 }
 
@@ -161,11 +182,14 @@ export function boltLayout(db: Buffer): BoltLayout {
   const { root, freelist, pages } = metas[meta];
   const rootBucket = bucketPages(db, pageSize, '', root);
   const buckets = rootBucket.leaves.flatMap((leaf) =>
-    leafElements(db, leaf * pageSize).map((e) => bucketPages(db, pageSize, e.key.toString('utf8'), Number(e.value.readBigUInt64LE(0)))),
+    leafElements(db, leaf * pageSize).map((e) =>
+      bucketPages(db, pageSize, e.key.toString('utf8'), Number(e.value.readBigUInt64LE(0))),
+    ),
   );
   const reachable = new Set<number>([0, 1]);
   const freelistPage = freelist === NO_FREELIST ? undefined : Number(freelist);
-  if (freelistPage !== undefined) for (let p = freelistPage; p <= freelistPage + db.readUInt32LE(freelistPage * pageSize + 12); p++) reachable.add(p);
+  if (freelistPage !== undefined)
+    for (let p = freelistPage; p <= freelistPage + db.readUInt32LE(freelistPage * pageSize + 12); p++) reachable.add(p);
   for (const bucket of [rootBucket, ...buckets]) {
     for (const [page, overflow] of bucket.overflow) for (let p = page; p <= page + overflow; p++) reachable.add(p);
   }
@@ -234,7 +258,9 @@ export function damageSnapshot(snapshot: Buffer, kind: DamageKind): Buffer {
     case 'truncated-pages':
       return withRecomputedTrailer(db.subarray(0, db.length - 2 * ps));
     case 'missing-key-bucket': {
-      const entry = layout.rootBucket.leaves.flatMap((leaf) => leafElements(db, leaf * ps)).find((e) => e.key.toString('utf8') === 'key');
+      const entry = layout.rootBucket.leaves
+        .flatMap((leaf) => leafElements(db, leaf * ps))
+        .find((e) => e.key.toString('utf8') === 'key');
       if (!entry) throw new Error('the snapshot has no "key" bucket');
       db[entry.keyAt + 2] = 'z'.charCodeAt(0); // "kez" still sorts between "cluster" and "lease"
       break;
@@ -249,7 +275,11 @@ export function damageSnapshot(snapshot: Buffer, kind: DamageKind): Buffer {
  * `edit` may change the listed ids, to make the freelist wrong; `wideCount` writes the count the way bbolt does for
  * 65535 ids or more, whatever their number.
  */
-export function withSyncedFreelist(db: Buffer, edit: (ids: number[]) => number[] = (ids) => ids, options: { wideCount?: boolean } = {}): Buffer {
+export function withSyncedFreelist(
+  db: Buffer,
+  edit: (ids: number[]) => number[] = (ids) => ids,
+  options: { wideCount?: boolean } = {},
+): Buffer {
   const layout = boltLayout(db);
   if (layout.freelist !== undefined) throw new Error('the database already has a freelist');
   const ps = layout.pageSize;

@@ -10,7 +10,8 @@ const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
  */
 export function sniffFormat(firstBytes: Uint8Array): 'age' | 'gzip' | 'zstd' | 'raw' {
   const bytes = Buffer.from(firstBytes.buffer, firstBytes.byteOffset, firstBytes.byteLength);
-  const startsWith = (magic: Buffer): boolean => bytes.length >= magic.length && bytes.subarray(0, magic.length).equals(magic);
+  const startsWith = (magic: Buffer): boolean =>
+    bytes.length >= magic.length && bytes.subarray(0, magic.length).equals(magic);
   if (startsWith(AGE_MAGIC)) return 'age';
   if (startsWith(GZIP_MAGIC)) return 'gzip';
   if (startsWith(ZSTD_MAGIC)) return 'zstd';

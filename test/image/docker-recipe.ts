@@ -85,12 +85,14 @@ export function parseDockerfile(text: string): Dockerfile {
     const instruction: Instruction = { keyword, flags, args, line: number };
     if (EXEC_FORM.has(keyword) && args.startsWith('[')) {
       const json: unknown = JSON.parse(args);
-      if (!Array.isArray(json) || !json.every((a) => typeof a === 'string')) throw new Error(`Dockerfile line ${number}: ${keyword} needs a JSON array of strings`);
+      if (!Array.isArray(json) || !json.every((a) => typeof a === 'string'))
+        throw new Error(`Dockerfile line ${number}: ${keyword} needs a JSON array of strings`);
       instruction.json = json;
     }
     if (keyword === 'FROM') {
       const words = expand(args, globalArgs).split(/\s+/);
-      if (!(words.length === 1 || (words.length === 3 && words[1]!.toUpperCase() === 'AS'))) throw new Error(`Dockerfile line ${number}: FROM ${args}`);
+      if (!(words.length === 1 || (words.length === 3 && words[1]!.toUpperCase() === 'AS')))
+        throw new Error(`Dockerfile line ${number}: FROM ${args}`);
       stages.push({ index: stages.length, ...(words[2] && { name: words[2] }), from: words[0]!, instructions: [] });
     } else if (stages.length === 0) {
       if (keyword !== 'ARG') throw new Error(`Dockerfile line ${number}: only ARG may come before the first FROM`);
@@ -115,11 +117,15 @@ function unquote(value: string): string {
 
 /** `$NAME` and `${NAME}` substitution, as Docker does in FROM, COPY, ENV, LABEL, WORKDIR, USER and EXPOSE. */
 export function expand(text: string, vars: Record<string, string | undefined>): string {
-  return text.replace(/\$\{([^}]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (_, braced: string | undefined, bare: string | undefined) => {
-    const name = braced ?? bare!;
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`Dockerfile: substitution \${${name}} is not emulated`);
-    return vars[name] ?? '';
-  });
+  return text.replace(
+    /\$\{([^}]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g,
+    (_, braced: string | undefined, bare: string | undefined) => {
+      const name = braced ?? bare!;
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`Dockerfile: substitution \${${name}} is not emulated`);
+      return vars[name] ?? '';
+    },
+  );
 }
 
 /** `key=value` pairs of LABEL and ENV (values may be quoted; `ENV KEY value` too). */
@@ -217,7 +223,8 @@ export function isIgnored(rules: IgnoreRule[], path: string): boolean {
 export async function copyContext(from: string, rules: IgnoreRule[], to: string): Promise<string[]> {
   const copied: string[] = [];
   // An ignored folder is skipped unless an exception could bring back something inside it.
-  const mayReinclude = (dir: string) => rules.some((r) => r.negate && (/[*?[]/.test(r.source) || r.source.startsWith(`${dir}/`)));
+  const mayReinclude = (dir: string) =>
+    rules.some((r) => r.negate && (/[*?[]/.test(r.source) || r.source.startsWith(`${dir}/`)));
   const walk = async (rel: string): Promise<void> => {
     await mkdir(join(to, rel), { recursive: true });
     for (const entry of await readdir(join(from, rel), { withFileTypes: true })) {
@@ -287,8 +294,10 @@ export interface ImageConfig extends Omit<StageState, 'vars'> {
 }
 
 function stageRef(dockerfile: Dockerfile, ref: string): Stage {
-  const stage = dockerfile.stages.find((s) => s.name === ref) ?? (/^\d+$/.test(ref) ? dockerfile.stages[Number(ref)] : undefined);
-  if (!stage) throw new Error(`Dockerfile: COPY --from=${ref} names no earlier stage (copying from an image is not emulated)`);
+  const stage =
+    dockerfile.stages.find((s) => s.name === ref) ?? (/^\d+$/.test(ref) ? dockerfile.stages[Number(ref)] : undefined);
+  if (!stage)
+    throw new Error(`Dockerfile: COPY --from=${ref} names no earlier stage (copying from an image is not emulated)`);
   return stage;
 }
 
@@ -306,7 +315,7 @@ export async function buildImage(opts: BuildOptions): Promise<ImageConfig> {
     return promise;
   };
   const needed = new Set<Stage>([final]);
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     for (const stage of [...needed]) {
       for (const i of stage.instructions) {
@@ -325,12 +334,28 @@ export async function buildImage(opts: BuildOptions): Promise<ImageConfig> {
   for (const outcome of settled) if (outcome.status === 'rejected') throw outcome.reason;
   const state = (settled[[...needed].indexOf(final)] as PromiseFulfilledResult<StageState>).value;
   const { root, workdir, env, user, entrypoint, cmd, exposed, labels } = state;
-  return { root, workdir, env, ...(user !== undefined && { user }), ...(entrypoint && { entrypoint }), ...(cmd && { cmd }), exposed, labels, localPath: (path) => join(root, posix.resolve('/', path)) };
+  return {
+    root,
+    workdir,
+    env,
+    ...(user !== undefined && { user }),
+    ...(entrypoint && { entrypoint }),
+    ...(cmd && { cmd }),
+    exposed,
+    labels,
+    localPath: (path) => join(root, posix.resolve('/', path)),
+  };
 }
 
-async function buildStage(stage: Stage, final: boolean, opts: BuildOptions, ensure: (s: Stage) => Promise<StageState>): Promise<StageState> {
+async function buildStage(
+  stage: Stage,
+  final: boolean,
+  opts: BuildOptions,
+  ensure: (s: Stage) => Promise<StageState>,
+): Promise<StageState> {
   const { dockerfile } = opts;
-  if (dockerfile.stages.some((s) => s.name !== undefined && s.name === stage.from)) throw new Error(`Dockerfile: FROM ${stage.from} (another stage) is not emulated`);
+  if (dockerfile.stages.some((s) => s.name !== undefined && s.name === stage.from))
+    throw new Error(`Dockerfile: FROM ${stage.from} (another stage) is not emulated`);
   const root = join(opts.root, `stage-${stage.index}${stage.name ? `-${stage.name}` : ''}`);
   const files = !opts.configOnly;
   if (files) await mkdir(root, { recursive: true });
@@ -338,12 +363,16 @@ async function buildStage(stage: Stage, final: boolean, opts: BuildOptions, ensu
   const local = (path: string) => join(root, posix.resolve(state.workdir, path));
   for (const ins of stage.instructions) {
     const where = `Dockerfile line ${ins.line} (${ins.keyword})`;
-    const unknownFlags = Object.keys(ins.flags).filter((f) => !(ins.keyword === 'COPY' ? ['from', 'link'] : ins.keyword === 'RUN' ? ['mount'] : []).includes(f));
+    const unknownFlags = Object.keys(ins.flags).filter(
+      (f) => !(ins.keyword === 'COPY' ? ['from', 'link'] : ins.keyword === 'RUN' ? ['mount'] : []).includes(f),
+    );
     if (unknownFlags.length > 0) throw new Error(`${where}: --${unknownFlags.join(', --')} is not emulated`);
     switch (ins.keyword) {
       case 'ARG': {
         const [name, fallback] = splitArg(ins.args);
-        state.vars[name] = opts.buildArgs?.[name] ?? (fallback !== undefined ? expand(fallback, state.vars) : dockerfile.globalArgs[name]);
+        state.vars[name] =
+          opts.buildArgs?.[name] ??
+          (fallback !== undefined ? expand(fallback, state.vars) : dockerfile.globalArgs[name]);
         break;
       }
       case 'ENV':
@@ -371,9 +400,20 @@ async function buildStage(stage: Stage, final: boolean, opts: BuildOptions, ensu
         break;
       case 'RUN': {
         const mount = ins.flags.mount;
-        if (mount !== undefined && !/^type=cache(,|$)/.test(mount)) throw new Error(`${where}: --mount=${mount} is not emulated (cache mounts are: they only speed up a build)`);
-        const env = Object.fromEntries(Object.entries(state.vars).filter((e): e is [string, string] => e[1] !== undefined));
-        if (files) await opts.run({ stage, final, command: ins.json ? ins.json.join(' ') : ins.args, flags: ins.flags, cwd: local('.'), env });
+        if (mount !== undefined && !/^type=cache(,|$)/.test(mount))
+          throw new Error(`${where}: --mount=${mount} is not emulated (cache mounts are: they only speed up a build)`);
+        const env = Object.fromEntries(
+          Object.entries(state.vars).filter((e): e is [string, string] => e[1] !== undefined),
+        );
+        if (files)
+          await opts.run({
+            stage,
+            final,
+            command: ins.json ? ins.json.join(' ') : ins.args,
+            flags: ins.flags,
+            cwd: local('.'),
+            env,
+          });
         break;
       }
       case 'COPY': {
@@ -381,17 +421,26 @@ async function buildStage(stage: Stage, final: boolean, opts: BuildOptions, ensu
         if (words.length < 2) throw new Error(`${where}: COPY needs a source and a destination`);
         const dest = words.at(-1)!;
         const sources = words.slice(0, -1);
-        if (sources.length > 1 && !dest.endsWith('/')) throw new Error(`${where}: with several sources the destination must end with /`);
+        if (sources.length > 1 && !dest.endsWith('/'))
+          throw new Error(`${where}: with several sources the destination must end with /`);
         if (!files) break;
         const from = ins.flags.from === undefined ? undefined : await ensure(stageRef(dockerfile, ins.flags.from));
         const localDest = local(dest);
-        const destIsDir = dest.endsWith('/') || (await stat(localDest).then((s) => s.isDirectory(), () => false));
+        const destIsDir =
+          dest.endsWith('/') ||
+          (await stat(localDest).then(
+            (s) => s.isDirectory(),
+            () => false,
+          ));
         for (const source of sources) {
           if (/[*?[]/.test(source)) throw new Error(`${where}: wildcards in COPY sources are not emulated`);
           const rel = posix.resolve('/', source);
           const localSource = from ? join(from.root, rel) : join(opts.context, rel);
           const info = await lstat(localSource).catch(() => undefined);
-          if (!info) throw new Error(`${where}: COPY failed: ${source} not found in ${from ? `stage ${ins.flags.from}` : 'the build context (.dockerignore?)'}`);
+          if (!info)
+            throw new Error(
+              `${where}: COPY failed: ${source} not found in ${from ? `stage ${ins.flags.from}` : 'the build context (.dockerignore?)'}`,
+            );
           if (info.isDirectory()) {
             // The folder's contents go into the destination, as Docker copies a directory.
             await mkdir(localDest, { recursive: true });
@@ -419,7 +468,11 @@ export function sh(command: string, cwd: string, env: Record<string, string>): P
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(output) : reject(new Error(`\`${command}\` in ${cwd} exited with ${code}:\n${output.slice(-4000)}`))));
+    child.once('close', (code) =>
+      code === 0
+        ? resolve(output)
+        : reject(new Error(`\`${command}\` in ${cwd} exited with ${code}:\n${output.slice(-4000)}`)),
+    );
   });
 }
 
@@ -475,10 +528,28 @@ const UNSHARE = ['--mount', '--propagation', 'private', '--pid', '--fork', '--ki
 
 /** How this machine can run a command as `uid:gid` on a read-only filesystem (see Confinement). */
 export function confinement(uid: number, gid: number): Confinement {
-  if (process.getuid?.() !== 0) return { mode: 'none', description: `as the current user ${process.getuid?.()} (not root: cannot become ${uid}:${gid}); the image directory is read-only by its modes` };
-  const probe = spawnSync('unshare', [...UNSHARE, 'sh', '-c', CONFINE_SCRIPT, 'sh', String(uid), String(gid), 'true'], { encoding: 'utf8', timeout: 10_000 });
-  if (probe.status === 0) return { mode: 'namespaces', uid, gid, description: `as ${uid}:${gid}, PID 1 of its own PID namespace, in a mount namespace where every writable mount is read-only (unshare + setpriv)` };
-  return { mode: 'uid', uid, gid, description: `as ${uid}:${gid} (unshare unavailable: ${(probe.error?.message ?? probe.stderr).trim()}); the image directory is read-only by its modes` };
+  if (process.getuid?.() !== 0)
+    return {
+      mode: 'none',
+      description: `as the current user ${process.getuid?.()} (not root: cannot become ${uid}:${gid}); the image directory is read-only by its modes`,
+    };
+  const probe = spawnSync('unshare', [...UNSHARE, 'sh', '-c', CONFINE_SCRIPT, 'sh', String(uid), String(gid), 'true'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  if (probe.status === 0)
+    return {
+      mode: 'namespaces',
+      uid,
+      gid,
+      description: `as ${uid}:${gid}, PID 1 of its own PID namespace, in a mount namespace where every writable mount is read-only (unshare + setpriv)`,
+    };
+  return {
+    mode: 'uid',
+    uid,
+    gid,
+    description: `as ${uid}:${gid} (unshare unavailable: ${(probe.error?.message ?? probe.stderr).trim()}); the image directory is read-only by its modes`,
+  };
 }
 
 export interface Confined {
@@ -488,10 +559,18 @@ export interface Confined {
 }
 
 /** Starts argv under the confinement; stdio piped (stdin ignored). */
-export function spawnConfined(c: Confinement, argv: string[], opts: { cwd: string; env: Record<string, string> }): Confined {
+export function spawnConfined(
+  c: Confinement,
+  argv: string[],
+  opts: { cwd: string; env: Record<string, string> },
+): Confined {
   const base: SpawnOptions = { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] };
   if (c.mode === 'namespaces') {
-    const child = spawn('unshare', [...UNSHARE, 'sh', '-c', CONFINE_SCRIPT, 'sh', String(c.uid), String(c.gid), ...argv], base);
+    const child = spawn(
+      'unshare',
+      [...UNSHARE, 'sh', '-c', CONFINE_SCRIPT, 'sh', String(c.uid), String(c.gid), ...argv],
+      base,
+    );
     return { child, pid: () => childOf(child.pid!) };
   }
   const [file, ...args] = argv;
@@ -513,7 +592,9 @@ async function childOf(parent: number): Promise<number> {
 }
 
 /** Collects a confined process's output and exit. */
-export function completion(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+export function completion(
+  child: ChildProcess,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -21,7 +21,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import { API_VERSION, BACKUP_KIND, BACKUP_PLURAL, GROUP, SCHEDULED_TIME_ANNOTATION, VERSION } from '../../src/api/constants.js';
+import {
+  API_VERSION,
+  BACKUP_KIND,
+  BACKUP_PLURAL,
+  GROUP,
+  SCHEDULED_TIME_ANNOTATION,
+  VERSION,
+} from '../../src/api/constants.js';
 import { packageRoot } from '../../src/api/crds.js';
 import type { BackupStatus } from '../../src/api/types.js';
 import { CONTAINER_NAME, IMAGE_ENTRYPOINT, type JobImage } from '../../src/server/backup/job.js';
@@ -76,11 +83,14 @@ const FINAL = DOCKERFILE.stages.at(-1)!;
 const ALLOWED_RUN = /^npm (ci|run build)( --[a-z-]+(=\S+)?)*$/;
 
 /** The image's configuration (ENTRYPOINT, USER, ...) as the Dockerfile sets it, without building. */
-const imageConfig = () => buildImage({ dockerfile: DOCKERFILE, context: '', root: '', configOnly: true, run: async () => {} });
+const imageConfig = () =>
+  buildImage({ dockerfile: DOCKERFILE, context: '', root: '', configOnly: true, run: async () => {} });
 
 /** Sources a stage COPYs from the build context. */
 const contextSources = (stage = FINAL) =>
-  stage.instructions.filter((i) => i.keyword === 'COPY' && i.flags.from === undefined).flatMap((i) => (i.json ?? i.args.split(/\s+/)).slice(0, -1));
+  stage.instructions
+    .filter((i) => i.keyword === 'COPY' && i.flags.from === undefined)
+    .flatMap((i) => (i.json ?? i.args.split(/\s+/)).slice(0, -1));
 
 describe('Dockerfile', () => {
   it('builds every stage from one Node.js 22 LTS Debian slim image, pinned to a patch release', () => {
@@ -92,7 +102,11 @@ describe('Dockerfile', () => {
 
   it('runs the CLI as the backup Jobs and the chart expect: ENTRYPOINT, CMD serve, numeric non-root USER, port', async () => {
     const config = await imageConfig();
-    assert.deepEqual(config.entrypoint, ['node', IMAGE_ENTRYPOINT], 'the Jobs run node <flags> IMAGE_ENTRYPOINT <command>');
+    assert.deepEqual(
+      config.entrypoint,
+      ['node', IMAGE_ENTRYPOINT],
+      'the Jobs run node <flags> IMAGE_ENTRYPOINT <command>',
+    );
     assert.deepEqual(config.cmd, ['serve']);
     assert.equal(config.user, '65532:65532', 'numeric, so that runAsNonRoot can check it; the Jobs run as 65532:65532');
     assert.ok(IMAGE_ENTRYPOINT.startsWith(`${config.workdir}/`), `WORKDIR ${config.workdir} holds ${IMAGE_ENTRYPOINT}`);
@@ -113,23 +127,54 @@ describe('Dockerfile', () => {
 
   it('installs without install scripts, and the production dependencies from the package files alone', () => {
     assert.equal(PKG.allowScripts?.protobufjs, false, "package.json's allowScripts denies protobufjs' postinstall");
-    const runs = DOCKERFILE.stages.filter((s) => s !== FINAL).flatMap((s) => s.instructions.filter((i) => i.keyword === 'RUN').map((i) => ({ stage: s, command: i.args })));
-    for (const { command } of runs) if (/\bnpm ci\b/.test(command)) assert.match(command, /--ignore-scripts\b/, `${command}: the image's npm does not read allowScripts`);
+    const runs = DOCKERFILE.stages
+      .filter((s) => s !== FINAL)
+      .flatMap((s) => s.instructions.filter((i) => i.keyword === 'RUN').map((i) => ({ stage: s, command: i.args })));
+    for (const { command } of runs)
+      if (/\bnpm ci\b/.test(command))
+        assert.match(command, /--ignore-scripts\b/, `${command}: the image's npm does not read allowScripts`);
     const prod = runs.filter((r) => /\bnpm ci\b.*--omit=dev\b/.test(r.command));
     assert.equal(prod.length, 1, 'one stage runs npm ci --omit=dev');
     const deps = prod[0]!.stage;
-    assert.deepEqual(contextSources(deps).sort(), ['.npmrc', 'package-lock.json', 'package.json'], 'that stage sees nothing but the package files (and npm settings)');
-    const copied = FINAL.instructions.filter((i) => i.keyword === 'COPY' && i.flags.from !== undefined && i.args.split(/\s+/)[0]!.endsWith('/node_modules'));
-    assert.deepEqual(copied.map((i) => i.flags.from), [deps.name ?? String(deps.index)], 'the runtime takes node_modules from that stage');
+    assert.deepEqual(
+      contextSources(deps).sort(),
+      ['.npmrc', 'package-lock.json', 'package.json'],
+      'that stage sees nothing but the package files (and npm settings)',
+    );
+    const copied = FINAL.instructions.filter(
+      (i) => i.keyword === 'COPY' && i.flags.from !== undefined && i.args.split(/\s+/)[0]!.endsWith('/node_modules'),
+    );
+    assert.deepEqual(
+      copied.map((i) => i.flags.from),
+      [deps.name ?? String(deps.index)],
+      'the runtime takes node_modules from that stage',
+    );
   });
 
   it('.dockerignore keeps installs, builds, git, tests and benchmarks out of the context, and lets every COPY source in', () => {
-    for (const path of ['node_modules', 'node_modules/fastify/package.json', 'dist', 'dist/src/main.js', '.git', '.git/HEAD', 'test', 'test/image/recipe.test.ts', 'bench', 'coverage', 'helm', 'examples', '.ci', 'src/node_modules/x', 'dist/.tsbuildinfo']) {
+    for (const path of [
+      'node_modules',
+      'node_modules/fastify/package.json',
+      'dist',
+      'dist/src/main.js',
+      '.git',
+      '.git/HEAD',
+      'test',
+      'test/image/recipe.test.ts',
+      'bench',
+      'coverage',
+      'helm',
+      'examples',
+      '.ci',
+      'src/node_modules/x',
+      'dist/.tsbuildinfo',
+    ]) {
       assert.ok(isIgnored(IGNORE, path), `${path} is ignored`);
     }
     const sources = DOCKERFILE.stages.flatMap((s) => contextSources(s));
     assert.ok(sources.includes('src') && sources.includes('package-lock.json'));
-    for (const source of sources) assert.ok(!isIgnored(IGNORE, source.replace(/^\.?\/+|\/+$/g, '')), `${source} reaches the build`);
+    for (const source of sources)
+      assert.ok(!isIgnored(IGNORE, source.replace(/^\.?\/+|\/+$/g, '')), `${source} reaches the build`);
   });
 });
 
@@ -154,10 +199,19 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
   let kubelet: Kubelet | undefined;
 
   /** PATH without the project's node_modules/.bin that `npm test` put first: the build uses its own tools. */
-  const hostPath = () => (process.env.PATH ?? '/usr/bin:/bin').split(':').filter((dir) => !dir.includes('node_modules')).join(':');
+  const hostPath = () =>
+    (process.env.PATH ?? '/usr/bin:/bin')
+      .split(':')
+      .filter((dir) => !dir.includes('node_modules'))
+      .join(':');
   /** The environment for RUN: this machine's, without what `npm test` set for itself. */
   const hostEnv = () => ({
-    ...Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && !/^(npm_|NODE_TEST_CONTEXT$|INIT_CWD$|NODE_OPTIONS$)/i.test(e[0]))),
+    ...Object.fromEntries(
+      Object.entries(process.env).filter(
+        (e): e is [string, string] =>
+          e[1] !== undefined && !/^(npm_|NODE_TEST_CONTEXT$|INIT_CWD$|NODE_OPTIONS$)/i.test(e[0]),
+      ),
+    ),
     PATH: hostPath(),
   });
 
@@ -166,16 +220,26 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
       finalRuns.push(step.command); // changes the base image only (checked below); not run on this machine
       return;
     }
-    for (const part of step.command.split('&&')) assert.match(part.trim(), ALLOWED_RUN, `stage ${step.stage.name}: only npm ci and npm run build run here`);
+    for (const part of step.command.split('&&'))
+      assert.match(part.trim(), ALLOWED_RUN, `stage ${step.stage.name}: only npm ci and npm run build run here`);
     const startedAt = Date.now();
     // The local npm cache first: the registry only for what it lacks.
-    await sh(step.command, step.cwd, { ...hostEnv(), ...step.env, npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false' });
+    await sh(step.command, step.cwd, {
+      ...hostEnv(),
+      ...step.env,
+      npm_config_prefer_offline: 'true',
+      npm_config_update_notifier: 'false',
+    });
     timings[`${step.stage.name}: ${step.command.split(' --')[0]}`] = (Date.now() - startedAt) / 1000;
   }
 
   async function startServices(): Promise<void> {
     const startedAt = Date.now();
-    const started = await Promise.allSettled([startRgw().then((r) => (rgw = r)), startEtcd().then((e) => (etcd = e)), startControlPlane().then((c) => (cp = c))]);
+    const started = await Promise.allSettled([
+      startRgw().then((r) => (rgw = r)),
+      startEtcd().then((e) => (etcd = e)),
+      startControlPlane().then((c) => (cp = c)),
+    ]);
     for (const outcome of started) if (outcome.status === 'rejected') throw outcome.reason;
     if (!rgw || !etcd || !cp) throw new Error('unreachable');
     await cp.installCrds();
@@ -184,44 +248,70 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
     const client = await pki.clientCert(['os:etcd:backup']);
     talos = await startTalosDouble({ pki, etcd, hostname: 'cp-1' });
     await rgw.createBucket(BUCKET);
-    const talosconfig = talosconfigYaml({ context: 'prod', endpoints: [talos.endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem });
+    const talosconfig = talosconfigYaml({
+      context: 'prod',
+      endpoints: [talos.endpoint],
+      caPem: pki.caPem,
+      certPem: client.certPem,
+      keyPem: client.keyPem,
+    });
     const core = (await cp.kubeConfig()).makeApiClient(CoreV1Api);
     await core.createNamespace({ body: { metadata: { name: NS } } });
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'etcd-backup' }, data: { config: b64(talosconfig) } } });
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 's3-credentials' }, data: { 'access-key-id': b64(rgw.accessKeyId), 'secret-access-key': b64(rgw.secretAccessKey) } } });
+    await core.createNamespacedSecret({
+      namespace: NS,
+      body: { metadata: { name: 'etcd-backup' }, data: { config: b64(talosconfig) } },
+    });
+    await core.createNamespacedSecret({
+      namespace: NS,
+      body: {
+        metadata: { name: 's3-credentials' },
+        data: { 'access-key-id': b64(rgw.accessKeyId), 'secret-access-key': b64(rgw.secretAccessKey) },
+      },
+    });
     timings['etcd, Talos API double, RGW, Kubernetes control plane'] = (Date.now() - startedAt) / 1000;
   }
 
-  before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'image-recipe-'));
-    await chmod(work, 0o755); // the image's user must reach the image directory below it
-    const build = async () => {
-      const startedAt = Date.now();
-      const context = join(work, 'context');
-      contextFiles = await copyContext(ROOT, IGNORE, context);
-      image = await buildImage({ dockerfile: DOCKERFILE, context, root: join(work, 'image'), run: runStep });
-      timings['build (all stages)'] = (Date.now() - startedAt) / 1000;
-    };
-    // Both run to their end, so that after() finds whatever they started.
-    for (const outcome of await Promise.allSettled([build(), startServices()])) if (outcome.status === 'rejected') throw outcome.reason;
-    app = image.localPath(image.workdir);
-    // The image's files as a read-only root filesystem has them: nobody may write (root aside, as ever).
-    await run('chmod', ['-R', 'a-w', image.root]);
-    const [uid, gid] = image.user!.split(':').map(Number) as [number, number];
-    confined = confinement(uid, gid);
-    fingerprint = await treeFingerprint(image.root);
-    // The node: runs each pod's container from the image directory, confined as the image's user.
-    kubelet = await startKubelet({
-      controlPlane: cp!,
-      imagePaths: { [image.workdir]: app },
-      image: { entrypoint: image.entrypoint!, cmd: image.cmd!, workingDir: image.workdir, env: image.env },
-      launch: (pod) => {
-        const started = spawnConfined(confined, pod.command, { cwd: pod.cwd, env: pod.env });
-        // A signal goes to the container's command (PID 1 of its namespace), not to unshare.
-        return { child: started.child, kill: (signal) => void started.pid().then((pid) => process.kill(pid, signal)).catch(() => undefined) };
-      },
-    });
-  }, { timeout: 300_000 });
+  before(
+    async () => {
+      work = await mkdtemp(join(tmpdir(), 'image-recipe-'));
+      await chmod(work, 0o755); // the image's user must reach the image directory below it
+      const build = async () => {
+        const startedAt = Date.now();
+        const context = join(work, 'context');
+        contextFiles = await copyContext(ROOT, IGNORE, context);
+        image = await buildImage({ dockerfile: DOCKERFILE, context, root: join(work, 'image'), run: runStep });
+        timings['build (all stages)'] = (Date.now() - startedAt) / 1000;
+      };
+      // Both run to their end, so that after() finds whatever they started.
+      for (const outcome of await Promise.allSettled([build(), startServices()]))
+        if (outcome.status === 'rejected') throw outcome.reason;
+      app = image.localPath(image.workdir);
+      // The image's files as a read-only root filesystem has them: nobody may write (root aside, as ever).
+      await run('chmod', ['-R', 'a-w', image.root]);
+      const [uid, gid] = image.user!.split(':').map(Number) as [number, number];
+      confined = confinement(uid, gid);
+      fingerprint = await treeFingerprint(image.root);
+      // The node: runs each pod's container from the image directory, confined as the image's user.
+      kubelet = await startKubelet({
+        controlPlane: cp!,
+        imagePaths: { [image.workdir]: app },
+        image: { entrypoint: image.entrypoint!, cmd: image.cmd!, workingDir: image.workdir, env: image.env },
+        launch: (pod) => {
+          const started = spawnConfined(confined, pod.command, { cwd: pod.cwd, env: pod.env });
+          // A signal goes to the container's command (PID 1 of its namespace), not to unshare.
+          return {
+            child: started.child,
+            kill: (signal) =>
+              void started
+                .pid()
+                .then((pid) => process.kill(pid, signal))
+                .catch(() => undefined),
+          };
+        },
+      });
+    },
+    { timeout: 300_000 },
+  );
 
   after(async () => {
     await kubelet?.stop();
@@ -240,7 +330,12 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
     return [process.execPath, ...rest.map((a) => (a.startsWith('/') ? image.localPath(a) : a)), ...args];
   }
   /** The container's environment: the image's ENV under the container's; HOME is / for a user the image does not list. */
-  const containerEnv = (env: Record<string, string>): Record<string, string> => ({ PATH: hostPath(), HOME: '/', ...image.env, ...env });
+  const containerEnv = (env: Record<string, string>): Record<string, string> => ({
+    PATH: hostPath(),
+    HOME: '/',
+    ...image.env,
+    ...env,
+  });
 
   async function runImage(args: string[], env: Record<string, string> = {}) {
     const child = spawnConfined(confined, entrypoint(args), { cwd: app, env: containerEnv(env) }).child;
@@ -256,7 +351,16 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
     t.diagnostic(`confinement: ${confined.description}`);
     t.diagnostic(`seconds: ${JSON.stringify(timings)}`);
     const tops = [...new Set(contextFiles.map((f) => f.split('/')[0]))].sort();
-    assert.deepEqual(tops, ['.npmrc', 'crds', 'package-lock.json', 'package.json', 'protos', 'src', 'tsconfig.build.json', 'tsconfig.json']);
+    assert.deepEqual(tops, [
+      '.npmrc',
+      'crds',
+      'package-lock.json',
+      'package.json',
+      'protos',
+      'src',
+      'tsconfig.build.json',
+      'tsconfig.json',
+    ]);
   });
 
   it('holds the compiled CLI, the production dependencies and the files the code reads; nothing else', async (t) => {
@@ -274,15 +378,24 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
     const installed = await installedPackages(join(app, 'node_modules'));
     const notProduction = installed.filter((path) => !LOCK.packages[path] || LOCK.packages[path]!.dev);
     assert.deepEqual(notProduction, [], 'every installed package is a production package of the lockfile');
-    const required = Object.entries(LOCK.packages).filter(([path, e]) => path.startsWith('node_modules/') && !e.dev && !e.optional && !e.devOptional).map(([path]) => path);
-    assert.deepEqual(required.filter((path) => !installed.includes(path)), [], 'every production package is installed');
+    const required = Object.entries(LOCK.packages)
+      .filter(([path, e]) => path.startsWith('node_modules/') && !e.dev && !e.optional && !e.devOptional)
+      .map(([path]) => path);
+    assert.deepEqual(
+      required.filter((path) => !installed.includes(path)),
+      [],
+      'every production package is installed',
+    );
     for (const name of Object.keys(PKG.devDependencies)) {
-      if (LOCK.packages[`node_modules/${name}`]?.dev) assert.ok(!installed.includes(`node_modules/${name}`), `devDependency ${name} is absent`);
+      if (LOCK.packages[`node_modules/${name}`]?.dev)
+        assert.ok(!installed.includes(`node_modules/${name}`), `devDependency ${name} is absent`);
     }
     for (const name of ['typescript', 'fast-check']) assert.ok(!existsSync(join(app, 'node_modules', name)), name);
     assert.ok(!existsSync(join(app, 'node_modules', '.bin', 'tsc')));
     const bytes = await diskUsage(join(app, 'node_modules'));
-    t.diagnostic(`runtime node_modules: ${installed.length} packages, ${(bytes / 2 ** 20).toFixed(1)} MiB; whole /app ${((await diskUsage(app)) / 2 ** 20).toFixed(1)} MiB`);
+    t.diagnostic(
+      `runtime node_modules: ${installed.length} packages, ${(bytes / 2 ** 20).toFixed(1)} MiB; whole /app ${((await diskUsage(app)) / 2 ** 20).toFixed(1)} MiB`,
+    );
   });
 
   it("the runtime stage's RUN only removes the base image's package managers", () => {
@@ -292,7 +405,11 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
       assert.ok(match, `unexpected RUN in the runtime stage: ${command}`);
       for (const path of match[1]!.trim().split(' ')) {
         assert.match(path, /^\/(usr\/local\/(lib\/node_modules|bin)|opt)\//, path);
-        assert.doesNotMatch(path, /^\/usr\/local\/bin\/node$|^\/usr\/local\/lib\/node_modules\/?$/, `${path}: node stays`);
+        assert.doesNotMatch(
+          path,
+          /^\/usr\/local\/bin\/node$|^\/usr\/local\/lib\/node_modules\/?$/,
+          `${path}: node stays`,
+        );
         assert.ok(!path.startsWith(`${image.workdir}/`), path);
       }
     }
@@ -321,7 +438,8 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
     const help = await runImage(['--help']);
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /^Usage: talos-etcd-backup <command>/);
-    for (const command of ['serve', 'snapshot', 'verify', 'delete']) assert.match(help.stdout, new RegExp(`^  ${command} `, 'm'), command);
+    for (const command of ['serve', 'snapshot', 'verify', 'delete'])
+      assert.match(help.stdout, new RegExp(`^  ${command} `, 'm'), command);
     assert.equal(help.stderr, '');
     const version = await runImage(['--version']);
     assert.equal(version.code, 0, version.stderr);
@@ -329,7 +447,10 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
   });
 
   it('serve (the default command) answers /healthz and /readyz, and exits 0 soon after SIGTERM', async () => {
-    const started = spawnConfined(confined, entrypoint(image.cmd!), { cwd: app, env: containerEnv({ HOST: '127.0.0.1', PORT: '0', SHUTDOWN_DELAY_SECONDS: '0' }) });
+    const started = spawnConfined(confined, entrypoint(image.cmd!), {
+      cwd: app,
+      env: containerEnv({ HOST: '127.0.0.1', PORT: '0', SHUTDOWN_DELAY_SECONDS: '0' }),
+    });
     const { child } = started;
     const done = completion(child);
     try {
@@ -356,7 +477,12 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
       // The container runtime signals the command itself (PID 1 under namespaces: only handled signals arrive).
       process.kill(await started.pid(), 'SIGTERM');
       const stoppedAt = Date.now();
-      const result = await Promise.race([done, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('serve did not exit within 5 s of SIGTERM')), 5_000))]);
+      const result = await Promise.race([
+        done,
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error('serve did not exit within 5 s of SIGTERM')), 5_000),
+        ),
+      ]);
       assert.equal(result.code, 0, result.stderr);
       assert.ok(Date.now() - stoppedAt < 5_000);
       assert.match(result.stdout, /"msg":"shutting down"/);
@@ -375,7 +501,11 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
       body: {
         apiVersion: API_VERSION,
         kind: BACKUP_KIND,
-        metadata: { name: 'image-recipe', namespace: NS, annotations: { [SCHEDULED_TIME_ANNOTATION]: '2026-11-21T10:00:00Z' } },
+        metadata: {
+          name: 'image-recipe',
+          namespace: NS,
+          annotations: { [SCHEDULED_TIME_ANNOTATION]: '2026-11-21T10:00:00Z' },
+        },
         spec: {
           talosConfigSecretRef: { name: 'etcd-backup', key: 'config' },
           clusterName: 'prod',
@@ -391,14 +521,32 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
         },
       },
     })) as Obj;
-    const { response } = syncBackup({ object: backup as KubernetesObject, attachments: {}, related: {} }, new Date(), JOB_IMAGE);
+    const { response } = syncBackup(
+      { object: backup as KubernetesObject, attachments: {}, related: {} },
+      new Date(),
+      JOB_IMAGE,
+    );
     const job = response.attachments.find((a) => a.kind === 'Job')!;
-    type Template = { spec: { securityContext: { runAsUser: number; runAsGroup: number }; containers: { name: string; image: string; command: string[]; securityContext: { readOnlyRootFilesystem: boolean } }[] } };
+    type Template = {
+      spec: {
+        securityContext: { runAsUser: number; runAsGroup: number };
+        containers: {
+          name: string;
+          image: string;
+          command: string[];
+          securityContext: { readOnlyRootFilesystem: boolean };
+        }[];
+      };
+    };
     const template = (job.spec as { template: Template }).template;
     const container = template.spec.containers.find((c) => c.name === CONTAINER_NAME)!;
     assert.equal(container.image, JOB_IMAGE.image);
     assert.deepEqual(container.command, ['node', ...SNAPSHOT_NODE_FLAGS, IMAGE_ENTRYPOINT, 'snapshot']);
-    assert.equal(`${template.spec.securityContext.runAsUser}:${template.spec.securityContext.runAsGroup}`, image.user, "the pod's user is the image's");
+    assert.equal(
+      `${template.spec.securityContext.runAsUser}:${template.spec.securityContext.runAsGroup}`,
+      image.user,
+      "the pod's user is the image's",
+    );
     assert.equal(container.securityContext.readOnlyRootFilesystem, true);
 
     // Metacontroller creates the attachments; the Job controller makes the pod; the kubelet runs it, confined.
@@ -414,7 +562,10 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
     assert.equal(printed.endpoint, talos!.endpoint);
     const head = await rgw!.client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: printed.key }));
     assert.equal(head.ContentLength, printed.size);
-    const report = (((await custom.getNamespacedCustomObject({ ...resource, name: 'image-recipe' })) as Obj).status as BackupStatus | undefined)?.report;
+    const report = (
+      ((await custom.getNamespacedCustomObject({ ...resource, name: 'image-recipe' })) as Obj).status as
+        BackupStatus | undefined
+    )?.report;
     assert.equal(report?.state, 'Succeeded', 'the Job reported through the Kubernetes API, with its own token');
     assert.equal(report?.snapshot?.key, printed.key);
     assert.equal(report?.pod, run.name);
@@ -430,10 +581,13 @@ async function installedPackages(dir: string, prefix = 'node_modules'): Promise<
   const found: string[] = [];
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
-    const names = entry.name.startsWith('@') ? (await readdir(join(dir, entry.name))).map((n) => `${entry.name}/${n}`) : [entry.name];
+    const names = entry.name.startsWith('@')
+      ? (await readdir(join(dir, entry.name))).map((n) => `${entry.name}/${n}`)
+      : [entry.name];
     for (const name of names) {
       found.push(`${prefix}/${name}`);
-      if (existsSync(join(dir, name, 'node_modules'))) found.push(...(await installedPackages(join(dir, name, 'node_modules'), `${prefix}/${name}/node_modules`)));
+      if (existsSync(join(dir, name, 'node_modules')))
+        found.push(...(await installedPackages(join(dir, name, 'node_modules'), `${prefix}/${name}/node_modules`)));
     }
   }
   return found.sort();

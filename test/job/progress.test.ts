@@ -13,8 +13,14 @@ function fakeStream(isTTY: boolean) {
 
 describe('progress bar', () => {
   it('shows the fraction, the amounts and the rate', () => {
-    assert.equal(formatProgress('restoring k', 25 * MIB, 100 * MIB, 5), `restoring k [########......................]  25%  25.0/100.0 MiB  5.0 MiB/s`);
-    assert.equal(formatProgress('restoring k', 100 * MIB, 100 * MIB, 10), `restoring k [##############################] 100%  100.0/100.0 MiB  10.0 MiB/s`);
+    assert.equal(
+      formatProgress('restoring k', 25 * MIB, 100 * MIB, 5),
+      `restoring k [########......................]  25%  25.0/100.0 MiB  5.0 MiB/s`,
+    );
+    assert.equal(
+      formatProgress('restoring k', 100 * MIB, 100 * MIB, 10),
+      `restoring k [##############################] 100%  100.0/100.0 MiB  10.0 MiB/s`,
+    );
     // Without a known size: amounts only.
     assert.equal(formatProgress('restoring k', 3 * MIB, undefined, 0), 'restoring k  3.0 MiB  0.0 MiB/s');
   });

@@ -26,7 +26,10 @@ interface Run {
 /** `node dist/src/main.js snapshot`, with only PATH and `env` in its environment (no NODE_OPTIONS) and no node flags. */
 function snapshotCli(env: Record<string, string>): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(packageRoot(), 'dist/src/main.js'), 'snapshot'], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(packageRoot(), 'dist/src/main.js'), 'snapshot'], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -54,7 +57,11 @@ describe('snapshot CLI: stderr is empty on success and one line on failure', () 
     const reader = await pki.clientCert(['os:reader']);
     const wrong = await pki.serverCert({ ips: ['10.9.9.9'], dnsNames: ['apid.elsewhere.example'] });
     talos = await startTalosDouble({ pki, etcd, hostname: 'cp-1' });
-    misnamed = await startTalosDouble({ pki: { caPem: pki.caPem, serverCertPem: wrong.certPem, serverKeyPem: wrong.keyPem }, etcd, hostname: 'cp-misnamed' });
+    misnamed = await startTalosDouble({
+      pki: { caPem: pki.caPem, serverCertPem: wrong.certPem, serverKeyPem: wrong.keyPem },
+      etcd,
+      hostname: 'cp-misnamed',
+    });
     for (const [name, endpoint] of [
       ['ip', `127.0.0.1:${talos.port}`],
       ['dns', `localhost:${talos.port}`],
@@ -62,10 +69,28 @@ describe('snapshot CLI: stderr is empty on success and one line on failure', () 
       ['dns-misnamed', `localhost:${misnamed.port}`],
     ] as const) {
       configs[name] = join(dir, `talosconfig-${name}`);
-      await writeFile(configs[name]!, talosconfigYaml({ context: 'prod', endpoints: [endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem }));
+      await writeFile(
+        configs[name]!,
+        talosconfigYaml({
+          context: 'prod',
+          endpoints: [endpoint],
+          caPem: pki.caPem,
+          certPem: client.certPem,
+          keyPem: client.keyPem,
+        }),
+      );
       // The same endpoint with a role that may not take snapshots: the TLS session is set up, then apid refuses.
       configs[`${name}-reader`] = join(dir, `talosconfig-${name}-reader`);
-      await writeFile(configs[`${name}-reader`]!, talosconfigYaml({ context: 'prod', endpoints: [endpoint], caPem: pki.caPem, certPem: reader.certPem, keyPem: reader.keyPem }));
+      await writeFile(
+        configs[`${name}-reader`]!,
+        talosconfigYaml({
+          context: 'prod',
+          endpoints: [endpoint],
+          caPem: pki.caPem,
+          certPem: reader.certPem,
+          keyPem: reader.keyPem,
+        }),
+      );
     }
     await rgw().createBucket(BUCKET);
   });
@@ -106,7 +131,10 @@ describe('snapshot CLI: stderr is empty on success and one line on failure', () 
       const run = await snapshotCli(env(configs[`${kind}-reader`]!));
       assert.equal(run.code, 2);
       assert.equal(run.stdout, '');
-      assert.match(run.stderr, /^Failed to take etcd snapshot: [^\n]* refused the snapshot: the talosconfig's role needs os:etcd:backup[^\n]*\n$/);
+      assert.match(
+        run.stderr,
+        /^Failed to take etcd snapshot: [^\n]* refused the snapshot: the talosconfig's role needs os:etcd:backup[^\n]*\n$/,
+      );
     });
 
     it(`${kind.toUpperCase()} endpoint (${host}): an S3 failure is exactly one line (wrong S3 secret, exit 2)`, async () => {
@@ -120,7 +148,10 @@ describe('snapshot CLI: stderr is empty on success and one line on failure', () 
       const run = await snapshotCli(env(configs[`${kind}-misnamed`]!));
       assert.equal(run.code, 1, 'another endpoint or a retry may do better: not permanent');
       assert.equal(run.stdout, '');
-      const name = kind === 'ip' ? /IP: 127\.0\.0\.1 is not in the cert's list: 10\.9\.9\.9/ : /Host: localhost\. is not in the cert's altnames/;
+      const name =
+        kind === 'ip'
+          ? /IP: 127\.0\.0\.1 is not in the cert's list: 10\.9\.9\.9/
+          : /Host: localhost\. is not in the cert's altnames/;
       assert.match(run.stderr, /^Failed to take etcd snapshot: cannot reach the Talos API at [^\n]*\n$/);
       assert.match(run.stderr, name);
     });

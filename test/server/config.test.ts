@@ -8,9 +8,9 @@ describe('parseServerConfig', () => {
     assert.deepEqual(parseServerConfig({}), DEFAULTS);
     assert.equal(DEFAULTS.host, '0.0.0.0');
     assert.equal(DEFAULTS.port, 8080);
-    assert.ok(DEFAULTS.bodyLimit > 1024 * 1024, 'above Fastify\'s 1 MiB default');
-    assert.ok(DEFAULTS.keepAliveTimeoutMs > 90_000, 'longer than Go\'s idle connection timeout');
-    assert.ok(DEFAULTS.requestTimeoutMs < 10_000, 'shorter than Metacontroller\'s default hook timeout');
+    assert.ok(DEFAULTS.bodyLimit > 1024 * 1024, "above Fastify's 1 MiB default");
+    assert.ok(DEFAULTS.keepAliveTimeoutMs > 90_000, "longer than Go's idle connection timeout");
+    assert.ok(DEFAULTS.requestTimeoutMs < 10_000, "shorter than Metacontroller's default hook timeout");
     assert.ok(DEFAULTS.shutdownDelayMs > 0, 'serves on after SIGTERM while the endpoint is removed');
   });
 
@@ -37,7 +37,11 @@ describe('parseServerConfig', () => {
       keepAliveTimeoutMs: 30_000,
       requestTimeoutMs: 3_000,
       shutdownDelayMs: 0,
-      jobImage: { image: 'registry.example/talos-etcd-backup:1.2.3', pullPolicy: 'Always', pullSecrets: ['regcred', 'other'] },
+      jobImage: {
+        image: 'registry.example/talos-etcd-backup:1.2.3',
+        pullPolicy: 'Always',
+        pullSecrets: ['regcred', 'other'],
+      },
       backupHooks: { attachmentDeadlineSeconds: 120, talosOperator: false },
     });
   });
@@ -45,23 +49,40 @@ describe('parseServerConfig', () => {
   it('defaults the backup hooks to a 600 s deadline with talos-operator, and refuses what they cannot use', () => {
     assert.deepEqual(parseServerConfig({}).backupHooks, { attachmentDeadlineSeconds: 600, talosOperator: true });
     assert.throws(() => parseServerConfig({ ATTACHMENT_DEADLINE_SECONDS: '5', TALOS_OPERATOR: 'auto' }), {
-      message: 'invalid configuration: ATTACHMENT_DEADLINE_SECONDS must be an integer from 30 to 86400, got "5"; TALOS_OPERATOR must be true or false, got "auto"',
+      message:
+        'invalid configuration: ATTACHMENT_DEADLINE_SECONDS must be an integer from 30 to 86400, got "5"; TALOS_OPERATOR must be true or false, got "auto"',
     });
   });
 
   it('defaults the Job image to this version, pulled IfNotPresent, without pull secrets', () => {
-    assert.deepEqual(parseServerConfig({}).jobImage, { image: `talos-etcd-backup:${packageVersion()}`, pullPolicy: 'IfNotPresent', pullSecrets: [] });
+    assert.deepEqual(parseServerConfig({}).jobImage, {
+      image: `talos-etcd-backup:${packageVersion()}`,
+      pullPolicy: 'IfNotPresent',
+      pullSecrets: [],
+    });
   });
 
   it('lists every problem at once', () => {
     assert.throws(
-      () => parseServerConfig({ PORT: '70000', BODY_LIMIT_BYTES: '1.5', LOG_LEVEL: 'verbose', JOB_IMAGE_PULL_POLICY: 'Sometimes', JOB_IMAGE: 'a b', REQUEST_TIMEOUT_SECONDS: '0', SHUTDOWN_DELAY_SECONDS: '-1' }),
+      () =>
+        parseServerConfig({
+          PORT: '70000',
+          BODY_LIMIT_BYTES: '1.5',
+          LOG_LEVEL: 'verbose',
+          JOB_IMAGE_PULL_POLICY: 'Sometimes',
+          JOB_IMAGE: 'a b',
+          REQUEST_TIMEOUT_SECONDS: '0',
+          SHUTDOWN_DELAY_SECONDS: '-1',
+        }),
       (error: unknown) => {
         assert.ok(error instanceof ConfigError);
         assert.match(error.message, /PORT must be an integer from 0 to 65535, got "70000"/);
         assert.match(error.message, /BODY_LIMIT_BYTES must be an integer/);
         assert.match(error.message, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/);
-        assert.match(error.message, /JOB_IMAGE_PULL_POLICY must be one of Always, IfNotPresent, Never, got "Sometimes"/);
+        assert.match(
+          error.message,
+          /JOB_IMAGE_PULL_POLICY must be one of Always, IfNotPresent, Never, got "Sometimes"/,
+        );
         assert.match(error.message, /JOB_IMAGE must be an image reference without spaces/);
         assert.match(error.message, /REQUEST_TIMEOUT_SECONDS must be an integer from 1 to 300, got "0"/);
         assert.match(error.message, /SHUTDOWN_DELAY_SECONDS must be an integer from 0 to 300, got "-1"/);

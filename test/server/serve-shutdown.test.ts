@@ -14,23 +14,44 @@ import { schedule, syncRequest } from '../helpers/builders.js';
 const SYNC_BODY = JSON.stringify(syncRequest(schedule(), []));
 
 function serveSync(args: string[], env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, [MAIN, 'serve', ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
+  return spawnSync(process.execPath, [MAIN, 'serve', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 20_000,
+  });
 }
 
 /** One request on a connection of its own; resolves to the status, or the error code when the connection failed. */
-function postOnce(url: string, body: string, agent: Agent | false = false): Promise<{ status?: number; error?: string; connection?: string }> {
+function postOnce(
+  url: string,
+  body: string,
+  agent: Agent | false = false,
+): Promise<{ status?: number; error?: string; connection?: string }> {
   return new Promise((resolve) => {
-    const req = httpRequest(`${url}/hooks/schedule/sync`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: 5_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ status: res.statusCode, connection: res.headers.connection }));
-    });
+    const req = httpRequest(
+      `${url}/hooks/schedule/sync`,
+      {
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        timeout: 5_000,
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode, connection: res.headers.connection }));
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
     req.end(body);
   });
 }
 
-function get(url: string, path: string, agent: Agent | false = false): Promise<{ status: number; body: string; connection?: string }> {
+function get(
+  url: string,
+  path: string,
+  agent: Agent | false = false,
+): Promise<{ status: number; body: string; connection?: string }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(`${url}${path}`, { agent, timeout: 5_000 }, (res) => {
       let body = '';
@@ -52,7 +73,10 @@ describe('serve cannot listen: exit 1 with one line on stderr', () => {
     try {
       const result = serveSync(['--host', '127.0.0.1', '--port', String(port)]);
       assert.equal(result.status, 1, result.stderr);
-      assert.equal(result.stderr, `talos-etcd-backup: cannot listen on 127.0.0.1:${port}: address already in use (EADDRINUSE)\n`);
+      assert.equal(
+        result.stderr,
+        `talos-etcd-backup: cannot listen on 127.0.0.1:${port}: address already in use (EADDRINUSE)\n`,
+      );
       assert.doesNotMatch(result.stdout, /shutting down/);
     } finally {
       holder.close();
@@ -76,7 +100,9 @@ describe('a client that sends its headers and trickles its body', () => {
     let answer = '';
     socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
     socket.on('error', () => undefined);
-    socket.write(`POST /hooks/schedule/sync HTTP/1.1\r\nHost: ${hostname}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{`);
+    socket.write(
+      `POST /hooks/schedule/sync HTTP/1.1\r\nHost: ${hostname}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{`,
+    );
     const timer = setInterval(() => socket.writable && socket.write(' '), 100);
     const deadline = setTimeout(() => socket.destroy(), maxMs);
     await once(socket, 'close');
@@ -137,7 +163,10 @@ describe('SIGTERM: serve on for SHUTDOWN_DELAY_SECONDS, then drain', () => {
       stopAt = signalled + DELAY_MS - 500;
       await new Promise((resolve) => setTimeout(resolve, 200));
       const readyz = await get(server.url, '/readyz');
-      assert.deepEqual({ status: readyz.status, body: JSON.parse(readyz.body) }, { status: 503, body: { status: 'draining' } });
+      assert.deepEqual(
+        { status: readyz.status, body: JSON.parse(readyz.body) },
+        { status: 503, body: { status: 'draining' } },
+      );
       const reused = await get(server.url, '/healthz', keepAlive);
       assert.equal(reused.status, 200);
       assert.equal(reused.connection, 'close', 'an answer during the drain closes its connection');
@@ -151,9 +180,16 @@ describe('SIGTERM: serve on for SHUTDOWN_DELAY_SECONDS, then drain', () => {
       const exitedAfter = performance.now() - signalled;
       assert.equal(code, 0, server.output());
       assert.ok(exitedAfter >= DELAY_MS - 100, `exited ${Math.round(exitedAfter)} ms after SIGTERM: before the delay`);
-      assert.ok(exitedAfter < DELAY_MS + 3_000, `exited ${Math.round(exitedAfter)} ms after SIGTERM: the idle keep-alive connection held it`);
+      assert.ok(
+        exitedAfter < DELAY_MS + 3_000,
+        `exited ${Math.round(exitedAfter)} ms after SIGTERM: the idle keep-alive connection held it`,
+      );
       await idleClosed;
-      const messages = server.output().trim().split('\n').map((line) => (JSON.parse(line) as { msg: string }).msg);
+      const messages = server
+        .output()
+        .trim()
+        .split('\n')
+        .map((line) => (JSON.parse(line) as { msg: string }).msg);
       assert.ok(messages.indexOf('shutting down') < messages.indexOf('closing the listener'), messages.join(' / '));
     } finally {
       keepAlive.destroy();

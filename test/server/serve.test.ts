@@ -12,13 +12,20 @@ import { postJson } from '../helpers/server.js';
 const MAIN = join(packageRoot(), 'dist', 'src', 'main.js');
 
 function run(args: string[], env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
+  return spawnSync(process.execPath, [MAIN, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 20_000,
+  });
 }
 
 /** Starts `serve` on a free port and resolves once it logs its address. */
 async function startServe(): Promise<{ child: ChildProcess; url: string; logs: () => string }> {
   // No drain delay: this test is about the logs and the exit code (serve-shutdown.test.ts drains).
-  const child = spawn(process.execPath, [MAIN, 'serve', '--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SHUTDOWN_DELAY_SECONDS: '0' } });
+  const child = spawn(process.execPath, [MAIN, 'serve', '--host', '127.0.0.1', '--port', '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SHUTDOWN_DELAY_SECONDS: '0' },
+  });
   let output = '';
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const url = await new Promise<string>((resolve, reject) => {
@@ -47,7 +54,10 @@ describe('talos-etcd-backup serve', () => {
       child.kill('SIGTERM');
       const [code] = await exited;
       assert.equal(code, 0);
-      const lines = logs().trim().split('\n').map((line) => JSON.parse(line) as { msg: string; signal?: string });
+      const lines = logs()
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { msg: string; signal?: string });
       assert.ok(lines.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'));
       assert.ok(lines.some((l) => l.msg === 'request completed'));
       assert.ok(!lines.some((l) => JSON.stringify(l).includes('/healthz')), 'probes are not logged');

@@ -31,7 +31,14 @@ describe('a schedule that fails every 5 minutes for 30 days', () => {
       const slot = new Date(FIRST_SLOT + k * SLOT_MS);
       // What the API server holds now: every backup the last answer kept, finished and failed.
       const observed = desired.map((c) => backup(slotOf(c.metadata.name), 'failed'));
-      const request: CompositeSyncRequest = syncRequest(schedule({ created: '2026-01-01T00:00:00Z', spec: { schedule: '*/5 * * * *', retention: 5 }, ...(status && { status }) }), observed);
+      const request: CompositeSyncRequest = syncRequest(
+        schedule({
+          created: '2026-01-01T00:00:00Z',
+          spec: { schedule: '*/5 * * * *', retention: 5 },
+          ...(status && { status }),
+        }),
+        observed,
+      );
       const size = Buffer.byteLength(JSON.stringify(request));
       largestRequest = Math.max(largestRequest, size);
       if (k === DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT + 1) firstRequest = size;
@@ -39,9 +46,15 @@ describe('a schedule that fails every 5 minutes for 30 days', () => {
       assert.equal(result.outcome, 'created', `slot ${k} (${iso(slot)}): ${JSON.stringify(result.response.status)}`);
       assert.equal(result.created, backupName(SCHEDULE_NAME, slot));
       created.push(result.created!);
-      assert.ok(observed.length <= DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT + 1, `slot ${k}: ${observed.length} backups in the request`);
+      assert.ok(
+        observed.length <= DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT + 1,
+        `slot ${k}: ${observed.length} backups in the request`,
+      );
       // The newest 3 failed ones stay (and the new one); the oldest failed one goes.
-      const newestFailed = observed.map((o) => o.metadata.name).sort().slice(-DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT);
+      const newestFailed = observed
+        .map((o) => o.metadata.name)
+        .sort()
+        .slice(-DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT);
       assert.deepEqual(childNames(result.response), [...newestFailed, result.created!].sort(), `slot ${k}`);
       desired = result.response.children;
       status = result.response.status;
@@ -62,7 +75,14 @@ describe('a schedule upgraded from "failed backups are kept forever", over HTTP'
 
   it('1,000 failed backups in one request: 200, the newest 3 kept, the rest deleted, the due backup created', async () => {
     const failed = Array.from({ length: 1_000 }, (_, i) => backup(new Date(FIRST_SLOT + i * SLOT_MS), 'failed'));
-    const request = syncRequest(schedule({ created: '2026-01-01T00:00:00Z', spec: { schedule: '*/5 * * * *' }, status: { lastScheduleTime: iso(new Date(due.getTime() - SLOT_MS)) } }), failed);
+    const request = syncRequest(
+      schedule({
+        created: '2026-01-01T00:00:00Z',
+        spec: { schedule: '*/5 * * * *' },
+        status: { lastScheduleTime: iso(new Date(due.getTime() - SLOT_MS)) },
+      }),
+      failed,
+    );
     const answer = await postJson(`${server.url}${SCHEDULE_SYNC_PATH}`, request);
     assert.equal(answer.status, 200, JSON.stringify(answer.body).slice(0, 500));
     const names = (answer.body.children as KubernetesObject[]).map((c) => c.metadata.name).sort();

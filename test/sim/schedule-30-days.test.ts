@@ -22,13 +22,27 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
-import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, CONTROLLER_UID_LABEL, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../src/api/constants.js';
+import {
+  API_VERSION,
+  BACKUP_CHILDREN_KEY,
+  BACKUP_KIND,
+  CONTROLLER_UID_LABEL,
+  SCHEDULE_KIND,
+  SCHEDULE_LABEL,
+  SCHEDULED_TIME_ANNOTATION,
+} from '../../src/api/constants.js';
 import { isReadableBackup } from '../../src/api/validation.js';
 import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../src/server/schedule/retention.js';
 import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
 import type { Condition } from '../../src/api/conditions.js';
 import { useControlPlane, type ControlPlane } from '../harness/control-plane.js';
-import { KubeRest, loadManifests, startMetacontroller, type HookCall, type MetacontrollerStandIn } from '../doubles/metacontroller.js';
+import {
+  KubeRest,
+  loadManifests,
+  startMetacontroller,
+  type HookCall,
+  type MetacontrollerStandIn,
+} from '../doubles/metacontroller.js';
 import { backupTemplateSpec, iso } from '../helpers/builders.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 
@@ -72,14 +86,25 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 /** Paths at which `desired` sets a value that `live` does not have (what an apply would change), e.g. `spec.a.b`. */
 function differences(desired: unknown, live: unknown, path: string): string[] {
-  if (isObject(desired) && isObject(live)) return Object.entries(desired).flatMap(([key, value]) => differences(value, live[key], path ? `${path}.${key}` : key));
+  if (isObject(desired) && isObject(live))
+    return Object.entries(desired).flatMap(([key, value]) =>
+      differences(value, live[key], path ? `${path}.${key}` : key),
+    );
   return isDeepStrictEqual(desired, live) ? [] : [path];
 }
 
 /** A realistic final status, as the backup decorator writes it when the snapshot Job finished. */
 function outcomeStatus(child: KubernetesObject, result: BackupResult, finished: string): Record<string, unknown> {
-  const condition = (type: string, status: 'True' | 'False', reason: string, message: string): Condition => ({ type, status, reason, message, lastTransitionTime: finished, observedGeneration: 1 });
-  const bucket = (child.spec as { backupStorage?: { s3?: { bucket?: string } } }).backupStorage?.s3?.bucket ?? 'unknown';
+  const condition = (type: string, status: 'True' | 'False', reason: string, message: string): Condition => ({
+    type,
+    status,
+    reason,
+    message,
+    lastTransitionTime: finished,
+    observedGeneration: 1,
+  });
+  const bucket =
+    (child.spec as { backupStorage?: { s3?: { bucket?: string } } }).backupStorage?.s3?.bucket ?? 'unknown';
   return result === 'succeeded'
     ? {
         conditions: [
@@ -90,7 +115,14 @@ function outcomeStatus(child: KubernetesObject, result: BackupResult, finished: 
         phase: 'Succeeded',
         startTime: child.metadata.creationTimestamp,
         completionTime: finished,
-        snapshot: { bucket, key: `talosconfig/etcd-snapshot-${finished.replace(/:/g, '')}.db.zst`, size: 52_428_800, compression: 'zstd', encrypted: false, verified: false },
+        snapshot: {
+          bucket,
+          key: `talosconfig/etcd-snapshot-${finished.replace(/:/g, '')}.db.zst`,
+          size: 52_428_800,
+          compression: 'zstd',
+          encrypted: false,
+          verified: false,
+        },
       }
     : {
         conditions: [
@@ -157,8 +189,10 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
   let start: Date;
   let singleRun: ScenarioResult | undefined;
 
-  const schedulePath = (ns: string, name = '') => `/apis/${API_VERSION}/namespaces/${ns}/talosetcdbackupschedules${name && `/${name}`}`;
-  const backupsPath = (ns: string, name = '') => `/apis/${API_VERSION}/namespaces/${ns}/talosetcdbackups${name && `/${name}`}`;
+  const schedulePath = (ns: string, name = '') =>
+    `/apis/${API_VERSION}/namespaces/${ns}/talosetcdbackupschedules${name && `/${name}`}`;
+  const backupsPath = (ns: string, name = '') =>
+    `/apis/${API_VERSION}/namespaces/${ns}/talosetcdbackups${name && `/${name}`}`;
 
   before(async () => {
     cp = controlPlane();
@@ -171,7 +205,12 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
       const ns = `sim-30-days-run-${runs.size + 1}`;
       await admin.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
       const created = await admin.request<KubernetesObject>('POST', schedulePath(ns), {
-        body: { apiVersion: API_VERSION, kind: SCHEDULE_KIND, metadata: { name: SCHEDULE, namespace: ns, labels: { 'app.kubernetes.io/part-of': 'talos-etcd-backup' } }, spec: { schedule: '0 */6 * * *', retention: RETENTION, backupTemplate: { spec: backupTemplateSpec() } } },
+        body: {
+          apiVersion: API_VERSION,
+          kind: SCHEDULE_KIND,
+          metadata: { name: SCHEDULE, namespace: ns, labels: { 'app.kubernetes.io/part-of': 'talos-etcd-backup' } },
+          spec: { schedule: '0 */6 * * *', retention: RETENTION, backupTemplate: { spec: backupTemplateSpec() } },
+        },
       });
       runs.set(label, { ns, uid: created.metadata.uid! });
       latest = Math.max(latest, Date.parse(created.metadata.creationTimestamp!));
@@ -188,7 +227,12 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
   /** Every slot strictly after the schedule's creation (the clock's start), up to the end of the run. */
   const expectedSlots = (): Date[] => {
     const slots: Date[] = [];
-    for (let slot = nextSlotAfter(start); slot.getTime() <= start.getTime() + 30 * DAY_MS; slot = new Date(slot.getTime() + SLOT_MS)) slots.push(slot);
+    for (
+      let slot = nextSlotAfter(start);
+      slot.getTime() <= start.getTime() + 30 * DAY_MS;
+      slot = new Date(slot.getTime() + SLOT_MS)
+    )
+      slots.push(slot);
     return slots;
   };
 
@@ -208,9 +252,18 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         const { resyncPeriodSeconds: _dropped, ...spec } = m.spec as Record<string, unknown>;
         return { ...m, spec };
       });
-    const mc: MetacontrollerStandIn = await startMetacontroller({ kubeConfig: await cp.kubeConfig(), hookUrls, clock, manifests, namespaces: [ns], qps: Infinity, burst: Infinity });
+    const mc: MetacontrollerStandIn = await startMetacontroller({
+      kubeConfig: await cp.kubeConfig(),
+      hookUrls,
+      clock,
+      manifests,
+      namespaces: [ns],
+      qps: Infinity,
+      burst: Infinity,
+    });
     const target = { controller: COMPOSITE, namespace: ns, name: SCHEDULE };
-    const normalise = (value: unknown): string => JSON.stringify(value).replaceAll(uid, '<schedule-uid>').replaceAll(ns, '<namespace>');
+    const normalise = (value: unknown): string =>
+      JSON.stringify(value).replaceAll(uid, '<schedule-uid>').replaceAll(ns, '<namespace>');
     const facts = new Map<string, BackupFact>(); // every backup ever created, in creation order
     const created: string[] = [];
     const deleted: string[] = [];
@@ -226,8 +279,15 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         assert.equal(call.error, undefined, where(`the hook call failed: ${call.error}`));
         const applied = call.applied!;
         assert.equal(applied.error, undefined, where(`applying the answer failed: ${applied.error}`));
-        const request = call.request as { parent: KubernetesObject; children: Record<string, Record<string, KubernetesObject>> };
-        const answer = call.response as { status: Record<string, unknown>; children: KubernetesObject[]; resyncAfterSeconds?: number };
+        const request = call.request as {
+          parent: KubernetesObject;
+          children: Record<string, Record<string, KubernetesObject>>;
+        };
+        const answer = call.response as {
+          status: Record<string, unknown>;
+          children: KubernetesObject[];
+          resyncAfterSeconds?: number;
+        };
 
         for (const child of applied.created) {
           const name = child.metadata.name;
@@ -237,9 +297,17 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
           const seconds = Number(match[1]);
           assert.equal(seconds % (SLOT_MS / 1000), 0, where(`${name} is not named after a slot of 0 */6 * * *`));
           const slot = new Date(seconds * 1000);
-          assert.equal(child.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION], iso(slot), where(`${name} has the wrong scheduled-time annotation`));
+          assert.equal(
+            child.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION],
+            iso(slot),
+            where(`${name} has the wrong scheduled-time annotation`),
+          );
           assert.equal(child.metadata.labels?.[SCHEDULE_LABEL], SCHEDULE, where(`${name} lacks the schedule label`));
-          assert.equal(child.metadata.labels?.[CONTROLLER_UID_LABEL], uid, where(`${name} lacks the controller-uid label`));
+          assert.equal(
+            child.metadata.labels?.[CONTROLLER_UID_LABEL],
+            uid,
+            where(`${name} lacks the controller-uid label`),
+          );
           assert.ok(slot > start, where(`${name} is for a slot before the schedule existed`));
           const lateness = call.at.getTime() - slot.getTime();
           assert.ok(lateness >= 0, where(`${name} was created ${-lateness} ms before its slot`));
@@ -247,7 +315,10 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
           // and 6 h between slots nothing ever blocks a slot; the rule stays exact if runtimes are made longer.
           const blockers = [...facts.values()].filter((f) => f.createdAt <= slot && f.finishAt > slot);
           const allowedFrom = Math.max(slot.getTime(), ...blockers.map((f) => f.finishAt.getTime()));
-          assert.ok(call.at.getTime() - allowedFrom <= MAX_LATENESS_MS, where(`${name} was created ${lateness} ms after its slot`));
+          assert.ok(
+            call.at.getTime() - allowedFrom <= MAX_LATENESS_MS,
+            where(`${name} was created ${lateness} ms after its slot`),
+          );
           // Each backup runs 1 to 40 minutes and succeeds 4 times out of 5.
           const finishAt = new Date(call.at.getTime() + (60 + Math.floor(random() * 2341)) * 1000);
           const result: BackupResult = random() < SUCCESS_RATE ? 'succeeded' : 'failed';
@@ -257,8 +328,13 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         for (const gone of applied.deleted) {
           // Only retention deletes: successful backups beyond `retention`, failed ones beyond the failed history
           // limit (checked against the stored state below); never a running one.
-          const finished = conditionIn(gone.status, 'Ready')?.status === 'True' || conditionIn(gone.status, 'Failed')?.status === 'True';
-          assert.ok(finished, where(`${gone.metadata.name} was deleted but has not finished: ${JSON.stringify(gone.status)}`));
+          const finished =
+            conditionIn(gone.status, 'Ready')?.status === 'True' ||
+            conditionIn(gone.status, 'Failed')?.status === 'True';
+          assert.ok(
+            finished,
+            where(`${gone.metadata.name} was deleted but has not finished: ${JSON.stringify(gone.status)}`),
+          );
           deleted.push(gone.metadata.name);
         }
         assert.deepEqual(applied.refused, [], where('the API server refused a create or delete'));
@@ -267,38 +343,100 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         const observed = request.children[BACKUP_CHILDREN_KEY] ?? {};
         for (const child of answer.children) {
           const live = observed[child.metadata.name];
-          if (live) assert.deepEqual(differences(child, live, ''), [], where(`re-emitted child ${child.metadata.name} differs from the stored one`));
+          if (live)
+            assert.deepEqual(
+              differences(child, live, ''),
+              [],
+              where(`re-emitted child ${child.metadata.name} differs from the stored one`),
+            );
         }
         const newName = answer.children.find((c) => !observed[c.metadata.name])?.metadata.name;
         const active = Object.values(observed)
-          .filter((c) => !c.metadata.deletionTimestamp && conditionIn(c.status, 'Ready')?.status !== 'True' && conditionIn(c.status, 'Failed')?.status !== 'True')
+          .filter(
+            (c) =>
+              !c.metadata.deletionTimestamp &&
+              conditionIn(c.status, 'Ready')?.status !== 'True' &&
+              conditionIn(c.status, 'Failed')?.status !== 'True',
+          )
           .map((c) => c.metadata.name);
-        assert.deepEqual(answer.status.activeBackups, [...active, ...(newName ? [newName] : [])].sort(), where('wrong activeBackups in the answer'));
-        const recorded = [(request.parent.status as { lastScheduleTime?: string } | undefined)?.lastScheduleTime, ...Object.values(observed).map((c) => c.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION])]
+        assert.deepEqual(
+          answer.status.activeBackups,
+          [...active, ...(newName ? [newName] : [])].sort(),
+          where('wrong activeBackups in the answer'),
+        );
+        const recorded = [
+          (request.parent.status as { lastScheduleTime?: string } | undefined)?.lastScheduleTime,
+          ...Object.values(observed).map((c) => c.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION]),
+        ]
           .filter((t): t is string => t !== undefined)
           .sort()
           .at(-1);
-        assert.equal(answer.status.lastScheduleTime, recorded, where('a slot is recorded once its backup is observed, not before'));
+        assert.equal(
+          answer.status.lastScheduleTime,
+          recorded,
+          where('a slot is recorded once its backup is observed, not before'),
+        );
         assert.equal(answer.status.nextScheduleTime, iso(nextSlotAfter(call.at)), where('wrong nextScheduleTime'));
-        assert.deepEqual({ status: conditionIn(answer.status, 'Ready')?.status, reason: conditionIn(answer.status, 'Ready')?.reason }, { status: 'True', reason: 'Scheduled' }, where('Ready is not True/Scheduled'));
-        assert.equal(call.at.getTime() + Math.round((answer.resyncAfterSeconds ?? 0) * 1000), nextSlotAfter(call.at).getTime() + RESYNC_PAD_MS, where('the hook did not ask to be called back just after the next slot'));
+        assert.deepEqual(
+          { status: conditionIn(answer.status, 'Ready')?.status, reason: conditionIn(answer.status, 'Ready')?.reason },
+          { status: 'True', reason: 'Scheduled' },
+          where('Ready is not True/Scheduled'),
+        );
+        assert.equal(
+          call.at.getTime() + Math.round((answer.resyncAfterSeconds ?? 0) * 1000),
+          nextSlotAfter(call.at).getTime() + RESYNC_PAD_MS,
+          where('the hook did not ask to be called back just after the next slot'),
+        );
       };
 
       /** The state stored in the API server after a step settled. */
       const checkStored = async (where: (what: string) => string): Promise<void> => {
         const children = (await admin.request<{ items: KubernetesObject[] }>('GET', backupsPath(ns))).items;
         const all = [...facts.values()];
-        const successes = all.filter((f) => f.finished && f.result === 'succeeded').sort((a, b) => b.slot.getTime() - a.slot.getTime());
-        const allFailed = all.filter((f) => f.finished && f.result === 'failed').sort((a, b) => b.slot.getTime() - a.slot.getTime());
-        const failed = allFailed.slice(0, FAILED_KEPT).map((f) => f.name).sort();
-        const active = all.filter((f) => !f.finished).map((f) => f.name).sort();
-        const namesWhere = (pick: (c: KubernetesObject) => boolean): string[] => children.filter(pick).map((c) => c.metadata.name).sort();
+        const successes = all
+          .filter((f) => f.finished && f.result === 'succeeded')
+          .sort((a, b) => b.slot.getTime() - a.slot.getTime());
+        const allFailed = all
+          .filter((f) => f.finished && f.result === 'failed')
+          .sort((a, b) => b.slot.getTime() - a.slot.getTime());
+        const failed = allFailed
+          .slice(0, FAILED_KEPT)
+          .map((f) => f.name)
+          .sort();
+        const active = all
+          .filter((f) => !f.finished)
+          .map((f) => f.name)
+          .sort();
+        const namesWhere = (pick: (c: KubernetesObject) => boolean): string[] =>
+          children
+            .filter(pick)
+            .map((c) => c.metadata.name)
+            .sort();
         // Retention exact: the newest 5 successes and the newest 3 failures by slot are kept, every running one is kept.
-        assert.deepEqual(namesWhere((c) => conditionIn(c.status, 'Ready')?.status === 'True'), successes.slice(0, RETENTION).map((f) => f.name).sort(), where(`the Ready backups are not the newest min(${RETENTION}, ${successes.length}) successes`));
-        assert.deepEqual(namesWhere((c) => conditionIn(c.status, 'Failed')?.status === 'True'), failed, where(`the Failed backups are not the newest min(${FAILED_KEPT}, ${allFailed.length}) failures`));
-        assert.deepEqual(namesWhere((c) => c.status === undefined), active, where('a running backup is missing'));
+        assert.deepEqual(
+          namesWhere((c) => conditionIn(c.status, 'Ready')?.status === 'True'),
+          successes
+            .slice(0, RETENTION)
+            .map((f) => f.name)
+            .sort(),
+          where(`the Ready backups are not the newest min(${RETENTION}, ${successes.length}) successes`),
+        );
+        assert.deepEqual(
+          namesWhere((c) => conditionIn(c.status, 'Failed')?.status === 'True'),
+          failed,
+          where(`the Failed backups are not the newest min(${FAILED_KEPT}, ${allFailed.length}) failures`),
+        );
+        assert.deepEqual(
+          namesWhere((c) => c.status === undefined),
+          active,
+          where('a running backup is missing'),
+        );
         assert.ok(active.length <= 1, where(`two backups run at once under Forbid: ${active.join(', ')}`));
-        assert.equal(children.length, Math.min(RETENTION, successes.length) + failed.length + active.length, where('unexpected children'));
+        assert.equal(
+          children.length,
+          Math.min(RETENTION, successes.length) + failed.length + active.length,
+          where('unexpected children'),
+        );
 
         const parent = await admin.request<KubernetesObject>('GET', schedulePath(ns, SCHEDULE));
         const status = parent.status as Record<string, unknown>;
@@ -306,7 +444,11 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         assert.deepEqual(status.activeBackups, active, where('wrong activeBackups'));
         assert.equal(status.nextScheduleTime, iso(nextSlotAfter(clock())), where('wrong nextScheduleTime'));
         assert.equal(status.observedGeneration, 1, where('observedGeneration was not injected'));
-        assert.deepEqual({ status: conditionIn(status, 'Ready')?.status, reason: conditionIn(status, 'Ready')?.reason }, { status: 'True', reason: 'Scheduled' }, where('Ready is not True/Scheduled'));
+        assert.deepEqual(
+          { status: conditionIn(status, 'Ready')?.status, reason: conditionIn(status, 'Ready')?.reason },
+          { status: 'True', reason: 'Scheduled' },
+          where('Ready is not True/Scheduled'),
+        );
         const pending = mc.pending();
         assert.deepEqual(
           pending.map((p) => [p.reason, p.dueAt.getTime()]),
@@ -316,7 +458,8 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
       };
 
       const step = async (kind: StepKind, act: () => Promise<void> | void): Promise<Step> => {
-        const where = (what: string): string => `${what} [seed ${SEED}, ${label}, step ${steps.length + 1} (${kind}) at ${clock().toISOString()}]`;
+        const where = (what: string): string =>
+          `${what} [seed ${SEED}, ${label}, step ${steps.length + 1} (${kind}) at ${clock().toISOString()}]`;
         await act();
         await mc.settle();
         assert.deepEqual(mc.errors, [], where('sync errors'));
@@ -326,7 +469,14 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         for (const call of calls) checkCall(call, (what) => where(`${what} (call #${call.seq} via ${call.url})`));
         await checkStored(where);
         const last = calls.at(-1);
-        const record: Step = { kind, at: clock(), calls, created: created.slice(before.created), deleted: deleted.slice(before.deleted), finalAnswer: last ? normalise(last.response) : '' };
+        const record: Step = {
+          kind,
+          at: clock(),
+          calls,
+          created: created.slice(before.created),
+          deleted: deleted.slice(before.deleted),
+          finalAnswer: last ? normalise(last.response) : '',
+        };
         steps.push(record);
         return record;
       };
@@ -338,8 +488,13 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
         const skewMs = Math.floor(random() * 400) - 150;
         const due = mc.pending()[0]?.dueAt;
         const resyncAt = due && new Date(Math.max(clock().getTime(), due.getTime() + skewMs));
-        const finishing = [...facts.values()].filter((f) => !f.finished).sort((a, b) => a.finishAt.getTime() - b.finishAt.getTime())[0];
-        const next = finishing && (!resyncAt || finishing.finishAt <= resyncAt) ? { time: finishing.finishAt, finishing } : resyncAt && { time: resyncAt, finishing: undefined };
+        const finishing = [...facts.values()]
+          .filter((f) => !f.finished)
+          .sort((a, b) => a.finishAt.getTime() - b.finishAt.getTime())[0];
+        const next =
+          finishing && (!resyncAt || finishing.finishAt <= resyncAt)
+            ? { time: finishing.finishAt, finishing }
+            : resyncAt && { time: resyncAt, finishing: undefined };
         if (!next || next.time > end) break;
 
         simulated = new Date(next.time);
@@ -349,7 +504,10 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
           await step('finish', async () => {
             const child = await admin.request<KubernetesObject>('GET', backupsPath(ns, fact.name));
             const status = outcomeStatus(child, fact.result, iso(clock()));
-            assert.ok(isReadableBackup({ spec: child.spec, status }), `the decorator's status of ${fact.name} is readable: ${JSON.stringify(status)}`);
+            assert.ok(
+              isReadableBackup({ spec: child.spec, status }),
+              `the decorator's status of ${fact.name} is readable: ${JSON.stringify(status)}`,
+            );
             // The decorator's write: the whole status through the status subresource (a child change for the schedule).
             await admin.request('PUT', backupsPath(ns, `${fact.name}/status`), { body: { ...child, status } });
           });
@@ -367,7 +525,11 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
           const duplicate = await step('duplicate', () => mc.enqueue(target));
           assert.equal(duplicate.calls.length, 1, `seed ${SEED}: one call for a duplicate sync`);
           assert.deepEqual(
-            { created: duplicate.created, deleted: duplicate.deleted, statusWritten: duplicate.calls[0]!.applied?.statusWritten },
+            {
+              created: duplicate.created,
+              deleted: duplicate.deleted,
+              statusWritten: duplicate.calls[0]!.applied?.statusWritten,
+            },
             { created: [], deleted: [], statusWritten: false },
             `seed ${SEED}, ${label}: a sync with nothing new at ${clock().toISOString()} was not a no-op`,
           );
@@ -377,13 +539,29 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
 
       const finished = [...facts.values()].filter((f) => f.finished);
       const parent = await admin.request<KubernetesObject>('GET', schedulePath(ns, SCHEDULE));
-      const children = (await admin.request<{ items: KubernetesObject[] }>('GET', backupsPath(ns))).items.map((c) => ({ name: c.metadata.name, labels: c.metadata.labels, annotations: c.metadata.annotations, spec: c.spec, status: c.status }));
+      const children = (await admin.request<{ items: KubernetesObject[] }>('GET', backupsPath(ns))).items.map((c) => ({
+        name: c.metadata.name,
+        labels: c.metadata.labels,
+        annotations: c.metadata.annotations,
+        spec: c.spec,
+        status: c.status,
+      }));
       return {
         created,
         deleted,
         steps,
         calls: mc.calls,
-        finalChildren: normalise(children.map(({ status, ...rest }) => ({ ...rest, outcome: conditionIn(status, 'Ready')?.status === 'True' ? 'succeeded' : conditionIn(status, 'Failed')?.status === 'True' ? 'failed' : 'active' }))),
+        finalChildren: normalise(
+          children.map(({ status, ...rest }) => ({
+            ...rest,
+            outcome:
+              conditionIn(status, 'Ready')?.status === 'True'
+                ? 'succeeded'
+                : conditionIn(status, 'Failed')?.status === 'True'
+                  ? 'failed'
+                  : 'active',
+          })),
+        ),
         finalStatus: JSON.parse(normalise(parent.status)),
         finalSpec: parent.spec as Record<string, unknown>,
         earlyWakeups,
@@ -416,7 +594,10 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
 
     // The random outcomes really were mixed, and retention deleted exactly the successes beyond the newest 5 and
     // the failures beyond the newest 3.
-    assert.ok(run.successes > RETENTION && run.failures > FAILED_KEPT, `seed ${SEED}: ${run.successes} successes, ${run.failures} failures`);
+    assert.ok(
+      run.successes > RETENTION && run.failures > FAILED_KEPT,
+      `seed ${SEED}: ${run.successes} successes, ${run.failures} failures`,
+    );
     assert.equal(run.deleted.length, run.successes - RETENTION + run.failures - FAILED_KEPT, `seed ${SEED}: deletions`);
     // Some resyncs fired before their slot; the hook created nothing early (checked at each call) and requeued.
     assert.ok(run.earlyWakeups > 0, `seed ${SEED}: no early resync was simulated`);
@@ -425,9 +606,20 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
     assert.equal(run.finalSpec.concurrencyPolicy, 'Forbid', 'the CRD default applies');
     assert.equal(run.finalSpec.failedBackupsHistoryLimit, FAILED_KEPT, 'the CRD default applies');
     const final = run.finalStatus as Record<string, unknown>;
-    assert.equal(final.lastScheduleTime, iso(slots.at(-1)!), `seed ${SEED}: final lastScheduleTime (the last backup is observed once settled)`);
-    assert.equal(final.nextScheduleTime, iso(nextSlotAfter(run.steps.at(-1)!.at)), `seed ${SEED}: final nextScheduleTime`);
-    assert.deepEqual({ status: conditionIn(final, 'Ready')?.status, reason: conditionIn(final, 'Ready')?.reason }, { status: 'True', reason: 'Scheduled' });
+    assert.equal(
+      final.lastScheduleTime,
+      iso(slots.at(-1)!),
+      `seed ${SEED}: final lastScheduleTime (the last backup is observed once settled)`,
+    );
+    assert.equal(
+      final.nextScheduleTime,
+      iso(nextSlotAfter(run.steps.at(-1)!.at)),
+      `seed ${SEED}: final nextScheduleTime`,
+    );
+    assert.deepEqual(
+      { status: conditionIn(final, 'Ready')?.status, reason: conditionIn(final, 'Ready')?.reason },
+      { status: 'True', reason: 'Scheduled' },
+    );
   });
 
   it('two server instances answering alternately produce exactly the history of one', async () => {
@@ -435,14 +627,24 @@ describe('30 simulated days of `0 */6 * * *` through the Metacontroller stand-in
     const alternating = await runScenario([one.url, two.url], 'two servers');
 
     const urls = alternating.calls.map((c) => c.url);
-    assert.ok(urls.every((url, i) => url.startsWith(i % 2 === 0 ? one.url : two.url)), 'the servers did not alternate');
+    assert.ok(
+      urls.every((url, i) => url.startsWith(i % 2 === 0 ? one.url : two.url)),
+      'the servers did not alternate',
+    );
     assert.deepEqual(alternating.created, reference.created, `seed ${SEED}: created names differ`);
     assert.deepEqual(alternating.deleted, reference.deleted, `seed ${SEED}: deleted names differ`);
     assert.equal(alternating.finalChildren, reference.finalChildren, `seed ${SEED}: final children differ`);
     assert.deepEqual(alternating.finalStatus, reference.finalStatus, `seed ${SEED}: final status differs`);
     // Stronger than the outcome: every step did the same and ended with the same answer (normalised: namespace,
     // schedule uid), whichever server gave it. (How many syncs a step takes depends on when watch events arrive.)
-    const summary = (r: ScenarioResult) => r.steps.map((s) => ({ kind: s.kind, at: s.at.toISOString(), created: s.created, deleted: s.deleted, finalAnswer: s.finalAnswer }));
+    const summary = (r: ScenarioResult) =>
+      r.steps.map((s) => ({
+        kind: s.kind,
+        at: s.at.toISOString(),
+        created: s.created,
+        deleted: s.deleted,
+        finalAnswer: s.finalAnswer,
+      }));
     assert.deepEqual(summary(alternating), summary(reference), `seed ${SEED}: histories differ`);
   });
 });

@@ -37,7 +37,8 @@ export function createEncryptor(recipients: string[]): Duplex {
 export function createDecryptor(identities: string[]): Duplex {
   if (identities.length === 0) throw new AgeError('at least one age identity is needed to decrypt');
   identities.forEach((identity, index) => {
-    if (typeof identity !== 'string' || !IDENTITY_LINE.test(identity.trim()) || !isValidIdentity(identity.trim())) throw new AgeError(`identity ${index} is not a valid age identity`);
+    if (typeof identity !== 'string' || !IDENTITY_LINE.test(identity.trim()) || !isValidIdentity(identity.trim()))
+      throw new AgeError(`identity ${index} is not a valid age identity`);
   });
   const decrypter = new Decrypter();
   for (const identity of identities) decrypter.addIdentity(identity.trim());
@@ -53,13 +54,16 @@ function describeEncryptError(error: unknown): AgeError {
 function describeDecryptError(error: unknown, where: { inHeader: boolean; sawEnd: boolean }): AgeError {
   if (error instanceof AgeError) return error;
   const message = (error as Error)?.message ?? String(error);
-  if (message === "no identity matched any of the file's recipients") return new AgeError("the age identity does not match any of the backup's recipients");
+  if (message === "no identity matched any of the file's recipients")
+    return new AgeError("the age identity does not match any of the backup's recipients");
   if (message === 'invalid header HMAC') return new AgeError('age header is damaged: its MAC does not verify');
-  if (/^stream ended before reading/.test(message)) return new AgeError('age file is truncated: it ends before its payload');
+  if (/^stream ended before reading/.test(message))
+    return new AgeError('age file is truncated: it ends before its payload');
   if (where.inHeader && where.sawEnd) return new AgeError('age file is truncated: it ends inside its header');
   if (where.inHeader) return new AgeError(`age header is damaged: ${message}`);
   // A payload cut short fails its last chunk's authentication like a damaged one; age cannot tell them apart.
-  if (message === 'invalid tag' || /expected length >= tagLength/.test(message)) return new AgeError('age payload is damaged or truncated: a chunk does not authenticate');
+  if (message === 'invalid tag' || /expected length >= tagLength/.test(message))
+    return new AgeError('age payload is damaged or truncated: a chunk does not authenticate');
   if (message === 'final chunk is empty') return new AgeError('age payload is damaged: its last chunk is empty');
   return new AgeError(`age decryption failed: ${message}`);
 }
@@ -97,7 +101,9 @@ class AgeStream extends Duplex {
           new Promise<void>((resolve) => {
             // age wants more while still in the header: fine up to MAX_HEADER_BYTES (plus its read-ahead).
             if (this.decrypting && !this.headerDone && this.delivered > MAX_HEADER_BYTES) {
-              return this.fail(new AgeError(`age header is damaged: it does not end within ${MAX_HEADER_BYTES / 1024 / 1024} MiB`));
+              return this.fail(
+                new AgeError(`age header is damaged: it does not end within ${MAX_HEADER_BYTES / 1024 / 1024} MiB`),
+              );
             }
             this.pendingPull = resolve;
             this.deliver();

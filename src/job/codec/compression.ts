@@ -53,7 +53,8 @@ interface NodeZstd {
 
 function nodeZstd(): NodeZstd | undefined {
   const candidate = zlib as unknown as Partial<NodeZstd>;
-  if (typeof candidate.createZstdCompress !== 'function' || typeof candidate.createZstdDecompress !== 'function') return undefined;
+  if (typeof candidate.createZstdCompress !== 'function' || typeof candidate.createZstdDecompress !== 'function')
+    return undefined;
   return candidate as NodeZstd;
 }
 
@@ -73,7 +74,10 @@ export async function createCompressor(kind: 'gzip' | 'zstd'): Promise<Duplex> {
   if (native) {
     // The checksum costs little (xxh64) and lets `zstd -t` and node:zlib's decoder tell damaged content (fzstd and
     // the WASM compressor have none: the etcd trailer's sha256 still does).
-    const params = { [native.constants.ZSTD_c_compressionLevel!]: ZSTD_LEVEL, [native.constants.ZSTD_c_checksumFlag!]: 1 };
+    const params = {
+      [native.constants.ZSTD_c_compressionLevel!]: ZSTD_LEVEL,
+      [native.constants.ZSTD_c_checksumFlag!]: 1,
+    };
     return native.createZstdCompress({ params, chunkSize: ZLIB_CHUNK_BYTES });
   }
   return new WasmZstdCompressor(await loadWasmZstd());
@@ -84,7 +88,8 @@ export async function createDecompressor(kind: 'gzip' | 'zstd'): Promise<Duplex>
   if (kind === 'gzip') return withCompressionErrors('gzip', zlib.createGunzip({ chunkSize: ZLIB_CHUNK_BYTES }));
   if (kind !== 'zstd') throw new TypeError(`unknown compression ${String(kind)}`);
   const native = nodeZstd();
-  if (native) return withFrameCheck(withCompressionErrors('zstd', native.createZstdDecompress({ chunkSize: ZLIB_CHUNK_BYTES })));
+  if (native)
+    return withFrameCheck(withCompressionErrors('zstd', native.createZstdDecompress({ chunkSize: ZLIB_CHUNK_BYTES })));
   return new FzstdDecompressor();
 }
 
@@ -245,7 +250,10 @@ class ZstdFrameCheck {
         this.inFrame = true;
         if (magic === ZSTD_FRAME_MAGIC) this.read('descriptor');
         else if ((magic & SKIPPABLE_MAGIC_MASK) >>> 0 === SKIPPABLE_MAGIC) this.read('skippable size');
-        else return this.frames === 0 ? 'it does not start with a zstd frame' : `the bytes after frame ${this.frames} are not a zstd frame`;
+        else
+          return this.frames === 0
+            ? 'it does not start with a zstd frame'
+            : `the bytes after frame ${this.frames} are not a zstd frame`;
         return undefined;
       }
       case 'skippable size':
@@ -257,12 +265,16 @@ class ZstdFrameCheck {
         this.descriptor = descriptor;
         const singleSegment = (descriptor >> 5) & 1;
         // Window descriptor (absent in single-segment frames), dictionary id, content size.
-        this.read('header rest', (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]! + [singleSegment, 2, 4, 8][descriptor >> 6]!);
+        this.read(
+          'header rest',
+          (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]! + [singleSegment, 2, 4, 8][descriptor >> 6]!,
+        );
         return undefined;
       }
       case 'header rest': {
         const window = this.windowBytes();
-        if (window > ZSTD_MAX_WINDOW_BYTES) return `a frame asks for a ${Math.ceil(window / 2 ** 20)} MiB window, over the ${ZSTD_MAX_WINDOW_BYTES / 2 ** 20} MiB limit`;
+        if (window > ZSTD_MAX_WINDOW_BYTES)
+          return `a frame asks for a ${Math.ceil(window / 2 ** 20)} MiB window, over the ${ZSTD_MAX_WINDOW_BYTES / 2 ** 20} MiB limit`;
         this.read('block header');
         return undefined;
       }
@@ -298,7 +310,13 @@ class ZstdFrameCheck {
   }
 }
 
-const FIELD_BYTES: Record<Field, number> = { magic: 4, 'skippable size': 4, descriptor: 1, 'header rest': 0, 'block header': 3 };
+const FIELD_BYTES: Record<Field, number> = {
+  magic: 4,
+  'skippable size': 4,
+  descriptor: 1,
+  'header rest': 0,
+  'block header': 3,
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // WASM zstd (Node < 22.15)
@@ -338,11 +356,20 @@ let wasmZstd: Promise<WasmZstd> | undefined;
 
 function loadWasmZstd(): Promise<WasmZstd> {
   wasmZstd ??= Zstd.load().then((zstd) => {
-    const internals = zstd as unknown as { _zstdClass?: ZstdClass; _mainModule?: { _module?: { HEAPU8?: Uint8Array } } };
+    const internals = zstd as unknown as {
+      _zstdClass?: ZstdClass;
+      _mainModule?: { _module?: { HEAPU8?: Uint8Array } };
+    };
     const zstdClass = internals._zstdClass;
     const module = internals._mainModule?._module;
-    if (typeof zstdClass !== 'function' || typeof zstdClass.malloc !== 'function' || !(module?.HEAPU8 instanceof Uint8Array)) {
-      throw new Error('@hpcc-js/wasm-zstd no longer has the internals src/job/codec/compression.ts uses (written for 1.12.5)');
+    if (
+      typeof zstdClass !== 'function' ||
+      typeof zstdClass.malloc !== 'function' ||
+      !(module?.HEAPU8 instanceof Uint8Array)
+    ) {
+      throw new Error(
+        '@hpcc-js/wasm-zstd no longer has the internals src/job/codec/compression.ts uses (written for 1.12.5)',
+      );
     }
     return { zstdClass, heap: () => module.HEAPU8! };
   });
@@ -408,14 +435,17 @@ class WasmZstdCompressor extends Transform {
   }
 
   private compressBatch(): void {
-    const written = this.checked(this.context!.compressChunk(this.output, this.outputCapacity, this.input, this.filled));
+    const written = this.checked(
+      this.context!.compressChunk(this.output, this.outputCapacity, this.input, this.filled),
+    );
     this.filled = 0;
     // slice() copies out of the heap: the next batch overwrites this region.
     if (written > 0) this.push(this.wasm.heap().slice(this.output, this.output + written));
   }
 
   private checked(result: number): number {
-    if (this.wasm.zstdClass.isError(result)) throw new Error(`zstd (WASM) compression failed: ${this.wasm.zstdClass.getErrorName(result)}`);
+    if (this.wasm.zstdClass.isError(result))
+      throw new Error(`zstd (WASM) compression failed: ${this.wasm.zstdClass.getErrorName(result)}`);
     return result;
   }
 

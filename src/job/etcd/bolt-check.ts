@@ -110,7 +110,19 @@ interface NodeFacts {
 }
 
 function newFacts(): NodeFacts {
-  return { error: undefined, count: 0, firstHash: 0, firstHi: 0, firstLo: 0, lastHi: 0, lastLo: 0, crc: 0, crcLen: 0, marks: 0, buckets: undefined };
+  return {
+    error: undefined,
+    count: 0,
+    firstHash: 0,
+    firstHi: 0,
+    firstLo: 0,
+    lastHi: 0,
+    lastLo: 0,
+    crc: 0,
+    crcLen: 0,
+    marks: 0,
+    buckets: undefined,
+  };
 }
 
 /** One summary per page, grown as pages arrive (never from the meta's claim alone). */
@@ -246,7 +258,8 @@ export class BoltChecker {
 
   constructor(options: BoltCheckOptions = {}) {
     const max = options.maxNodeBytes ?? DEFAULT_MAX_NODE_BYTES;
-    if (!Number.isSafeInteger(max) || max < 1 || max > 2 ** 31) throw new RangeError(`maxNodeBytes must be an integer from 1 to 2^31, got ${max}`);
+    if (!Number.isSafeInteger(max) || max < 1 || max > 2 ** 31)
+      throw new RangeError(`maxNodeBytes must be an integer from 1 to 2^31, got ${max}`);
     this.maxNodeBytes = max;
   }
 
@@ -279,7 +292,9 @@ export class BoltChecker {
     this.failure =
       error instanceof BoltStructureError
         ? error
-        : new BoltStructureError(`internal error on malformed input (${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}): treat the database as damaged`);
+        : new BoltStructureError(
+            `internal error on malformed input (${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}): treat the database as damaged`,
+          );
     this.release();
     return this.failure;
   }
@@ -347,7 +362,9 @@ export class BoltChecker {
       if (keep + n > this.window.length) {
         // Never more than the largest node plus a slice: what a pending node can need.
         const cap = this.maxNodeBytes + FEED_SLICE + this.pageSize;
-        const next = new Uint8Array(Math.max(keep + n, Math.min(cap, Math.max(this.window.length * 2, FEED_SLICE + this.pageSize))));
+        const next = new Uint8Array(
+          Math.max(keep + n, Math.min(cap, Math.max(this.window.length * 2, FEED_SLICE + this.pageSize))),
+        );
         next.set(this.window.subarray(drop, this.windowLength));
         this.window = next;
         this.view = new DataView(next.buffer);
@@ -364,7 +381,8 @@ export class BoltChecker {
   /** The first stream byte still needed: the oldest node being assembled, or the current page. */
   private keepFrom(): number {
     const starts = this.pendingStarts;
-    while (this.pendingHead < starts.length && this.table.state[starts[this.pendingHead]!] !== NODE_PENDING) this.pendingHead += 1;
+    while (this.pendingHead < starts.length && this.table.state[starts[this.pendingHead]!] !== NODE_PENDING)
+      this.pendingHead += 1;
     if (this.pendingHead === starts.length) {
       this.pendingStarts = [];
       this.pendingHead = 0;
@@ -407,7 +425,8 @@ export class BoltChecker {
       const done = this.pendingByEnd.get(i + 1);
       if (done) {
         this.pendingByEnd.delete(i + 1);
-        for (const start of done) this.node(start, start * this.pageSize - this.windowStart, (i + 1 - start) * this.pageSize);
+        for (const start of done)
+          this.node(start, start * this.pageSize - this.windowStart, (i + 1 - start) * this.pageSize);
       }
     }
   }
@@ -449,7 +468,9 @@ export class BoltChecker {
     this.headNeed = META_END;
     if (length < META_END) {
       if (!final) return false;
-      throw new BoltStructureError(`the database is only ${length} bytes, too short for a meta page: not a bolt database`);
+      throw new BoltStructureError(
+        `the database is only ${length} bytes, too short for a meta page: not a bolt database`,
+      );
     }
     const view = new DataView(head.buffer, head.byteOffset, length);
     const meta0 = readMeta(view, 0, 0, undefined);
@@ -460,7 +481,9 @@ export class BoltChecker {
       if (length < ps + META_END) {
         this.headNeed = ps + META_END;
         if (!final) return false;
-        throw new BoltStructureError(`the database ends after ${length} bytes, before its second meta page (meta page 0 says it has ${meta0.pages} pages of ${ps} bytes): truncated`);
+        throw new BoltStructureError(
+          `the database ends after ${length} bytes, before its second meta page (meta page 0 says it has ${meta0.pages} pages of ${ps} bytes): truncated`,
+        );
       } else {
         meta1 = readMeta(view, ps, 1, ps);
       }
@@ -476,8 +499,12 @@ export class BoltChecker {
         if (candidate.reason === undefined) meta1 = candidate;
       }
       if (!meta1) {
-        const guess = meta0.pageSize >= MIN_PAGE_SIZE && meta0.pageSize <= MAX_PAGE_SIZE && isPowerOfTwo(meta0.pageSize) ? meta0.pageSize : 4096;
-        meta1Reason = length >= guess + META_END ? readMeta(view, guess, 1, guess).reason : 'missing: the database ends before it';
+        const guess =
+          meta0.pageSize >= MIN_PAGE_SIZE && meta0.pageSize <= MAX_PAGE_SIZE && isPowerOfTwo(meta0.pageSize)
+            ? meta0.pageSize
+            : 4096;
+        meta1Reason =
+          length >= guess + META_END ? readMeta(view, guess, 1, guess).reason : 'missing: the database ends before it';
       }
     }
     if (meta1 && meta1.reason !== undefined) {
@@ -485,20 +512,35 @@ export class BoltChecker {
       meta1 = undefined;
     }
     if (meta0.reason !== undefined && !meta1) {
-      throw new BoltStructureError(`both meta pages are invalid (meta 0: ${meta0.reason}; meta 1: ${meta1Reason}): not a bolt database`);
+      throw new BoltStructureError(
+        `both meta pages are invalid (meta 0: ${meta0.reason}; meta 1: ${meta1Reason}): not a bolt database`,
+      );
     }
     // bbolt would fall back to the other meta page, but a snapshot carries two good ones: one bad one is damage.
-    if (meta0.reason !== undefined) throw new BoltStructureError(`meta page 0 is invalid (${meta0.reason}) although meta page 1 is valid: the database is damaged`);
-    if (!meta1) throw new BoltStructureError(`meta page 1 is invalid (${meta1Reason}) although meta page 0 is valid: the database is damaged`);
+    if (meta0.reason !== undefined)
+      throw new BoltStructureError(
+        `meta page 0 is invalid (${meta0.reason}) although meta page 1 is valid: the database is damaged`,
+      );
+    if (!meta1)
+      throw new BoltStructureError(
+        `meta page 1 is invalid (${meta1Reason}) although meta page 0 is valid: the database is damaged`,
+      );
     // bbolt uses the valid meta with the higher txid.
     const meta = meta1.txid > meta0.txid ? meta1 : meta0;
     const which = meta === meta1 ? 1 : 0;
-    if (meta.pages < 3) throw new BoltStructureError(`meta page ${which} says the database has ${meta.pages} pages; a bolt database has at least 3`);
+    if (meta.pages < 3)
+      throw new BoltStructureError(
+        `meta page ${which} says the database has ${meta.pages} pages; a bolt database has at least 3`,
+      );
     if (meta.root < 2 || meta.root >= meta.pages) {
-      throw new BoltStructureError(`meta page ${which} puts the root bucket at page ${meta.root}, outside pages 2..${meta.pages - 1}`);
+      throw new BoltStructureError(
+        `meta page ${which} puts the root bucket at page ${meta.root}, outside pages 2..${meta.pages - 1}`,
+      );
     }
     if (meta.freelist !== undefined && (meta.freelist < 2 || meta.freelist >= meta.pages)) {
-      throw new BoltStructureError(`meta page ${which} puts the freelist at page ${meta.freelist}, outside pages 2..${meta.pages - 1}`);
+      throw new BoltStructureError(
+        `meta page ${which} puts the freelist at page ${meta.freelist}, outside pages 2..${meta.pages - 1}`,
+      );
     }
     this.meta = meta;
     this.pageSize = meta.pageSize;
@@ -515,9 +557,11 @@ export class BoltChecker {
     const ps = this.pageSize;
     const id = u64(v.getUint32(off, true), v.getUint32(off + 4, true));
     if (id !== i) throw new BoltStructureError(`the freelist page ${i} has id ${id} in its header`);
-    if (t.flags[i] !== FREELIST) throw new BoltStructureError(`the freelist page ${i} has flags ${flagsName(t.flags[i]!)}, not a freelist page`);
+    if (t.flags[i] !== FREELIST)
+      throw new BoltStructureError(`the freelist page ${i} has flags ${flagsName(t.flags[i]!)}, not a freelist page`);
     const pages = t.overflow[i]! + 1;
-    if (i + pages > this.hwm) throw new BoltStructureError(`the freelist page ${i} spans ${pages} pages, past the database's ${this.hwm}`);
+    if (i + pages > this.hwm)
+      throw new BoltStructureError(`the freelist page ${i} spans ${pages} pages, past the database's ${this.hwm}`);
     let count = t.count[i]!;
     let first = PAGE_HEADER;
     if (count === 0xffff) {
@@ -528,7 +572,10 @@ export class BoltChecker {
       first += 8;
     }
     const end = first + count * 8;
-    if (end > pages * ps) throw new BoltStructureError(`the freelist page ${i} lists ${count} ids, which need ${end} bytes, but it spans ${pages} pages (${pages * ps} bytes)`);
+    if (end > pages * ps)
+      throw new BoltStructureError(
+        `the freelist page ${i} lists ${count} ids, which need ${end} bytes, but it spans ${pages} pages (${pages * ps} bytes)`,
+      );
     this.freelistPages = pages;
     this.freelistScan = { page: i, pages, idsStart: first, idsEnd: end };
     this.freelistIds(i, off);
@@ -546,7 +593,10 @@ export class BoltChecker {
       const lo = v.getUint32(o, true);
       const hi = v.getUint32(o + 4, true);
       const id = u64(lo, hi);
-      if (id >= this.hwm) throw new BoltStructureError(`the freelist (page ${scan.page}) lists page ${id}, beyond the database's ${this.hwm} pages`);
+      if (id >= this.hwm)
+        throw new BoltStructureError(
+          `the freelist (page ${scan.page}) lists page ${id}, beyond the database's ${this.hwm} pages`,
+        );
       if (id < 2) throw new BoltStructureError(`the freelist (page ${scan.page}) lists meta page ${id} as free`);
       this.freeIds.push(id);
     }
@@ -567,10 +617,14 @@ export class BoltChecker {
     const hwm = this.hwm;
     if (this.nextPage < hwm) {
       const partial = this.received - this.nextPage * ps;
-      throw new BoltStructureError(`the database ends after ${this.nextPage} pages${partial > 0 ? ` and ${partial} bytes` : ''} but its meta page says it has ${hwm}: truncated`);
+      throw new BoltStructureError(
+        `the database ends after ${this.nextPage} pages${partial > 0 ? ` and ${partial} bytes` : ''} but its meta page says it has ${hwm}: truncated`,
+      );
     }
     if (this.received % ps !== 0) {
-      throw new BoltStructureError(`the database is ${this.received} bytes, not a whole number of ${ps}-byte pages: truncated, or not a bolt database`);
+      throw new BoltStructureError(
+        `the database is ${this.received} bytes, not a whole number of ${ps}-byte pages: truncated, or not a bolt database`,
+      );
     }
     const t = this.table;
     const marks = t.marks;
@@ -578,14 +632,16 @@ export class BoltChecker {
     // Free pages, then the pages that are in use without a tree: the metas and the freelist.
     for (let k = 0; k < this.freeIds.length; k++) {
       const id = this.freeIds.items[k]!;
-      if (marks[id]! & FREE) throw new BoltStructureError(`the freelist (page ${meta.freelist}) lists page ${id} twice`);
+      if (marks[id]! & FREE)
+        throw new BoltStructureError(`the freelist (page ${meta.freelist}) lists page ${id} twice`);
       marks[id] = marks[id]! | FREE;
     }
     marks[0] = marks[0]! | REACHED;
     marks[1] = marks[1]! | REACHED;
     if (meta.freelist !== undefined) {
       for (let p = meta.freelist; p < meta.freelist + this.freelistPages; p++) {
-        if (marks[p]! & FREE) throw new BoltStructureError(`page ${p} holds the freelist, but the freelist lists it as free`);
+        if (marks[p]! & FREE)
+          throw new BoltStructureError(`page ${p} holds the freelist, but the freelist lists it as free`);
         marks[p] = marks[p]! | REACHED;
       }
     }
@@ -594,7 +650,10 @@ export class BoltChecker {
     const root = this.walk(meta.root, 'the root bucket');
     const topLevel: { label: string; ref: BucketRef }[] = [];
     for (const ref of root.buckets) topLevel.push({ label: `bucket ${quote(ref.name)}`, ref });
-    if (root.plainLeaf >= 0) throw new BoltStructureError(`leaf page ${root.plainLeaf} of the root bucket holds plain keys; only buckets belong there`);
+    if (root.plainLeaf >= 0)
+      throw new BoltStructureError(
+        `leaf page ${root.plainLeaf} of the root bucket holds plain keys; only buckets belong there`,
+      );
 
     let hash = 0;
     let totalKeys = 0;
@@ -603,7 +662,13 @@ export class BoltChecker {
     let hasKey = false;
     const nested: { label: string; ref: BucketRef }[] = [];
     for (const { label, ref } of topLevel) {
-      hash = crc32c(hash, ref.name, new DataView(ref.name.buffer, ref.name.byteOffset, ref.name.length), 0, ref.name.length);
+      hash = crc32c(
+        hash,
+        ref.name,
+        new DataView(ref.name.buffer, ref.name.byteOffset, ref.name.length),
+        0,
+        ref.name.length,
+      );
       const tally = this.bucket(label, ref);
       hash = tally.crcLen > 0 ? crc32cCombine(hash, tally.crc, tally.crcLen) : hash;
       totalKeys += tally.count;
@@ -614,7 +679,9 @@ export class BoltChecker {
         if (tally.count > 0) {
           if (!(tally.marks & REVISION_KEYS)) {
             const where = tally.foreignLeaf >= 0 ? `leaf page ${tally.foreignLeaf}` : 'its inline page';
-            throw new BoltStructureError(`${label} holds keys that are not etcd revisions (8-byte main revision, "_", 8-byte sub revision, optional "t"), in ${where}: not an etcd database`);
+            throw new BoltStructureError(
+              `${label} holds keys that are not etcd revisions (8-byte main revision, "_", 8-byte sub revision, optional "t"), in ${where}: not an etcd database`,
+            );
           }
           revision = tally.lastHi * TWO_32 + tally.lastLo;
         }
@@ -636,14 +703,27 @@ export class BoltChecker {
         }
       }
       if (first >= 0) {
-        throw new BoltStructureError(`page ${first} is neither reachable nor free${leaked > 1 ? ` (${leaked} such pages)` : ''}: a tree lost a branch, or the freelist lost pages`);
+        throw new BoltStructureError(
+          `page ${first} is neither reachable nor free${leaked > 1 ? ` (${leaked} such pages)` : ''}: a tree lost a branch, or the freelist lost pages`,
+        );
       }
     }
     if (!hasKey) {
       const names = topLevel.map((b) => quote(b.ref.name)).join(', ');
-      throw new BoltStructureError(`the root bucket has no "key" bucket (it has ${names || 'none'}): not an etcd database`);
+      throw new BoltStructureError(
+        `the root bucket has no "key" bucket (it has ${names || 'none'}): not an etcd database`,
+      );
     }
-    return { pageSize: ps, pages: hwm, txid: meta.txid, buckets: topLevel.map((b) => text(b.ref.name)), keys, totalKeys, revision, hash };
+    return {
+      pageSize: ps,
+      pages: hwm,
+      txid: meta.txid,
+      buckets: topLevel.map((b) => text(b.ref.name)),
+      keys,
+      totalKeys,
+      revision,
+      hash,
+    };
   }
 
   /** Walks one bucket (inline or paged); returns its entry count, CRC of its entries, last key and child buckets. */
@@ -669,7 +749,17 @@ export class BoltChecker {
   private walk(root: number, label: string): Tally {
     const t = this.table;
     const hwm = this.hwm;
-    const tally: Tally = { count: 0, crc: 0, crcLen: 0, lastHi: 0, lastLo: 0, marks: REVISION_KEYS, foreignLeaf: -1, buckets: [], plainLeaf: -1 };
+    const tally: Tally = {
+      count: 0,
+      crc: 0,
+      crcLen: 0,
+      lastHi: 0,
+      lastLo: 0,
+      marks: REVISION_KEYS,
+      foreignLeaf: -1,
+      buckets: [],
+      plainLeaf: -1,
+    };
     // The stack: page, depth, the key hash the parent expects (-1 for the root), parent page, element index.
     const stack: number[] = [root, 0, -1, -1, -1];
     let leafDepth = -1;
@@ -690,13 +780,19 @@ export class BoltChecker {
       if (p >= hwm) throw new BoltStructureError(`${via()} points to page ${p}, beyond the database's ${hwm} pages`);
       if (p < 2) throw new BoltStructureError(`${via()} points to page ${p}, a meta page`);
       const marks = t.marks[p]!;
-      if (marks & REACHED) throw new BoltStructureError(`${at()} is reached a second time (via ${via()}): the tree has a cycle or shares a page`);
+      if (marks & REACHED)
+        throw new BoltStructureError(
+          `${at()} is reached a second time (via ${via()}): the tree has a cycle or shares a page`,
+        );
       if (marks & FREE) throw new BoltStructureError(`${at()} is listed in the freelist: it is both free and in use`);
       if (t.idLo[p] !== p || marks & ID_HIGH) {
-        throw new BoltStructureError(`${at()} has id ${marks & ID_HIGH ? `2^32 or more (low 32 bits ${t.idLo[p]})` : t.idLo[p]} in its header`);
+        throw new BoltStructureError(
+          `${at()} has id ${marks & ID_HIGH ? `2^32 or more (low 32 bits ${t.idLo[p]})` : t.idLo[p]} in its header`,
+        );
       }
       const flags = t.flags[p]!;
-      if (flags !== BRANCH && flags !== LEAF) throw new BoltStructureError(`${at()} has flags ${flagsName(flags)}, not a branch or leaf page`);
+      if (flags !== BRANCH && flags !== LEAF)
+        throw new BoltStructureError(`${at()} has flags ${flagsName(flags)}, not a branch or leaf page`);
       const overflow = t.overflow[p]!;
       const nodeBytes = (overflow + 1) * this.pageSize;
       switch (t.state[p]) {
@@ -705,7 +801,9 @@ export class BoltChecker {
         case NODE_BAD:
           throw new BoltStructureError(`${at()} is malformed: ${this.errors.get(p)}`);
         case NODE_OVERSIZE:
-          throw new BoltStructureError(`${at()} is a node of ${overflow + 1} pages (${nodeBytes} bytes), more than the ${this.maxNodeBytes} bytes the checker assembles (maxNodeBytes)`);
+          throw new BoltStructureError(
+            `${at()} is a node of ${overflow + 1} pages (${nodeBytes} bytes), more than the ${this.maxNodeBytes} bytes the checker assembles (maxNodeBytes)`,
+          );
         case NODE_PAST_END:
           throw new BoltStructureError(`${at()} claims ${overflow} overflow pages, past the database's ${hwm} pages`);
         default:
@@ -714,29 +812,45 @@ export class BoltChecker {
       t.marks[p] = marks | REACHED;
       for (let q = p + 1; q <= p + overflow; q++) {
         const m = t.marks[q]!;
-        if (m & REACHED) throw new BoltStructureError(`page ${q}, overflow of ${at()}, is reached a second time: pages are shared`);
-        if (m & FREE) throw new BoltStructureError(`page ${q}, overflow of ${at()}, is listed in the freelist: it is both free and in use`);
+        if (m & REACHED)
+          throw new BoltStructureError(`page ${q}, overflow of ${at()}, is reached a second time: pages are shared`);
+        if (m & FREE)
+          throw new BoltStructureError(
+            `page ${q}, overflow of ${at()}, is listed in the freelist: it is both free and in use`,
+          );
         t.marks[q] = m | REACHED;
       }
       const count = t.count[p]!;
       if (expected >= 0) {
         if (count === 0) throw new BoltStructureError(`${at()} is empty, yet ${via()} points to it`);
-        if (t.firstHash[p] !== expected) throw new BoltStructureError(`${via()} points to page ${p}, whose first key differs from the element's key: the branch points to the wrong page`);
+        if (t.firstHash[p] !== expected)
+          throw new BoltStructureError(
+            `${via()} points to page ${p}, whose first key differs from the element's key: the branch points to the wrong page`,
+          );
       }
       if (flags === BRANCH) {
         const start = t.crcOrEdges[p]!;
-        for (let j = count - 1; j >= 0; j--) stack.push(this.edges.child[start + j]!, depth + 1, this.edges.keyHash[start + j]!, p, j);
+        for (let j = count - 1; j >= 0; j--)
+          stack.push(this.edges.child[start + j]!, depth + 1, this.edges.keyHash[start + j]!, p, j);
         continue;
       }
       if (leafDepth < 0) {
         leafDepth = depth;
         firstLeaf = p;
       } else if (depth !== leafDepth) {
-        throw new BoltStructureError(`${label} is unbalanced: leaf page ${p} is at depth ${depth} but leaf page ${firstLeaf} is at depth ${leafDepth}`);
+        throw new BoltStructureError(
+          `${label} is unbalanced: leaf page ${p} is at depth ${depth} but leaf page ${firstLeaf} is at depth ${leafDepth}`,
+        );
       }
       if (count === 0) continue;
-      if (prevLeaf >= 0 && (t.lastHi[prevLeaf]! > t.firstHi[p]! || (t.lastHi[prevLeaf] === t.firstHi[p] && t.lastLo[prevLeaf]! > t.firstLo[p]!))) {
-        throw new BoltStructureError(`${label}: the last key of leaf page ${prevLeaf} sorts after the first key of the next leaf page ${p}`);
+      if (
+        prevLeaf >= 0 &&
+        (t.lastHi[prevLeaf]! > t.firstHi[p]! ||
+          (t.lastHi[prevLeaf] === t.firstHi[p] && t.lastLo[prevLeaf]! > t.firstLo[p]!))
+      ) {
+        throw new BoltStructureError(
+          `${label}: the last key of leaf page ${prevLeaf} sorts after the first key of the next leaf page ${p}`,
+        );
       }
       prevLeaf = p;
       tally.count += count;
@@ -780,7 +894,16 @@ interface Tally {
  * key's hash and both end keys' prefixes, and, for a leaf, the CRC of its entries and its bucket elements
  * (inline buckets parsed in full). Branch elements go to `edges`. Stops at the first fault, in `f.error`.
  */
-function parseNode(buf: Uint8Array, v: DataView, base: number, size: number, isBranch: boolean, inline: boolean, f: NodeFacts, edges: EdgePool | undefined): void {
+function parseNode(
+  buf: Uint8Array,
+  v: DataView,
+  base: number,
+  size: number,
+  isBranch: boolean,
+  inline: boolean,
+  f: NodeFacts,
+  edges: EdgePool | undefined,
+): void {
   f.error = undefined;
   f.buckets = undefined;
   f.crc = 0;
@@ -932,8 +1055,10 @@ function readMeta(v: DataView, off: number, slot: number, expectedPageSize: numb
   if (magic !== MAGIC) meta.reason = `bad magic 0x${hex32(magic)}`;
   else if (version !== VERSION) meta.reason = `version ${version}, not ${VERSION}`;
   else if (v.getBigUint64(m + META_CHECKSUMMED, true) !== fnv1a64(v, m, META_CHECKSUMMED)) meta.reason = 'bad checksum';
-  else if (!isPowerOfTwo(pageSize) || pageSize < MIN_PAGE_SIZE || pageSize > MAX_PAGE_SIZE) meta.reason = `unsupported page size ${pageSize}`;
-  else if (expectedPageSize !== undefined && pageSize !== expectedPageSize) meta.reason = `page size ${pageSize}, but it sits at byte ${expectedPageSize}`;
+  else if (!isPowerOfTwo(pageSize) || pageSize < MIN_PAGE_SIZE || pageSize > MAX_PAGE_SIZE)
+    meta.reason = `unsupported page size ${pageSize}`;
+  else if (expectedPageSize !== undefined && pageSize !== expectedPageSize)
+    meta.reason = `page size ${pageSize}, but it sits at byte ${expectedPageSize}`;
   else if (flags !== META) meta.reason = `page flags ${flagsName(flags)}, not meta`;
   else if (id !== slot) meta.reason = `page id ${id} in its header`;
   return meta;

@@ -61,14 +61,18 @@ export class EtcdSnapshotVerifier {
   finish(): { trailer: Buffer; result: VerifiedSnapshot } {
     if (this.size === 0) throw new IntegrityError('the stream was empty');
     if (this.size % 512 !== TRAILER_BYTES) {
-      throw new IntegrityError(`the stream ended after ${this.size} bytes, which is not a whole etcd snapshot (size % 512 = ${this.size % 512}, expected ${TRAILER_BYTES}): truncated, or not an etcd snapshot`);
+      throw new IntegrityError(
+        `the stream ended after ${this.size} bytes, which is not a whole etcd snapshot (size % 512 = ${this.size % 512}, expected ${TRAILER_BYTES}): truncated, or not an etcd snapshot`,
+      );
     }
     const sha256 = this.database.copy().update(this.tail).digest('hex');
     const computed = this.database.digest('hex');
     const trailer = this.tail.toString('hex');
     if (computed !== trailer) {
       const where = this.source === 'transit' ? ': corrupted in transit' : '';
-      throw new IntegrityError(`the database's sha256 ${computed} does not match the snapshot's trailer ${trailer}${where}`);
+      throw new IntegrityError(
+        `the database's sha256 ${computed} does not match the snapshot's trailer ${trailer}${where}`,
+      );
     }
     return { trailer: this.tail, result: { size: this.size, etcdSha256: trailer, sha256 } };
   }

@@ -56,7 +56,12 @@ export function inClusterApi(env: NodeJS.ProcessEnv): KubernetesApi {
             method: 'PATCH',
             ca,
             timeout: REQUEST_TIMEOUT_MS,
-            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/merge-patch+json', accept: 'application/json', 'content-length': Buffer.byteLength(payload) },
+            headers: {
+              authorization: `Bearer ${token}`,
+              'content-type': 'application/merge-patch+json',
+              accept: 'application/json',
+              'content-length': Buffer.byteLength(payload),
+            },
           },
           (res) => {
             let text = '';
@@ -77,7 +82,9 @@ export function inClusterApi(env: NodeJS.ProcessEnv): KubernetesApi {
           },
         );
         req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000}s`)));
-        req.on('error', (error) => reject(new KubernetesApiError(`cannot reach the Kubernetes API at ${host}:${port}: ${error.message}`)));
+        req.on('error', (error) =>
+          reject(new KubernetesApiError(`cannot reach the Kubernetes API at ${host}:${port}: ${error.message}`)),
+        );
         req.end(payload);
       });
     },

@@ -59,7 +59,19 @@ export function statusReporter(opts: ReporterOptions): StatusReporter {
   // Every write sends the whole report: fields of an earlier attempt (message, snapshot) are cleared with null,
   // as a merge patch would otherwise keep them.
   const write = (report: BackupReport) => {
-    const body = { status: { report: { snapshot: null, message: null, retryable: null, ...report, ...(opts.pod && { pod: opts.pod }), startedAt, updatedAt: formatTime(clock()) } } };
+    const body = {
+      status: {
+        report: {
+          snapshot: null,
+          message: null,
+          retryable: null,
+          ...report,
+          ...(opts.pod && { pod: opts.pod }),
+          startedAt,
+          updatedAt: formatTime(clock()),
+        },
+      },
+    };
     return opts.api.mergePatch(path, body);
   };
   const permissionWaitMs = opts.permissionWaitMs ?? FIRST_REPORT_PERMISSION_WAIT_MS;

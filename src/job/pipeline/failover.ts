@@ -41,8 +41,12 @@ function snapshotFailure(last: TalosError | IntegrityError, failures: FailedAtte
  * (permissions, S3, configuration) are thrown at once; when every endpoint fails, the last error is the cause of
  * the one thrown, which lists them all.
  */
-export async function withFailover<T>(endpoints: readonly string[], attempt: (endpoint: string) => Promise<T>): Promise<FailoverResult<T>> {
-  if (endpoints.length === 0) throw new Error('no Talos API endpoint to try: set endpoints in the talosconfig or the backup spec');
+export async function withFailover<T>(
+  endpoints: readonly string[],
+  attempt: (endpoint: string) => Promise<T>,
+): Promise<FailoverResult<T>> {
+  if (endpoints.length === 0)
+    throw new Error('no Talos API endpoint to try: set endpoints in the talosconfig or the backup spec');
   const failures: FailedAttempt[] = [];
   for (const endpoint of endpoints) {
     try {

@@ -26,7 +26,9 @@ async function listBackups(client: S3Client, bucket: string, prefix: string, clu
   const keys: { key: string; time: string }[] = [];
   let token: string | undefined;
   do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: listPrefix, ...(token && { ContinuationToken: token }) }));
+    const page = await client.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: listPrefix, ...(token && { ContinuationToken: token }) }),
+    );
     for (const object of page.Contents ?? []) {
       const time = object.Key && SNAPSHOT_NAME.exec(object.Key)?.[1];
       if (time) keys.push({ key: object.Key!, time });
@@ -40,9 +42,18 @@ async function listBackups(client: S3Client, bucket: string, prefix: string, clu
  * The newest complete backup of a cluster: the newest whose hashes were recorded (an object without them is an
  * upload that did not finish). Throws a JobError ('restore') when there is none.
  */
-export async function newestBackup(client: S3Client, bucket: string, prefix: string, cluster: string): Promise<{ key: string; skipped: string[] }> {
+export async function newestBackup(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  cluster: string,
+): Promise<{ key: string; skipped: string[] }> {
   const where = `s3://${bucket}/${clusterPrefix(prefix, cluster)}`;
-  const s3Failure = (what: string, error: unknown) => new JobError('restore', `cannot ${what}: ${describeS3Error(error)}`, { cause: error, permanent: isPermanentS3Error(error) });
+  const s3Failure = (what: string, error: unknown) =>
+    new JobError('restore', `cannot ${what}: ${describeS3Error(error)}`, {
+      cause: error,
+      permanent: isPermanentS3Error(error),
+    });
   let keys;
   try {
     keys = await listBackups(client, bucket, prefix, cluster);
@@ -61,7 +72,10 @@ export async function newestBackup(client: S3Client, bucket: string, prefix: str
     if (recorded) return { key, skipped };
     skipped.push(key);
   }
-  const none = keys.length === 0 ? 'no backups' : `no complete backups (${keys.length} incomplete: ${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', ...' : ''})`;
+  const none =
+    keys.length === 0
+      ? 'no backups'
+      : `no complete backups (${keys.length} incomplete: ${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', ...' : ''})`;
   throw new JobError('restore', `${none} of cluster ${cluster} under ${where}`, { permanent: true });
 }
 
@@ -103,9 +117,16 @@ async function publish(partial: string, output: string): Promise<void> {
 export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
   const { client, bucket, key, output } = opts;
   if (storedFormatOf(key).encrypted && opts.identities.length === 0) {
-    throw new JobError('restore', `s3://${bucket}/${key} is age-encrypted: give the identity file of one of its recipients with --age-identity (AGE_IDENTITY_FILE)`, { permanent: true });
+    throw new JobError(
+      'restore',
+      `s3://${bucket}/${key} is age-encrypted: give the identity file of one of its recipients with --age-identity (AGE_IDENTITY_FILE)`,
+      { permanent: true },
+    );
   }
-  if (existsSync(output)) throw new JobError('restore', `${output} exists (restore never overwrites; remove it or choose --output)`, { permanent: true });
+  if (existsSync(output))
+    throw new JobError('restore', `${output} exists (restore never overwrites; remove it or choose --output)`, {
+      permanent: true,
+    });
   // Written next to the output under a temporary name, then linked to the final name, which fails if a file
   // appeared there meanwhile: a restore never overwrites anything.
   const partial = `${output}.partial-${process.pid}`;
@@ -114,18 +135,31 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
   try {
     await new Promise<void>((resolve, reject) => sink.once('open', () => resolve()).once('error', reject));
   } catch (error) {
-    throw new JobError('restore', `cannot write ${partial}: ${(error as Error).message}`, { cause: error, permanent: true });
+    throw new JobError('restore', `cannot write ${partial}: ${(error as Error).message}`, {
+      cause: error,
+      permanent: true,
+    });
   }
   try {
-    const result = await verifyObject(client, bucket, key, { identities: opts.identities, sink, onProgress: opts.onProgress, signal: opts.signal });
+    const result = await verifyObject(client, bucket, key, {
+      identities: opts.identities,
+      sink,
+      onProgress: opts.onProgress,
+      signal: opts.signal,
+    });
     try {
       await publish(partial, output);
     } catch (error) {
-      throw new JobError('restore', `cannot write ${output}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`, { cause: error, permanent: true });
+      throw new JobError(
+        'restore',
+        `cannot write ${output}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`,
+        { cause: error, permanent: true },
+      );
     }
     return { ...result, output };
   } catch (error) {
-    if (error instanceof SinkError) throw new JobError('restore', `cannot write ${partial}: ${error.message}`, { cause: error, permanent: false });
+    if (error instanceof SinkError)
+      throw new JobError('restore', `cannot write ${partial}: ${error.message}`, { cause: error, permanent: false });
     throw error;
   } finally {
     sink.destroy();

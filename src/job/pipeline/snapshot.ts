@@ -40,7 +40,14 @@ export interface SnapshotSettings {
     connectTimeoutMs: number;
     idleTimeoutMs: number;
   };
-  s3: { client: S3Client; bucket: string; key: string; partSize: number; queueSize: number; protection?: ObjectProtection };
+  s3: {
+    client: S3Client;
+    bucket: string;
+    key: string;
+    partSize: number;
+    queueSize: number;
+    protection?: ObjectProtection;
+  };
   format?: StoredFormat;
   identity: BackupIdentity;
   /** Told the bytes uploaded so far (of the current attempt). */
@@ -118,7 +125,10 @@ export function storedStream(source: Readable, codecs: Duplex[]): StoredStream {
 }
 
 /** Takes one etcd snapshot and stores it in S3; throws a JobError worded for the backup's status (errors.ts) when it cannot. */
-export async function takeSnapshot(settings: SnapshotSettings, clock: () => number = Date.now): Promise<SnapshotOutcome> {
+export async function takeSnapshot(
+  settings: SnapshotSettings,
+  clock: () => number = Date.now,
+): Promise<SnapshotOutcome> {
   const started = clock();
   const { talos, s3 } = settings;
   const format = settings.format ?? { compression: 'none', recipients: [] };
@@ -133,7 +143,11 @@ export async function takeSnapshot(settings: SnapshotSettings, clock: () => numb
     ...(settings.onProgress && { onProgress: settings.onProgress }),
     ...(settings.signal && { signal: settings.signal }),
   };
-  const { value: stored, endpoint, failures } = await withFailover(talos.endpoints, async (endpoint) => {
+  const {
+    value: stored,
+    endpoint,
+    failures,
+  } = await withFailover(talos.endpoints, async (endpoint) => {
     const write = await prepareWrite(target);
     if (write.action === 'accept') return keepExisting(write);
     // The codecs first: if one cannot be built, no Talos call has started that nobody would read.

@@ -69,7 +69,10 @@ export class SinkError extends Error {
  * A Transform that checks the plain snapshot as it passes: etcd's trailer over the database, and the database's
  * structure. Its output is the snapshot unchanged, for a sink.
  */
-function snapshotChecker(): { stream: Transform; result: () => { etcdSha256: string; snapshotSize: number; database: BoltSummary } } {
+function snapshotChecker(): {
+  stream: Transform;
+  result: () => { etcdSha256: string; snapshotSize: number; database: BoltSummary };
+} {
   const trailer = new EtcdSnapshotVerifier('store');
   const bolt = new BoltChecker();
   let outcome: { etcdSha256: string; snapshotSize: number; database: BoltSummary } | undefined;
@@ -141,7 +144,12 @@ export async function readBack(body: Readable, where: string, opts: ReadBackOpti
     let first: Duplex | Writable | undefined;
     for (const stage of stages) stage.once('error', (error) => (first ??= stage) === sink && (sinkError = error));
     entry = stages[0]!;
-    decoded = new Promise((resolve) => pipeline(stages as [Duplex, ...Duplex[], Writable], (error) => ((contentError ??= error ?? undefined), resolve())));
+    decoded = new Promise((resolve) =>
+      pipeline(
+        stages as [Duplex, ...Duplex[], Writable],
+        (error) => ((contentError ??= error ?? undefined), resolve()),
+      ),
+    );
   }
   try {
     for await (const chunk of body) {
@@ -155,7 +163,10 @@ export async function readBack(body: Readable, where: string, opts: ReadBackOpti
   } catch (error) {
     entry?.destroy();
     await decoded;
-    throw new VerificationError(`reading ${where} failed: ${describeS3Error(error)}`, { cause: error, permanent: false });
+    throw new VerificationError(`reading ${where} failed: ${describeS3Error(error)}`, {
+      cause: error,
+      permanent: false,
+    });
   }
   if (entry && !entry.destroyed && contentError === undefined) entry.end();
   await decoded;
@@ -165,17 +176,27 @@ export async function readBack(body: Readable, where: string, opts: ReadBackOpti
   const expected = opts.expected ?? {};
   const contentNote = contentError === undefined ? '' : `; reading it: ${describeContentError(contentError)}`;
   if (expected.sha256 && sha256 !== expected.sha256) {
-    const sizeNote = expected.size !== undefined && expected.size !== size ? ` instead of ${expected.size} bytes` : ` (${size} bytes)`;
-    throw new VerificationError(`${where} has sha256 ${sha256}${sizeNote}, but ${expected.sha256} was recorded when it was stored: its bytes changed since (damaged, truncated or replaced)${contentNote}`, { permanent: true });
+    const sizeNote =
+      expected.size !== undefined && expected.size !== size ? ` instead of ${expected.size} bytes` : ` (${size} bytes)`;
+    throw new VerificationError(
+      `${where} has sha256 ${sha256}${sizeNote}, but ${expected.sha256} was recorded when it was stored: its bytes changed since (damaged, truncated or replaced)${contentNote}`,
+      { permanent: true },
+    );
   }
   if (expected.size !== undefined && size !== expected.size) {
-    throw new VerificationError(`read ${size} bytes from ${where} but ${expected.size} were stored${contentNote}`, { permanent: true });
+    throw new VerificationError(`read ${size} bytes from ${where} but ${expected.size} were stored${contentNote}`, {
+      permanent: true,
+    });
   }
-  if (contentError !== undefined) throw new VerificationError(describeContentError(contentError), { cause: contentError, permanent: true });
+  if (contentError !== undefined)
+    throw new VerificationError(describeContentError(contentError), { cause: contentError, permanent: true });
   if (!checker) return { size, sha256, verification: 'StoredBytes' };
   const plain = checker.result();
   if (expected.etcdSha256 && plain.etcdSha256 !== expected.etcdSha256) {
-    throw new VerificationError(`the snapshot's etcd trailer is ${plain.etcdSha256}, but ${expected.etcdSha256} was recorded when it was taken`, { permanent: true });
+    throw new VerificationError(
+      `the snapshot's etcd trailer is ${plain.etcdSha256}, but ${expected.etcdSha256} was recorded when it was taken`,
+      { permanent: true },
+    );
   }
   return { size, sha256, verification: 'Full', ...plain };
 }
@@ -198,11 +219,18 @@ export interface VerifyObjectOptions {
 }
 
 /** Downloads `key` and verifies it; its format (compression, encryption) comes from the key's suffixes. */
-export async function verifyObject(client: S3Client, bucket: string, key: string, opts: VerifyObjectOptions = {}): Promise<VerifiedObject> {
+export async function verifyObject(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  opts: VerifyObjectOptions = {},
+): Promise<VerifiedObject> {
   const where = `s3://${bucket}/${key}`;
   let object;
   try {
-    object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { ...(opts.signal && { abortSignal: opts.signal }) });
+    object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), {
+      ...(opts.signal && { abortSignal: opts.signal }),
+    });
   } catch (error) {
     // A wrong key, bucket or permission stays wrong; a network failure may pass.
     const permanent = isPermanentS3Error(error) || (error instanceof S3ServiceException && error.name === 'NoSuchKey');
@@ -218,10 +246,16 @@ export async function verifyObject(client: S3Client, bucket: string, key: string
       try {
         recorded = await readRecordedHashes(client, bucket, key, object.Metadata ?? {}, object.VersionId);
       } catch (error) {
-        throw new VerificationError(`cannot read the hashes recorded with ${where}: ${describeS3Error(error)}`, { cause: error, permanent: isPermanentS3Error(error) });
+        throw new VerificationError(`cannot read the hashes recorded with ${where}: ${describeS3Error(error)}`, {
+          cause: error,
+          permanent: isPermanentS3Error(error),
+        });
       }
       if (!recorded) {
-        throw new VerificationError(`${where} has no recorded sha256 (metadata or tags): it was not written by talos-etcd-backup, or its upload did not finish`, { permanent: true });
+        throw new VerificationError(
+          `${where} has no recorded sha256 (metadata or tags): it was not written by talos-etcd-backup, or its upload did not finish`,
+          { permanent: true },
+        );
       }
       expected = recorded;
     }

@@ -3,7 +3,15 @@
 // An object that S3 Object Lock protects is kept, and that is an outcome, not a failure: no retry can delete it
 // before its retention ends, and holding the backup in Terminating for months would block its namespace.
 
-import { AbortMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, S3ServiceException, type S3Client } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  S3ServiceException,
+  type S3Client,
+} from '@aws-sdk/client-s3';
 import { setTimeout as delay } from 'node:timers/promises';
 import { JobError } from '../errors.js';
 import { describeS3Error, isPermanentS3Error } from './errors.js';
@@ -25,7 +33,10 @@ export interface DeleteOutcome {
 }
 
 function s3Error(error: unknown, suffix = ''): S3DeleteError {
-  return new S3DeleteError(`${describeS3Error(error)}${suffix}`, { cause: error, permanent: isPermanentS3Error(error) });
+  return new S3DeleteError(`${describeS3Error(error)}${suffix}`, {
+    cause: error,
+    permanent: isPermanentS3Error(error),
+  });
 }
 
 interface Found {
@@ -68,7 +79,12 @@ async function probe(client: S3Client, bucket: string, key: string): Promise<Fou
  * Another backup's object (or one without our metadata) is never deleted: S3DeleteError. On a versioned bucket
  * the current version itself is deleted, so the data is really gone rather than hidden behind a delete marker.
  */
-export async function deleteSnapshotObject(client: S3Client, bucket: string, key: string, uid: string): Promise<DeleteOutcome> {
+export async function deleteSnapshotObject(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  uid: string,
+): Promise<DeleteOutcome> {
   const where = `s3://${bucket}/${key}`;
   let found: Found | undefined;
   try {
@@ -83,8 +99,12 @@ export async function deleteSnapshotObject(client: S3Client, bucket: string, key
 
   const meta = found.metadata;
   if (meta['backup-uid'] !== uid) {
-    const owner = meta['backup-name'] ? `backup ${meta['backup-namespace']}/${meta['backup-name']}` : `another backup${meta['backup-uid'] ? '' : ' (it has no backup-uid metadata)'}`;
-    throw new S3DeleteError(`the object at ${where} belongs to ${owner}, not this one; it was not deleted`, { permanent: true });
+    const owner = meta['backup-name']
+      ? `backup ${meta['backup-namespace']}/${meta['backup-name']}`
+      : `another backup${meta['backup-uid'] ? '' : ' (it has no backup-uid metadata)'}`;
+    throw new S3DeleteError(`the object at ${where} belongs to ${owner}, not this one; it was not deleted`, {
+      permanent: true,
+    });
   }
 
   try {
@@ -99,10 +119,15 @@ export async function deleteSnapshotObject(client: S3Client, bucket: string, key
     );
   } catch (error) {
     if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 412) {
-      throw new S3DeleteError(`the object at ${where} changed while it was being deleted; it was not deleted`, { cause: error, permanent: false });
+      throw new S3DeleteError(`the object at ${where} changed while it was being deleted; it was not deleted`, {
+        cause: error,
+        permanent: false,
+      });
     }
     if (lockedOut(error, found)) {
-      const until = found.retainUntil ? ` (${found.lockMode ?? 'retention'} until ${found.retainUntil.toISOString()})` : '';
+      const until = found.retainUntil
+        ? ` (${found.lockMode ?? 'retention'} until ${found.retainUntil.toISOString()})`
+        : '';
       const hold = found.legalHold === 'ON' ? ' (legal hold)' : '';
       return {
         deleted: false,
@@ -121,7 +146,8 @@ export async function deleteSnapshotObject(client: S3Client, bucket: string, key
  */
 function lockedOut(error: unknown, found: Found): boolean {
   if (!(error instanceof S3ServiceException) || !['AccessDenied', 'InvalidRequest'].includes(error.name)) return false;
-  const locked = (found.retainUntil !== undefined && found.retainUntil.getTime() > Date.now()) || found.legalHold === 'ON';
+  const locked =
+    (found.retainUntil !== undefined && found.retainUntil.getTime() > Date.now()) || found.legalHold === 'ON';
   return locked || /object ?lock|retention|legal hold/i.test(error.message);
 }
 

@@ -4,7 +4,13 @@ import { S3ServiceException } from '@aws-sdk/client-s3';
 import { JobError } from '../errors.js';
 
 // S3 errors that repeat however often the request is retried: a wrong bucket, key or permission.
-const PERMANENT_S3_ERRORS = new Set(['NoSuchBucket', 'InvalidBucketName', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied']);
+const PERMANENT_S3_ERRORS = new Set([
+  'NoSuchBucket',
+  'InvalidBucketName',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'AccessDenied',
+]);
 
 /** Whether a retry would fail again: an error that says so, or an S3 answer by its code. Network errors would not. */
 export function isPermanentS3Error(error: unknown): boolean {

@@ -51,10 +51,20 @@ export class ObjectLockError extends Error {
   override name = 'ObjectLockError';
 }
 
-async function readRetention(client: S3Client, bucket: string, key: string, versionId: string | undefined): Promise<{ mode?: string; until?: Date }> {
+async function readRetention(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  versionId: string | undefined,
+): Promise<{ mode?: string; until?: Date }> {
   try {
-    const { Retention } = await client.send(new GetObjectRetentionCommand({ Bucket: bucket, Key: key, ...(versionId && { VersionId: versionId }) }));
-    return { ...(Retention?.Mode && { mode: Retention.Mode }), ...(Retention?.RetainUntilDate && { until: Retention.RetainUntilDate }) };
+    const { Retention } = await client.send(
+      new GetObjectRetentionCommand({ Bucket: bucket, Key: key, ...(versionId && { VersionId: versionId }) }),
+    );
+    return {
+      ...(Retention?.Mode && { mode: Retention.Mode }),
+      ...(Retention?.RetainUntilDate && { until: Retention.RetainUntilDate }),
+    };
   } catch (error) {
     // RGW answers ObjectLockConfigurationNotFoundError for an object without retention; AWS NoSuchObjectLockConfiguration.
     if (error instanceof S3ServiceException && /ObjectLockConfiguration/.test(error.name)) return {};
@@ -67,8 +77,16 @@ async function readRetention(client: S3Client, bucket: string, key: string, vers
  * reads the retention back. Returns the date the version is locked until; throws ObjectLockError when the store
  * does not show the lock afterwards.
  */
-export async function lockVersion(client: S3Client, bucket: string, key: string, versionId: string | undefined, mode: LockMode, until: Date): Promise<Date> {
-  const enough = (r: { mode?: string; until?: Date }) => r.mode === mode && r.until !== undefined && r.until.getTime() >= until.getTime() - 1000;
+export async function lockVersion(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  versionId: string | undefined,
+  mode: LockMode,
+  until: Date,
+): Promise<Date> {
+  const enough = (r: { mode?: string; until?: Date }) =>
+    r.mode === mode && r.until !== undefined && r.until.getTime() >= until.getTime() - 1000;
   const current = await readRetention(client, bucket, key, versionId);
   if (enough(current)) return current.until!;
   await client.send(
@@ -82,7 +100,9 @@ export async function lockVersion(client: S3Client, bucket: string, key: string,
   const after = await readRetention(client, bucket, key, versionId);
   if (!enough(after)) {
     const shown = after.mode ? `${after.mode} until ${after.until?.toISOString() ?? '?'}` : 'no retention';
-    throw new ObjectLockError(`the store accepted the Object Lock retention (${mode} until ${until.toISOString()}) but shows ${shown} on the object`);
+    throw new ObjectLockError(
+      `the store accepted the Object Lock retention (${mode} until ${until.toISOString()}) but shows ${shown} on the object`,
+    );
   }
   return after.until!;
 }

@@ -262,7 +262,9 @@ async function upload(write: UploadWrite, stream: StoredStream): Promise<Uploade
     result = await upload.done();
   } catch (error) {
     if (signal?.aborted) {
-      throw new S3UploadError(`stopped (${String(signal.reason ?? 'aborted')}); the multipart upload was aborted`, { cause: error });
+      throw new S3UploadError(`stopped (${String(signal.reason ?? 'aborted')}); the multipart upload was aborted`, {
+        cause: error,
+      });
     }
     if (bodyError) throw bodyError;
     if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 412) {
@@ -281,13 +283,24 @@ async function upload(write: UploadWrite, stream: StoredStream): Promise<Uploade
  * Replaces the object's metadata by copying it onto itself, only if it is still the object just uploaded. Returns
  * the copy's version id (versioned buckets).
  */
-async function addMetadata(write: UploadWrite, etag: string, size: number, metadata: Record<string, string>): Promise<string | undefined> {
+async function addMetadata(
+  write: UploadWrite,
+  etag: string,
+  size: number,
+  metadata: Record<string, string>,
+): Promise<string | undefined> {
   const { client, bucket, key } = write.target;
   const source = `${bucket}/${encodeURIComponent(key)}`;
   const singleCopyLimit = write.target.maxSingleCopyBytes ?? FIVE_GIB;
   const params = writeParams(write, 'copy', metadata);
   if (size <= singleCopyLimit) {
-    const copy = { Bucket: bucket, Key: key, CopySource: source, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE' as const };
+    const copy = {
+      Bucket: bucket,
+      Key: key,
+      CopySource: source,
+      CopySourceIfMatch: etag,
+      MetadataDirective: 'REPLACE' as const,
+    };
     const copied = await client.send(new CopyObjectCommand({ ...copy, ...params }));
     return copied.VersionId;
   }
@@ -300,11 +313,21 @@ async function addMetadata(write: UploadWrite, etag: string, size: number, metad
     for (let start = 0, number = 1; start < size; start += partBytes, number += 1) {
       const end = Math.min(start + partBytes, size) - 1;
       const { CopyPartResult } = await client.send(
-        new UploadPartCopyCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: number, CopySource: source, CopySourceIfMatch: etag, CopySourceRange: `bytes=${start}-${end}` }),
+        new UploadPartCopyCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId,
+          PartNumber: number,
+          CopySource: source,
+          CopySourceIfMatch: etag,
+          CopySourceRange: `bytes=${start}-${end}`,
+        }),
       );
       parts.push({ PartNumber: number, ETag: CopyPartResult?.ETag });
     }
-    const completed = await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+    const completed = await client.send(
+      new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }),
+    );
     return completed.VersionId;
   } catch (error) {
     await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => undefined);
@@ -313,12 +336,26 @@ async function addMetadata(write: UploadWrite, etag: string, size: number, metad
 }
 
 /** Adds the hashes as metadata by a copy; undefined when the store cannot copy this object (then tags record them). */
-async function copiedWithHashes(write: UploadWrite, etag: string, size: number, hashes: UploadedHashes): Promise<{ versionId: string | undefined } | undefined> {
+async function copiedWithHashes(
+  write: UploadWrite,
+  etag: string,
+  size: number,
+  hashes: UploadedHashes,
+): Promise<{ versionId: string | undefined } | undefined> {
   try {
-    return { versionId: await addMetadata(write, etag, size, { ...identityMetadata(write.target.identity), ...hashMetadata(hashes) }) };
+    return {
+      versionId: await addMetadata(write, etag, size, {
+        ...identityMetadata(write.target.identity),
+        ...hashMetadata(hashes),
+      }),
+    };
   } catch (error) {
     // Ceph RGW 16 cannot copy an SSE-KMS object (501 NotImplemented).
-    if (error instanceof S3ServiceException && (error.name === 'NotImplemented' || error.$metadata?.httpStatusCode === 501)) return undefined;
+    if (
+      error instanceof S3ServiceException &&
+      (error.name === 'NotImplemented' || error.$metadata?.httpStatusCode === 501)
+    )
+      return undefined;
     throw error;
   }
 }
@@ -336,13 +373,17 @@ async function recordHashes(write: UploadWrite, uploaded: Uploaded): Promise<Rec
   const { sha256, etcdSha256 } = uploaded.figures;
   const hashes = { sha256, etcdSha256 };
   try {
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, ...(uploaded.versionId && { VersionId: uploaded.versionId }) }));
+    const head = await client.send(
+      new HeadObjectCommand({ Bucket: bucket, Key: key, ...(uploaded.versionId && { VersionId: uploaded.versionId }) }),
+    );
     const size = head.ContentLength ?? 0;
     // The copy must be conditional on this upload's object. Some stores (Ceph RGW) answer a multipart
     // completion with an empty ETag; then the HEAD's is used, once the HEAD shows this backup's uid and size.
     const etag = uploaded.etag || head.ETag;
     if (!etag || head.Metadata?.['backup-uid'] !== identity.uid || size !== uploaded.figures.size) {
-      throw new Error(`the object at the key is not the one just uploaded (someone wrote it meanwhile?); its hashes were not recorded`);
+      throw new Error(
+        `the object at the key is not the one just uploaded (someone wrote it meanwhile?); its hashes were not recorded`,
+      );
     }
     const versionId = uploaded.versionId ?? head.VersionId;
     const copy = write.recording === 'copy' ? await copiedWithHashes(write, etag, size, hashes) : undefined;
@@ -364,7 +405,9 @@ export async function storeStream(write: UploadWrite, stream: StoredStream): Pro
   // Removing the version without hashes is housekeeping: a writer without s3:DeleteObjectVersion keeps a harmless
   // extra version, not a failed backup.
   if (recorded.superseded) {
-    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: recorded.superseded })).catch(() => undefined);
+    await client
+      .send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: recorded.superseded }))
+      .catch(() => undefined);
   }
   const { size, sha256, etcdSha256 } = uploaded.figures;
   return { alreadyUploaded: false, size, hashes: { sha256, etcdSha256 }, ...(locked && { retainUntil: locked }) };

@@ -78,7 +78,10 @@ export function planWrite(inputs: WriteInputs): WritePlan {
   if (existing.state === 'present') {
     const { owner, size, versionId, recorded } = existing;
     if (owner.uid !== inputs.uid) {
-      return { action: 'refuse', reason: occupied(bucket, key, owner.name ? ` by backup ${owner.namespace}/${owner.name}` : '') };
+      return {
+        action: 'refuse',
+        reason: occupied(bucket, key, owner.name ? ` by backup ${owner.namespace}/${owner.name}` : ''),
+      };
     }
     if (recorded) return { action: 'accept', size, versionId, hashes: recorded };
   }

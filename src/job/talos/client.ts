@@ -81,17 +81,33 @@ function describeStatus(error: grpc.ServiceError, endpoint: string, node: string
   const detail = error.details || error.message;
   switch (error.code) {
     case grpc.status.UNIMPLEMENTED:
-      return new TalosError(`${where} is not a control-plane node: etcd snapshots are only available on control-plane nodes (Unimplemented: ${detail})`, endpoint, true);
+      return new TalosError(
+        `${where} is not a control-plane node: etcd snapshots are only available on control-plane nodes (Unimplemented: ${detail})`,
+        endpoint,
+        true,
+      );
     case grpc.status.PERMISSION_DENIED:
-      return new TalosError(`${where} refused the snapshot: the talosconfig's role needs os:etcd:backup, os:operator or os:admin (PermissionDenied: ${detail})`, endpoint, false);
+      return new TalosError(
+        `${where} refused the snapshot: the talosconfig's role needs os:etcd:backup, os:operator or os:admin (PermissionDenied: ${detail})`,
+        endpoint,
+        false,
+      );
     case grpc.status.UNAUTHENTICATED:
-      return new TalosError(`${where} did not accept the talosconfig's client certificate (Unauthenticated: ${detail})`, endpoint, false);
+      return new TalosError(
+        `${where} did not accept the talosconfig's client certificate (Unauthenticated: ${detail})`,
+        endpoint,
+        false,
+      );
     case grpc.status.INVALID_ARGUMENT:
       return new TalosError(`${where} rejected the request (InvalidArgument: ${detail})`, endpoint, false);
     case grpc.status.UNAVAILABLE:
       return new TalosError(`cannot reach the Talos API at ${where} (Unavailable: ${detail})`, endpoint, true);
     default:
-      return new TalosError(`the snapshot stream from ${where} failed (${grpc.status[error.code] ?? error.code}: ${detail})`, endpoint, true);
+      return new TalosError(
+        `the snapshot stream from ${where} failed (${grpc.status[error.code] ?? error.code}: ${detail})`,
+        endpoint,
+        true,
+      );
   }
 }
 
@@ -105,7 +121,12 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
   machineService ??= loadMachineService();
   const method = machineService.service.EtcdSnapshot!;
   const identity = serverIdentity(endpoint);
-  const credentials = grpc.credentials.createSsl(Buffer.from(context.caPem), Buffer.from(context.keyPem), Buffer.from(context.certPem), identity.credentials);
+  const credentials = grpc.credentials.createSsl(
+    Buffer.from(context.caPem),
+    Buffer.from(context.keyPem),
+    Buffer.from(context.certPem),
+    identity.credentials,
+  );
   const client = new machineService(endpoint, credentials, {
     ...identity.options,
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -118,7 +139,13 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
   const metadata = new grpc.Metadata();
   if (opts.node) metadata.set('node', opts.node);
   // The loaded definition gives the path and the request encoding; responses use the hand-written decoder.
-  const call: grpc.ClientReadableStream<DataMessage> = client.makeServerStreamRequest(method.path, method.requestSerialize, decodeDataMessage, {}, metadata);
+  const call: grpc.ClientReadableStream<DataMessage> = client.makeServerStreamRequest(
+    method.path,
+    method.requestSerialize,
+    decodeDataMessage,
+    {},
+    metadata,
+  );
 
   // Messages are 1 KiB: they are gathered into larger chunks, so everything downstream (hashing, the upload's
   // part assembly) handles a few thousand chunks per GiB instead of a million messages.
@@ -135,14 +162,21 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
   const where = describeTarget(endpoint, opts.node);
   const started = Date.now();
   let lastData: number | undefined;
-  const watchdog = setInterval(() => {
-    const now = Date.now();
-    if (lastData === undefined && now - started > opts.connectTimeoutMs) {
-      out.destroy(new TalosError(`no snapshot data from ${where} within ${opts.connectTimeoutMs / 1000}s`, endpoint, true));
-    } else if (lastData !== undefined && now - lastData > opts.idleTimeoutMs) {
-      out.destroy(new TalosError(`no more snapshot data from ${where} within ${opts.idleTimeoutMs / 1000}s`, endpoint, true));
-    }
-  }, Math.max(50, Math.min(opts.connectTimeoutMs, opts.idleTimeoutMs) / 10));
+  const watchdog = setInterval(
+    () => {
+      const now = Date.now();
+      if (lastData === undefined && now - started > opts.connectTimeoutMs) {
+        out.destroy(
+          new TalosError(`no snapshot data from ${where} within ${opts.connectTimeoutMs / 1000}s`, endpoint, true),
+        );
+      } else if (lastData !== undefined && now - lastData > opts.idleTimeoutMs) {
+        out.destroy(
+          new TalosError(`no more snapshot data from ${where} within ${opts.idleTimeoutMs / 1000}s`, endpoint, true),
+        );
+      }
+    },
+    Math.max(50, Math.min(opts.connectTimeoutMs, opts.idleTimeoutMs) / 10),
+  );
 
   // The call's messages are taken as 'data' events (no per-message stream plumbing); backpressure pauses the
   // call, which stops grpc-js reading and so, through HTTP/2 flow control, the server.

@@ -35,7 +35,8 @@ class Reader {
   varint(): number {
     let value = 0;
     for (let shift = 0; shift < 64; shift += 7) {
-      if (this.pos >= this.end) throw new MalformedMessageError('common.Data: a varint runs past the end of the message');
+      if (this.pos >= this.end)
+        throw new MalformedMessageError('common.Data: a varint runs past the end of the message');
       const byte = this.buf[this.pos++]!;
       // Values above 2^53 cannot be lengths of anything in memory; only their presence matters when skipping.
       if (shift < 53) value += (byte & 0x7f) * 2 ** shift;
@@ -48,7 +49,8 @@ class Reader {
   delimited(): [number, number] {
     const length = this.varint();
     const start = this.pos;
-    if (length > this.end - start) throw new MalformedMessageError('common.Data: a field runs past the end of the message');
+    if (length > this.end - start)
+      throw new MalformedMessageError('common.Data: a field runs past the end of the message');
     this.pos = start + length;
     return [start, this.pos];
   }
@@ -73,7 +75,8 @@ class Reader {
   }
 
   private advance(bytes: number): void {
-    if (bytes > this.end - this.pos) throw new MalformedMessageError('common.Data: a field runs past the end of the message');
+    if (bytes > this.end - this.pos)
+      throw new MalformedMessageError('common.Data: a field runs past the end of the message');
     this.pos += bytes;
   }
 }

@@ -6,7 +6,13 @@ import { loadSync } from '@grpc/proto-loader';
 import { packageRoot } from '../../api/crds.js';
 
 /** Options shared by the client and the test double: snake_case fields, 64-bit integers as strings. */
-export const PROTO_LOADER_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true } as const;
+export const PROTO_LOADER_OPTIONS = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+} as const;
 
 export function machineProtoPath(): string {
   return join(packageRoot(), 'protos', 'machine', 'machine.proto');
@@ -14,7 +20,12 @@ export function machineProtoPath(): string {
 
 /** The `machine.MachineService` client/service definition. */
 export function loadMachineService(): grpc.ServiceClientConstructor {
-  const definition = loadSync(machineProtoPath(), { ...PROTO_LOADER_OPTIONS, includeDirs: [join(packageRoot(), 'protos')] });
-  const loaded = grpc.loadPackageDefinition(definition) as unknown as { machine: { MachineService: grpc.ServiceClientConstructor } };
+  const definition = loadSync(machineProtoPath(), {
+    ...PROTO_LOADER_OPTIONS,
+    includeDirs: [join(packageRoot(), 'protos')],
+  });
+  const loaded = grpc.loadPackageDefinition(definition) as unknown as {
+    machine: { MachineService: grpc.ServiceClientConstructor };
+  };
   return loaded.machine.MachineService;
 }

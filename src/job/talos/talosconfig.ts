@@ -44,7 +44,8 @@ export function normalizeEndpoint(raw: string): string {
   const endpoint = raw.trim();
   const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint) ? new URL(endpoint) : undefined;
   if (url) {
-    const port = url.port || (url.protocol === 'https:' ? '443' : url.protocol === 'http:' ? '80' : String(TALOS_API_PORT));
+    const port =
+      url.port || (url.protocol === 'https:' ? '443' : url.protocol === 'http:' ? '80' : String(TALOS_API_PORT));
     return `${url.hostname}:${port}`;
   }
   if (endpoint.startsWith('[')) return /\]:\d+$/.test(endpoint) ? endpoint : `${endpoint}:${TALOS_API_PORT}`;
@@ -72,7 +73,10 @@ function pemField(context: Record<string, unknown>, field: 'ca' | 'crt' | 'key',
   const value = context[field];
   if (typeof value !== 'string' || value.trim() === '') throw new TalosconfigError(`context "${name}" has no ${field}`);
   const pem = Buffer.from(value, 'base64').toString('utf8');
-  if (!label.test(pem)) throw new TalosconfigError(`context "${name}": ${field} is not a base64-encoded PEM ${field === 'key' ? 'private key' : 'certificate'}`);
+  if (!label.test(pem))
+    throw new TalosconfigError(
+      `context "${name}": ${field} is not a base64-encoded PEM ${field === 'key' ? 'private key' : 'certificate'}`,
+    );
   return pem;
 }
 
@@ -85,23 +89,34 @@ export function parseTalosconfig(text: string, contextName?: string): TalosConte
   try {
     document = parse(text);
   } catch (error) {
-    throw new TalosconfigError(`talosconfig is not valid YAML (line ${(error as { linePos?: { line: number }[] }).linePos?.[0]?.line ?? '?'})`);
+    throw new TalosconfigError(
+      `talosconfig is not valid YAML (line ${(error as { linePos?: { line: number }[] }).linePos?.[0]?.line ?? '?'})`,
+    );
   }
-  if (document === null || typeof document !== 'object' || Array.isArray(document)) throw new TalosconfigError('talosconfig is not a YAML mapping');
+  if (document === null || typeof document !== 'object' || Array.isArray(document))
+    throw new TalosconfigError('talosconfig is not a YAML mapping');
   const config = document as { context?: unknown; contexts?: unknown };
   const contexts = config.contexts;
-  if (contexts === null || typeof contexts !== 'object' || Array.isArray(contexts) || Object.keys(contexts).length === 0) {
+  if (
+    contexts === null ||
+    typeof contexts !== 'object' ||
+    Array.isArray(contexts) ||
+    Object.keys(contexts).length === 0
+  ) {
     throw new TalosconfigError('talosconfig has no contexts');
   }
   const name = contextName ?? config.context;
-  if (typeof name !== 'string' || name === '') throw new TalosconfigError('talosconfig names no current context: set `context:` or choose one');
+  if (typeof name !== 'string' || name === '')
+    throw new TalosconfigError('talosconfig names no current context: set `context:` or choose one');
   const context = (contexts as Record<string, unknown>)[name];
   if (context === null || typeof context !== 'object' || Array.isArray(context)) {
     throw new TalosconfigError(`talosconfig has no context "${name}"; it has: ${Object.keys(contexts).join(', ')}`);
   }
   const fields = context as Record<string, unknown>;
   // `target` is the deprecated single-endpoint spelling of `endpoints`.
-  const endpoints = stringList(fields.endpoints ?? fields.target, `context "${name}": endpoints`).map(normalizeEndpoint);
+  const endpoints = stringList(fields.endpoints ?? fields.target, `context "${name}": endpoints`).map(
+    normalizeEndpoint,
+  );
   return {
     name,
     endpoints,

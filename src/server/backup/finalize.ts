@@ -18,12 +18,7 @@ import { isFinished, secondsSince } from './status.js';
 import { relatedObject, resolveTalosSource } from './talos-source.js';
 
 export type FinalizeOutcome =
-  | 'released'
-  | 'kept-locked'
-  | 'kept-namespace-deleted'
-  | 'kept-delete-job-absent'
-  | 'deleting'
-  | 'delete-failed';
+  'released' | 'kept-locked' | 'kept-namespace-deleted' | 'kept-delete-job-absent' | 'deleting' | 'delete-failed';
 
 export interface BackupFinalizeResult {
   response: DecoratorSyncResponse & { finalized: boolean };

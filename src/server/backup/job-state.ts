@@ -38,7 +38,9 @@ export function failureText(failed: NonNullable<JobState['failed']>): string {
 export function readJobState(job: KubernetesObject): JobState {
   const status = (job.status ?? {}) as JobStatus;
   // Only well-formed entries count: a hand-written or foreign status must not crash the hook.
-  const conditions = (Array.isArray(status.conditions) ? status.conditions : []).filter((c): c is JobCondition => typeof c === 'object' && c !== null);
+  const conditions = (Array.isArray(status.conditions) ? status.conditions : []).filter(
+    (c): c is JobCondition => typeof c === 'object' && c !== null,
+  );
   const isTrue = (type: string) => conditions.find((c) => c.status === 'True' && c.type === type);
   // Failed is final; FailureTarget (Kubernetes 1.31+) comes first, while the pods stop.
   const failed = isTrue('Failed') ?? isTrue('FailureTarget');
@@ -47,7 +49,20 @@ export function readJobState(job: KubernetesObject): JobState {
     active: typeof status.active === 'number' ? status.active : 0,
     failedPods: typeof status.failed === 'number' ? status.failed : 0,
     ...(typeof status.startTime === 'string' && { startTime: status.startTime }),
-    ...(failed && { failed: { reason: failed.reason || 'Failed', message: failed.message ?? '', ...(failed.lastTransitionTime && { time: failed.lastTransitionTime }) } }),
-    ...(!failed && complete && { complete: { ...((status.completionTime ?? complete.lastTransitionTime) && { time: status.completionTime ?? complete.lastTransitionTime }) } }),
+    ...(failed && {
+      failed: {
+        reason: failed.reason || 'Failed',
+        message: failed.message ?? '',
+        ...(failed.lastTransitionTime && { time: failed.lastTransitionTime }),
+      },
+    }),
+    ...(!failed &&
+      complete && {
+        complete: {
+          ...((status.completionTime ?? complete.lastTransitionTime) && {
+            time: status.completionTime ?? complete.lastTransitionTime,
+          }),
+        },
+      }),
   };
 }

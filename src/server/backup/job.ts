@@ -90,12 +90,20 @@ function s3Inputs(spec: BackupSpec) {
   const mounts: Record<string, unknown>[] = [];
   if (s3.accessKeyID && s3.secretAccessKey) {
     vars.push(secretEnv('AWS_ACCESS_KEY_ID', s3.accessKeyID), secretEnv('AWS_SECRET_ACCESS_KEY', s3.secretAccessKey));
-    required.push({ kind: 'Secret', ...s3.accessKeyID, env: 'AWS_ACCESS_KEY_ID' }, { kind: 'Secret', ...s3.secretAccessKey, env: 'AWS_SECRET_ACCESS_KEY' });
+    required.push(
+      { kind: 'Secret', ...s3.accessKeyID, env: 'AWS_ACCESS_KEY_ID' },
+      { kind: 'Secret', ...s3.secretAccessKey, env: 'AWS_SECRET_ACCESS_KEY' },
+    );
   }
   if (s3.caBundle) {
     const { kind, name, key } = s3.caBundle;
     const items = [{ key, path: CA_BUNDLE_FILE }];
-    volumes.push({ name: 's3-ca', ...(kind === 'ConfigMap' ? { configMap: { name, items, optional: true } } : { secret: { secretName: name, items, optional: true } }) });
+    volumes.push({
+      name: 's3-ca',
+      ...(kind === 'ConfigMap'
+        ? { configMap: { name, items, optional: true } }
+        : { secret: { secretName: name, items, optional: true } }),
+    });
     mounts.push({ name: 's3-ca', mountPath: CA_BUNDLE_DIR, readOnly: true });
     vars.push({ name: SETTINGS.caBundle.env, value: `${CA_BUNDLE_DIR}/${CA_BUNDLE_FILE}` });
     required.push({ kind, name, key, pathEnv: SETTINGS.caBundle.env });
@@ -132,7 +140,12 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
     ],
     resources: job.resources ?? DEFAULT_RESOURCES,
     ...(parts.mounts.length > 0 && { volumeMounts: parts.mounts }),
-    securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+    securityContext: {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] },
+    },
   };
   return {
     apiVersion: 'batch/v1',
@@ -145,7 +158,10 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
       // spending the backoff. Evicted or preempted pods do not count against backoffLimit.
       podFailurePolicy: {
         rules: [
-          { action: 'FailJob', onExitCodes: { containerName: CONTAINER_NAME, operator: 'In', values: [EXIT_CODE.permanent] } },
+          {
+            action: 'FailJob',
+            onExitCodes: { containerName: CONTAINER_NAME, operator: 'In', values: [EXIT_CODE.permanent] },
+          },
           { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] },
         ],
       },
@@ -156,8 +172,15 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
         spec: {
           restartPolicy: 'Never',
           terminationGracePeriodSeconds: POD_GRACE_SECONDS,
-          ...(parts.serviceAccountName ? { serviceAccountName: parts.serviceAccountName, automountServiceAccountToken: true } : { automountServiceAccountToken: false }),
-          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+          ...(parts.serviceAccountName
+            ? { serviceAccountName: parts.serviceAccountName, automountServiceAccountToken: true }
+            : { automountServiceAccountToken: false }),
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: 65532,
+            runAsGroup: 65532,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
           ...(image.pullSecrets.length > 0 && { imagePullSecrets: image.pullSecrets.map((name) => ({ name })) }),
           ...(job.nodeSelector && { nodeSelector: job.nodeSelector }),
           ...(job.tolerations && { tolerations: job.tolerations }),
@@ -191,13 +214,23 @@ function protectionInputs(spec: BackupSpec) {
   return {
     vars,
     required: [{ kind: 'Secret', ...identity, pathEnv: SETTINGS.ageIdentity.env }] as RequiredSecret[],
-    volumes: [{ name: 'age-identity', secret: { secretName: identity.name, items: [{ key: identity.key, path: AGE_IDENTITY_FILE }], optional: true } }],
+    volumes: [
+      {
+        name: 'age-identity',
+        secret: { secretName: identity.name, items: [{ key: identity.key, path: AGE_IDENTITY_FILE }], optional: true },
+      },
+    ],
     mounts: [{ name: 'age-identity', mountPath: AGE_IDENTITY_DIR, readOnly: true }],
   };
 }
 
 /** The Job that takes the snapshot, as `talos-etcd-backup snapshot` with the settings of the backup. */
-export function snapshotJob(backup: BackupRef, spec: BackupSpec, source: TalosSource, image: JobImage): KubernetesObject {
+export function snapshotJob(
+  backup: BackupRef,
+  spec: BackupSpec,
+  source: TalosSource,
+  image: JobImage,
+): KubernetesObject {
   const s3 = s3Inputs(spec);
   const protection = protectionInputs(spec);
   const talosconfigFile = SETTINGS.talosconfig.default;
@@ -220,8 +253,23 @@ export function snapshotJob(backup: BackupRef, spec: BackupSpec, source: TalosSo
     component: 'snapshot',
     command: 'snapshot',
     vars,
-    required: [{ kind: 'Secret', ...source.talosconfig, pathEnv: SETTINGS.talosconfig.env }, ...s3.required, ...protection.required],
-    volumes: [{ name: 'talosconfig', secret: { secretName: source.talosconfig.name, items: [{ key: source.talosconfig.key, path: talosconfigItem }], optional: true } }, ...s3.volumes, ...protection.volumes],
+    required: [
+      { kind: 'Secret', ...source.talosconfig, pathEnv: SETTINGS.talosconfig.env },
+      ...s3.required,
+      ...protection.required,
+    ],
+    volumes: [
+      {
+        name: 'talosconfig',
+        secret: {
+          secretName: source.talosconfig.name,
+          items: [{ key: source.talosconfig.key, path: talosconfigItem }],
+          optional: true,
+        },
+      },
+      ...s3.volumes,
+      ...protection.volumes,
+    ],
     mounts: [{ name: 'talosconfig', mountPath: TALOSCONFIG_DIR, readOnly: true }, ...s3.mounts, ...protection.mounts],
     serviceAccountName: attachmentName(backup.name, 'snapshot'),
     activeDeadlineSeconds: spec.job.activeDeadlineSeconds,
@@ -241,7 +289,9 @@ export function snapshotIdentity(backup: BackupRef): KubernetesObject[] {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'Role',
       metadata,
-      rules: [{ apiGroups: [GROUP], resources: [`${BACKUP_PLURAL}/status`], resourceNames: [backup.name], verbs: ['patch'] }],
+      rules: [
+        { apiGroups: [GROUP], resources: [`${BACKUP_PLURAL}/status`], resourceNames: [backup.name], verbs: ['patch'] },
+      ],
     },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
@@ -254,7 +304,13 @@ export function snapshotIdentity(backup: BackupRef): KubernetesObject[] {
 }
 
 /** The Job that removes the backup's object from S3 (deletionPolicy Delete); it needs no Kubernetes API access. */
-export function deleteJob(backup: BackupRef, spec: BackupSpec, key: string, image: JobImage, opts: { afterSnapshot?: boolean } = {}): KubernetesObject {
+export function deleteJob(
+  backup: BackupRef,
+  spec: BackupSpec,
+  key: string,
+  image: JobImage,
+  opts: { afterSnapshot?: boolean } = {},
+): KubernetesObject {
   const s3 = s3Inputs(spec);
   return cliJob(backup, spec, image, {
     component: 'delete',

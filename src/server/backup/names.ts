@@ -5,7 +5,14 @@
 // never share a Job, ServiceAccount, Role or RoleBinding.
 
 import { createHash } from 'node:crypto';
-import { APP_NAME, BACKUP_LABEL, BACKUP_UID_LABEL, COMPONENT_LABEL, MANAGED_BY_LABEL, NAME_LABEL } from '../../api/constants.js';
+import {
+  APP_NAME,
+  BACKUP_LABEL,
+  BACKUP_UID_LABEL,
+  COMPONENT_LABEL,
+  MANAGED_BY_LABEL,
+  NAME_LABEL,
+} from '../../api/constants.js';
 
 const MAX_LABEL_VALUE = 63;
 const HASH_LENGTH = 8;

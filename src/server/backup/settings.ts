@@ -19,4 +19,7 @@ export interface BackupHookSettings {
   talosOperator: boolean;
 }
 
-export const DEFAULT_BACKUP_HOOK_SETTINGS: BackupHookSettings = { attachmentDeadlineSeconds: DEFAULT_ATTACHMENT_DEADLINE_SECONDS, talosOperator: true };
+export const DEFAULT_BACKUP_HOOK_SETTINGS: BackupHookSettings = {
+  attachmentDeadlineSeconds: DEFAULT_ATTACHMENT_DEADLINE_SECONDS,
+  talosOperator: true,
+};

@@ -38,8 +38,13 @@ interface ControlPlane {
 }
 
 /** The related TalosControlPlane, keyed by name (hook v1) or namespace/name (hook v2). */
-function relatedControlPlane(related: ObjectMap | undefined, namespace: string, name: string): ControlPlane | undefined {
-  return (relatedObject(related, RELATED_CONTROL_PLANE_KEY, name) ?? relatedObject(related, RELATED_CONTROL_PLANE_KEY, `${namespace}/${name}`)) as ControlPlane | undefined;
+function relatedControlPlane(
+  related: ObjectMap | undefined,
+  namespace: string,
+  name: string,
+): ControlPlane | undefined {
+  return (relatedObject(related, RELATED_CONTROL_PLANE_KEY, name) ??
+    relatedObject(related, RELATED_CONTROL_PLANE_KEY, `${namespace}/${name}`)) as ControlPlane | undefined;
 }
 
 /**
@@ -55,16 +60,29 @@ function clientEndpoints(bundleConfig: string | undefined): string[] {
   if (!bundleConfig) return [];
   try {
     const parsed = JSON.parse(bundleConfig) as { clientEndpoint?: unknown };
-    return Array.isArray(parsed.clientEndpoint) ? parsed.clientEndpoint.filter((e): e is string => typeof e === 'string' && e !== '') : [];
+    return Array.isArray(parsed.clientEndpoint)
+      ? parsed.clientEndpoint.filter((e): e is string => typeof e === 'string' && e !== '')
+      : [];
   } catch {
     return [];
   }
 }
 
-export function resolveTalosSource(spec: BackupSpec, namespace: string, related: ObjectMap | undefined): SourceResolution {
+export function resolveTalosSource(
+  spec: BackupSpec,
+  namespace: string,
+  related: ObjectMap | undefined,
+): SourceResolution {
   if (spec.talosConfigSecretRef) {
     const ref = spec.talosConfigSecretRef;
-    return { ok: true, source: { cluster: spec.clusterName ?? ref.name, talosconfig: { name: ref.name, key: ref.key }, ...(spec.endpoints && { endpoints: spec.endpoints }) } };
+    return {
+      ok: true,
+      source: {
+        cluster: spec.clusterName ?? ref.name,
+        talosconfig: { name: ref.name, key: ref.key },
+        ...(spec.endpoints && { endpoints: spec.endpoints }),
+      },
+    };
   }
   const name = spec.talosControlPlaneRef!.name;
   const tcp = relatedControlPlane(related, namespace, name);

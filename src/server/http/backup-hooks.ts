@@ -25,34 +25,45 @@ export interface BackupHookOptions {
   settings: BackupHookSettings;
 }
 
-const name = (object: { metadata: { name: string; namespace?: string } }) => `${object.metadata.namespace ?? ''}/${object.metadata.name}`;
+const name = (object: { metadata: { name: string; namespace?: string } }) =>
+  `${object.metadata.namespace ?? ''}/${object.metadata.name}`;
 
 export async function backupHookRoutes(app: FastifyInstance, opts: BackupHookOptions): Promise<void> {
   const syncSchema = { body: decoratorSyncRequestSchema(API_VERSION, BACKUP_KIND) };
 
-  app.post<{ Body: CustomizeRequest }>(BACKUP_CUSTOMIZE_PATH, { schema: { body: customizeRequestSchema(API_VERSION, BACKUP_KIND) }, config: { hook: 'backup/customize' } }, async (request) =>
-    customizeBackup(request.body, opts.settings),
+  app.post<{ Body: CustomizeRequest }>(
+    BACKUP_CUSTOMIZE_PATH,
+    { schema: { body: customizeRequestSchema(API_VERSION, BACKUP_KIND) }, config: { hook: 'backup/customize' } },
+    async (request) => customizeBackup(request.body, opts.settings),
   );
 
-  app.post<{ Body: DecoratorSyncRequest }>(BACKUP_SYNC_PATH, { schema: syncSchema, config: { hook: 'backup/sync' } }, async (request) => {
-    const { response, outcome } = syncBackup(request.body, opts.clock(), opts.jobImage, opts.settings);
-    opts.metrics.backupSyncs.inc({ result: outcome });
-    // No message: a failure's message quotes the Job's report and the spec (request content); it is in the
-    // backup's status.message, where `kubectl describe` shows it.
-    const fields = { backup: name(request.body.object), outcome, phase: response.status.phase };
-    // Outcomes are worth a line; the many progress syncs of a running backup are not.
-    if (outcome === 'succeeded' || outcome === 'failed') request.log.info(fields, 'backup synced');
-    else request.log.debug(fields, 'backup synced');
-    return response;
-  });
+  app.post<{ Body: DecoratorSyncRequest }>(
+    BACKUP_SYNC_PATH,
+    { schema: syncSchema, config: { hook: 'backup/sync' } },
+    async (request) => {
+      const { response, outcome } = syncBackup(request.body, opts.clock(), opts.jobImage, opts.settings);
+      opts.metrics.backupSyncs.inc({ result: outcome });
+      // No message: a failure's message quotes the Job's report and the spec (request content); it is in the
+      // backup's status.message, where `kubectl describe` shows it.
+      const fields = { backup: name(request.body.object), outcome, phase: response.status.phase };
+      // Outcomes are worth a line; the many progress syncs of a running backup are not.
+      if (outcome === 'succeeded' || outcome === 'failed') request.log.info(fields, 'backup synced');
+      else request.log.debug(fields, 'backup synced');
+      return response;
+    },
+  );
 
-  app.post<{ Body: DecoratorSyncRequest }>(BACKUP_FINALIZE_PATH, { schema: syncSchema, config: { hook: 'backup/finalize' } }, async (request) => {
-    const { response, outcome } = finalizeBackup(request.body, opts.jobImage, opts.clock(), opts.settings);
-    // The outcome says what happened to the object (deleted, kept, the delete Job failed); the message beside it in
-    // status.deletion quotes the delete Job's report and the object's key (request content), so it is not logged.
-    const fields = { backup: name(request.body.object), outcome };
-    if (outcome === 'deleting') request.log.debug(fields, 'backup finalizing');
-    else request.log.info(fields, 'backup finalizing');
-    return response;
-  });
+  app.post<{ Body: DecoratorSyncRequest }>(
+    BACKUP_FINALIZE_PATH,
+    { schema: syncSchema, config: { hook: 'backup/finalize' } },
+    async (request) => {
+      const { response, outcome } = finalizeBackup(request.body, opts.jobImage, opts.clock(), opts.settings);
+      // The outcome says what happened to the object (deleted, kept, the delete Job failed); the message beside it in
+      // status.deletion quotes the delete Job's report and the object's key (request content), so it is not logged.
+      const fields = { backup: name(request.body.object), outcome };
+      if (outcome === 'deleting') request.log.debug(fields, 'backup finalizing');
+      else request.log.info(fields, 'backup finalizing');
+      return response;
+    },
+  );
 }

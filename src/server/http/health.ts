@@ -12,5 +12,7 @@ export class DrainState {
 
 export async function healthRoutes(app: FastifyInstance, opts: { drain: DrainState }): Promise<void> {
   app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => (opts.drain.draining ? reply.code(503).send({ status: 'draining' }) : { status: 'ready' }));
+  app.get('/readyz', async (_request, reply) =>
+    opts.drain.draining ? reply.code(503).send({ status: 'draining' }) : { status: 'ready' },
+  );
 }

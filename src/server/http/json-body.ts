@@ -41,7 +41,11 @@ export const SMALL_OBJECT_MEMBERS = 128;
 export const KEY_CHECK_MIN_BYTES = 1024 * 1024;
 
 export function jsonLimitsFor(bodyLimit: number): JsonLimits {
-  return { maxDepth: MAX_JSON_DEPTH, maxValues: Math.max(1024, Math.floor(bodyLimit / BYTES_PER_VALUE)), maxSmallObjectKeys: MAX_SMALL_OBJECT_KEYS };
+  return {
+    maxDepth: MAX_JSON_DEPTH,
+    maxValues: Math.max(1024, Math.floor(bodyLimit / BYTES_PER_VALUE)),
+    maxSmallObjectKeys: MAX_SMALL_OBJECT_KEYS,
+  };
 }
 
 export type JsonShapeProblem = { kind: 'depth' | 'values' | 'keys'; message: string };
@@ -114,7 +118,10 @@ export function jsonShapeProblem(text: string, limits: JsonLimits): JsonShapePro
       depth += 1;
       values += 1;
       if (depth > limits.maxDepth) {
-        return { kind: 'depth', message: `the request body nests deeper than ${limits.maxDepth} levels; a Metacontroller request nests about 15` };
+        return {
+          kind: 'depth',
+          message: `the request body nests deeper than ${limits.maxDepth} levels; a Metacontroller request nests about 15`,
+        };
       }
       if (values > limits.maxValues) return tooManyValues(limits);
       isObject[depth] = c === OPEN_BRACE ? 1 : 0;
@@ -183,16 +190,24 @@ const SHAPE_ERRORS: Record<JsonShapeProblem['kind'], (message: string) => JsonSh
  * hand-written `curl -d @body.json` sends a form type): the shape check, then Fastify's own JSON parser (which
  * refuses `__proto__` and `constructor.prototype` keys). Too deep or too many keys is a 400; too many values is a 413, like too many bytes.
  */
-export function registerJsonBodyParser(app: FastifyInstance, bodyLimit: number, limits: JsonLimits = jsonLimitsFor(bodyLimit)): void {
+export function registerJsonBodyParser(
+  app: FastifyInstance,
+  bodyLimit: number,
+  limits: JsonLimits = jsonLimitsFor(bodyLimit),
+): void {
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (request: FastifyRequest, body: string | Buffer, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
-    const problem = jsonShapeProblem(text, limits);
-    if (problem) {
-      done(SHAPE_ERRORS[problem.kind](problem.message), undefined);
-      return;
-    }
-    parseJson(request, text, done);
-  });
+  app.addContentTypeParser(
+    '*',
+    { parseAs: 'string', bodyLimit },
+    (request: FastifyRequest, body: string | Buffer, done) => {
+      const text = typeof body === 'string' ? body : body.toString('utf8');
+      const problem = jsonShapeProblem(text, limits);
+      if (problem) {
+        done(SHAPE_ERRORS[problem.kind](problem.message), undefined);
+        return;
+      }
+      parseJson(request, text, done);
+    },
+  );
 }

@@ -50,7 +50,10 @@ export function createMetrics(): HookMetrics {
  * Counts and times every route that declares `config.hook`, and serves the registry at /metrics.
  * Wrapped with fastify-plugin so its onResponse hook sees the routes registered beside it, not only its own.
  */
-export const metricsPlugin = fp(async function metricsRoutes(app: FastifyInstance, opts: { metrics: HookMetrics }): Promise<void> {
+export const metricsPlugin = fp(async function metricsRoutes(
+  app: FastifyInstance,
+  opts: { metrics: HookMetrics },
+): Promise<void> {
   const { metrics } = opts;
   app.addHook('onResponse', async (request, reply) => {
     const hook = (request.routeOptions.config as { hook?: string }).hook;

@@ -10,15 +10,28 @@ import type { HookMetrics } from './metrics.js';
 
 export const SCHEDULE_SYNC_PATH = '/hooks/schedule/sync';
 
-export async function scheduleSyncRoute(app: FastifyInstance, opts: { clock: () => Date; metrics: HookMetrics }): Promise<void> {
+export async function scheduleSyncRoute(
+  app: FastifyInstance,
+  opts: { clock: () => Date; metrics: HookMetrics },
+): Promise<void> {
   app.post<{ Body: CompositeSyncRequest }>(
     SCHEDULE_SYNC_PATH,
-    { schema: { body: compositeSyncRequestSchema(API_VERSION, SCHEDULE_KIND, BACKUP_CHILDREN_KEY) }, config: { hook: 'schedule/sync' } },
+    {
+      schema: { body: compositeSyncRequestSchema(API_VERSION, SCHEDULE_KIND, BACKUP_CHILDREN_KEY) },
+      config: { hook: 'schedule/sync' },
+    },
     async (request) => {
       const { parent } = request.body;
       const { response, outcome, reason, created, deleted } = syncSchedule(request.body, opts.clock());
       opts.metrics.scheduleSyncs.inc({ result: outcome });
-      const fields = { schedule: `${parent.metadata.namespace ?? ''}/${parent.metadata.name}`, outcome, reason, created, deleted, nextScheduleTime: response.status.nextScheduleTime };
+      const fields = {
+        schedule: `${parent.metadata.namespace ?? ''}/${parent.metadata.name}`,
+        outcome,
+        reason,
+        created,
+        deleted,
+        nextScheduleTime: response.status.nextScheduleTime,
+      };
       // Only answers that change something (or need a human) are worth a line at info level.
       if (created || deleted.length > 0 || outcome === 'invalid') request.log.info(fields, 'schedule synced');
       else request.log.debug(fields, 'schedule synced');

@@ -30,7 +30,10 @@ const kubernetesObject = {
 } as const;
 
 /** `children`, `attachments`, `related`: `{"<Kind>.<group>/<version>": {"<name or namespace/name>": object}}`. */
-const objectMap = { type: 'object', additionalProperties: { type: 'object', additionalProperties: kubernetesObject } } as const;
+const objectMap = {
+  type: 'object',
+  additionalProperties: { type: 'object', additionalProperties: kubernetesObject },
+} as const;
 
 /**
  * A CompositeController sync request for `parentKind` whose children are keyed `childrenKey`. The children

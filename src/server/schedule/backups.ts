@@ -34,7 +34,8 @@ function scheduledTimeOf(object: KubernetesObject, scheduleName: string): Date |
   const annotated = parseTime(object.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION]);
   if (annotated) return annotated;
   const suffix = object.metadata.name.slice(scheduleName.length + 1);
-  if (object.metadata.name.startsWith(`${scheduleName}-`) && /^\d{1,12}$/.test(suffix)) return new Date(Number(suffix) * 1000);
+  if (object.metadata.name.startsWith(`${scheduleName}-`) && /^\d{1,12}$/.test(suffix))
+    return new Date(Number(suffix) * 1000);
   return undefined;
 }
 

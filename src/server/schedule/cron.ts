@@ -12,7 +12,8 @@ export interface CronSchedule {
   nextSlot(after: Date): Date | null;
 }
 
-export type ParsedSchedule = { ok: true; schedule: CronSchedule } | { ok: false; reason: ScheduleProblemReason; message: string };
+export type ParsedSchedule =
+  { ok: true; schedule: CronSchedule } | { ok: false; reason: ScheduleProblemReason; message: string };
 
 export const NICKNAMES = ['@yearly', '@annually', '@monthly', '@weekly', '@daily', '@midnight', '@hourly'];
 
@@ -50,7 +51,8 @@ export type ZoneCheck = { ok: true; id: string } | { ok: false; message: string 
  */
 export function checkTimeZone(timeZone: string): ZoneCheck {
   const hint = 'use an IANA time zone name such as "UTC" or "Europe/Berlin"';
-  if (timeZone.toLowerCase() === 'local') return { ok: false, message: `timeZone "Local" depends on the server's clock settings: ${hint}` };
+  if (timeZone.toLowerCase() === 'local')
+    return { ok: false, message: `timeZone "Local" depends on the server's clock settings: ${hint}` };
   const parts = timeZone.split('/');
   if (parts.some((p) => !ZONE_PART.test(p) || p === '.' || p === '..' || p.startsWith('-'))) {
     return { ok: false, message: `unknown timeZone ${JSON.stringify(timeZone)}: ${hint}` };
@@ -63,7 +65,8 @@ export function checkTimeZone(timeZone: string): ZoneCheck {
   if (id.toLowerCase() === lowerCase) return { ok: false, message: `${miscased}: write ${JSON.stringify(id)}` };
   // An alias ICU files under another name (Asia/Kolkata, US/Eastern, Etc/UTC): ICU does not say how the alias itself
   // is spelled, but every IANA name part starts with a capital letter or a digit.
-  if (parts.some((p) => !/^[A-Z0-9]/.test(p))) return { ok: false, message: `${miscased}: ${JSON.stringify(id)} names the same zone` };
+  if (parts.some((p) => !/^[A-Z0-9]/.test(p)))
+    return { ok: false, message: `${miscased}: ${JSON.stringify(id)} names the same zone` };
   return { ok: true, id };
 }
 
@@ -76,13 +79,16 @@ export function timeZoneProblem(timeZone: string): string | undefined {
 function expressionProblem(expression: string): string | undefined {
   const fields = expression.split(' ');
   if (expression === '') return 'schedule is empty: write a 5-field cron expression such as "0 3 * * *"';
-  if (/^(CRON_)?TZ=/.test(expression)) return 'TZ= and CRON_TZ= are not supported in schedule: set spec.timeZone instead';
+  if (/^(CRON_)?TZ=/.test(expression))
+    return 'TZ= and CRON_TZ= are not supported in schedule: set spec.timeZone instead';
   if (expression.startsWith('@')) {
     if (expression.startsWith('@every')) {
       return `${JSON.stringify(expression)} is not supported: write the interval as a cron expression, e.g. "0 */6 * * *" for every 6 hours`;
     }
-    if (expression === '@reboot') return '"@reboot" is not supported: a backup schedule needs times of day; use e.g. "@daily" or "0 3 * * *"';
-    if (!NICKNAMES.includes(expression)) return `unknown schedule ${JSON.stringify(expression)}: allowed nicknames are ${NICKNAMES.join(', ')}`;
+    if (expression === '@reboot')
+      return '"@reboot" is not supported: a backup schedule needs times of day; use e.g. "@daily" or "0 3 * * *"';
+    if (!NICKNAMES.includes(expression))
+      return `unknown schedule ${JSON.stringify(expression)}: allowed nicknames are ${NICKNAMES.join(', ')}`;
     return undefined;
   }
   if (fields.length === 6 || fields.length === 7) {

@@ -36,7 +36,10 @@ export interface RetentionDecision {
 export function selectForRetention(backups: readonly ObservedBackup[], policy: RetentionPolicy): RetentionDecision {
   const kept: ObservedBackup[] = [];
   const pruned: ObservedBackup[] = [];
-  const limits = { succeeded: policy.retention, failed: policy.failedBackupsHistoryLimit ?? DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT };
+  const limits = {
+    succeeded: policy.retention,
+    failed: policy.failedBackupsHistoryLimit ?? DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT,
+  };
   const seen = { succeeded: 0, failed: 0 };
   for (const backup of [...backups].sort(newestFirst)) {
     if (backup.outcome === 'succeeded' || backup.outcome === 'failed') {

@@ -2,7 +2,15 @@
 // Same request and clock, same answer: child names come from cron slots, never from "now", so replays and
 // several hook replicas never create a backup twice.
 
-import { API_VERSION, BACKUP_CHILDREN_KEY, BACKUP_KIND, CONTROLLER_UID_LABEL, LAST_APPLIED_ANNOTATION, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../api/constants.js';
+import {
+  API_VERSION,
+  BACKUP_CHILDREN_KEY,
+  BACKUP_KIND,
+  CONTROLLER_UID_LABEL,
+  LAST_APPLIED_ANNOTATION,
+  SCHEDULE_LABEL,
+  SCHEDULED_TIME_ANNOTATION,
+} from '../../api/constants.js';
 import { specProblems } from '../../api/spec-checks.js';
 import type { ScheduleSpec, ScheduleStatus } from '../../api/types.js';
 import { readScheduleStatus, validateSchedule } from '../../api/validation.js';
@@ -138,10 +146,22 @@ function invalidAnswer(
 ): ScheduleSyncResult {
   const message = truncate(failure.message);
   const status = buildStatus(
-    { ...base, activeNames: activeNames(live), next: undefined, ready: { status: 'False', reason: failure.reason, message }, failure: { ...failure, message } },
+    {
+      ...base,
+      activeNames: activeNames(live),
+      next: undefined,
+      ready: { status: 'False', reason: failure.reason, message },
+      failure: { ...failure, message },
+    },
     now,
   );
-  return { response: { status, children: [...live].sort(newestFirst).map(reemit) }, outcome: 'invalid', reason: failure.reason, created: undefined, deleted: [] };
+  return {
+    response: { status, children: [...live].sort(newestFirst).map(reemit) },
+    outcome: 'invalid',
+    reason: failure.reason,
+    created: undefined,
+    deleted: [],
+  };
 }
 
 interface SlotDecision {
@@ -173,8 +193,14 @@ function decideSlot(
     };
   }
   if (spec.concurrencyPolicy === 'Forbid' && active.length > 0) {
-    const names = active.map((b) => b.name).sort().join(', ');
-    return { create: undefined, note: `the ${formatTime(slot)} slot waits for ${names} to finish (concurrencyPolicy Forbid)` };
+    const names = active
+      .map((b) => b.name)
+      .sort()
+      .join(', ');
+    return {
+      create: undefined,
+      note: `the ${formatTime(slot)} slot waits for ${names} to finish (concurrencyPolicy Forbid)`,
+    };
   }
   return { create: slot, note: undefined };
 }
@@ -216,7 +242,12 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
       { ...base, activeNames: activeNames(live), next: undefined, ready, failure: undefined },
       now,
     );
-    return { response: { status, children: [...live].sort(newestFirst).map(reemit) }, outcome: spec.paused ? 'paused' : 'deleting', created: undefined, deleted: [] };
+    return {
+      response: { status, children: [...live].sort(newestFirst).map(reemit) },
+      outcome: spec.paused ? 'paused' : 'deleting',
+      created: undefined,
+      deleted: [],
+    };
   }
 
   const { kept, pruned } = selectForRetention(live, spec);
@@ -228,10 +259,15 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   const created = decision.create ? newBackup(parent, spec, decision.create) : undefined;
 
   const next = schedule.nextSlot(now) ?? undefined;
-  const unreadable = live.filter((b) => b.outcome === 'unreadable').map((b) => b.name).sort();
+  const unreadable = live
+    .filter((b) => b.outcome === 'unreadable')
+    .map((b) => b.name)
+    .sort();
   const notes = [
     decision.note,
-    unreadable.length > 0 ? `kept without counting ${unreadable.join(', ')}: spec or status does not match the CRD` : undefined,
+    unreadable.length > 0
+      ? `kept without counting ${unreadable.join(', ')}: spec or status does not match the CRD`
+      : undefined,
     next ? `next backup at ${formatTime(next)}` : 'no further slot',
   ]
     .filter(Boolean)
@@ -254,5 +290,10 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
     children: [...(created ? [created] : []), ...remaining.sort(newestFirst).map(reemit)],
     ...(next && { resyncAfterSeconds: (next.getTime() - now.getTime() + RESYNC_PAD_MS) / 1000 }),
   };
-  return { response, outcome: created ? 'created' : 'idle', created: created?.metadata.name, deleted: [...pruned, ...replaced].map((b) => b.name) };
+  return {
+    response,
+    outcome: created ? 'created' : 'idle',
+    created: created?.metadata.name,
+    deleted: [...pruned, ...replaced].map((b) => b.name),
+  };
 }

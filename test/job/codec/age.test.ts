@@ -10,7 +10,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { generateHybridIdentity, generateX25519Identity, identityToRecipient } from 'age-encryption';
-import { AgeError, MAX_HEADER_BYTES, createDecryptor, createEncryptor, parseIdentities, parseRecipients } from '../../../src/job/codec/age.js';
+import {
+  AgeError,
+  MAX_HEADER_BYTES,
+  createDecryptor,
+  createEncryptor,
+  parseIdentities,
+  parseRecipients,
+} from '../../../src/job/codec/age.js';
 
 /** age's file format: the payload in 64 KiB chunks, each with a 16-byte Poly1305 tag, after a 16-byte nonce. */
 function ageFileSize(plainBytes: number, headerBytes: number): number {
@@ -24,7 +31,10 @@ import { cut, failure, inputTakenWhileSinkPaused, sha256, through } from './stre
 /** Runs a CLI; returns stdout, failing the test on a non-zero exit. */
 function cli(command: string, args: string[], input?: Buffer): Buffer {
   const run = spawnSync(command, args, { input, maxBuffer: 256 * 1024 * 1024 });
-  if (run.error) throw new Error(`${command} is not usable (${run.error.message}); run ./scripts/install-test-deps.sh (Debian package age)`);
+  if (run.error)
+    throw new Error(
+      `${command} is not usable (${run.error.message}); run ./scripts/install-test-deps.sh (Debian package age)`,
+    );
   assert.equal(run.status, 0, `${command} ${args.join(' ')} failed: ${run.stderr.toString()}`);
   return run.stdout;
 }
@@ -44,7 +54,9 @@ function headerBytes(file: Buffer): number {
 }
 
 /** Chunk sizes to cycle through; the 4 KiB one keeps a run of 1-byte pieces from taking all the test's time. */
-const chunkSizes = fc.array(fc.integer({ min: 1, max: 140_000 }), { minLength: 1, maxLength: 6 }).map((sizes) => [...sizes, 4096]);
+const chunkSizes = fc
+  .array(fc.integer({ min: 1, max: 140_000 }), { minLength: 1, maxLength: 6 })
+  .map((sizes) => [...sizes, 4096]);
 
 /** The AgeError a call throws, asserting that it throws one. */
 function ageErrorOf(run: () => unknown): AgeError {
@@ -99,26 +111,53 @@ describe('age', () => {
       const pq = await identityToRecipient(await generateHybridIdentity());
       const cases: Array<[string[], string]> = [
         [[recipient, ''], 'recipient 1 is empty'],
-        [[damaged], `recipient 0 ("${damaged.slice(0, 20)}...") is not a valid X25519 recipient: its bech32 checksum or length is wrong (copied incompletely?)`],
-        [[recipient.slice(0, 40)], `recipient 0 ("${recipient.slice(0, 20)}...") is not a valid X25519 recipient: its bech32 checksum or length is wrong (copied incompletely?)`],
-        [[pq.slice(0, -3)], `recipient 0 ("${pq.slice(0, 20)}...") is not a valid hybrid post-quantum recipient: its bech32 checksum or length is wrong (copied incompletely?)`],
-        [['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI'], 'recipient 0 ("ssh-ed25519 AAAAC3Nz...") is an SSH key, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient'],
-        [['alice@example.com'], 'recipient 0 ("alice@example.com") is not an age recipient: expected age1... (X25519) or age1pq1... (hybrid post-quantum)'],
-        [['age1yubikey1qwertyuiop'], 'recipient 0 ("age1yubikey1qwertyuiop") is an age plugin recipient, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient'],
-        [[recipient, pq], 'recipient 1 is post-quantum (age1pq1...) and recipient 0 is not: age does not mix post-quantum and classic recipients in one file'],
+        [
+          [damaged],
+          `recipient 0 ("${damaged.slice(0, 20)}...") is not a valid X25519 recipient: its bech32 checksum or length is wrong (copied incompletely?)`,
+        ],
+        [
+          [recipient.slice(0, 40)],
+          `recipient 0 ("${recipient.slice(0, 20)}...") is not a valid X25519 recipient: its bech32 checksum or length is wrong (copied incompletely?)`,
+        ],
+        [
+          [pq.slice(0, -3)],
+          `recipient 0 ("${pq.slice(0, 20)}...") is not a valid hybrid post-quantum recipient: its bech32 checksum or length is wrong (copied incompletely?)`,
+        ],
+        [
+          ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI'],
+          'recipient 0 ("ssh-ed25519 AAAAC3Nz...") is an SSH key, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient',
+        ],
+        [
+          ['alice@example.com'],
+          'recipient 0 ("alice@example.com") is not an age recipient: expected age1... (X25519) or age1pq1... (hybrid post-quantum)',
+        ],
+        [
+          ['age1yubikey1qwertyuiop'],
+          'recipient 0 ("age1yubikey1qwertyuiop") is an age plugin recipient, which is not supported: use an X25519 (age1...) or hybrid post-quantum (age1pq1...) recipient',
+        ],
+        [
+          [recipient, pq],
+          'recipient 1 is post-quantum (age1pq1...) and recipient 0 is not: age does not mix post-quantum and classic recipients in one file',
+        ],
       ];
       for (const [input, message] of cases) assert.equal(ageErrorOf(() => parseRecipients(input)).message, message);
     });
 
     it('never echoes a secret key given as a recipient', () => {
       const error = ageErrorOf(() => parseRecipients([recipient, identity]));
-      assert.equal(error.message, 'recipient 1 is an age identity (a secret key), not a recipient: give its public key (age-keygen -y) instead, and keep the secret out of this setting');
+      assert.equal(
+        error.message,
+        'recipient 1 is an age identity (a secret key), not a recipient: give its public key (age-keygen -y) instead, and keep the secret out of this setting',
+      );
       assert.ok(!error.message.includes(identity.slice(16, 40)));
     });
 
     it('createEncryptor needs at least one valid recipient', () => {
       assert.equal(ageErrorOf(() => createEncryptor([])).message, 'at least one age recipient is needed to encrypt');
-      assert.match(ageErrorOf(() => createEncryptor(['age1nope'])).message, /^recipient 0 \("age1nope"\) is not a valid X25519 recipient/);
+      assert.match(
+        ageErrorOf(() => createEncryptor(['age1nope'])).message,
+        /^recipient 0 \("age1nope"\) is not a valid X25519 recipient/,
+      );
     });
   });
 
@@ -133,20 +172,41 @@ describe('age', () => {
     it('names the bad line without echoing any secret', () => {
       const damaged = identity.slice(0, -1) + (identity.endsWith('Q') ? 'P' : 'Q');
       const cases: Array<[string, string]> = [
-        [`# key\n\n${damaged}\n`, 'line 3 is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)'],
-        [`${identity}\n${identity.slice(0, 30)}`, 'line 2 is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)'],
+        [
+          `# key\n\n${damaged}\n`,
+          'line 3 is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)',
+        ],
+        [
+          `${identity}\n${identity.slice(0, 30)}`,
+          'line 2 is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)',
+        ],
         [`# key\nsecret-${identity}\n`, 'line 2 is not an age identity'],
-        [`${identity} # mine\n`, 'line 1 is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)'],
-        [`AGE-PLUGIN-YUBIKEY-1QQQQQQQQQQQQQQQ\n`, 'line 1 is an age plugin identity, which is not supported (only AGE-SECRET-KEY-1... and AGE-SECRET-KEY-PQ-1...)'],
-        ['age-encryption.org/v1\n-> scrypt abc 18\n', 'line 1 begins an age-encrypted file: the identity file is passphrase-protected; decrypt it first (age -d)'],
-        [`# only comments\n# public key: ${recipient}\n`, 'the identity file has no age identity (no AGE-SECRET-KEY-1... line)'],
+        [
+          `${identity} # mine\n`,
+          'line 1 is not a valid age identity: its bech32 checksum or length is wrong (copied incompletely?)',
+        ],
+        [
+          `AGE-PLUGIN-YUBIKEY-1QQQQQQQQQQQQQQQ\n`,
+          'line 1 is an age plugin identity, which is not supported (only AGE-SECRET-KEY-1... and AGE-SECRET-KEY-PQ-1...)',
+        ],
+        [
+          'age-encryption.org/v1\n-> scrypt abc 18\n',
+          'line 1 begins an age-encrypted file: the identity file is passphrase-protected; decrypt it first (age -d)',
+        ],
+        [
+          `# only comments\n# public key: ${recipient}\n`,
+          'the identity file has no age identity (no AGE-SECRET-KEY-1... line)',
+        ],
         ['', 'the identity file has no age identity (no AGE-SECRET-KEY-1... line)'],
       ];
       const secretPart = identity.slice('AGE-SECRET-KEY-1'.length, -6);
       for (const [text, message] of cases) {
         const error = ageErrorOf(() => parseIdentities(text));
         assert.equal(error.message, message);
-        assert.ok(!error.message.includes(secretPart) && !error.message.includes(secretPart.toLowerCase()), 'no part of the secret in the message');
+        assert.ok(
+          !error.message.includes(secretPart) && !error.message.includes(secretPart.toLowerCase()),
+          'no part of the secret in the message',
+        );
         assert.ok(!(error.stack ?? '').includes(secretPart), 'nor in the stack');
       }
     });
@@ -170,7 +230,10 @@ describe('age', () => {
     it('random inputs roundtrip whatever the chunking, and the size formula holds', async () => {
       await fc.assert(
         fc.asyncProperty(
-          fc.oneof(fc.uint8Array({ maxLength: 3000 }), fc.integer({ min: 0, max: 300_000 }).map((n) => new Uint8Array(n).fill(n % 251))),
+          fc.oneof(
+            fc.uint8Array({ maxLength: 3000 }),
+            fc.integer({ min: 0, max: 300_000 }).map((n) => new Uint8Array(n).fill(n % 251)),
+          ),
           chunkSizes,
           chunkSizes,
           async (plain, inSizes, outSizes) => {
@@ -202,9 +265,17 @@ describe('age', () => {
 
     for (const kind of ['gzip', 'zstd'] as const) {
       it(`${kind} then age, and back: compress → encrypt → decrypt → decompress`, async () => {
-        const stored = await through(cut(snapshot, [4096, 65_536, 1]), await createCompressor(kind), createEncryptor([recipient]));
+        const stored = await through(
+          cut(snapshot, [4096, 65_536, 1]),
+          await createCompressor(kind),
+          createEncryptor([recipient]),
+        );
         assert.ok(stored.length < snapshot.length);
-        const back = await through(cut(stored, [30_000, 1, 65_552]), createDecryptor([identity]), await createDecompressor(kind));
+        const back = await through(
+          cut(stored, [30_000, 1, 65_552]),
+          createDecryptor([identity]),
+          await createDecompressor(kind),
+        );
         assert.equal(sha256(back), sha256(snapshot));
       });
     }
@@ -245,7 +316,11 @@ describe('age', () => {
     it('a wrong identity', async () => {
       await expectAgeError(file, [other.identity], "the age identity does not match any of the backup's recipients");
       const pq = await generateHybridIdentity();
-      await expectAgeError(file, [other.identity, pq], "the age identity does not match any of the backup's recipients");
+      await expectAgeError(
+        file,
+        [other.identity, pq],
+        "the age identity does not match any of the backup's recipients",
+      );
     });
 
     it('damaged ciphertext, header and MAC', async () => {
@@ -264,12 +339,32 @@ describe('age', () => {
 
     it('truncated files', async () => {
       const header = headerBytes(file);
-      await expectAgeError(file.subarray(0, file.length - 1000), [identity], 'age payload is damaged or truncated: a chunk does not authenticate');
+      await expectAgeError(
+        file.subarray(0, file.length - 1000),
+        [identity],
+        'age payload is damaged or truncated: a chunk does not authenticate',
+      );
       // Cut exactly at a payload chunk boundary: the last chunk present is not marked last.
-      await expectAgeError(file.subarray(0, header + 16 + 3 * 65_552), [identity], 'age payload is damaged or truncated: a chunk does not authenticate');
-      await expectAgeError(file.subarray(0, header + 16 + 5), [identity], 'age payload is damaged or truncated: a chunk does not authenticate');
-      await expectAgeError(file.subarray(0, header + 5), [identity], 'age file is truncated: it ends before its payload');
-      await expectAgeError(file.subarray(0, header - 20), [identity], 'age file is truncated: it ends inside its header');
+      await expectAgeError(
+        file.subarray(0, header + 16 + 3 * 65_552),
+        [identity],
+        'age payload is damaged or truncated: a chunk does not authenticate',
+      );
+      await expectAgeError(
+        file.subarray(0, header + 16 + 5),
+        [identity],
+        'age payload is damaged or truncated: a chunk does not authenticate',
+      );
+      await expectAgeError(
+        file.subarray(0, header + 5),
+        [identity],
+        'age file is truncated: it ends before its payload',
+      );
+      await expectAgeError(
+        file.subarray(0, header - 20),
+        [identity],
+        'age file is truncated: it ends inside its header',
+      );
       await expectAgeError(file.subarray(0, 30), [identity], 'age file is truncated: it ends inside its header');
       await expectAgeError(file.subarray(0, 10), [identity], 'age file is truncated: it ends inside its header');
     });
@@ -278,13 +373,24 @@ describe('age', () => {
       await expectAgeError(snapshot, [identity], 'not an age file: it does not begin with age-encryption.org/v1');
       const gz = await through([snapshot], await createCompressor('gzip'));
       await expectAgeError(gz, [identity], 'not an age file: it does not begin with age-encryption.org/v1');
-      await expectAgeError(Buffer.from('age-encryption.org/v2\n-> X25519 x\n'), [identity], 'age file has an unsupported version: only age-encryption.org/v1 is known');
+      await expectAgeError(
+        Buffer.from('age-encryption.org/v2\n-> X25519 x\n'),
+        [identity],
+        'age file has an unsupported version: only age-encryption.org/v1 is known',
+      );
       await expectAgeError(Buffer.alloc(0), [identity], 'not an age file: it is empty');
     });
 
     it('a header that never ends is refused after MAX_HEADER_BYTES, not buffered', async () => {
-      const endless = Buffer.concat([Buffer.from('age-encryption.org/v1\n-> X25519 '), Buffer.alloc(8 * 1024 * 1024, 'A')]);
-      await expectAgeError(endless, [identity], `age header is damaged: it does not end within ${MAX_HEADER_BYTES / 1024 / 1024} MiB`);
+      const endless = Buffer.concat([
+        Buffer.from('age-encryption.org/v1\n-> X25519 '),
+        Buffer.alloc(8 * 1024 * 1024, 'A'),
+      ]);
+      await expectAgeError(
+        endless,
+        [identity],
+        `age header is damaged: it does not end within ${MAX_HEADER_BYTES / 1024 / 1024} MiB`,
+      );
     });
   });
 
@@ -313,7 +419,8 @@ describe('age', () => {
       const chunks: Buffer[] = [];
       decryptor.on('data', (chunk: Buffer) => chunks.push(chunk));
       const ended = new Promise((resolve, reject) => decryptor.once('end', resolve).once('error', reject));
-      for (const piece of rest) if (!decryptor.write(piece)) await new Promise((resolve) => decryptor.once('drain', resolve));
+      for (const piece of rest)
+        if (!decryptor.write(piece)) await new Promise((resolve) => decryptor.once('drain', resolve));
       decryptor.end();
       await ended;
       assert.equal(sha256(Buffer.concat(chunks)), sha256(plain));

@@ -44,10 +44,20 @@ async function decompress(kind: 'gzip' | 'zstd', bytes: Buffer, sizes = [64 * 10
 
 /** Bytes that compress somewhat, like etcd values: random runs and repeated runs, interleaved. */
 const mixedBytes = fc
-  .array(fc.oneof(fc.uint8Array({ maxLength: 4096 }), fc.record({ byte: fc.integer({ min: 0, max: 255 }), length: fc.integer({ min: 1, max: 50_000 }) })), { maxLength: 12 })
-  .map((parts) => Buffer.concat(parts.map((p) => (p instanceof Uint8Array ? Buffer.from(p) : Buffer.alloc(p.length, p.byte)))));
+  .array(
+    fc.oneof(
+      fc.uint8Array({ maxLength: 4096 }),
+      fc.record({ byte: fc.integer({ min: 0, max: 255 }), length: fc.integer({ min: 1, max: 50_000 }) }),
+    ),
+    { maxLength: 12 },
+  )
+  .map((parts) =>
+    Buffer.concat(parts.map((p) => (p instanceof Uint8Array ? Buffer.from(p) : Buffer.alloc(p.length, p.byte)))),
+  );
 /** Chunk sizes to cycle through; the 4 KiB one keeps a run of 1-byte pieces from taking all the test's time. */
-const chunkSizes = fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 8 }).map((sizes) => [...sizes, 4096]);
+const chunkSizes = fc
+  .array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 8 })
+  .map((sizes) => [...sizes, 4096]);
 
 describe('compression', () => {
   let snapshot: Buffer;
@@ -83,7 +93,10 @@ describe('compression', () => {
   for (const kind of KINDS) {
     it(`${kind}: a real etcd snapshot roundtrips with arbitrary chunk boundaries on both sides`, async () => {
       const compressed = await compress(kind, snapshot, [1, 1000, 65_536, 7, 300_000, 4096]);
-      assert.ok(compressed.length < snapshot.length, `${kind} compresses the snapshot (${compressed.length} of ${snapshot.length})`);
+      assert.ok(
+        compressed.length < snapshot.length,
+        `${kind} compresses the snapshot (${compressed.length} of ${snapshot.length})`,
+      );
       assert.equal(sha256(await decompress(kind, compressed, [3, 65_536, 1, 200_000, 17])), sha256(snapshot));
     });
 
@@ -103,8 +116,15 @@ describe('compression', () => {
       const theirs = cli(kind, ['-c', ...(kind === 'zstd' ? ['-q', '-3'] : ['-6'])], snapshot);
       assert.equal(sha256(await decompress(kind, theirs, [5000])), sha256(snapshot));
       // Several members/frames one after another, as `cat a.gz b.gz` makes them.
-      const two = Buffer.concat([theirs, cli(kind, ['-c', ...(kind === 'zstd' ? ['-q'] : [])], Buffer.from('and more'))]);
-      for (const sizes of [[777], [two.length]]) assert.equal(sha256(await decompress(kind, two, sizes)), sha256(Buffer.concat([snapshot, Buffer.from('and more')])));
+      const two = Buffer.concat([
+        theirs,
+        cli(kind, ['-c', ...(kind === 'zstd' ? ['-q'] : [])], Buffer.from('and more')),
+      ]);
+      for (const sizes of [[777], [two.length]])
+        assert.equal(
+          sha256(await decompress(kind, two, sizes)),
+          sha256(Buffer.concat([snapshot, Buffer.from('and more')])),
+        );
     });
 
     it(`${kind}: an empty stream roundtrips`, async () => {
@@ -144,13 +164,15 @@ describe('compression', () => {
     const chunks: Buffer[] = [];
     compressor.on('data', (chunk: Buffer) => chunks.push(chunk));
     const ended = new Promise((resolve) => compressor.once('end', resolve));
-    for (const piece of cut(plain, [1024])) if (!compressor.write(piece)) await new Promise((resolve) => compressor.once('drain', resolve));
+    for (const piece of cut(plain, [1024]))
+      if (!compressor.write(piece)) await new Promise((resolve) => compressor.once('drain', resolve));
     compressor.end();
     await ended;
     // 1 KiB writes, yet output comes per batch (WASM) or per zstd block (node:zlib): >= 16 KiB on average.
     const average = Buffer.concat(chunks).length / chunks.length;
     assert.ok(average >= 16 * 1024, `average output chunk ${Math.round(average)} bytes over ${chunks.length} chunks`);
-    if (zstdImplementation() === 'wasm') assert.ok(chunks.length <= Math.ceil(plain.length / WASM_ZSTD_BATCH_BYTES) + 1, `${chunks.length} output chunks`);
+    if (zstdImplementation() === 'wasm')
+      assert.ok(chunks.length <= Math.ceil(plain.length / WASM_ZSTD_BATCH_BYTES) + 1, `${chunks.length} output chunks`);
     assert.equal(sha256(await decompress('zstd', Buffer.concat(chunks))), sha256(plain));
   });
 
@@ -160,7 +182,9 @@ describe('compression', () => {
     const outputs = compressors.map((compressor) => {
       const chunks: Buffer[] = [];
       compressor.on('data', (chunk: Buffer) => chunks.push(chunk));
-      return new Promise<Buffer>((resolve, reject) => compressor.once('end', () => resolve(Buffer.concat(chunks))).once('error', reject));
+      return new Promise<Buffer>((resolve, reject) =>
+        compressor.once('end', () => resolve(Buffer.concat(chunks))).once('error', reject),
+      );
     });
     // Interleave 100 KiB writes across the three streams, so every batch of one happens between batches of others.
     const pieces = inputs.map((input) => cut(input, [100 * 1024]));
@@ -208,7 +232,11 @@ describe('compression', () => {
       const badHeader = Buffer.from(gz);
       badHeader[3] = 0xe0; // reserved flag bits
       await expectDamage('gzip', badHeader, 'gzip data is damaged: unknown header flags set');
-      await expectDamage('gzip', gz.subarray(0, gz.length - 1000), 'gzip data is damaged: unexpected end of file (truncated?)');
+      await expectDamage(
+        'gzip',
+        gz.subarray(0, gz.length - 1000),
+        'gzip data is damaged: unexpected end of file (truncated?)',
+      );
       const flipped = Buffer.from(gz);
       flipped[flipped.length - 6] = flipped[flipped.length - 6]! ^ 0x01; // inside the CRC-32 of the trailer
       await expectDamage('gzip', flipped, 'gzip data is damaged: incorrect data check');
@@ -218,16 +246,32 @@ describe('compression', () => {
     it('zstd: foreign bytes, a truncated stream, garbage after the frame, an empty stream, absurd headers', async () => {
       await expectDamage('zstd', snapshot, 'zstd data is damaged: it does not start with a zstd frame');
       await expectDamage('zstd', gz, 'zstd data is damaged: it does not start with a zstd frame');
-      await expectDamage('zstd', zst.subarray(0, zst.length - 1000), 'zstd data is damaged: unexpected end of file (truncated?)');
+      await expectDamage(
+        'zstd',
+        zst.subarray(0, zst.length - 1000),
+        'zstd data is damaged: unexpected end of file (truncated?)',
+      );
       await expectDamage('zstd', zst.subarray(0, 6), 'zstd data is damaged: unexpected end of file (truncated?)');
-      await expectDamage('zstd', Buffer.concat([zst, Buffer.from('trailing garbage')]), 'zstd data is damaged: the bytes after frame 1 are not a zstd frame');
+      await expectDamage(
+        'zstd',
+        Buffer.concat([zst, Buffer.from('trailing garbage')]),
+        'zstd data is damaged: the bytes after frame 1 are not a zstd frame',
+      );
       await expectDamage('zstd', Buffer.alloc(0), 'zstd data is damaged: unexpected end of file (truncated?)');
       // Frame header asking for a 2 GiB window (exponent 21): refused before any decoder allocates it.
       const hugeWindow = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 21 << 3, 0x01, 0x00, 0x00]);
-      await expectDamage('zstd', hugeWindow, 'zstd data is damaged: a frame asks for a 2048 MiB window, over the 128 MiB limit');
+      await expectDamage(
+        'zstd',
+        hugeWindow,
+        'zstd data is damaged: a frame asks for a 2048 MiB window, over the 128 MiB limit',
+      );
       // Single-segment frame claiming 4 GiB of content (its window).
       const hugeContent = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xa0, 0xff, 0xff, 0xff, 0xff]);
-      await expectDamage('zstd', hugeContent, 'zstd data is damaged: a frame asks for a 4096 MiB window, over the 128 MiB limit');
+      await expectDamage(
+        'zstd',
+        hugeContent,
+        'zstd data is damaged: a frame asks for a 4096 MiB window, over the 128 MiB limit',
+      );
       const reservedBlock = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x50, 0x07, 0x00, 0x00]);
       await expectDamage('zstd', reservedBlock, 'zstd data is damaged: a block has the reserved block type');
     });
@@ -247,7 +291,16 @@ describe('compression', () => {
       const child = fileURLToPath(new URL('./zstd-child.js', import.meta.url));
       const run = spawnSync(imageNodeBinary(), [child, dir], { encoding: 'utf8' });
       assert.equal(run.status, 0, `the Node 22 child failed: ${run.stderr}`);
-      const report = JSON.parse(run.stdout) as Record<'node' | 'implementation' | 'decodedSha256' | 'twoFramesInOneWriteSha256' | 'betweenSkippableFramesSha256' | 'truncated' | 'trailingGarbage', string>;
+      const report = JSON.parse(run.stdout) as Record<
+        | 'node'
+        | 'implementation'
+        | 'decodedSha256'
+        | 'twoFramesInOneWriteSha256'
+        | 'betweenSkippableFramesSha256'
+        | 'truncated'
+        | 'trailingGarbage',
+        string
+      >;
       assert.match(report.node, /^v22\./);
       assert.equal(report.implementation, 'node:zlib');
       assert.equal(report.decodedSha256, sha256(snapshot), 'Node 22 decodes what this Node compressed');
@@ -255,9 +308,16 @@ describe('compression', () => {
       assert.equal(report.twoFramesInOneWriteSha256, sha256(Buffer.concat([snapshot, snapshot])));
       assert.equal(report.betweenSkippableFramesSha256, sha256(snapshot));
       assert.equal(report.truncated, 'CompressionError: zstd data is damaged: unexpected end of file (truncated?)');
-      assert.equal(report.trailingGarbage, 'CompressionError: zstd data is damaged: the bytes after frame 1 are not a zstd frame');
+      assert.equal(
+        report.trailingGarbage,
+        'CompressionError: zstd data is damaged: the bytes after frame 1 are not a zstd frame',
+      );
       const fromChild = await readFile(join(dir, 'from-child.zst'));
-      assert.equal(sha256(await decompress('zstd', fromChild, [9999])), sha256(snapshot), 'this Node decodes what Node 22 compressed');
+      assert.equal(
+        sha256(await decompress('zstd', fromChild, [9999])),
+        sha256(snapshot),
+        'this Node decodes what Node 22 compressed',
+      );
       assert.equal(sha256(cli('zstd', ['-d', '-c', '-q'], fromChild)), sha256(snapshot));
     } finally {
       await rm(dir, { recursive: true, force: true });

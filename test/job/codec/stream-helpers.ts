@@ -54,7 +54,10 @@ export async function failure(pieces: Buffer[], ...stages: Duplex[]): Promise<Er
  * the source had produced when the flow stopped, and the stage's own buffered bytes then; then releases the sink
  * and checks that all of it gets through.
  */
-export async function inputTakenWhileSinkPaused(stage: Duplex, total = 64 * 1024 * 1024): Promise<{ produced: number; stageBuffered: number; pulls: number }> {
+export async function inputTakenWhileSinkPaused(
+  stage: Duplex,
+  total = 64 * 1024 * 1024,
+): Promise<{ produced: number; stageBuffered: number; pulls: number }> {
   const pool = randomBytes(8 * 1024 * 1024);
   const chunk = 64 * 1024;
   let produced = 0;

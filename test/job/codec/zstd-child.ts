@@ -15,7 +15,11 @@ import { createCompressor, createDecompressor, zstdImplementation } from '../../
 
 async function sha256OfDecompressed(input: Readable): Promise<string> {
   const hash = createHash('sha256');
-  await pipeline(input, await createDecompressor('zstd'), new Writable({ write: (chunk: Buffer, _encoding, callback) => (hash.update(chunk), callback()) }));
+  await pipeline(
+    input,
+    await createDecompressor('zstd'),
+    new Writable({ write: (chunk: Buffer, _encoding, callback) => (hash.update(chunk), callback()) }),
+  );
   return hash.digest('hex');
 }
 
@@ -33,7 +37,11 @@ async function errorOf(bytes: Buffer): Promise<string> {
 }
 
 const dir = process.argv[2]!;
-await pipeline(createReadStream(join(dir, 'plain.bin'), { highWaterMark: 16 * 1024 }), await createCompressor('zstd'), createWriteStream(join(dir, 'from-child.zst')));
+await pipeline(
+  createReadStream(join(dir, 'plain.bin'), { highWaterMark: 16 * 1024 }),
+  await createCompressor('zstd'),
+  createWriteStream(join(dir, 'from-child.zst')),
+);
 const fromParent = await readFile(join(dir, 'from-parent.zst'));
 const skippable = Buffer.from([0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]);
 console.log(

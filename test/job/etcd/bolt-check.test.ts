@@ -6,7 +6,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { BoltChecker, BoltStructureError, crc32c, crc32cCombine, type BoltCheckOptions, type BoltSummary } from '../../../src/job/etcd/bolt-check.js';
+import {
+  BoltChecker,
+  BoltStructureError,
+  crc32c,
+  crc32cCombine,
+  type BoltCheckOptions,
+  type BoltSummary,
+} from '../../../src/job/etcd/bolt-check.js';
 import { EtcdSnapshotVerifier } from '../../../src/job/etcd/trailer.js';
 import { snapshotStatus, useEtcd } from '../../harness/etcd.js';
 import {
@@ -80,7 +87,9 @@ describe('BoltChecker', () => {
     snapshots.set('large values', await etcd.snapshot());
     await etcdctl(etcd.clientUrl, 'del', '--prefix', 'registry/small/');
     await etcd.putMany(500, 'registry/small/', 100);
-    const revision = (JSON.parse(await etcdctl(etcd.clientUrl, 'get', 'x', '-w', 'json')) as { header: { revision: number } }).header.revision;
+    const revision = (
+      JSON.parse(await etcdctl(etcd.clientUrl, 'get', 'x', '-w', 'json')) as { header: { revision: number } }
+    ).header.revision;
     await etcdctl(etcd.clientUrl, 'compact', String(revision), '--physical');
     snapshots.set('compacted', await etcd.snapshot());
   });
@@ -92,12 +101,29 @@ describe('BoltChecker', () => {
   describe('real snapshots: the figures etcdctl snapshot status reports', () => {
     const shapes: { shape: Shape; keys: number; shaped: (d: Buffer) => void }[] = [
       // Every bucket of a fresh etcd is inline, "key" too.
-      { shape: 'fresh', keys: 0, shaped: (d) => assert.equal(boltLayout(d).buckets.find((b) => b.name === 'key')?.root, 0) },
-      { shape: 'small keys', keys: 3000, shaped: (d) => assert.ok(boltLayout(d).buckets.find((b) => b.name === 'key')!.branches.length > 0, 'branch pages') },
+      {
+        shape: 'fresh',
+        keys: 0,
+        shaped: (d) => assert.equal(boltLayout(d).buckets.find((b) => b.name === 'key')?.root, 0),
+      },
+      {
+        shape: 'small keys',
+        keys: 3000,
+        shaped: (d) =>
+          assert.ok(boltLayout(d).buckets.find((b) => b.name === 'key')!.branches.length > 0, 'branch pages'),
+      },
       {
         shape: 'large values',
         keys: 3012,
-        shaped: (d) => assert.ok(Math.max(...boltLayout(d).buckets.find((b) => b.name === 'key')!.overflow.values()) > 20, 'multi-page nodes'),
+        shaped: (d) =>
+          assert.ok(
+            Math.max(
+              ...boltLayout(d)
+                .buckets.find((b) => b.name === 'key')!
+                .overflow.values(),
+            ) > 20,
+            'multi-page nodes',
+          ),
       },
       // All 3000 small keys deleted, 500 put again, then compacted: only the latest revisions stay, and free pages.
       { shape: 'compacted', keys: 512, shaped: (d) => assert.ok(unreachablePages(d).length > 100, 'free pages') },
@@ -116,7 +142,10 @@ describe('BoltChecker', () => {
         assert.equal(summary.pages * PAGE, status.totalSize);
         assert.ok(summary.txid > 0);
         assert.ok(summary.buckets.includes('key') && summary.buckets.includes('meta'), summary.buckets.join());
-        assert.deepEqual(summary.buckets, [...summary.buckets].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+        assert.deepEqual(
+          summary.buckets,
+          [...summary.buckets].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))),
+        );
       });
     }
 
@@ -139,7 +168,8 @@ describe('BoltChecker', () => {
 
   describe('chunking never changes the result', () => {
     it('1-byte pieces', () => {
-      for (const shape of ['fresh', 'small keys'] as const) assert.deepEqual(check(db(shape), [1]), check(db(shape), [db(shape).length]));
+      for (const shape of ['fresh', 'small keys'] as const)
+        assert.deepEqual(check(db(shape), [1]), check(db(shape), [db(shape).length]));
     });
 
     it('random pieces', () => {
@@ -156,13 +186,37 @@ describe('BoltChecker', () => {
 
   describe('damaged snapshots whose trailer was recomputed', () => {
     const expected: Record<DamageKind, { message: RegExp; etcdctlRejects: boolean }> = {
-      'branch-child': { message: /^branch page \d+ element 0 \(bucket "key"\) points to page \d+, whose first key differs from the element's key/, etcdctlRejects: true },
-      'leaf-page-id': { message: /^page (\d+) \(reached from bucket "key"\) has id \d+ in its header$/, etcdctlRejects: true },
-      'key-order': { message: /^page \d+ \(reached from bucket "key"\) is malformed: element 2's key is not greater than element 1's: keys must be strictly increasing$/, etcdctlRejects: false },
-      'element-bounds': { message: /^page \d+ \(reached from bucket "key"\) is malformed: element \d+'s key \(bytes \d+\.\.\d+\) runs past the node's 4096 bytes$/, etcdctlRejects: false },
-      'meta-checksums': { message: /^both meta pages are invalid \(meta 0: bad checksum; meta 1: bad checksum\): not a bolt database$/, etcdctlRejects: true },
-      'truncated-pages': { message: /^the database ends after (\d+) pages but its meta page says it has \d+: truncated$/, etcdctlRejects: true },
-      'missing-key-bucket': { message: /^the root bucket has no "key" bucket \(it has .*"kez".*\): not an etcd database$/, etcdctlRejects: false },
+      'branch-child': {
+        message:
+          /^branch page \d+ element 0 \(bucket "key"\) points to page \d+, whose first key differs from the element's key/,
+        etcdctlRejects: true,
+      },
+      'leaf-page-id': {
+        message: /^page (\d+) \(reached from bucket "key"\) has id \d+ in its header$/,
+        etcdctlRejects: true,
+      },
+      'key-order': {
+        message:
+          /^page \d+ \(reached from bucket "key"\) is malformed: element 2's key is not greater than element 1's: keys must be strictly increasing$/,
+        etcdctlRejects: false,
+      },
+      'element-bounds': {
+        message:
+          /^page \d+ \(reached from bucket "key"\) is malformed: element \d+'s key \(bytes \d+\.\.\d+\) runs past the node's 4096 bytes$/,
+        etcdctlRejects: false,
+      },
+      'meta-checksums': {
+        message: /^both meta pages are invalid \(meta 0: bad checksum; meta 1: bad checksum\): not a bolt database$/,
+        etcdctlRejects: true,
+      },
+      'truncated-pages': {
+        message: /^the database ends after (\d+) pages but its meta page says it has \d+: truncated$/,
+        etcdctlRejects: true,
+      },
+      'missing-key-bucket': {
+        message: /^the root bucket has no "key" bucket \(it has .*"kez".*\): not an etcd database$/,
+        etcdctlRejects: false,
+      },
     };
     for (const kind of DAMAGE_KINDS) {
       it(kind, async () => {
@@ -173,16 +227,23 @@ describe('BoltChecker', () => {
         assert.doesNotThrow(() => trailer.finish());
         rejects(databaseOf(damaged), expected[kind].message);
         // bbolt's own check (etcdctl runs it) catches some of these, by a panic or an error.
-        if (expected[kind].etcdctlRejects) await assert.rejects(snapshotStatus(await file(damaged)), /etcdctl snapshot status .* failed/);
+        if (expected[kind].etcdctlRejects)
+          await assert.rejects(snapshotStatus(await file(damaged)), /etcdctl snapshot status .* failed/);
       });
     }
 
     it('page ids in the messages are the damaged pages', () => {
       const snapshot = snapshots.get('small keys')!;
       const leaf = boltLayout(db('small keys')).buckets.find((b) => b.name === 'key')!.leaves[0]!;
-      rejects(databaseOf(damageSnapshot(snapshot, 'leaf-page-id')), new RegExp(`^page ${leaf} \\(reached from bucket "key"\\) has id ${leaf + 1} in its header$`));
+      rejects(
+        databaseOf(damageSnapshot(snapshot, 'leaf-page-id')),
+        new RegExp(`^page ${leaf} \\(reached from bucket "key"\\) has id ${leaf + 1} in its header$`),
+      );
       const pages = boltLayout(db('small keys')).pages;
-      rejects(databaseOf(damageSnapshot(snapshot, 'truncated-pages')), new RegExp(`ends after ${pages - 2} pages but its meta page says it has ${pages}: truncated`));
+      rejects(
+        databaseOf(damageSnapshot(snapshot, 'truncated-pages')),
+        new RegExp(`ends after ${pages - 2} pages but its meta page says it has ${pages}: truncated`),
+      );
     });
 
     it('a wrong freelist: a page neither reachable nor free, a page both, a page freed twice', async () => {
@@ -191,21 +252,47 @@ describe('BoltChecker', () => {
       const leaked = withSyncedFreelist(data, (ids) => ids.filter((id) => id !== 2));
       rejects(leaked, /^page 2 is neither reachable nor free: a tree lost a branch, or the freelist lost pages$/);
       await assert.rejects(snapshotStatus(await file(withRecomputedTrailer(leaked))), /unreachable unfreed/);
-      rejects(withSyncedFreelist(data, (ids) => [...ids, live].sort((a, b) => a - b)), new RegExp(`^page ${live} \\(reached from bucket "key"\\) is listed in the freelist: it is both free and in use$`));
-      rejects(withSyncedFreelist(data, (ids) => [ids[0]!, ...ids]), /^the freelist \(page \d+\) lists page \d+ twice$/);
-      rejects(withSyncedFreelist(data, (ids) => [...ids, 1]), /^the freelist \(page \d+\) lists meta page 1 as free$/);
+      rejects(
+        withSyncedFreelist(data, (ids) => [...ids, live].sort((a, b) => a - b)),
+        new RegExp(
+          `^page ${live} \\(reached from bucket "key"\\) is listed in the freelist: it is both free and in use$`,
+        ),
+      );
+      rejects(
+        withSyncedFreelist(data, (ids) => [ids[0]!, ...ids]),
+        /^the freelist \(page \d+\) lists page \d+ twice$/,
+      );
+      rejects(
+        withSyncedFreelist(data, (ids) => [...ids, 1]),
+        /^the freelist \(page \d+\) lists meta page 1 as free$/,
+      );
     });
 
     it('one bad meta page, the database size, garbage', () => {
       const data = db('small keys');
       const meta1 = Buffer.from(data);
       meta1[PAGE + 16 + 56]! ^= 1;
-      rejects(meta1, /^meta page 1 is invalid \(bad checksum\) although meta page 0 is valid: the database is damaged$/);
-      rejects(Buffer.concat([data, Buffer.alloc(100)]), /^the database is \d+ bytes, not a whole number of 4096-byte pages: truncated, or not a bolt database$/);
-      rejects(data.subarray(0, 3 * PAGE + 10), /^the database ends after 3 pages and 10 bytes but its meta page says it has \d+: truncated$/);
-      rejects(data.subarray(0, 3000), /^the database ends after 3000 bytes, before its second meta page \(meta page 0 says it has \d+ pages of 4096 bytes\): truncated$/);
+      rejects(
+        meta1,
+        /^meta page 1 is invalid \(bad checksum\) although meta page 0 is valid: the database is damaged$/,
+      );
+      rejects(
+        Buffer.concat([data, Buffer.alloc(100)]),
+        /^the database is \d+ bytes, not a whole number of 4096-byte pages: truncated, or not a bolt database$/,
+      );
+      rejects(
+        data.subarray(0, 3 * PAGE + 10),
+        /^the database ends after 3 pages and 10 bytes but its meta page says it has \d+: truncated$/,
+      );
+      rejects(
+        data.subarray(0, 3000),
+        /^the database ends after 3000 bytes, before its second meta page \(meta page 0 says it has \d+ pages of 4096 bytes\): truncated$/,
+      );
       rejects(Buffer.alloc(0), /^the database is only 0 bytes, too short for a meta page: not a bolt database$/);
-      rejects(Buffer.alloc(5 * PAGE), /^both meta pages are invalid \(meta 0: bad magic 0x00000000; meta 1: bad magic 0x00000000\): not a bolt database$/);
+      rejects(
+        Buffer.alloc(5 * PAGE),
+        /^both meta pages are invalid \(meta 0: bad magic 0x00000000; meta 1: bad magic 0x00000000\): not a bolt database$/,
+      );
     });
   });
 
@@ -219,11 +306,23 @@ describe('BoltChecker', () => {
         assert.doesNotMatch(error.message, /internal error/);
       }
     };
-    const position = fc.record({ page: fc.nat(), offset: fc.oneof(fc.integer({ min: 0, max: 127 }), fc.integer({ min: 0, max: PAGE - 1 })) });
+    const position = fc.record({
+      page: fc.nat(),
+      offset: fc.oneof(fc.integer({ min: 0, max: 127 }), fc.integer({ min: 0, max: PAGE - 1 })),
+    });
     const mutation = fc.oneof(
       fc.record({ kind: fc.constant('flip' as const), at: position, bit: fc.integer({ min: 0, max: 7 }) }),
-      fc.record({ kind: fc.constant('overwrite' as const), at: position, bytes: fc.uint8Array({ minLength: 1, maxLength: 12 }) }),
-      fc.record({ kind: fc.constant('fill' as const), at: position, byte: fc.constantFrom(0x00, 0xff), length: fc.integer({ min: 1, max: 64 }) }),
+      fc.record({
+        kind: fc.constant('overwrite' as const),
+        at: position,
+        bytes: fc.uint8Array({ minLength: 1, maxLength: 12 }),
+      }),
+      fc.record({
+        kind: fc.constant('fill' as const),
+        at: position,
+        byte: fc.constantFrom(0x00, 0xff),
+        length: fc.integer({ min: 1, max: 64 }),
+      }),
       fc.record({ kind: fc.constant('truncate' as const), at: position }),
     );
     type Mutation = typeof mutation extends fc.Arbitrary<infer M> ? M : never;
@@ -249,7 +348,8 @@ describe('BoltChecker', () => {
           fc.array(mutation, { minLength: 1, maxLength: 4 }),
           fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 8 }),
           fc.constantFrom(undefined, PAGE, 64 * 1024),
-          (source, mutations, sizes, maxNodeBytes) => survives(mutate(sources[source]!, mutations), sizes, maxNodeBytes ? { maxNodeBytes } : {}),
+          (source, mutations, sizes, maxNodeBytes) =>
+            survives(mutate(sources[source]!, mutations), sizes, maxNodeBytes ? { maxNodeBytes } : {}),
         ),
         { numRuns: 300 },
       );
@@ -267,7 +367,11 @@ describe('BoltChecker', () => {
 
   describe('bounded memory', () => {
     it('a reached node larger than maxNodeBytes is rejected, naming the limit', () => {
-      rejects(db('large values'), /^page \d+ \(reached from bucket "key"\) is a node of \d+ pages \(\d+ bytes\), more than the 65536 bytes the checker assembles \(maxNodeBytes\)$/, { maxNodeBytes: 64 * 1024 });
+      rejects(
+        db('large values'),
+        /^page \d+ \(reached from bucket "key"\) is a node of \d+ pages \(\d+ bytes\), more than the 65536 bytes the checker assembles \(maxNodeBytes\)$/,
+        { maxNodeBytes: 64 * 1024 },
+      );
     });
 
     it('stale free pages may claim any overflow, over live pages or past the end', () => {
@@ -283,25 +387,38 @@ describe('BoltChecker', () => {
       claim(stale[1]!, 0x01, 40); // a branch over the next 40 pages, live or not: assembled, parsed, never reached
       claim(stale[2]!, 0x02, 150); // 604 KiB: too large for 512 KiB, assembled under the default
       // The live tree's largest node has 101 pages (404 KiB).
-      for (const maxNodeBytes of [512 * 1024, undefined]) assert.deepEqual(check(data, [8192], maxNodeBytes ? { maxNodeBytes } : {}), reference);
+      for (const maxNodeBytes of [512 * 1024, undefined])
+        assert.deepEqual(check(data, [8192], maxNodeBytes ? { maxNodeBytes } : {}), reference);
     });
   });
 
   describe('etcdctl hash arithmetic', () => {
-    const crc = (bytes: Uint8Array): number => crc32c(0, bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.length), 0, bytes.length);
+    const crc = (bytes: Uint8Array): number =>
+      crc32c(0, bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.length), 0, bytes.length);
 
     it('CRC-32C of the check string, and of pieces joined', () => {
       assert.equal(crc(Buffer.from('123456789')), 0xe3069283);
       const data = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 7919) & 0xff));
-      for (const cut of [0, 1, 15, 16, 17, 500, 999, 1000]) assert.equal(crc32cCombine(crc(data.subarray(0, cut)), crc(data.subarray(cut)), data.length - cut), crc(data));
+      for (const cut of [0, 1, 15, 16, 17, 500, 999, 1000])
+        assert.equal(crc32cCombine(crc(data.subarray(0, cut)), crc(data.subarray(cut)), data.length - cut), crc(data));
     });
 
     it('joins pieces of 512 MiB and more (a big "key" bucket) the same way as smaller ones', () => {
       // crc(A B C) two ways: B and C below 2^29 bytes each, then B+C above. zlib's 32-entry table is wrong here.
       fc.assert(
-        fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 2 ** 28, max: 2 ** 29 - 1 }), fc.integer({ min: 2 ** 28, max: 2 ** 33 }), (a, b, c, lengthB, lengthC) => {
-          assert.equal(crc32cCombine(crc32cCombine(a, b, lengthB), c, lengthC), crc32cCombine(a, crc32cCombine(b, c, lengthC), lengthB + lengthC));
-        }),
+        fc.property(
+          fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+          fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+          fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+          fc.integer({ min: 2 ** 28, max: 2 ** 29 - 1 }),
+          fc.integer({ min: 2 ** 28, max: 2 ** 33 }),
+          (a, b, c, lengthB, lengthC) => {
+            assert.equal(
+              crc32cCombine(crc32cCombine(a, b, lengthB), c, lengthC),
+              crc32cCombine(a, crc32cCombine(b, c, lengthC), lengthB + lengthC),
+            );
+          },
+        ),
         { numRuns: 50 },
       );
     });

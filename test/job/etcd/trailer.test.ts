@@ -4,7 +4,12 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { EtcdSnapshotVerifier, IntegrityError, verifyingStream, type VerifiedSnapshot } from '../../../src/job/etcd/trailer.js';
+import {
+  EtcdSnapshotVerifier,
+  IntegrityError,
+  verifyingStream,
+  type VerifiedSnapshot,
+} from '../../../src/job/etcd/trailer.js';
 
 /** A synthetic etcd snapshot: `pages` 4 KiB bbolt pages, then sha256 of them. */
 function snapshot(pages: number): Buffer {
@@ -33,7 +38,11 @@ function verify(parts: Buffer[]): { passed: Buffer; result: VerifiedSnapshot } {
 describe('EtcdSnapshotVerifier', () => {
   it('accepts a whole snapshot in any chunking, passes every byte through, and reports both hashes', () => {
     const data = snapshot(5);
-    const expected = { size: data.length, etcdSha256: data.subarray(-32).toString('hex'), sha256: createHash('sha256').update(data).digest('hex') };
+    const expected = {
+      size: data.length,
+      etcdSha256: data.subarray(-32).toString('hex'),
+      sha256: createHash('sha256').update(data).digest('hex'),
+    };
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 20 }), (sizes) => {
         const { passed, result } = verify(chunks(data, sizes));
@@ -53,26 +62,59 @@ describe('EtcdSnapshotVerifier', () => {
 
   const broken: { name: string; data: () => Buffer; message: RegExp }[] = [
     { name: 'an empty stream', data: () => Buffer.alloc(0), message: /the stream was empty/ },
-    { name: 'a stream truncated mid-page (Talos ends it with status OK)', data: () => snapshot(3).subarray(0, 9000), message: /ended after 9000 bytes.*size % 512 = 296, expected 32/ },
-    { name: 'a stream truncated at a page boundary plus 32 bytes', data: () => snapshot(3).subarray(0, 8192 + 32), message: /does not match the snapshot's trailer/ },
-    { name: 'one flipped bit in the database', data: () => { const d = snapshot(3); d[5000]! ^= 1; return d; }, message: /does not match the snapshot's trailer.*corrupted/ },
-    { name: 'one flipped bit in the trailer', data: () => { const d = snapshot(3); d[d.length - 1]! ^= 0x80; return d; }, message: /does not match/ },
-    { name: 'a database without its trailer', data: () => snapshot(3).subarray(0, 3 * 4096), message: /size % 512 = 0/ },
+    {
+      name: 'a stream truncated mid-page (Talos ends it with status OK)',
+      data: () => snapshot(3).subarray(0, 9000),
+      message: /ended after 9000 bytes.*size % 512 = 296, expected 32/,
+    },
+    {
+      name: 'a stream truncated at a page boundary plus 32 bytes',
+      data: () => snapshot(3).subarray(0, 8192 + 32),
+      message: /does not match the snapshot's trailer/,
+    },
+    {
+      name: 'one flipped bit in the database',
+      data: () => {
+        const d = snapshot(3);
+        d[5000]! ^= 1;
+        return d;
+      },
+      message: /does not match the snapshot's trailer.*corrupted/,
+    },
+    {
+      name: 'one flipped bit in the trailer',
+      data: () => {
+        const d = snapshot(3);
+        d[d.length - 1]! ^= 0x80;
+        return d;
+      },
+      message: /does not match/,
+    },
+    {
+      name: 'a database without its trailer',
+      data: () => snapshot(3).subarray(0, 3 * 4096),
+      message: /size % 512 = 0/,
+    },
   ];
   for (const b of broken) {
     it(`rejects ${b.name}`, () => {
-      assert.throws(() => verify(chunks(b.data(), [1024])), (error: unknown) => {
-        assert.ok(error instanceof IntegrityError);
-        assert.match(error.message, /^Snapshot integrity check failed: /);
-        assert.match(error.message, b.message);
-        return true;
-      });
+      assert.throws(
+        () => verify(chunks(b.data(), [1024])),
+        (error: unknown) => {
+          assert.ok(error instanceof IntegrityError);
+          assert.match(error.message, /^Snapshot integrity check failed: /);
+          assert.match(error.message, b.message);
+          return true;
+        },
+      );
     });
   }
 });
 
 describe('verifyingStream', () => {
-  async function collect(parts: Buffer[]): Promise<{ received: Buffer; ended: boolean; result?: VerifiedSnapshot; error?: Error }> {
+  async function collect(
+    parts: Buffer[],
+  ): Promise<{ received: Buffer; ended: boolean; result?: VerifiedSnapshot; error?: Error }> {
     const received: Buffer[] = [];
     let ended = false;
     let result: VerifiedSnapshot | undefined;
@@ -87,7 +129,11 @@ describe('verifyingStream', () => {
       },
     });
     try {
-      await pipeline(Readable.from(parts), verifyingStream((r) => (result = r)), sink);
+      await pipeline(
+        Readable.from(parts),
+        verifyingStream((r) => (result = r)),
+        sink,
+      );
       return { received: Buffer.concat(received), ended, ...(result && { result }) };
     } catch (error) {
       return { received: Buffer.concat(received), ended, error: error as Error };

@@ -10,7 +10,8 @@ import { KubernetesApiError, type KubernetesApi } from '../../../src/job/kuberne
 import { isPermanentFailure } from '../../../src/job/errors.js';
 import { FIRST_REPORT_PERMISSION_WAIT_MS, statusReporter } from '../../../src/job/kubernetes/status-report.js';
 
-const FORBIDDEN = 'talosetcdbackups.talos.alperen.cloud "b" is forbidden: User "system:serviceaccount:ns:b-snapshot" cannot patch resource "talosetcdbackups/status" in API group "talos.alperen.cloud" in the namespace "ns"';
+const FORBIDDEN =
+  'talosetcdbackups.talos.alperen.cloud "b" is forbidden: User "system:serviceaccount:ns:b-snapshot" cannot patch resource "talosetcdbackups/status" in API group "talos.alperen.cloud" in the namespace "ns"';
 
 /** An API that answers 403 until `allowAfter` calls were refused (Infinity: forever), then accepts. */
 function api(allowAfter: number, other?: { status: number; times: number }) {
@@ -23,14 +24,23 @@ function api(allowAfter: number, other?: { status: number; times: number }) {
         otherLeft -= 1;
         throw new KubernetesApiError(`the Kubernetes API answered ${other!.status}: try again`, other!.status);
       }
-      if (calls.length <= allowAfter) throw new KubernetesApiError(`the Kubernetes API answered 403: ${FORBIDDEN}`, 403);
+      if (calls.length <= allowAfter)
+        throw new KubernetesApiError(`the Kubernetes API answered 403: ${FORBIDDEN}`, 403);
     },
   };
   return { fake, calls };
 }
 
 const reporter = (fake: KubernetesApi, permissionWaitMs?: number) =>
-  statusReporter({ api: fake, namespace: 'ns', name: 'b', pod: 'b-snapshot-x', intervalMs: 1000, warn: () => undefined, ...(permissionWaitMs !== undefined && { permissionWaitMs }) });
+  statusReporter({
+    api: fake,
+    namespace: 'ns',
+    name: 'b',
+    pod: 'b-snapshot-x',
+    intervalMs: 1000,
+    warn: () => undefined,
+    ...(permissionWaitMs !== undefined && { permissionWaitMs }),
+  });
 
 describe('the first report waits for its RoleBinding', () => {
   it('by default the wait is a minute: far longer than the old ~6 s of retries', () => {
@@ -40,11 +50,11 @@ describe('the first report waits for its RoleBinding', () => {
   it('403s before the RoleBinding exists are retried until the report is accepted', async () => {
     const { fake, calls } = api(4);
     await reporter(fake, 20_000).running();
-    assert.equal(calls.length, 5, "four refusals, then the accepted report");
+    assert.equal(calls.length, 5, 'four refusals, then the accepted report');
     assert.equal(calls.at(-1)!.body.status.report.state, 'Running');
   });
 
-  it('a permission that never comes fails once the wait is over: the API server\'s 403 wording, permanent (exit 2), no second report', async () => {
+  it("a permission that never comes fails once the wait is over: the API server's 403 wording, permanent (exit 2), no second report", async () => {
     const { fake, calls } = api(Infinity);
     const r = reporter(fake, 1_500);
     const error = await r.running().then(
@@ -53,7 +63,10 @@ describe('the first report waits for its RoleBinding', () => {
     );
     assert.ok(error instanceof KubernetesApiError);
     assert.equal(error.status, 403);
-    assert.equal(error.message, `the Kubernetes API answered 403: ${FORBIDDEN} (still refused after 2s: the backup's Role or RoleBinding is missing or was changed)`);
+    assert.equal(
+      error.message,
+      `the Kubernetes API answered 403: ${FORBIDDEN} (still refused after 2s: the backup's Role or RoleBinding is missing or was changed)`,
+    );
     assert.ok(!error.message.includes('\n'), 'one line');
     assert.equal(isPermanentFailure(error), true, 'the Job exits 2: no retry would help');
     const tries = calls.length;
@@ -65,10 +78,12 @@ describe('the first report waits for its RoleBinding', () => {
 
   it('other failures of the first report are retried as before (4 attempts), not for the whole wait', async () => {
     const { fake, calls } = api(0, { status: 500, times: 4 });
-    const error = await reporter(fake, 60_000).running().then(
-      () => assert.fail('4 failures in a row'),
-      (e: unknown) => e,
-    );
+    const error = await reporter(fake, 60_000)
+      .running()
+      .then(
+        () => assert.fail('4 failures in a row'),
+        (e: unknown) => e,
+      );
     assert.ok(error instanceof KubernetesApiError);
     assert.equal(error.status, 500);
     assert.equal(calls.length, 4);
@@ -86,7 +101,10 @@ describe('the first report waits for its RoleBinding', () => {
     const r = reporter(fake, 60_000);
     await r.running();
     refuse = true;
-    await assert.rejects(r.failed('Failed to upload snapshot to S3: SlowDown', true), (e: unknown) => e instanceof KubernetesApiError && !e.message.includes('still refused'));
+    await assert.rejects(
+      r.failed('Failed to upload snapshot to S3: SlowDown', true),
+      (e: unknown) => e instanceof KubernetesApiError && !e.message.includes('still refused'),
+    );
     assert.equal(calls.length, 1 + 4, 'the general retries only');
   });
 });

@@ -26,7 +26,11 @@ describe('inClusterApi', () => {
 
   it('dials an IPv6 service address as an address (IPv6-only clusters), not as a host name', async () => {
     const port = await closedPort('::1');
-    const api = inClusterApi({ KUBERNETES_SERVICE_HOST: '::1', KUBERNETES_SERVICE_PORT: String(port), KUBERNETES_SERVICE_ACCOUNT_DIR: dir });
+    const api = inClusterApi({
+      KUBERNETES_SERVICE_HOST: '::1',
+      KUBERNETES_SERVICE_PORT: String(port),
+      KUBERNETES_SERVICE_ACCOUNT_DIR: dir,
+    });
     await assert.rejects(api.mergePatch('/apis/x', {}), (error: unknown) => {
       assert.ok(error instanceof KubernetesApiError);
       assert.match(error.message, /ECONNREFUSED/, 'the connection was attempted: the name was not looked up');
@@ -36,7 +40,11 @@ describe('inClusterApi', () => {
   });
 
   it('a token that cannot be read rejects the call (it never throws into the caller)', async () => {
-    const api = inClusterApi({ KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '1', KUBERNETES_SERVICE_ACCOUNT_DIR: dir });
+    const api = inClusterApi({
+      KUBERNETES_SERVICE_HOST: '127.0.0.1',
+      KUBERNETES_SERVICE_PORT: '1',
+      KUBERNETES_SERVICE_ACCOUNT_DIR: dir,
+    });
     await rm(join(dir, 'token'));
     const call = api.mergePatch('/apis/x', {});
     assert.ok(call instanceof Promise);

@@ -38,7 +38,11 @@ describe('snapshots of etcd 3.4, 3.5 and 3.6 are stored, verified and restored b
       let restored: Etcd | undefined;
       try {
         etcd = await startEtcd({ version });
-        assert.match((await etcd.client.status()).version, new RegExp(`^${version.replace('.', '\\.')}\\.`), 'the etcd under test is the version asked for');
+        assert.match(
+          (await etcd.client.status()).version,
+          new RegExp(`^${version.replace('.', '\\.')}\\.`),
+          'the etcd under test is the version asked for',
+        );
         // Data with history: an overwritten key leaves its older revision in the database.
         const keys = await etcd.putMany(1500, 'registry/versions/');
         const first = [...keys.keys()][0]!;
@@ -49,10 +53,31 @@ describe('snapshots of etcd 3.4, 3.5 and 3.6 are stored, verified and restored b
         const client = await pki.clientCert(['os:etcd:backup']);
         talos = await startTalosDouble({ pki, etcd, hostname: `cp-${version}` });
         const talosconfig = join(dir, `talosconfig-${version}`);
-        await writeFile(talosconfig, talosconfigYaml({ context: 'prod', endpoints: [talos.endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem }));
+        await writeFile(
+          talosconfig,
+          talosconfigYaml({
+            context: 'prod',
+            endpoints: [talos.endpoint],
+            caPem: pki.caPem,
+            certPem: client.certPem,
+            keyPem: client.keyPem,
+          }),
+        );
         const s3 = { bucket: BUCKET, region: rgw().region, endpoint: rgw().endpoint };
         const key = `talos-operator-etcd-backups/etcd-${version}/etcd-snapshot-2026-12-01T00-00-00Z.db.zst`;
-        const result = await snapshotCommand({ ...s3, talosconfig, key, compression: 'zstd', verify: 'true', partSize: '5', queueSize: '2', connectTimeout: '5', idleTimeout: '5', backupNamespace: 'talos-backup', backupName: `etcd-${version}` });
+        const result = await snapshotCommand({
+          ...s3,
+          talosconfig,
+          key,
+          compression: 'zstd',
+          verify: 'true',
+          partSize: '5',
+          queueSize: '2',
+          connectTimeout: '5',
+          idleTimeout: '5',
+          backupNamespace: 'talos-backup',
+          backupName: `etcd-${version}`,
+        });
         assert.equal(result.verified, true);
         assert.equal(result.verification, 'Full');
 
@@ -62,7 +87,11 @@ describe('snapshots of etcd 3.4, 3.5 and 3.6 are stored, verified and restored b
         await restoreCommand({ ...s3, key, output: file });
         const status = await snapshotStatus(file, version);
         assert.equal(result.revision, status.revision, `our revision vs etcd ${version}'s snapshot status`);
-        assert.equal(status.revision, 1 + 1500 + 1, 'an empty store is at revision 1; every put and the overwrite add one');
+        assert.equal(
+          status.revision,
+          1 + 1500 + 1,
+          'an empty store is at revision 1; every put and the overwrite add one',
+        );
 
         restored = await restoreSnapshot(file, { version });
         assert.equal(restored.version, version);

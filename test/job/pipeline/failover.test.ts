@@ -37,7 +37,12 @@ describe('withFailover', () => {
       }),
       /refused: role/,
     );
-    await assert.rejects(withFailover(['a', 'b'], async () => { throw new Error('Failed to upload snapshot to S3: NoSuchBucket'); }), /NoSuchBucket/);
+    await assert.rejects(
+      withFailover(['a', 'b'], async () => {
+        throw new Error('Failed to upload snapshot to S3: NoSuchBucket');
+      }),
+      /NoSuchBucket/,
+    );
     assert.deepEqual(tried, ['a']);
   });
 
@@ -48,13 +53,19 @@ describe('withFailover', () => {
       }),
       (error: unknown) => {
         assert.ok(error instanceof IntegrityError);
-        assert.match(error.message, /^Snapshot integrity check failed: sha256 mismatch \(all 2 endpoints failed: a: cannot reach the Talos API at a; b: Snapshot integrity check failed: sha256 mismatch\)$/);
+        assert.match(
+          error.message,
+          /^Snapshot integrity check failed: sha256 mismatch \(all 2 endpoints failed: a: cannot reach the Talos API at a; b: Snapshot integrity check failed: sha256 mismatch\)$/,
+        );
         return true;
       },
     );
   });
 
   it('needs at least one endpoint', async () => {
-    await assert.rejects(withFailover([], async () => 1), /no Talos API endpoint/);
+    await assert.rejects(
+      withFailover([], async () => 1),
+      /no Talos API endpoint/,
+    );
   });
 });

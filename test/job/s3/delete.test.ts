@@ -3,7 +3,14 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, PutObjectCommand, type PutObjectCommandInput } from '@aws-sdk/client-s3';
+import {
+  CreateMultipartUploadCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectVersionsCommand,
+  PutObjectCommand,
+  type PutObjectCommandInput,
+} from '@aws-sdk/client-s3';
 import { deleteCommand } from '../../../src/job/commands.js';
 import { createS3Client } from '../../../src/job/s3/client.js';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, S3DeleteError } from '../../../src/job/s3/delete.js';
@@ -20,15 +27,40 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     await rgw().createBucket(name, opts);
     return name;
   }
-  const client = () => createS3Client({ region: rgw().region, endpoint: rgw().endpoint, credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: rgw().secretAccessKey } });
-  const exists = async (b: string, key = KEY) => rgw().client().send(new HeadObjectCommand({ Bucket: b, Key: key })).then(() => true, () => false);
+  const client = () =>
+    createS3Client({
+      region: rgw().region,
+      endpoint: rgw().endpoint,
+      credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: rgw().secretAccessKey },
+    });
+  const exists = async (b: string, key = KEY) =>
+    rgw()
+      .client()
+      .send(new HeadObjectCommand({ Bucket: b, Key: key }))
+      .then(
+        () => true,
+        () => false,
+      );
   /** Writes an object as a backup would: with its identity (or with `metadata` as given). */
   async function put(b: string, uid: string | undefined, extra: Partial<PutObjectCommandInput> = {}) {
-    const metadata: Record<string, string> = uid ? { 'backup-namespace': 'talos-backup', 'backup-name': `nightly-${uid.slice(0, 8)}`, 'backup-uid': uid, sha256: 'a'.repeat(64), 'etcd-sha256': 'b'.repeat(64) } : {};
-    return rgw().client().send(new PutObjectCommand({ Bucket: b, Key: KEY, Body: 'snapshot bytes', Metadata: metadata, ...extra }));
+    const metadata: Record<string, string> = uid
+      ? {
+          'backup-namespace': 'talos-backup',
+          'backup-name': `nightly-${uid.slice(0, 8)}`,
+          'backup-uid': uid,
+          sha256: 'a'.repeat(64),
+          'etcd-sha256': 'b'.repeat(64),
+        }
+      : {};
+    return rgw()
+      .client()
+      .send(new PutObjectCommand({ Bucket: b, Key: KEY, Body: 'snapshot bytes', Metadata: metadata, ...extra }));
   }
   async function refusal(run: Promise<unknown>): Promise<S3DeleteError> {
-    const error = await run.then(() => assert.fail('expected an S3DeleteError'), (e: unknown) => e);
+    const error = await run.then(
+      () => assert.fail('expected an S3DeleteError'),
+      (e: unknown) => e,
+    );
     assert.ok(error instanceof S3DeleteError, String(error));
     return error;
   }
@@ -54,7 +86,10 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     const uid = randomUUID();
     await put(b, uid);
     await deleteSnapshotObject(client(), b, KEY, uid);
-    assert.deepEqual(await deleteSnapshotObject(client(), b, KEY, uid), { deleted: false, detail: `no object at s3://${b}/${KEY} (already deleted)` });
+    assert.deepEqual(await deleteSnapshotObject(client(), b, KEY, uid), {
+      deleted: false,
+      detail: `no object at s3://${b}/${KEY} (already deleted)`,
+    });
   });
 
   it("refuses another backup's object, naming that backup, and leaves it", async () => {
@@ -62,7 +97,10 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     const other = randomUUID();
     await put(b, other);
     const error = await refusal(deleteSnapshotObject(client(), b, KEY, randomUUID()));
-    assert.equal(error.message, `Failed to delete snapshot from S3: the object at s3://${b}/${KEY} belongs to backup talos-backup/nightly-${other.slice(0, 8)}, not this one; it was not deleted`);
+    assert.equal(
+      error.message,
+      `Failed to delete snapshot from S3: the object at s3://${b}/${KEY} belongs to backup talos-backup/nightly-${other.slice(0, 8)}, not this one; it was not deleted`,
+    );
     assert.equal(isPermanentDeleteError(error), true);
     assert.equal(await exists(b), true);
   });
@@ -71,7 +109,12 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     const b = await bucket();
     await put(b, undefined);
     const error = await refusal(deleteSnapshotObject(client(), b, KEY, randomUUID()));
-    assert.match(error.message, new RegExp(`^Failed to delete snapshot from S3: the object at s3://${b}/${KEY} belongs to another backup .*; it was not deleted$`));
+    assert.match(
+      error.message,
+      new RegExp(
+        `^Failed to delete snapshot from S3: the object at s3://${b}/${KEY} belongs to another backup .*; it was not deleted$`,
+      ),
+    );
     assert.equal(isPermanentDeleteError(error), true);
     assert.equal(await exists(b), true);
   });
@@ -81,7 +124,9 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     const uid = randomUUID();
     await put(b, uid);
     assert.deepEqual(await deleteSnapshotObject(client(), b, KEY, uid), { deleted: true });
-    const listed = await rgw().client().send(new ListObjectVersionsCommand({ Bucket: b, Prefix: KEY }));
+    const listed = await rgw()
+      .client()
+      .send(new ListObjectVersionsCommand({ Bucket: b, Prefix: KEY }));
     assert.deepEqual(listed.Versions ?? [], []);
     assert.deepEqual(listed.DeleteMarkers ?? [], []);
   });
@@ -99,7 +144,9 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
         protectedUntil: until.toISOString(),
       });
       assert.equal(await exists(b), true);
-      const listed = await rgw().client().send(new ListObjectVersionsCommand({ Bucket: b, Prefix: KEY }));
+      const listed = await rgw()
+        .client()
+        .send(new ListObjectVersionsCommand({ Bucket: b, Prefix: KEY }));
       assert.equal(listed.Versions?.length, 1);
       assert.deepEqual(listed.DeleteMarkers ?? [], []);
     });
@@ -112,15 +159,54 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     const outcome = await deleteSnapshotObject(client(), b, KEY, uid);
     assert.equal(outcome.deleted, false);
     assert.equal(outcome.protectedUntil, 'legal hold');
-    assert.match(outcome.detail!, /is protected by Object Lock \(legal hold\): S3 refuses to delete it before then, so it was kept/);
+    assert.match(
+      outcome.detail!,
+      /is protected by Object Lock \(legal hold\): S3 refuses to delete it before then, so it was kept/,
+    );
     assert.equal(await exists(b), true);
   });
 
   const failures = [
-    { name: 'a missing bucket', client, bucket: 'no-such-bucket', message: /^Failed to delete snapshot from S3: NoSuchBucket \(HTTP 404\)/, permanent: true },
-    { name: 'an unknown access key', client: () => createS3Client({ region: 'us-east-1', endpoint: rgw().endpoint, credentials: { accessKeyId: 'NOSUCHKEY0000000', secretAccessKey: 'x'.repeat(40) } }), message: /^Failed to delete snapshot from S3: InvalidAccessKeyId \(HTTP 403\)/, permanent: true },
-    { name: 'a wrong secret key', client: () => createS3Client({ region: 'us-east-1', endpoint: rgw().endpoint, credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: 'wrong-secret-key-0123456789' } }), message: /^Failed to delete snapshot from S3: SignatureDoesNotMatch \(HTTP 403\)/, permanent: true },
-    { name: 'an S3 endpoint that is down', client: () => createS3Client({ region: 'us-east-1', endpoint: 'http://127.0.0.1:9', credentials: { accessKeyId: 'a', secretAccessKey: 'b' } }), message: /^Failed to delete snapshot from S3: .*ECONNREFUSED/, permanent: false },
+    {
+      name: 'a missing bucket',
+      client,
+      bucket: 'no-such-bucket',
+      message: /^Failed to delete snapshot from S3: NoSuchBucket \(HTTP 404\)/,
+      permanent: true,
+    },
+    {
+      name: 'an unknown access key',
+      client: () =>
+        createS3Client({
+          region: 'us-east-1',
+          endpoint: rgw().endpoint,
+          credentials: { accessKeyId: 'NOSUCHKEY0000000', secretAccessKey: 'x'.repeat(40) },
+        }),
+      message: /^Failed to delete snapshot from S3: InvalidAccessKeyId \(HTTP 403\)/,
+      permanent: true,
+    },
+    {
+      name: 'a wrong secret key',
+      client: () =>
+        createS3Client({
+          region: 'us-east-1',
+          endpoint: rgw().endpoint,
+          credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: 'wrong-secret-key-0123456789' },
+        }),
+      message: /^Failed to delete snapshot from S3: SignatureDoesNotMatch \(HTTP 403\)/,
+      permanent: true,
+    },
+    {
+      name: 'an S3 endpoint that is down',
+      client: () =>
+        createS3Client({
+          region: 'us-east-1',
+          endpoint: 'http://127.0.0.1:9',
+          credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+        }),
+      message: /^Failed to delete snapshot from S3: .*ECONNREFUSED/,
+      permanent: false,
+    },
   ];
   for (const f of failures) {
     it(`fails clearly on ${f.name}, and leaves the object`, async () => {
@@ -150,23 +236,40 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
       assert.equal(ms, 40_000, 'the wait asked for');
       assert.equal(await exists(b), false, 'the first delete already ran');
       await put(b, uid);
-      await rgw().client().send(new CreateMultipartUploadCommand({ Bucket: b, Key: KEY }));
+      await rgw()
+        .client()
+        .send(new CreateMultipartUploadCommand({ Bucket: b, Key: KEY }));
     };
     const outcome = await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 40, during);
     assert.deepEqual(outcome, { deleted: true, abortedUploads: 1 });
     assert.equal(await exists(b), false);
-    assert.deepEqual((await rgw().client().send(new ListMultipartUploadsCommand({ Bucket: b }))).Uploads ?? [], []);
+    assert.deepEqual(
+      (
+        await rgw()
+          .client()
+          .send(new ListMultipartUploadsCommand({ Bucket: b }))
+      ).Uploads ?? [],
+      [],
+    );
     // Nothing appearing: still one outcome, nothing aborted; no wait asked: no second pass.
     await put(b, uid);
-    assert.deepEqual(await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 1, async () => undefined), { deleted: true, abortedUploads: 0 });
-    assert.deepEqual(await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 0, async () => assert.fail('no wait')), { deleted: false, detail: `no object at s3://${b}/${KEY} (already deleted)`, abortedUploads: 0 });
+    assert.deepEqual(await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 1, async () => undefined), {
+      deleted: true,
+      abortedUploads: 0,
+    });
+    assert.deepEqual(
+      await deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 0, async () => assert.fail('no wait')),
+      { deleted: false, detail: `no object at s3://${b}/${KEY} (already deleted)`, abortedUploads: 0 },
+    );
   });
 
-  it('after a snapshot: another backup\'s object that appeared meanwhile is still refused', async () => {
+  it("after a snapshot: another backup's object that appeared meanwhile is still refused", async () => {
     const b = await bucket();
     const uid = randomUUID();
     await put(b, uid);
-    const error = await refusal(deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 1, async () => put(b, randomUUID())));
+    const error = await refusal(
+      deleteSnapshotObjectAfterSnapshot(client(), b, KEY, uid, 1, async () => put(b, randomUUID())),
+    );
     assert.match(error.message, /belongs to backup talos-backup\/nightly-/);
     assert.equal(await exists(b), true);
   });
@@ -175,15 +278,27 @@ describe('deleteSnapshotObject on Ceph RGW', () => {
     const b = await bucket();
     const uid = randomUUID();
     await put(b, uid);
-    await rgw().client().send(new CreateMultipartUploadCommand({ Bucket: b, Key: KEY }));
+    await rgw()
+      .client()
+      .send(new CreateMultipartUploadCommand({ Bucket: b, Key: KEY }));
     // The command's S3 client takes the SDK's default credentials, as in the Job (secretKeyRef env).
     const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
     Object.assign(process.env, { AWS_ACCESS_KEY_ID: rgw().accessKeyId, AWS_SECRET_ACCESS_KEY: rgw().secretAccessKey });
     try {
-      const outcome = await deleteCommand({ bucket: b, key: KEY, region: rgw().region, endpoint: rgw().endpoint, backupUid: uid, deleteWait: '1' });
+      const outcome = await deleteCommand({
+        bucket: b,
+        key: KEY,
+        region: rgw().region,
+        endpoint: rgw().endpoint,
+        backupUid: uid,
+        deleteWait: '1',
+      });
       assert.deepEqual(outcome, { bucket: b, key: KEY, deleted: true, abortedUploads: 1 });
     } finally {
-      for (const [name, value] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret]] as const) {
+      for (const [name, value] of [
+        ['AWS_ACCESS_KEY_ID', saved.id],
+        ['AWS_SECRET_ACCESS_KEY', saved.secret],
+      ] as const) {
         if (value === undefined) delete process.env[name];
         else process.env[name] = value;
       }

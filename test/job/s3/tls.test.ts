@@ -19,16 +19,22 @@ describe('S3 over HTTPS with a private CA', () => {
   let otherCaPem: string;
 
   before(async () => {
-    const pki = await createTalosPki({ algorithm: 'ECDSA-P256', server: { commonName: 's3.test', ips: ['127.0.0.1'] } });
+    const pki = await createTalosPki({
+      algorithm: 'ECDSA-P256',
+      server: { commonName: 's3.test', ips: ['127.0.0.1'] },
+    });
     caPem = pki.caPem;
     otherCaPem = (await createTalosPki({ algorithm: 'ECDSA-P256' })).caPem;
     const upstream = new URL(rgw().endpoint);
     // Forwards each request as is (same Host, so SigV4 signatures stay valid) to RGW's plain HTTP port.
     proxy = createServer({ cert: pki.serverCertPem, key: pki.serverKeyPem }, (req, res) => {
-      const forward = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
+      const forward = httpRequest(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
       forward.on('error', () => res.destroy());
       req.pipe(forward);
     });
@@ -38,7 +44,12 @@ describe('S3 over HTTPS with a private CA', () => {
   });
   after(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
 
-  const settings = (extra: Partial<S3Settings>): S3Settings => ({ region: rgw().region, endpoint, credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: rgw().secretAccessKey }, ...extra });
+  const settings = (extra: Partial<S3Settings>): S3Settings => ({
+    region: rgw().region,
+    endpoint,
+    credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: rgw().secretAccessKey },
+    ...extra,
+  });
 
   it('works with the endpoint CA in caBundle', async () => {
     const client = createS3Client(settings({ caBundlePem: caPem }));
@@ -47,11 +58,17 @@ describe('S3 over HTTPS with a private CA', () => {
   });
 
   it('refuses a certificate from another CA', async () => {
-    await assert.rejects(createS3Client(settings({ caBundlePem: otherCaPem })).send(new ListObjectsV2Command({ Bucket: 'tls' })), /self-signed|unable to (get|verify)|certificate/i);
+    await assert.rejects(
+      createS3Client(settings({ caBundlePem: otherCaPem })).send(new ListObjectsV2Command({ Bucket: 'tls' })),
+      /self-signed|unable to (get|verify)|certificate/i,
+    );
   });
 
   it('refuses it with no CA bundle (the system roots do not know it)', async () => {
-    await assert.rejects(createS3Client(settings({})).send(new ListObjectsV2Command({ Bucket: 'tls' })), /certificate/i);
+    await assert.rejects(
+      createS3Client(settings({})).send(new ListObjectsV2Command({ Bucket: 'tls' })),
+      /certificate/i,
+    );
   });
 
   it('accepts it only with insecureSkipTLSVerify', async () => {

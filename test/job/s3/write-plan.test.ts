@@ -9,7 +9,13 @@ const UID = 'uid-of-this-backup';
 const HASHES = { sha256: 'a'.repeat(64), etcdSha256: 'b'.repeat(64) };
 
 const absent: ExistingObject = { state: 'absent' };
-const ours = (recorded?: typeof HASHES): ExistingObject => ({ state: 'present', owner: { namespace: 'ns', name: 'nightly', uid: UID }, size: 4128, versionId: 'v1', recorded });
+const ours = (recorded?: typeof HASHES): ExistingObject => ({
+  state: 'present',
+  owner: { namespace: 'ns', name: 'nightly', uid: UID },
+  size: 4128,
+  versionId: 'v1',
+  recorded,
+});
 const noLock: BucketLock = { state: 'disabled' };
 const lockNoDefault: BucketLock = { state: 'enabled', defaultRetention: false };
 const lockWithDefault: BucketLock = { state: 'enabled', defaultRetention: true };
@@ -28,8 +34,18 @@ const cases: { name: string; inputs: Partial<WriteInputs>; plan: WritePlan }[] =
   },
   {
     name: "another backup's object: refuse, naming that backup",
-    inputs: { existing: { state: 'present', owner: { namespace: 'other-ns', name: 'weekly', uid: 'other-uid' }, size: 9, versionId: undefined } },
-    plan: { action: 'refuse', reason: 'an object already exists at s3://b/k.db by backup other-ns/weekly; refusing to overwrite it' },
+    inputs: {
+      existing: {
+        state: 'present',
+        owner: { namespace: 'other-ns', name: 'weekly', uid: 'other-uid' },
+        size: 9,
+        versionId: undefined,
+      },
+    },
+    plan: {
+      action: 'refuse',
+      reason: 'an object already exists at s3://b/k.db by backup other-ns/weekly; refusing to overwrite it',
+    },
   },
   {
     name: 'an object without backup metadata: refuse, naming nobody',
@@ -51,13 +67,18 @@ const cases: { name: string; inputs: Partial<WriteInputs>; plan: WritePlan }[] =
     inputs: { objectLock: governance },
     plan: {
       action: 'refuse',
-      reason: 'bucket b has no Object Lock configuration, so objectLock (GOVERNANCE, 7 days) cannot be applied: use a bucket created with Object Lock enabled, or remove spec.backupStorage.s3.objectLock',
+      reason:
+        'bucket b has no Object Lock configuration, so objectLock (GOVERNANCE, 7 days) cannot be applied: use a bucket created with Object Lock enabled, or remove spec.backupStorage.s3.objectLock',
     },
   },
   {
     name: "Object Lock asked on a bucket without it, with another backup's object at the key: the bucket's refusal comes first",
     inputs: { objectLock: governance, existing: { state: 'present', owner: { uid: 'other-uid' }, size: 9 } },
-    plan: { action: 'refuse', reason: 'bucket b has no Object Lock configuration, so objectLock (GOVERNANCE, 7 days) cannot be applied: use a bucket created with Object Lock enabled, or remove spec.backupStorage.s3.objectLock' },
+    plan: {
+      action: 'refuse',
+      reason:
+        'bucket b has no Object Lock configuration, so objectLock (GOVERNANCE, 7 days) cannot be applied: use a bucket created with Object Lock enabled, or remove spec.backupStorage.s3.objectLock',
+    },
   },
   {
     name: 'Object Lock asked where the bucket would not say whether it has it: upload with checksums, hashes by copy',
@@ -84,7 +105,10 @@ const cases: { name: string; inputs: Partial<WriteInputs>; plan: WritePlan }[] =
 describe('planWrite', () => {
   for (const c of cases) {
     it(c.name, () => {
-      assert.deepEqual(planWrite({ bucket: 'b', key: 'k.db', existing: absent, bucketLock: noLock, uid: UID, ...c.inputs }), c.plan);
+      assert.deepEqual(
+        planWrite({ bucket: 'b', key: 'k.db', existing: absent, bucketLock: noLock, uid: UID, ...c.inputs }),
+        c.plan,
+      );
     });
   }
 });

@@ -46,10 +46,22 @@ describe('Talos client TLS: server identity and server name', () => {
     const wrong = await pki.serverCert({ ips: ['10.9.9.9'], dnsNames: ['apid.elsewhere.example'] });
     [talos, misnamed] = await Promise.all([
       startTalosDouble({ pki, source, hostname: 'cp-1' }),
-      startTalosDouble({ pki: { caPem: pki.caPem, serverCertPem: wrong.certPem, serverKeyPem: wrong.keyPem }, source, hostname: 'cp-misnamed' }),
+      startTalosDouble({
+        pki: { caPem: pki.caPem, serverCertPem: wrong.certPem, serverKeyPem: wrong.keyPem },
+        source,
+        hostname: 'cp-misnamed',
+      }),
     ]);
     const client = await pki.clientCert(['os:etcd:backup']);
-    context = parseTalosconfig(talosconfigYaml({ context: 'prod', endpoints: [talos.endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem }));
+    context = parseTalosconfig(
+      talosconfigYaml({
+        context: 'prod',
+        endpoints: [talos.endpoint],
+        caPem: pki.caPem,
+        certPem: client.certPem,
+        keyPem: client.keyPem,
+      }),
+    );
     foreignContext = { ...context, caPem: foreign.caPem };
   });
   after(async () => {
@@ -100,17 +112,22 @@ describe('Talos client TLS: server identity and server name', () => {
 
   it('sends no IP address as the TLS server name; a DNS endpoint sends its name', async () => {
     let seen: (string | false | null)[] = [];
-    const server = createServer({ cert: pki.serverCertPem, key: pki.serverKeyPem, ALPNProtocols: ['h2'] }, (socket: TLSSocket) => {
-      seen.push(socket.servername);
-      socket.destroy();
-    });
+    const server = createServer(
+      { cert: pki.serverCertPem, key: pki.serverKeyPem, ALPNProtocols: ['h2'] },
+      (socket: TLSSocket) => {
+        seen.push(socket.servername);
+        socket.destroy();
+      },
+    );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
     const names: Record<string, (string | false | null)[]> = {};
     try {
       for (const host of ['127.0.0.1', 'localhost']) {
         seen = [];
-        const { error } = await drain(openEtcdSnapshot(context, `${host}:${port}`, { connectTimeoutMs: 2_000, idleTimeoutMs: 2_000 }));
+        const { error } = await drain(
+          openEtcdSnapshot(context, `${host}:${port}`, { connectTimeoutMs: 2_000, idleTimeoutMs: 2_000 }),
+        );
         assert.ok(error instanceof TalosError, 'the bare TLS server speaks no gRPC');
         names[host] = seen;
       }
@@ -120,11 +137,15 @@ describe('Talos client TLS: server identity and server name', () => {
     const fromIp = names['127.0.0.1']!;
     const fromName = names.localhost!;
     assert.ok(fromIp.length > 0 && fromName.length > 0, `handshakes seen: ${JSON.stringify(names)}`);
-    for (const name of fromIp) assert.ok(!name || isIP(name) === 0, `the IP endpoint sent ${JSON.stringify(name)} as server name`);
+    for (const name of fromIp)
+      assert.ok(!name || isIP(name) === 0, `the IP endpoint sent ${JSON.stringify(name)} as server name`);
     for (const name of fromName) assert.equal(name, 'localhost');
   });
 
   it('none of these connections made Node warn (no DEP0123)', () => {
-    assert.deepEqual(warnings.map((w) => `${w.name}: ${w.message}`), []);
+    assert.deepEqual(
+      warnings.map((w) => `${w.name}: ${w.message}`),
+      [],
+    );
   });
 });

@@ -1,19 +1,38 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { normalizeEndpoint, parseTalosconfig, relabelTalosKey, TalosconfigError } from '../../../src/job/talos/talosconfig.js';
+import {
+  normalizeEndpoint,
+  parseTalosconfig,
+  relabelTalosKey,
+  TalosconfigError,
+} from '../../../src/job/talos/talosconfig.js';
 
 const b64 = (text: string): string => Buffer.from(text).toString('base64');
 const CERT = '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n';
-const ED25519_KEY = '-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIsecret\n-----END ED25519 PRIVATE KEY-----\n';
+const ED25519_KEY =
+  '-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIsecret\n-----END ED25519 PRIVATE KEY-----\n';
 const EC_KEY = '-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIsecret\n-----END EC PRIVATE KEY-----\n';
 
 function context(extra: Record<string, unknown> = {}) {
-  return { endpoints: ['10.0.0.2', '10.0.0.3'], nodes: ['10.0.0.2'], ca: b64(CERT), crt: b64(CERT), key: b64(ED25519_KEY), ...extra };
+  return {
+    endpoints: ['10.0.0.2', '10.0.0.3'],
+    nodes: ['10.0.0.2'],
+    ca: b64(CERT),
+    crt: b64(CERT),
+    key: b64(ED25519_KEY),
+    ...extra,
+  };
 }
 
 // The shape `talosctl gen config` and Talos ServiceAccounts write: several contexts, Ed25519 keys.
-const generated = stringify({ context: 'prod', contexts: { prod: context(), staging: context({ endpoints: ['https://staging.example.com'], nodes: undefined, key: b64(EC_KEY) }) } });
+const generated = stringify({
+  context: 'prod',
+  contexts: {
+    prod: context(),
+    staging: context({ endpoints: ['https://staging.example.com'], nodes: undefined, key: b64(EC_KEY) }),
+  },
+});
 
 describe('parseTalosconfig', () => {
   it('reads the current context, with endpoints on port 50000 and the Ed25519 key relabelled for OpenSSL', () => {
@@ -34,7 +53,9 @@ describe('parseTalosconfig', () => {
   });
 
   it('accepts the deprecated `target` for endpoints', () => {
-    const parsed = parseTalosconfig(stringify({ context: 'a', contexts: { a: context({ endpoints: undefined, target: 'talos.default' }) } }));
+    const parsed = parseTalosconfig(
+      stringify({ context: 'a', contexts: { a: context({ endpoints: undefined, target: 'talos.default' }) } }),
+    );
     assert.deepEqual(parsed.endpoints, ['talos.default:50000']);
   });
 
@@ -43,12 +64,37 @@ describe('parseTalosconfig', () => {
     { name: 'a list', text: '- a\n- b\n', message: /not a YAML mapping/ },
     { name: 'empty', text: '', message: /not a YAML mapping/ },
     { name: 'no contexts', text: stringify({ context: 'a' }), message: /has no contexts/ },
-    { name: 'no current context', text: stringify({ contexts: { a: context() } }), message: /names no current context/ },
-    { name: 'an unknown context', text: generated, context: 'dev', message: /has no context "dev"; it has: prod, staging/ },
-    { name: 'no ca', text: stringify({ context: 'a', contexts: { a: context({ ca: undefined }) } }), message: /context "a" has no ca/ },
-    { name: 'a key that is not base64 PEM', text: stringify({ context: 'a', contexts: { a: context({ key: 'hunter2' }) } }), message: /key is not a base64-encoded PEM private key/ },
-    { name: 'a crt that is not a certificate', text: stringify({ context: 'a', contexts: { a: context({ crt: b64(EC_KEY) }) } }), message: /crt is not a base64-encoded PEM certificate/ },
-    { name: 'endpoints of the wrong type', text: stringify({ context: 'a', contexts: { a: context({ endpoints: [1, 2] }) } }), message: /endpoints must be a list of strings/ },
+    {
+      name: 'no current context',
+      text: stringify({ contexts: { a: context() } }),
+      message: /names no current context/,
+    },
+    {
+      name: 'an unknown context',
+      text: generated,
+      context: 'dev',
+      message: /has no context "dev"; it has: prod, staging/,
+    },
+    {
+      name: 'no ca',
+      text: stringify({ context: 'a', contexts: { a: context({ ca: undefined }) } }),
+      message: /context "a" has no ca/,
+    },
+    {
+      name: 'a key that is not base64 PEM',
+      text: stringify({ context: 'a', contexts: { a: context({ key: 'hunter2' }) } }),
+      message: /key is not a base64-encoded PEM private key/,
+    },
+    {
+      name: 'a crt that is not a certificate',
+      text: stringify({ context: 'a', contexts: { a: context({ crt: b64(EC_KEY) }) } }),
+      message: /crt is not a base64-encoded PEM certificate/,
+    },
+    {
+      name: 'endpoints of the wrong type',
+      text: stringify({ context: 'a', contexts: { a: context({ endpoints: [1, 2] }) } }),
+      message: /endpoints must be a list of strings/,
+    },
   ];
   for (const b of broken) {
     it(`rejects ${b.name} with a clear message and no secret`, () => {
@@ -77,7 +123,8 @@ describe('normalizeEndpoint', () => {
     ['[fd00::2]', '[fd00::2]:50000'],
     ['[fd00::2]:50001', '[fd00::2]:50001'],
   ];
-  for (const [input, expected] of cases) it(`${input} → ${expected}`, () => assert.equal(normalizeEndpoint(input), expected));
+  for (const [input, expected] of cases)
+    it(`${input} → ${expected}`, () => assert.equal(normalizeEndpoint(input), expected));
 });
 
 describe('relabelTalosKey', () => {

@@ -50,7 +50,8 @@ describe('finalizeBackup', () => {
     const req = request(object);
     req.finalizing = true;
     if (deleteJobStatus) {
-      const desired = finalizeBackup(request(backup({ spec: { ...spec, deletionPolicy: 'Delete' }, status })), IMAGE).response.attachments[0]!;
+      const desired = finalizeBackup(request(backup({ spec: { ...spec, deletionPolicy: 'Delete' }, status })), IMAGE)
+        .response.attachments[0]!;
       req.attachments![JOB_KEY] = { [desired.metadata.name]: { ...desired, status: deleteJobStatus } };
     }
     return finalizeBackup(req, IMAGE);
@@ -68,8 +69,16 @@ describe('finalizeBackup', () => {
 
   it('deletionPolicy Delete without a stored snapshot lets the backup go', () => {
     const spec = withSpec({ deletionPolicy: 'Delete' });
-    const failedStatus = st(sync(request(backup({ spec }), { attachments: observedAttachments(backup(), jobFailed('BackoffLimitExceeded', 'x')) })));
-    const invalidStatus = st(sync(request(backup({ spec: { ...spec, encryption: { age: { recipients: [BAD_RECIPIENT] } } } }))));
+    const failedStatus = st(
+      sync(
+        request(backup({ spec }), {
+          attachments: observedAttachments(backup(), jobFailed('BackoffLimitExceeded', 'x')),
+        }),
+      ),
+    );
+    const invalidStatus = st(
+      sync(request(backup({ spec: { ...spec, encryption: { age: { recipients: [BAD_RECIPIENT] } } } }))),
+    );
     for (const status of [undefined, failedStatus, invalidStatus]) {
       const r = deleting(spec, status);
       assert.equal(r.response.finalized, true, JSON.stringify(status));
@@ -82,28 +91,53 @@ describe('finalizeBackup', () => {
       const spec = withSpec({ deletionPolicy: policy });
       const object = backup({ spec, status: { report: running(1024) } });
       object.metadata.deletionTimestamp = '2026-01-16T00:00:00Z';
-      const r = finalizeBackup({ ...request(object, { attachments: observedAttachments(backup({ spec }), jobActive) }), finalizing: true }, IMAGE);
-      assert.ok(!r.response.attachments.some((a) => a.metadata.name === JOB), `${policy}: the snapshot Job is left out, so it is deleted`);
-      if (!r.response.finalized) assert.equal(typeof (r.response.status as J).deletion?.message, 'string', `${policy}: a held backup says why`);
+      const r = finalizeBackup(
+        { ...request(object, { attachments: observedAttachments(backup({ spec }), jobActive) }), finalizing: true },
+        IMAGE,
+      );
+      assert.ok(
+        !r.response.attachments.some((a) => a.metadata.name === JOB),
+        `${policy}: the snapshot Job is left out, so it is deleted`,
+      );
+      if (!r.response.finalized)
+        assert.equal(typeof (r.response.status as J).deletion?.message, 'string', `${policy}: a held backup says why`);
       if (policy === 'Retain') assert.equal(r.response.finalized, true);
     }
   });
 
   it('deletionPolicy Delete, deleted mid-run: first the snapshot Job goes, then the delete Job looks at the key it would have written', () => {
     const spec = withSpec({ deletionPolicy: 'Delete', clusterName: 'prod' });
-    const object = backup({ spec, status: { report: running(5 * 1024 * 1024) }, annotations: { 'talos.alperen.cloud/scheduled-time': '2026-01-15T02:00:00Z' } });
+    const object = backup({
+      spec,
+      status: { report: running(5 * 1024 * 1024) },
+      annotations: { 'talos.alperen.cloud/scheduled-time': '2026-01-15T02:00:00Z' },
+    });
     object.metadata.deletionTimestamp = '2026-01-16T00:00:00Z';
-    const first = finalizeBackup({ ...request(object, { attachments: observedAttachments(backup({ spec }), jobActive) }), finalizing: true }, IMAGE);
+    const first = finalizeBackup(
+      { ...request(object, { attachments: observedAttachments(backup({ spec }), jobActive) }), finalizing: true },
+      IMAGE,
+    );
     assert.equal(first.response.finalized, false, 'held: the running Job may still complete its object');
-    assert.deepEqual(first.response.attachments, [], 'the snapshot Job and its identity are deleted; no delete Job yet');
-    assert.match((first.response.status as J).deletion.message, /^Stopping the snapshot Job before deleting s3:\/\/etcd-backups\/talos-operator-etcd-backups\/prod\/etcd-snapshot-2026-01-15T02-00-00Z\.db$/);
+    assert.deepEqual(
+      first.response.attachments,
+      [],
+      'the snapshot Job and its identity are deleted; no delete Job yet',
+    );
+    assert.match(
+      (first.response.status as J).deletion.message,
+      /^Stopping the snapshot Job before deleting s3:\/\/etcd-backups\/talos-operator-etcd-backups\/prod\/etcd-snapshot-2026-01-15T02-00-00Z\.db$/,
+    );
 
     const second = finalizeBackup({ ...request(object), finalizing: true }, IMAGE);
     assert.equal(second.response.finalized, false);
     const job = second.response.attachments[0] as J;
     assert.equal(job.metadata.name, DELETE_JOB);
-    assert.equal(envOf(job).S3_KEY.value, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T02-00-00Z.db', 'the key the snapshot Job was writing');
-    assert.equal(envOf(job).BACKUP_UID.value, UID, 'only this backup\'s object is deleted');
+    assert.equal(
+      envOf(job).S3_KEY.value,
+      'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T02-00-00Z.db',
+      'the key the snapshot Job was writing',
+    );
+    assert.equal(envOf(job).BACKUP_UID.value, UID, "only this backup's object is deleted");
     // The snapshot pod may outlive its Job by its grace period: the delete looks again after it.
     assert.equal(job.spec.template.spec.terminationGracePeriodSeconds, 30);
     assert.equal(envOf(job).DELETE_WAIT_SECONDS.value, '40');
@@ -111,15 +145,53 @@ describe('finalizeBackup', () => {
 
   it('deletionPolicy Delete, a failed backup whose Job had uploaded bytes: the delete Job checks its key; without uploaded bytes it is let go', () => {
     const spec = withSpec({ deletionPolicy: 'Delete', clusterName: 'prod' });
-    const failedAfterUpload = st(sync(request(backup({ spec, status: { report: { ...failedReport('Failed to upload snapshot to S3: the snapshot was uploaded but recording its sha256 failed', true), bytesUploaded: 5 * 1024 * 1024 } } }), { attachments: observedAttachments(backup({ spec }), jobFailed('BackoffLimitExceeded', 'x')) })));
+    const failedAfterUpload = st(
+      sync(
+        request(
+          backup({
+            spec,
+            status: {
+              report: {
+                ...failedReport(
+                  'Failed to upload snapshot to S3: the snapshot was uploaded but recording its sha256 failed',
+                  true,
+                ),
+                bytesUploaded: 5 * 1024 * 1024,
+              },
+            },
+          }),
+          { attachments: observedAttachments(backup({ spec }), jobFailed('BackoffLimitExceeded', 'x')) },
+        ),
+      ),
+    );
     assert.equal(failedAfterUpload.phase, 'Failed');
     const held = deleting(spec, failedAfterUpload);
     assert.equal(held.response.finalized, false);
-    assert.equal(envOf(held.response.attachments[0] as J).S3_KEY.value, 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T12-00-00Z.db');
-    assert.equal(envOf(held.response.attachments[0] as J).DELETE_WAIT_SECONDS, undefined, 'a finished backup\'s pods are gone: no second pass');
+    assert.equal(
+      envOf(held.response.attachments[0] as J).S3_KEY.value,
+      'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T12-00-00Z.db',
+    );
+    assert.equal(
+      envOf(held.response.attachments[0] as J).DELETE_WAIT_SECONDS,
+      undefined,
+      "a finished backup's pods are gone: no second pass",
+    );
 
-    const failedEarly = st(sync(request(backup({ spec, status: { report: failedReport('Failed to get secret: secret talos-backup/s3 key k (…)', false) } }))));
-    assert.equal(deleting(spec, failedEarly).response.finalized, true, 'nothing can be in S3: no delete Job (it would need the same missing Secret)');
+    const failedEarly = st(
+      sync(
+        request(
+          backup({
+            spec,
+            status: { report: failedReport('Failed to get secret: secret talos-backup/s3 key k (…)', false) },
+          }),
+        ),
+      ),
+    );
+    assert.equal(
+      deleting(spec, failedEarly).response.finalized,
+      true,
+      'nothing can be in S3: no delete Job (it would need the same missing Secret)',
+    );
   });
 
   it('deletionPolicy Delete with status.snapshot.key attaches the delete Job and holds the backup', () => {
@@ -143,7 +215,13 @@ describe('finalizeBackup', () => {
   });
 
   it('the delete Job runs under the restricted Pod Security Standard with optional references', () => {
-    const r = deleting(withSpec({ deletionPolicy: 'Delete', backupStorage: { s3: { ...(baseSpec() as J).backupStorage.s3, caBundle: { name: 'ca' } } } }), succeededStatus());
+    const r = deleting(
+      withSpec({
+        deletionPolicy: 'Delete',
+        backupStorage: { s3: { ...(baseSpec() as J).backupStorage.s3, caBundle: { name: 'ca' } } },
+      }),
+      succeededStatus(),
+    );
     const job = r.response.attachments[0] as J;
     const pod = job.spec.template.spec;
     assert.equal(pod.securityContext.runAsNonRoot, true);
@@ -151,7 +229,8 @@ describe('finalizeBackup', () => {
     assert.deepEqual(container(job).securityContext.capabilities, { drop: ['ALL'] });
     assert.equal(container(job).securityContext.readOnlyRootFilesystem, true);
     assert.equal(container(job).securityContext.allowPrivilegeEscalation, false);
-    for (const e of container(job).env as J[]) if (e.valueFrom?.secretKeyRef) assert.equal(e.valueFrom.secretKeyRef.optional, true);
+    for (const e of container(job).env as J[])
+      if (e.valueFrom?.secretKeyRef) assert.equal(e.valueFrom.secretKeyRef.optional, true);
     for (const v of pod.volumes as J[]) assert.equal((v.secret ?? v.configMap).optional, true);
     assert.ok(!(pod.volumes as J[]).some((v) => v.name === 'talosconfig'), 'the delete Job needs no talosconfig');
     assert.equal(job.spec.ttlSecondsAfterFinished, undefined);
@@ -170,7 +249,11 @@ describe('finalizeBackup', () => {
   });
 
   it('the delete Job Failed holds the backup and says why and how to let it go', () => {
-    const r = deleting(withSpec({ deletionPolicy: 'Delete' }), succeededStatus(), jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit'));
+    const r = deleting(
+      withSpec({ deletionPolicy: 'Delete' }),
+      succeededStatus(),
+      jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit'),
+    );
     assert.equal(r.response.finalized, false);
     assert.equal(r.outcome, 'delete-failed');
     const message = (r.response.status as J).deletion.message as string;
@@ -182,7 +265,11 @@ describe('finalizeBackup', () => {
   });
 
   it('switching to Retain after the delete Job failed lets the backup go', () => {
-    const r = deleting(withSpec({ deletionPolicy: 'Retain' }), { ...succeededStatus(), deletion: { message: 'Failed to delete snapshot from S3: ...' } }, jobFailed('BackoffLimitExceeded', 'x'));
+    const r = deleting(
+      withSpec({ deletionPolicy: 'Retain' }),
+      { ...succeededStatus(), deletion: { message: 'Failed to delete snapshot from S3: ...' } },
+      jobFailed('BackoffLimitExceeded', 'x'),
+    );
     assert.equal(r.response.finalized, true);
     assert.deepEqual(r.response.attachments, []);
   });
@@ -190,7 +277,13 @@ describe('finalizeBackup', () => {
   it('deletes from the bucket the snapshot was stored in, even if spec.backupStorage.s3.bucket changed since', () => {
     // The spec is not immutable. The delete Job treats "no object at the key" as done, so deleting from the
     // new bucket would release the backup and leave its object in the old one for ever.
-    const r = deleting(withSpec({ deletionPolicy: 'Delete', backupStorage: { s3: { ...(baseSpec() as J).backupStorage.s3, bucket: 'new-bucket' } } }), succeededStatus());
+    const r = deleting(
+      withSpec({
+        deletionPolicy: 'Delete',
+        backupStorage: { s3: { ...(baseSpec() as J).backupStorage.s3, bucket: 'new-bucket' } },
+      }),
+      succeededStatus(),
+    );
     assert.equal(r.response.finalized, false);
     assert.equal(envValue(r.response.attachments[0], 'S3_BUCKET'), 'etcd-backups');
     assert.equal((r.response.status as J).deletion.message, `Deleting s3://etcd-backups/${KEY}`);
@@ -215,7 +308,12 @@ describe('finalizeBackup: an observed status that does not match the CRD', () =>
       const spec = withSpec({ deletionPolicy: 'Delete' });
       const object = backup({ spec, status: st(sync(request(backup({ status: { report: succeeded } })))) });
       const req = request(object);
-      const job = { apiVersion: 'batch/v1', kind: 'Job', metadata: { name: DELETE_JOB, namespace: NS }, status: jobStatus };
+      const job = {
+        apiVersion: 'batch/v1',
+        kind: 'Job',
+        metadata: { name: DELETE_JOB, namespace: NS },
+        status: jobStatus,
+      };
       req.attachments![JOB_KEY] = { [DELETE_JOB]: job as KubernetesObject };
       assert.doesNotThrow(() => finalizeBackup(req, IMAGE), JSON.stringify(jobStatus));
     }
@@ -229,14 +327,20 @@ describe('finalizeBackup: an object under Object Lock, the keys of a protected b
     return finalizeBackup({ ...request(object), finalizing: true }, IMAGE, now);
   };
 
-  const lockedStatus = (retainUntil: string) => ({ ...succeededStatus(), snapshot: { ...succeededStatus().snapshot, retainUntil } });
+  const lockedStatus = (retainUntil: string) => ({
+    ...succeededStatus(),
+    snapshot: { ...succeededStatus().snapshot, retainUntil },
+  });
 
   it('deletionPolicy Delete with the object still locked: the backup goes at once, the object stays, and the status says why', () => {
     const r = finalizing(withSpec({ deletionPolicy: 'Delete' }), lockedStatus('2026-02-14T12:03:05Z'), LATER);
     assert.equal(r.response.finalized, true);
     assert.deepEqual(r.response.attachments, []);
     assert.equal(r.outcome, 'kept-locked');
-    assert.equal((r.response.status as J).deletion.message, `Kept s3://etcd-backups/${KEY}: it is locked by S3 Object Lock until 2026-02-14T12:03:05Z, and S3 refuses to delete it before then`);
+    assert.equal(
+      (r.response.status as J).deletion.message,
+      `Kept s3://etcd-backups/${KEY}: it is locked by S3 Object Lock until 2026-02-14T12:03:05Z, and S3 refuses to delete it before then`,
+    );
   });
 
   it('deletionPolicy Delete once the lock has expired: the delete Job runs as usual', () => {
@@ -272,9 +376,16 @@ describe('finalizeBackup: a delete Job Metacontroller could not create, a namesp
     status: { phase: terminating ? 'Terminating' : 'Active' },
   });
 
-  const withNamespace = (req: DecoratorSyncRequest, terminating: boolean): DecoratorSyncRequest => ({ ...req, related: { ...req.related, 'Namespace.v1': { [NS]: namespaceObject(terminating) } } });
+  const withNamespace = (req: DecoratorSyncRequest, terminating: boolean): DecoratorSyncRequest => ({
+    ...req,
+    related: { ...req.related, 'Namespace.v1': { [NS]: namespaceObject(terminating) } },
+  });
 
-  const deletingAt = (status: unknown, now: Date, opts: { deleteJob?: Record<string, unknown>; namespaceTerminating?: boolean } = {}) => {
+  const deletingAt = (
+    status: unknown,
+    now: Date,
+    opts: { deleteJob?: Record<string, unknown>; namespaceTerminating?: boolean } = {},
+  ) => {
     const spec = withSpec({ deletionPolicy: 'Delete' });
     const object = backup({ spec, status });
     object.metadata.deletionTimestamp = '2026-01-16T00:00:00Z';
@@ -289,7 +400,14 @@ describe('finalizeBackup: a delete Job Metacontroller could not create, a namesp
 
   const fst = (r: { response: { status?: unknown } }): J => r.response.status;
 
-  const readyStatus = () => st(sync(request(backup({ spec: withSpec({ deletionPolicy: 'Delete' }), status: { report: succeeded } }), { attachments: observedAttachments(backup(), jobComplete) })));
+  const readyStatus = () =>
+    st(
+      sync(
+        request(backup({ spec: withSpec({ deletionPolicy: 'Delete' }), status: { report: succeeded } }), {
+          attachments: observedAttachments(backup(), jobComplete),
+        }),
+      ),
+    );
 
   it('a delete Job that never appears: the backup is let go after the deadline, keeping the object and saying so', () => {
     const first = deletingAt(readyStatus(), NOW);
@@ -303,8 +421,14 @@ describe('finalizeBackup: a delete Job Metacontroller could not create, a namesp
     assert.equal(gone.response.finalized, true);
     assert.equal(gone.outcome, 'kept-delete-job-absent');
     assert.deepEqual(gone.response.attachments, []);
-    assert.match(fst(gone).deletion.message, new RegExp(`^Kept s3://etcd-backups/${KEY}: the delete Job ${DELETE_JOB} did not appear within ${DEADLINE}s`));
-    assert.match(fst(gone).deletion.message, /kubectl get events -n talos-backup --field-selector involvedObject.name=manual-backup/);
+    assert.match(
+      fst(gone).deletion.message,
+      new RegExp(`^Kept s3://etcd-backups/${KEY}: the delete Job ${DELETE_JOB} did not appear within ${DEADLINE}s`),
+    );
+    assert.match(
+      fst(gone).deletion.message,
+      /kubectl get events -n talos-backup --field-selector involvedObject.name=manual-backup/,
+    );
   });
 
   it('a delete Job that exists keeps the backup until it ends, deadline or not', () => {
@@ -320,16 +444,28 @@ describe('finalizeBackup: a delete Job Metacontroller could not create, a namesp
     assert.equal(r.response.finalized, true);
     assert.equal(r.outcome, 'kept-namespace-deleted');
     assert.deepEqual(r.response.attachments, []);
-    assert.match(fst(r).deletion.message, new RegExp(`^Kept s3://etcd-backups/${KEY}: namespace ${NS} is being deleted`));
+    assert.match(
+      fst(r).deletion.message,
+      new RegExp(`^Kept s3://etcd-backups/${KEY}: namespace ${NS} is being deleted`),
+    );
     // A live namespace changes nothing.
     assert.equal(deletingAt(readyStatus(), NOW, { namespaceTerminating: false }).outcome, 'deleting');
   });
 
   it('a namespace being deleted while a delete Job runs: that Job may finish first; failed or gone, the backup goes', () => {
     const first = deletingAt(readyStatus(), NOW);
-    assert.equal(deletingAt(fst(first), NOW, { deleteJob: jobActive, namespaceTerminating: true }).response.finalized, false);
-    assert.equal(deletingAt(fst(first), NOW, { deleteJob: jobComplete, namespaceTerminating: true }).outcome, 'released');
-    const failed = deletingAt(fst(first), NOW, { deleteJob: jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit'), namespaceTerminating: true });
+    assert.equal(
+      deletingAt(fst(first), NOW, { deleteJob: jobActive, namespaceTerminating: true }).response.finalized,
+      false,
+    );
+    assert.equal(
+      deletingAt(fst(first), NOW, { deleteJob: jobComplete, namespaceTerminating: true }).outcome,
+      'released',
+    );
+    const failed = deletingAt(fst(first), NOW, {
+      deleteJob: jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit'),
+      namespaceTerminating: true,
+    });
     assert.equal(failed.outcome, 'kept-namespace-deleted');
   });
 });

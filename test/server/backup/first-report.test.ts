@@ -15,12 +15,24 @@ import type { BackupStatus } from '../../../src/api/types.js';
 import { FIRST_REPORT_PERMISSION_WAIT_MS } from '../../../src/job/kubernetes/status-report.js';
 import { startMetacontroller, type MetacontrollerStandIn } from '../../doubles/metacontroller.js';
 import { startServer, type RunningServer } from '../../helpers/server.js';
-import { DECORATOR, IMAGE, NAMESPACE, POD_ENV, useJobCluster, type AuditEvent, type JobCluster, type Obj } from './job-cluster.js';
+import {
+  DECORATOR,
+  IMAGE,
+  NAMESPACE,
+  POD_ENV,
+  useJobCluster,
+  type AuditEvent,
+  type JobCluster,
+  type Obj,
+} from './job-cluster.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const phaseOf = (o: Obj | undefined) => (o?.status as BackupStatus | undefined)?.phase;
-const jobCondition = (job: Obj) => ((job.status as { conditions?: { type: string; status: string; reason?: string }[] }).conditions ?? []).find((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True');
+const jobCondition = (job: Obj) =>
+  ((job.status as { conditions?: { type: string; status: string; reason?: string }[] }).conditions ?? []).find(
+    (c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True',
+  );
 const ms = (time: string | undefined) => (time === undefined ? Number.NaN : Date.parse(time));
 
 interface Timeline {
@@ -50,21 +62,38 @@ describe('the first report waits for the RoleBinding Metacontroller creates afte
 
   /** The stand-in running only the backup decorator on this namespace, on real time. */
   async function standIn(rate: { qps?: number; burst?: number } = {}): Promise<MetacontrollerStandIn> {
-    mc = await startMetacontroller({ kubeConfig: await c.cp.kubeConfig(), hookUrls: [server.url], clock: () => new Date(), controllers: [DECORATOR], namespaces: [NAMESPACE], ...rate });
+    mc = await startMetacontroller({
+      kubeConfig: await c.cp.kubeConfig(),
+      hookUrls: [server.url],
+      clock: () => new Date(),
+      controllers: [DECORATOR],
+      namespaces: [NAMESPACE],
+      ...rate,
+    });
     return mc;
   }
 
   /** Deletes the backups through the stand-in (its finalize hook lets them go), then stops it. */
   async function cleanUp(names: string[]): Promise<void> {
     for (const name of names) await mc!.delete(API_VERSION, BACKUP_KIND, NAMESPACE, name);
-    await c.kubelet.waitFor('the backups to be gone', async () => (await Promise.all(names.map((n) => mc!.get(API_VERSION, BACKUP_KIND, NAMESPACE, n)))).every((o) => o === undefined), 60_000);
+    await c.kubelet.waitFor(
+      'the backups to be gone',
+      async () =>
+        (await Promise.all(names.map((n) => mc!.get(API_VERSION, BACKUP_KIND, NAMESPACE, n)))).every(
+          (o) => o === undefined,
+        ),
+      60_000,
+    );
     await mc!.stop();
     mc = undefined;
   }
 
   /** When each backup's Job and RoleBinding were created (in etcd's order) and what its pod's patches got. */
   async function timelines(names: string[], creator: MetacontrollerStandIn = mc!): Promise<Timeline[]> {
-    const creates = (resource: string) => creator.apiRequests.filter((r) => r.method === 'POST' && r.code === 201 && r.path.endsWith(`/namespaces/${NAMESPACE}/${resource}`)).map((r) => r.sentAt);
+    const creates = (resource: string) =>
+      creator.apiRequests
+        .filter((r) => r.method === 'POST' && r.code === 201 && r.path.endsWith(`/namespaces/${NAMESPACE}/${resource}`))
+        .map((r) => r.sentAt);
     // Each kind's creates reach etcd in the order the stand-in sent them: its created objects sorted by
     // resourceVersion (etcd's revision) line up with its POSTs sorted by time. (The objects may be gone by now:
     // a finished backup's attachments are deleted.)
@@ -83,13 +112,18 @@ describe('the first report waits for the RoleBinding Metacontroller creates afte
     return Promise.all(
       names.map(async (backup) => {
         const attachment = `${backup}-snapshot`;
-        const events = (await c.audit(attachment)).filter((e: AuditEvent) => e.verb === 'patch' && e.objectRef?.subresource === 'status');
+        const events = (await c.audit(attachment)).filter(
+          (e: AuditEvent) => e.verb === 'patch' && e.objectRef?.subresource === 'status',
+        );
         return {
           backup,
           jobCreatedAt: jobTimes[jobs.indexOf(attachment)] ?? Number.NaN,
           roleCreatedAt: roleTimes[roles.indexOf(attachment)] ?? Number.NaN,
           roleBindingCreatedAt: bindingTimes[bindings.indexOf(attachment)] ?? Number.NaN,
-          patches: events.map((e) => ({ at: ms((e as unknown as { requestReceivedTimestamp?: string }).requestReceivedTimestamp), code: e.responseStatus?.code ?? 0 })),
+          patches: events.map((e) => ({
+            at: ms((e as unknown as { requestReceivedTimestamp?: string }).requestReceivedTimestamp),
+            code: e.responseStatus?.code ?? 0,
+          })),
         };
       }),
     );
@@ -117,11 +151,21 @@ describe('the first report waits for the RoleBinding Metacontroller creates afte
     for (const x of timeline) {
       const firstAccepted = x.patches.findIndex((p) => p.code < 300);
       assert.ok(firstAccepted >= 0, `${x.backup}: no report was accepted: ${JSON.stringify(x.patches)}`);
-      assert.ok(x.patches.slice(0, firstAccepted).every((p) => p.code === 403), `${x.backup}: ${JSON.stringify(x.patches)}`);
-      assert.ok(x.patches.slice(firstAccepted).every((p) => p.code < 300), `${x.backup}: a report was refused after one was accepted`);
+      assert.ok(
+        x.patches.slice(0, firstAccepted).every((p) => p.code === 403),
+        `${x.backup}: ${JSON.stringify(x.patches)}`,
+      );
+      assert.ok(
+        x.patches.slice(firstAccepted).every((p) => p.code < 300),
+        `${x.backup}: a report was refused after one was accepted`,
+      );
       // The audit log's clock and the stand-in's are this machine's: a refusal after the RoleBinding's create was
       // sent would mean the permission had come and was still refused.
-      for (const p of x.patches.slice(0, firstAccepted)) assert.ok(p.at <= x.roleBindingCreatedAt + 1_000, `${x.backup}: refused ${p.at - x.roleBindingCreatedAt} ms after its RoleBinding was created`);
+      for (const p of x.patches.slice(0, firstAccepted))
+        assert.ok(
+          p.at <= x.roleBindingCreatedAt + 1_000,
+          `${x.backup}: refused ${p.at - x.roleBindingCreatedAt} ms after its RoleBinding was created`,
+        );
     }
   }
 
@@ -148,12 +192,17 @@ describe('the first report waits for the RoleBinding Metacontroller creates afte
     // Created as Metacontroller creates them: per backup, ServiceAccount, Job, Role, RoleBinding.
     for (const name of names) {
       const call = standin.calls.find((x) => x.name === name && (x.applied?.created.length ?? 0) > 0)!;
-      assert.deepEqual(call.applied!.created.map((o) => o.kind), ['ServiceAccount', 'Job', 'Role', 'RoleBinding']);
+      assert.deepEqual(
+        call.applied!.created.map((o) => o.kind),
+        ['ServiceAccount', 'Job', 'Role', 'RoleBinding'],
+      );
     }
     const timeline = await timelines(names);
     assertRefusedOnlyBeforeTheRoleBinding(timeline);
     const widest = describeTimeline(t, timeline);
-    t.diagnostic(`widest 403 window at 5 QPS / burst 10 with ${names.length} backups at once: ${widest} ms (the first report waits up to ${FIRST_REPORT_PERMISSION_WAIT_MS} ms by default)`);
+    t.diagnostic(
+      `widest 403 window at 5 QPS / burst 10 with ${names.length} backups at once: ${widest} ms (the first report waits up to ${FIRST_REPORT_PERMISSION_WAIT_MS} ms by default)`,
+    );
     assert.deepEqual(standin.errors, []);
     await cleanUp(names);
   });
@@ -167,15 +216,25 @@ describe('the first report waits for the RoleBinding Metacontroller creates afte
     const backup = await c.createBackup();
     const name = backup.metadata.name;
     const attachment = `${name}-snapshot`;
-    await c.kubelet.waitFor('the RoleBinding', () => slow.get('rbac.authorization.k8s.io/v1', 'RoleBinding', NAMESPACE, attachment), 180_000);
+    await c.kubelet.waitFor(
+      'the RoleBinding',
+      () => slow.get('rbac.authorization.k8s.io/v1', 'RoleBinding', NAMESPACE, attachment),
+      180_000,
+    );
     const [timeline] = await timelines([name], slow);
     const started = slow.apiRequests[0]!.sentAt;
-    t.diagnostic(`the slow stand-in's requests (ms after its first): ${slow.apiRequests.map((r) => `${r.method} ${r.path.split('/').slice(-2).join('/')} +${r.sentAt - started}`).join(', ')}`);
+    t.diagnostic(
+      `the slow stand-in's requests (ms after its first): ${slow.apiRequests.map((r) => `${r.method} ${r.path.split('/').slice(-2).join('/')} +${r.sentAt - started}`).join(', ')}`,
+    );
     // From here on Metacontroller is quick again: the status and the clean-up need not take minutes.
     await slow.stop();
     const t1 = Date.now();
     const standin = await standIn();
-    await c.kubelet.waitFor('the backup to finish', async () => ['Succeeded', 'Failed'].includes(phaseOf(await c.backupNow(name)) ?? '') && true, 120_000);
+    await c.kubelet.waitFor(
+      'the backup to finish',
+      async () => ['Succeeded', 'Failed'].includes(phaseOf(await c.backupNow(name)) ?? '') && true,
+      120_000,
+    );
     t.diagnostic(`slow phase ${t1 - t0} ms, then ${Date.now() - t1} ms to the backup's outcome`);
     const pods = c.kubelet.pods().filter((p) => p.job === attachment);
     assert.equal(pods.length, 1, 'one pod, no retry spent');
@@ -188,7 +247,10 @@ describe('the first report waits for the RoleBinding Metacontroller creates afte
     const refused = timeline!.patches.filter((p) => p.code === 403);
     assert.ok(refused.length > 0, 'the pod asked before its RoleBinding existed');
     // It even asked before the Role was created: its wait spanned two of Metacontroller's rate-limited creates.
-    assert.ok(timeline!.patches[0]!.at < timeline!.roleCreatedAt, `first report ${timeline!.patches[0]!.at - timeline!.roleCreatedAt} ms after the Role's create`);
+    assert.ok(
+      timeline!.patches[0]!.at < timeline!.roleCreatedAt,
+      `first report ${timeline!.patches[0]!.at - timeline!.roleCreatedAt} ms after the Role's create`,
+    );
     describeTimeline(t, [timeline!]);
     assert.deepEqual([...slow.errors, ...standin.errors], []);
     const t2 = Date.now();
@@ -201,10 +263,22 @@ describe('the first report waits for the RoleBinding Metacontroller creates afte
     const { jobName, run, created } = await c.runJob(backup, { skip: (o) => o.kind === 'RoleBinding' });
     assert.deepEqual(created, [`ServiceAccount/${jobName}`, `Job/${jobName}`, `Role/${jobName}`]);
     assert.equal(run.exitCode, 2);
-    assert.match(run.stderr, new RegExp(`^the Kubernetes API answered 403: .*cannot patch resource "talosetcdbackups/status".* \\(still refused after ${POD_ENV.REPORT_PERMISSION_WAIT_SECONDS}s: the backup's Role or RoleBinding is missing or was changed\\)\\n$`));
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `^the Kubernetes API answered 403: .*cannot patch resource "talosetcdbackups/status".* \\(still refused after ${POD_ENV.REPORT_PERMISSION_WAIT_SECONDS}s: the backup's Role or RoleBinding is missing or was changed\\)\\n$`,
+      ),
+    );
     const patches = (await c.audit(jobName)).filter((e) => e.verb === 'patch');
-    assert.ok(patches.length > 1 && patches.every((e) => e.responseStatus?.code === 403), 'it kept asking, and was refused every time');
-    assert.equal(jobCondition(await c.jobFinished(jobName))?.reason, 'PodFailurePolicy', 'exit 2: the Job fails at once, no retry');
+    assert.ok(
+      patches.length > 1 && patches.every((e) => e.responseStatus?.code === 403),
+      'it kept asking, and was refused every time',
+    );
+    assert.equal(
+      jobCondition(await c.jobFinished(jobName))?.reason,
+      'PodFailurePolicy',
+      'exit 2: the Job fails at once, no retry',
+    );
     assert.equal(c.kubelet.pods().filter((p) => p.job === jobName).length, 1);
   });
 });

@@ -30,7 +30,11 @@ export const NOW = new Date('2026-01-15T12:05:00Z');
 export const LATER = new Date('2026-01-15T18:00:00Z');
 /** Matches the CRD's pattern for age recipients, but its bech32 checksum is wrong: no age public key. */
 export const BAD_RECIPIENT = 'age1' + 'q'.repeat(58);
-export const IMAGE: JobImage = { image: 'registry.example.com/talos-etcd-backup:0.1.0', pullPolicy: 'IfNotPresent', pullSecrets: [] };
+export const IMAGE: JobImage = {
+  image: 'registry.example.com/talos-etcd-backup:0.1.0',
+  pullPolicy: 'IfNotPresent',
+  pullSecrets: [],
+};
 export const JOB = attachmentName(NAME, 'snapshot');
 export const DELETE_JOB = attachmentName(NAME, 'delete');
 export const KEY = 'talos-operator-etcd-backups/etcd-backup/etcd-snapshot-2026-01-15T12-00-00Z.db';
@@ -77,7 +81,10 @@ export function backup(opts: BackupOpts = {}): KubernetesObject {
       resourceVersion: '4711',
       creationTimestamp: opts.created ?? CREATED,
       ...(opts.labels && { labels: opts.labels }),
-      annotations: { ...opts.annotations, 'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ spec }) },
+      annotations: {
+        ...opts.annotations,
+        'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ spec }),
+      },
       finalizers: ['metacontroller.io/decoratorcontroller-talos-etcd-backup'],
     },
     spec,
@@ -89,7 +96,9 @@ export const withSpec = (patch: Record<string, unknown>): Record<string, unknown
 /** The base spec with S3 fields replaced; a field patched to undefined is removed. */
 export const withS3 = (patch: Record<string, unknown>): Record<string, unknown> => {
   const spec = baseSpec() as J;
-  const s3 = Object.fromEntries(Object.entries({ ...spec.backupStorage.s3, ...patch }).filter(([, v]) => v !== undefined));
+  const s3 = Object.fromEntries(
+    Object.entries({ ...spec.backupStorage.s3, ...patch }).filter(([, v]) => v !== undefined),
+  );
   return { ...spec, backupStorage: { s3 } };
 };
 
@@ -97,12 +106,20 @@ function keyed(objects: KubernetesObject[]): Record<string, KubernetesObject> {
   return Object.fromEntries(objects.map((o) => [o.metadata.name, o]));
 }
 
-export function request(object: KubernetesObject, opts: { attachments?: KubernetesObject[]; related?: KubernetesObject[] } = {}): DecoratorSyncRequest {
+export function request(
+  object: KubernetesObject,
+  opts: { attachments?: KubernetesObject[]; related?: KubernetesObject[] } = {},
+): DecoratorSyncRequest {
   const of = (kind: string) => keyed((opts.attachments ?? []).filter((a) => a.kind === kind));
   return {
     controller: { metadata: { name: 'talos-etcd-backup' } },
     object,
-    attachments: { [JOB_KEY]: of('Job'), [SERVICE_ACCOUNT_KEY]: of('ServiceAccount'), [ROLE_KEY]: of('Role'), [ROLE_BINDING_KEY]: of('RoleBinding') },
+    attachments: {
+      [JOB_KEY]: of('Job'),
+      [SERVICE_ACCOUNT_KEY]: of('ServiceAccount'),
+      [ROLE_KEY]: of('Role'),
+      [ROLE_BINDING_KEY]: of('RoleBinding'),
+    },
     related: { [RELATED_CONTROL_PLANE_KEY]: keyed(opts.related ?? []) },
     finalizing: false,
   };
@@ -111,18 +128,38 @@ export function request(object: KubernetesObject, opts: { attachments?: Kubernet
 export const sync = (req: DecoratorSyncRequest, now = NOW): BackupSyncResult => syncBackup(req, now, IMAGE);
 
 /** The objects a backup attaches, as the API server returns them: with a Job status, and the labels Kubernetes adds. */
-export function observedAttachments(object: KubernetesObject, jobStatus: Record<string, unknown>, related: KubernetesObject[] = []): KubernetesObject[] {
+export function observedAttachments(
+  object: KubernetesObject,
+  jobStatus: Record<string, unknown>,
+  related: KubernetesObject[] = [],
+): KubernetesObject[] {
   const fresh = sync(request({ ...object, status: undefined }, { related }));
   assert.equal(fresh.response.attachments.length, 4, 'the builder expects a backup that attaches its Job');
   return fresh.response.attachments.map((a) => {
-    const meta = { ...a.metadata, uid: `uid-${a.metadata.name}`, resourceVersion: '5000', annotations: { 'metacontroller.k8s.io/decorator-controller': 'talos-etcd-backup' } };
+    const meta = {
+      ...a.metadata,
+      uid: `uid-${a.metadata.name}`,
+      resourceVersion: '5000',
+      annotations: { 'metacontroller.k8s.io/decorator-controller': 'talos-etcd-backup' },
+    };
     if (a.kind !== 'Job') return { ...a, metadata: meta };
-    const k8sLabels = { [CONTROLLER_UID_LABEL]: 'job-uid', 'batch.kubernetes.io/controller-uid': 'job-uid', 'job-name': JOB, 'batch.kubernetes.io/job-name': JOB };
+    const k8sLabels = {
+      [CONTROLLER_UID_LABEL]: 'job-uid',
+      'batch.kubernetes.io/controller-uid': 'job-uid',
+      'job-name': JOB,
+      'batch.kubernetes.io/job-name': JOB,
+    };
     const spec = a.spec as J;
     return {
       ...a,
       metadata: meta,
-      spec: { ...spec, completions: 1, parallelism: 1, selector: { matchLabels: { 'batch.kubernetes.io/controller-uid': 'job-uid' } }, template: { ...spec.template, metadata: { labels: { ...spec.template.metadata.labels, ...k8sLabels } } } },
+      spec: {
+        ...spec,
+        completions: 1,
+        parallelism: 1,
+        selector: { matchLabels: { 'batch.kubernetes.io/controller-uid': 'job-uid' } },
+        template: { ...spec.template, metadata: { labels: { ...spec.template.metadata.labels, ...k8sLabels } } },
+      },
       status: jobStatus,
     };
   });
@@ -135,8 +172,22 @@ export const jobFailed = (reason: string, message: string, failedPods = 3) => ({
   startTime: JOB_STARTED,
   terminating: 0,
   conditions: [
-    { type: 'FailureTarget', status: 'True', reason, message, lastProbeTime: '2026-01-15T12:04:00Z', lastTransitionTime: '2026-01-15T12:04:00Z' },
-    { type: 'Failed', status: 'True', reason, message, lastProbeTime: '2026-01-15T12:04:01Z', lastTransitionTime: '2026-01-15T12:04:01Z' },
+    {
+      type: 'FailureTarget',
+      status: 'True',
+      reason,
+      message,
+      lastProbeTime: '2026-01-15T12:04:00Z',
+      lastTransitionTime: '2026-01-15T12:04:00Z',
+    },
+    {
+      type: 'Failed',
+      status: 'True',
+      reason,
+      message,
+      lastProbeTime: '2026-01-15T12:04:01Z',
+      lastTransitionTime: '2026-01-15T12:04:01Z',
+    },
   ],
 });
 export const jobFailureTargetOnly = (reason: string) => ({
@@ -144,25 +195,65 @@ export const jobFailureTargetOnly = (reason: string) => ({
   failed: 1,
   terminating: 1,
   startTime: JOB_STARTED,
-  conditions: [{ type: 'FailureTarget', status: 'True', reason, message: 'Container backup for pod talos-backup/x failed with exit code 2 matching FailJob rule at index 0', lastProbeTime: '2026-01-15T12:02:00Z', lastTransitionTime: '2026-01-15T12:02:00Z' }],
+  conditions: [
+    {
+      type: 'FailureTarget',
+      status: 'True',
+      reason,
+      message: 'Container backup for pod talos-backup/x failed with exit code 2 matching FailJob rule at index 0',
+      lastProbeTime: '2026-01-15T12:02:00Z',
+      lastTransitionTime: '2026-01-15T12:02:00Z',
+    },
+  ],
 });
 export const jobComplete = {
   succeeded: 1,
   startTime: JOB_STARTED,
   completionTime: '2026-01-15T12:03:10Z',
   conditions: [
-    { type: 'SuccessCriteriaMet', status: 'True', lastProbeTime: '2026-01-15T12:03:10Z', lastTransitionTime: '2026-01-15T12:03:10Z' },
-    { type: 'Complete', status: 'True', lastProbeTime: '2026-01-15T12:03:10Z', lastTransitionTime: '2026-01-15T12:03:10Z' },
+    {
+      type: 'SuccessCriteriaMet',
+      status: 'True',
+      lastProbeTime: '2026-01-15T12:03:10Z',
+      lastTransitionTime: '2026-01-15T12:03:10Z',
+    },
+    {
+      type: 'Complete',
+      status: 'True',
+      lastProbeTime: '2026-01-15T12:03:10Z',
+      lastTransitionTime: '2026-01-15T12:03:10Z',
+    },
   ],
 };
 
-export const report = (r: Partial<BackupReport> & Pick<BackupReport, 'state'>): BackupReport => ({ pod: `${JOB}-x7k2p`, startedAt: '2026-01-15T12:00:05Z', updatedAt: '2026-01-15T12:02:30Z', ...r });
-export const stored = { bucket: 'etcd-backups', key: KEY, size: 73_400_320, sha256: SHA, etcdSha256: ETCD_SHA, node: '10.0.0.2' };
+export const report = (r: Partial<BackupReport> & Pick<BackupReport, 'state'>): BackupReport => ({
+  pod: `${JOB}-x7k2p`,
+  startedAt: '2026-01-15T12:00:05Z',
+  updatedAt: '2026-01-15T12:02:30Z',
+  ...r,
+});
+export const stored = {
+  bucket: 'etcd-backups',
+  key: KEY,
+  size: 73_400_320,
+  sha256: SHA,
+  etcdSha256: ETCD_SHA,
+  node: '10.0.0.2',
+};
 export const running = (bytesUploaded: number) => report({ state: 'Running', bytesUploaded });
-export const succeeded = report({ state: 'Succeeded', bytesUploaded: stored.size, snapshot: stored, updatedAt: '2026-01-15T12:03:05Z' });
-export const failedReport = (message: string, retryable: boolean) => report({ state: 'Failed', message, retryable, updatedAt: '2026-01-15T12:02:40Z' });
+export const succeeded = report({
+  state: 'Succeeded',
+  bytesUploaded: stored.size,
+  snapshot: stored,
+  updatedAt: '2026-01-15T12:03:05Z',
+});
+export const failedReport = (message: string, retryable: boolean) =>
+  report({ state: 'Failed', message, retryable, updatedAt: '2026-01-15T12:02:40Z' });
 
-export function controlPlane(name: string, opts: { mode?: string; bundleConfig?: unknown; owner?: string; namespace?: string } = {}): KubernetesObject {
+export function controlPlane(
+  name: string,
+  opts: { mode?: string; bundleConfig?: unknown; owner?: string; namespace?: string } = {},
+): KubernetesObject {
   return {
     apiVersion: API_VERSION,
     kind: 'TalosControlPlane',
@@ -170,24 +261,41 @@ export function controlPlane(name: string, opts: { mode?: string; bundleConfig?:
       name,
       namespace: opts.namespace ?? NS,
       uid: `tcp-${name}`,
-      ...(opts.owner && { ownerReferences: [{ apiVersion: API_VERSION, kind: 'TalosCluster', name: opts.owner, uid: 'tc-uid', controller: true, blockOwnerDeletion: true }] }),
+      ...(opts.owner && {
+        ownerReferences: [
+          {
+            apiVersion: API_VERSION,
+            kind: 'TalosCluster',
+            name: opts.owner,
+            uid: 'tc-uid',
+            controller: true,
+            blockOwnerDeletion: true,
+          },
+        ],
+      }),
     },
     spec: { mode: opts.mode ?? 'metal', version: 'v1.11.0' },
     status: {
       state: 'Ready',
-      ...(opts.bundleConfig !== undefined && { bundleConfig: typeof opts.bundleConfig === 'string' ? opts.bundleConfig : JSON.stringify(opts.bundleConfig) }),
+      ...(opts.bundleConfig !== undefined && {
+        bundleConfig: typeof opts.bundleConfig === 'string' ? opts.bundleConfig : JSON.stringify(opts.bundleConfig),
+      }),
     },
   };
 }
 
 // Readers of an answer.
 export const st = (r: BackupSyncResult): J => r.response.status;
-export const cond = (r: BackupSyncResult, type: string): Condition | undefined => (st(r).conditions as Condition[] | undefined)?.find((c) => c.type === type);
+export const cond = (r: BackupSyncResult, type: string): Condition | undefined =>
+  (st(r).conditions as Condition[] | undefined)?.find((c) => c.type === type);
 export const condStatus = (r: BackupSyncResult, type: string): string | undefined => cond(r, type)?.status;
-export const kinds = (r: { response: { attachments: KubernetesObject[] } }): string[] => r.response.attachments.map((a) => `${a.kind}/${a.metadata.name}`).sort();
-export const snapshotJobOf = (r: { response: { attachments: KubernetesObject[] } }): J => r.response.attachments.find((a) => a.kind === 'Job');
+export const kinds = (r: { response: { attachments: KubernetesObject[] } }): string[] =>
+  r.response.attachments.map((a) => `${a.kind}/${a.metadata.name}`).sort();
+export const snapshotJobOf = (r: { response: { attachments: KubernetesObject[] } }): J =>
+  r.response.attachments.find((a) => a.kind === 'Job');
 export const container = (job: J): J => job.spec.template.spec.containers[0];
-export const envOf = (job: J): Record<string, J> => Object.fromEntries((container(job).env as J[]).map((e) => [e.name, e]));
+export const envOf = (job: J): Record<string, J> =>
+  Object.fromEntries((container(job).env as J[]).map((e) => [e.name, e]));
 export const envValue = (job: J, name: string): string | undefined => envOf(job)[name]?.value;
 
 /** REQUIRED_SECRETS of a Job: what the CLI checks before it starts. */
@@ -199,10 +307,13 @@ export function referencedInputs(job: J): string[] {
   const out: string[] = [];
   for (const e of container(job).env as J[]) {
     if (e.valueFrom?.secretKeyRef) out.push(`Secret/${e.valueFrom.secretKeyRef.name}/${e.valueFrom.secretKeyRef.key}`);
-    if (e.valueFrom?.configMapKeyRef) out.push(`ConfigMap/${e.valueFrom.configMapKeyRef.name}/${e.valueFrom.configMapKeyRef.key}`);
+    if (e.valueFrom?.configMapKeyRef)
+      out.push(`ConfigMap/${e.valueFrom.configMapKeyRef.name}/${e.valueFrom.configMapKeyRef.key}`);
   }
   for (const v of (job.spec.template.spec.volumes ?? []) as J[]) {
-    const [kind, name, items] = v.secret ? ['Secret', v.secret.secretName, v.secret.items] : ['ConfigMap', v.configMap.name, v.configMap.items];
+    const [kind, name, items] = v.secret
+      ? ['Secret', v.secret.secretName, v.secret.items]
+      : ['ConfigMap', v.configMap.name, v.configMap.items];
     for (const item of items as J[]) out.push(`${kind}/${name}/${item.key}`);
   }
   return out;
@@ -221,7 +332,10 @@ export function landsWhereSaid(job: J, entry: J): boolean {
     const v = (job.spec.template.spec.volumes as J[]).find((x) => x.name === m.name);
     const source = entry.kind === 'Secret' ? v?.secret : v?.configMap;
     const sourceName = entry.kind === 'Secret' ? source?.secretName : source?.name;
-    return sourceName === entry.name && (source.items as J[]).some((i) => i.key === entry.key && `${m.mountPath}/${i.path}` === file);
+    return (
+      sourceName === entry.name &&
+      (source.items as J[]).some((i) => i.key === entry.key && `${m.mountPath}/${i.path}` === file)
+    );
   });
 }
 export const ATTACHED = [`Job/${JOB}`, `Role/${JOB}`, `RoleBinding/${JOB}`, `ServiceAccount/${JOB}`].sort();
@@ -247,7 +361,13 @@ export const protectedSpec = (patch: Record<string, unknown> = {}) =>
     compression: 'zstd',
     encryption: { age: { recipients: RECIPIENTS, identitySecretRef: { name: 'age-identity', key: 'identity.txt' } } },
     verify: true,
-    backupStorage: { s3: { ...(baseSpec().backupStorage as J).s3, serverSideEncryption: { algorithm: 'aws:kms', kmsKeyID: 'alias/etcd' }, objectLock: { mode: 'COMPLIANCE', retainDays: 30 } } },
+    backupStorage: {
+      s3: {
+        ...(baseSpec().backupStorage as J).s3,
+        serverSideEncryption: { algorithm: 'aws:kms', kmsKeyID: 'alias/etcd' },
+        objectLock: { mode: 'COMPLIANCE', retainDays: 30 },
+      },
+    },
     ...patch,
   });
 
@@ -255,7 +375,12 @@ export const protectedSpec = (patch: Record<string, unknown> = {}) =>
 // the hooks must answer (never throw, which the server turns into a 500 and Metacontroller retries for ever).
 export const STATUSES_NOT_MATCHING_THE_CRD: unknown[] = [
   { conditions: [null] },
-  { conditions: [null, { type: 'Ready', status: 'True', reason: 'BackupSucceeded', message: '', lastTransitionTime: CREATED }] },
+  {
+    conditions: [
+      null,
+      { type: 'Ready', status: 'True', reason: 'BackupSucceeded', message: '', lastTransitionTime: CREATED },
+    ],
+  },
   { conditions: [1, 'x', []] },
   { conditions: 'Ready' },
   { conditions: {} },

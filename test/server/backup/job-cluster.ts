@@ -16,9 +16,24 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
-import { BatchV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import {
+  BatchV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubernetesObjectApi,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
 import { parse } from 'yaml';
-import { API_VERSION, BACKUP_KIND, BACKUP_PLURAL, GROUP, JOB_KEY, SCHEDULED_TIME_ANNOTATION, VERSION } from '../../../src/api/constants.js';
+import {
+  API_VERSION,
+  BACKUP_KIND,
+  BACKUP_PLURAL,
+  GROUP,
+  JOB_KEY,
+  SCHEDULED_TIME_ANNOTATION,
+  VERSION,
+} from '../../../src/api/constants.js';
 import { packageRoot } from '../../../src/api/crds.js';
 import type { JobImage } from '../../../src/server/backup/job.js';
 import { syncBackup, type BackupSyncResult } from '../../../src/server/backup/sync.js';
@@ -37,7 +52,11 @@ export const NAMESPACE = 'talos-backup';
 export const BUCKET = 'etcd-backups';
 export const IMAGE: JobImage = { image: 'talos-etcd-backup:test', pullPolicy: 'IfNotPresent', pullSecrets: [] };
 /** The DecoratorController's name (metadata.name of metacontroller/backup-controller.yaml). */
-export const DECORATOR = (parse(readFileSync(join(packageRoot(), 'metacontroller', 'backup-controller.yaml'), 'utf8')) as { metadata: { name: string } }).metadata.name;
+export const DECORATOR = (
+  parse(readFileSync(join(packageRoot(), 'metacontroller', 'backup-controller.yaml'), 'utf8')) as {
+    metadata: { name: string };
+  }
+).metadata.name;
 export const DECORATOR_ANNOTATION = 'metacontroller.k8s.io/decorator-controller';
 /** The finalizer Metacontroller puts on every backup, since the DecoratorController has a finalize hook. */
 export const DECORATOR_FINALIZER = `metacontroller.io/decoratorcontroller-${DECORATOR}`;
@@ -45,7 +64,11 @@ export const DECORATOR_FINALIZER = `metacontroller.io/decoratorcontroller-${DECO
  * What the Jobs' pods get on top of what the Job says: short progress intervals, 5 MiB parts, and a first report
  * that waits 15 s (not 60) for a permission that never comes (the windows measured here are ~2 s at 5 QPS).
  */
-export const POD_ENV = { PROGRESS_INTERVAL_SECONDS: '0.1', S3_PART_SIZE_MIB: '5', REPORT_PERMISSION_WAIT_SECONDS: '15' };
+export const POD_ENV = {
+  PROGRESS_INTERVAL_SECONDS: '0.1',
+  S3_PART_SIZE_MIB: '5',
+  REPORT_PERMISSION_WAIT_SECONDS: '15',
+};
 
 export type Obj = KubernetesObject & Record<string, any>;
 
@@ -81,7 +104,12 @@ export interface JobCluster {
   /** A scratch directory (removed at the end). */
   dir: string;
   /** A new TalosEtcdBackup, as kubectl apply would create it (a distinct scheduled time, so a distinct key). */
-  createBackup(opts?: { talosconfigSecret?: string; s3Secret?: string; finalizer?: boolean; spec?: (spec: Record<string, any>) => Record<string, any> }): Promise<Obj>;
+  createBackup(opts?: {
+    talosconfigSecret?: string;
+    s3Secret?: string;
+    finalizer?: boolean;
+    spec?: (spec: Record<string, any>) => Record<string, any>;
+  }): Promise<Obj>;
   /** The backup as the API server has it now. */
   backupNow(name: string): Promise<Obj>;
   /** The Job as the API server has it now (raw JSON, as Metacontroller would hand it to the hook). */
@@ -89,13 +117,23 @@ export interface JobCluster {
   /** The hook's answer for the backup now, with its Job (if any) as the API server has it. */
   sync(backupName: string): Promise<BackupSyncResult>;
   /** Metacontroller's create of missing attachments; returns the `Kind/name`s in the order created. */
-  applyAttachments(backup: Obj, attachments: KubernetesObject[], opts?: { skip?: (o: KubernetesObject) => boolean }): Promise<string[]>;
+  applyAttachments(
+    backup: Obj,
+    attachments: KubernetesObject[],
+    opts?: { skip?: (o: KubernetesObject) => boolean },
+  ): Promise<string[]>;
   /** Metacontroller's delete of attachments no longer desired: Background propagation, UID precondition. */
   deleteAttachments(backup: Obj): Promise<void>;
   /** First sync, attachments created as Metacontroller would; returns the Job's name and the creates in order. */
-  startJob(backup: Obj, opts?: { skip?: (o: KubernetesObject) => boolean }): Promise<{ jobName: string; created: string[] }>;
+  startJob(
+    backup: Obj,
+    opts?: { skip?: (o: KubernetesObject) => boolean },
+  ): Promise<{ jobName: string; created: string[] }>;
   /** startJob, then waits until the Job's (first) pod has stopped. */
-  runJob(backup: Obj, opts?: { skip?: (o: KubernetesObject) => boolean }): Promise<{ jobName: string; run: PodRun; created: string[] }>;
+  runJob(
+    backup: Obj,
+    opts?: { skip?: (o: KubernetesObject) => boolean },
+  ): Promise<{ jobName: string; run: PodRun; created: string[] }>;
   /** Waits until the Job has condition Complete or Failed (True) and returns it as the API server has it. */
   jobFinished(name: string, timeoutMs?: number): Promise<Obj>;
   /** Metacontroller's UpdateStatus of the backup with the hook's status (resourceVersion as read). */
@@ -105,7 +143,13 @@ export interface JobCluster {
   /** Stops everything it started and removes its directory. */
   stop(): Promise<void>;
   /** A request to the API server with a bearer token (a pod's own). */
-  asToken(token: string, method: string, path: string, body?: unknown, contentType?: string): Promise<{ status: number; message: string; body: any }>;
+  asToken(
+    token: string,
+    method: string,
+    path: string,
+    body?: unknown,
+    contentType?: string,
+  ): Promise<{ status: number; message: string; body: any }>;
 }
 
 const AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
@@ -127,11 +171,18 @@ const b64 = (text: string) => Buffer.from(text).toString('base64');
  * (group, version, kind: ServiceAccount, Job, Role, RoleBinding; sortGvkKeys) (by name within a group), each with its last-applied annotation, the
  * DecoratorController annotation and a controller ownerReference to the parent. Returns the `Kind/name`s created.
  */
-export async function createAsMetacontroller(objects: KubernetesObjectApi, parent: Obj, attachments: KubernetesObject[], opts: { skip?: (o: KubernetesObject) => boolean } = {}): Promise<string[]> {
+export async function createAsMetacontroller(
+  objects: KubernetesObjectApi,
+  parent: Obj,
+  attachments: KubernetesObject[],
+  opts: { skip?: (o: KubernetesObject) => boolean } = {},
+): Promise<string[]> {
   const key = (o: KubernetesObject) => `${o.kind}.${o.apiVersion}`;
   const created: string[] = [];
   for (const group of sortGvkKeys([...new Set(attachments.map(key))])) {
-    for (const desired of attachments.filter((o) => key(o) === group).sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) {
+    for (const desired of attachments
+      .filter((o) => key(o) === group)
+      .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) {
       if (opts.skip?.(desired)) continue;
       const object = structuredClone(desired) as Obj;
       object.metadata.annotations = {
@@ -141,7 +192,14 @@ export async function createAsMetacontroller(objects: KubernetesObjectApi, paren
       };
       object.metadata.ownerReferences = [
         ...((object.metadata.ownerReferences as unknown[]) ?? []),
-        { apiVersion: parent.apiVersion, kind: parent.kind, name: parent.metadata.name, uid: parent.metadata.uid, controller: true, blockOwnerDeletion: true },
+        {
+          apiVersion: parent.apiVersion,
+          kind: parent.kind,
+          name: parent.metadata.name,
+          uid: parent.metadata.uid,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
       ];
       await objects.create(object as never);
       created.push(`${object.kind}/${object.metadata.name}`);
@@ -152,8 +210,19 @@ export async function createAsMetacontroller(objects: KubernetesObjectApi, paren
 
 /** The image's configuration as the Dockerfile sets it (ENTRYPOINT, CMD, WORKDIR, ENV), without building. */
 export async function dockerfileImage() {
-  const config = await buildImage({ dockerfile: parseDockerfile(readFileSync(join(packageRoot(), 'Dockerfile'), 'utf8')), context: '', root: '', configOnly: true, run: async () => {} });
-  return { ...(config.entrypoint && { entrypoint: config.entrypoint }), ...(config.cmd && { cmd: config.cmd }), workingDir: config.workdir, env: config.env };
+  const config = await buildImage({
+    dockerfile: parseDockerfile(readFileSync(join(packageRoot(), 'Dockerfile'), 'utf8')),
+    context: '',
+    root: '',
+    configOnly: true,
+    run: async () => {},
+  });
+  return {
+    ...(config.entrypoint && { entrypoint: config.entrypoint }),
+    ...(config.cmd && { cmd: config.cmd }),
+    workingDir: config.workdir,
+    env: config.env,
+  };
 }
 
 export async function startJobCluster(): Promise<JobCluster> {
@@ -177,13 +246,24 @@ export async function startJobCluster(): Promise<JobCluster> {
 
     // Started side by side; whatever started is stopped even if another failed.
     const started = await Promise.allSettled([
-      startControlPlane({ apiServerArgs: [`--audit-policy-file=${policy}`, `--audit-log-path=${auditLog}`, '--audit-log-mode=blocking', '--audit-log-format=json'] }),
+      startControlPlane({
+        apiServerArgs: [
+          `--audit-policy-file=${policy}`,
+          `--audit-log-path=${auditLog}`,
+          '--audit-log-mode=blocking',
+          '--audit-log-format=json',
+        ],
+      }),
       startRgw(),
       startEtcd(),
     ]);
     for (const s of started) if (s.status === 'fulfilled') stops.push(() => s.value.stop());
     for (const s of started) if (s.status === 'rejected') throw s.reason;
-    const [cp, rgw, etcd] = started.map((s) => (s as PromiseFulfilledResult<unknown>).value) as [ControlPlane, Rgw, Etcd];
+    const [cp, rgw, etcd] = started.map((s) => (s as PromiseFulfilledResult<unknown>).value) as [
+      ControlPlane,
+      Rgw,
+      Etcd,
+    ];
     await cp.installCrds();
     const keys = await etcd.putMany(2000, 'registry/job/');
     const pki = await createTalosPki();
@@ -191,10 +271,26 @@ export async function startJobCluster(): Promise<JobCluster> {
     const talos = await startTalosDouble({ pki, etcd, hostname: 'cp-1' });
     stops.push(() => talos.stop());
     const db = Buffer.alloc(48 * 1024 * 1024, 7);
-    const big = await startTalosDouble({ pki, hostname: 'cp-big', source: Buffer.concat([db, createHash('sha256').update(db).digest()]) });
+    const big = await startTalosDouble({
+      pki,
+      hostname: 'cp-big',
+      source: Buffer.concat([db, createHash('sha256').update(db).digest()]),
+    });
     stops.push(() => big.stop());
-    const talosconfig = talosconfigYaml({ context: 'prod', endpoints: [talos.endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem });
-    const bigTalosconfig = talosconfigYaml({ context: 'prod', endpoints: [big.endpoint], caPem: pki.caPem, certPem: client.certPem, keyPem: client.keyPem });
+    const talosconfig = talosconfigYaml({
+      context: 'prod',
+      endpoints: [talos.endpoint],
+      caPem: pki.caPem,
+      certPem: client.certPem,
+      keyPem: client.keyPem,
+    });
+    const bigTalosconfig = talosconfigYaml({
+      context: 'prod',
+      endpoints: [big.endpoint],
+      caPem: pki.caPem,
+      certPem: client.certPem,
+      keyPem: client.keyPem,
+    });
     await rgw.createBucket(BUCKET);
 
     const kc = await cp.kubeConfig();
@@ -212,13 +308,33 @@ export async function startJobCluster(): Promise<JobCluster> {
     }
 
     const image = await dockerfileImage();
-    const kubelet = await startKubelet({ controlPlane: cp, imagePaths: { [image.workingDir]: packageRoot() }, image, extraEnv: POD_ENV });
+    const kubelet = await startKubelet({
+      controlPlane: cp,
+      imagePaths: { [image.workingDir]: packageRoot() },
+      image,
+      extraEnv: POD_ENV,
+    });
     stops.push(() => kubelet.stop());
 
     let count = 0;
-    const backupNow = async (name: string): Promise<Obj> => (await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NAMESPACE, plural: BACKUP_PLURAL, name })) as Obj;
+    const backupNow = async (name: string): Promise<Obj> =>
+      (await custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: NAMESPACE,
+        plural: BACKUP_PLURAL,
+        name,
+      })) as Obj;
     const jobNow = async (name: string): Promise<Obj | undefined> =>
-      (custom.getNamespacedCustomObject({ group: 'batch', version: 'v1', namespace: NAMESPACE, plural: 'jobs', name }) as Promise<Obj>).catch((err: { code?: number }) => {
+      (
+        custom.getNamespacedCustomObject({
+          group: 'batch',
+          version: 'v1',
+          namespace: NAMESPACE,
+          plural: 'jobs',
+          name,
+        }) as Promise<Obj>
+      ).catch((err: { code?: number }) => {
         if (err.code === 404) return undefined;
         throw err;
       });
@@ -263,7 +379,12 @@ export async function startJobCluster(): Promise<JobCluster> {
           body: {
             apiVersion: API_VERSION,
             kind: BACKUP_KIND,
-            metadata: { name: `job-run-${count}`, namespace: NAMESPACE, annotations: { [SCHEDULED_TIME_ANNOTATION]: time }, ...(opts.finalizer && { finalizers: [DECORATOR_FINALIZER] }) },
+            metadata: {
+              name: `job-run-${count}`,
+              namespace: NAMESPACE,
+              annotations: { [SCHEDULED_TIME_ANNOTATION]: time },
+              ...(opts.finalizer && { finalizers: [DECORATOR_FINALIZER] }),
+            },
             spec: opts.spec ? opts.spec(spec) : spec,
           },
         })) as Obj;
@@ -274,20 +395,41 @@ export async function startJobCluster(): Promise<JobCluster> {
         const object = await backupNow(backupName);
         const jobName = `${backupName}-snapshot`;
         const job = await jobNow(jobName);
-        return syncBackup({ object, attachments: job ? { [JOB_KEY]: { [jobName]: job } } : {}, related: {} }, new Date(), IMAGE);
+        return syncBackup(
+          { object, attachments: job ? { [JOB_KEY]: { [jobName]: job } } : {}, related: {} },
+          new Date(),
+          IMAGE,
+        );
       },
       applyAttachments: (backup, attachments, opts = {}) => createAsMetacontroller(objects, backup, attachments, opts),
       async deleteAttachments(backup) {
         const uid = backup.metadata.uid;
-        for (const [apiVersion, kind] of [['batch/v1', 'Job'], ['rbac.authorization.k8s.io/v1', 'Role'], ['rbac.authorization.k8s.io/v1', 'RoleBinding'], ['v1', 'ServiceAccount']] as const) {
+        for (const [apiVersion, kind] of [
+          ['batch/v1', 'Job'],
+          ['rbac.authorization.k8s.io/v1', 'Role'],
+          ['rbac.authorization.k8s.io/v1', 'RoleBinding'],
+          ['v1', 'ServiceAccount'],
+        ] as const) {
           const list = await objects.list(apiVersion, kind, NAMESPACE);
           for (const o of list.items.filter((i) => i.metadata?.ownerReferences?.some((r) => r.uid === uid))) {
-            await objects.delete({ apiVersion, kind, metadata: { name: o.metadata!.name!, namespace: NAMESPACE } }, undefined, undefined, undefined, undefined, 'Background', { preconditions: { uid: o.metadata!.uid! } });
+            await objects.delete(
+              { apiVersion, kind, metadata: { name: o.metadata!.name!, namespace: NAMESPACE } },
+              undefined,
+              undefined,
+              undefined,
+              undefined,
+              'Background',
+              { preconditions: { uid: o.metadata!.uid! } },
+            );
           }
         }
       },
       async startJob(backup, opts = {}) {
-        const { response } = syncBackup({ object: await backupNow(backup.metadata.name), attachments: {}, related: {} }, new Date(), IMAGE);
+        const { response } = syncBackup(
+          { object: await backupNow(backup.metadata.name), attachments: {}, related: {} },
+          new Date(),
+          IMAGE,
+        );
         const job = response.attachments.find((a) => a.kind === 'Job');
         if (!job) throw new Error(`the hook attached no Job: ${JSON.stringify(response.status)}`);
         const created = await cluster.applyAttachments(backup, response.attachments, opts);
@@ -299,15 +441,27 @@ export async function startJobCluster(): Promise<JobCluster> {
         return { jobName, run, created };
       },
       async jobFinished(name, timeoutMs = 60_000) {
-        return kubelet.waitFor(`Job ${name} to finish`, async () => {
-          const job = await jobNow(name);
-          const conditions = ((job?.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions ?? []);
-          return conditions.some((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True') && job;
-        }, timeoutMs);
+        return kubelet.waitFor(
+          `Job ${name} to finish`,
+          async () => {
+            const job = await jobNow(name);
+            const conditions =
+              (job?.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions ?? [];
+            return conditions.some((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True') && job;
+          },
+          timeoutMs,
+        );
       },
       async writeStatus(backupName, status) {
         const current = await backupNow(backupName);
-        return (await custom.replaceNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: NAMESPACE, plural: BACKUP_PLURAL, name: backupName, body: { ...current, status } })) as Obj;
+        return (await custom.replaceNamespacedCustomObjectStatus({
+          group: GROUP,
+          version: VERSION,
+          namespace: NAMESPACE,
+          plural: BACKUP_PLURAL,
+          name: backupName,
+          body: { ...current, status },
+        })) as Obj;
       },
       async audit(serviceAccount) {
         const text = await readFile(auditLog, 'utf8').catch(() => '');
@@ -315,13 +469,29 @@ export async function startJobCluster(): Promise<JobCluster> {
           .split('\n')
           .filter(Boolean)
           .map((line) => JSON.parse(line) as AuditEvent)
-          .filter((e) => e.stage === 'ResponseComplete' && (serviceAccount === undefined || e.user.username === `system:serviceaccount:${NAMESPACE}:${serviceAccount}`));
+          .filter(
+            (e) =>
+              e.stage === 'ResponseComplete' &&
+              (serviceAccount === undefined ||
+                e.user.username === `system:serviceaccount:${NAMESPACE}:${serviceAccount}`),
+          );
       },
       asToken(token, method, path, body, contentType = 'application/merge-patch+json') {
         return new Promise((resolve, reject) => {
           const payload = body === undefined ? undefined : JSON.stringify(body);
           const req = request(
-            { host: cp.host, port: cp.port, path, method, ca: cp.caPem, headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(payload !== undefined && { 'content-type': contentType }) } },
+            {
+              host: cp.host,
+              port: cp.port,
+              path,
+              method,
+              ca: cp.caPem,
+              headers: {
+                authorization: `Bearer ${token}`,
+                accept: 'application/json',
+                ...(payload !== undefined && { 'content-type': contentType }),
+              },
+            },
             (res) => {
               let text = '';
               res.setEncoding('utf8');
@@ -333,7 +503,11 @@ export async function startJobCluster(): Promise<JobCluster> {
                 } catch {
                   // not JSON
                 }
-                resolve({ status: res.statusCode ?? 0, message: typeof parsed === 'object' ? (parsed?.message ?? '') : text, body: parsed });
+                resolve({
+                  status: res.statusCode ?? 0,
+                  message: typeof parsed === 'object' ? (parsed?.message ?? '') : text,
+                  body: parsed,
+                });
               });
             },
           );
@@ -352,9 +526,12 @@ export async function startJobCluster(): Promise<JobCluster> {
 /** node:test: a JobCluster started in `before` and stopped in `after` of the enclosing suite or file. */
 export function useJobCluster(): () => JobCluster {
   let cluster: JobCluster | undefined;
-  before(async () => {
-    cluster = await startJobCluster();
-  }, { timeout: 180_000 });
+  before(
+    async () => {
+      cluster = await startJobCluster();
+    },
+    { timeout: 180_000 },
+  );
   after(async () => {
     await cluster?.stop();
   });

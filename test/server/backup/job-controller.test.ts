@@ -13,7 +13,11 @@ import { BUCKET, NAMESPACE, useJobCluster, type JobCluster, type Obj } from './j
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const jobCondition = (job: Obj) => ((job.status as { conditions?: { type: string; status: string; reason?: string; message?: string }[] }).conditions ?? []).find((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True');
+const jobCondition = (job: Obj) =>
+  (
+    (job.status as { conditions?: { type: string; status: string; reason?: string; message?: string }[] }).conditions ??
+    []
+  ).find((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True');
 const report = (o: Obj) => (o.status as BackupStatus | undefined)?.report;
 
 describe('the snapshot Job under the real Job controller', () => {
@@ -31,12 +35,23 @@ describe('the snapshot Job under the real Job controller', () => {
       assert.equal(report(await c.backupNow(backup.metadata.name))?.retryable, true);
 
       // While the Job waits to retry, the backup is still running.
-      await c.kubelet.waitFor('the Job controller to count the failed pod', async () => ((await c.jobNow(jobName))?.status as { failed?: number } | undefined)?.failed === 1, 20_000);
+      await c.kubelet.waitFor(
+        'the Job controller to count the failed pod',
+        async () => ((await c.jobNow(jobName))?.status as { failed?: number } | undefined)?.failed === 1,
+        20_000,
+      );
       const retrying = await c.sync(backup.metadata.name);
       assert.equal(retrying.outcome, 'running');
-      assert.match((retrying.response.status as BackupStatus).conditions!.find((x) => x.type === 'Progressing')!.message, /failed, the Job retries: Failed to take etcd snapshot: .*Unavailable/);
+      assert.match(
+        (retrying.response.status as BackupStatus).conditions!.find((x) => x.type === 'Progressing')!.message,
+        /failed, the Job retries: Failed to take etcd snapshot: .*Unavailable/,
+      );
 
-      const second = await c.kubelet.waitForPod({ namespace: NAMESPACE, job: jobName, attempt: 2 }, 'Terminated', 90_000);
+      const second = await c.kubelet.waitForPod(
+        { namespace: NAMESPACE, job: jobName, attempt: 2 },
+        'Terminated',
+        90_000,
+      );
       assert.notEqual(second.name, first.name, 'a new pod');
       assert.equal(second.exitCode, 1);
       const job = await c.jobFinished(jobName);
@@ -48,7 +63,10 @@ describe('the snapshot Job under the real Job controller', () => {
       assert.equal(outcome, 'failed');
       const status = response.status as BackupStatus;
       assert.equal(status.phase, 'Failed');
-      assert.match(status.message!, /^Failed to take etcd snapshot: .*Unavailable.* \(the snapshot Job gave up after 2 failed attempt\(s\): BackoffLimitExceeded: Job has reached the specified backoff limit\)$/);
+      assert.match(
+        status.message!,
+        /^Failed to take etcd snapshot: .*Unavailable.* \(the snapshot Job gave up after 2 failed attempt\(s\): BackoffLimitExceeded: Job has reached the specified backoff limit\)$/,
+      );
       assert.equal(status.conditions!.find((x) => x.type === 'Failed')?.status, 'True');
     } finally {
       c.talos.setFault(undefined);
@@ -69,12 +87,18 @@ describe('the snapshot Job under the real Job controller', () => {
       const job = await c.jobFinished(jobName);
       assert.deepEqual([jobCondition(job)?.type, jobCondition(job)?.reason], ['Failed', 'DeadlineExceeded']);
       assert.equal(c.kubelet.pods().filter((r) => r.job === jobName).length, 1, 'no retry after the deadline');
-      assert.deepEqual((await c.rgw.client().send(new ListMultipartUploadsCommand({ Bucket: BUCKET }))).Uploads ?? [], []);
+      assert.deepEqual(
+        (await c.rgw.client().send(new ListMultipartUploadsCommand({ Bucket: BUCKET }))).Uploads ?? [],
+        [],
+      );
 
       const { response, outcome } = await c.sync(backup.metadata.name);
       assert.equal(outcome, 'failed');
       const status = response.status as BackupStatus;
-      assert.match(status.message!, /\(the snapshot Job gave up after 1 failed attempt\(s\): DeadlineExceeded: Job was active longer than specified deadline\)$/);
+      assert.match(
+        status.message!,
+        /\(the snapshot Job gave up after 1 failed attempt\(s\): DeadlineExceeded: Job was active longer than specified deadline\)$/,
+      );
     } finally {
       c.talos.setFault(undefined);
     }

@@ -35,24 +35,33 @@ const backupName = fc
  * taken from another name's attachment name (the collision the issue found: a 59-character name and a 54-character
  * name equal to its shortened form).
  */
-const crowded = fc.tuple(fc.string({ unit: fc.constantFrom(...'abc-'), minLength: 40, maxLength: 80 }), fc.integer({ min: 40, max: 75 })).map(([stem, cut]) => {
-  const name = `x${stem}`.slice(0, cut).replace(/-+$/, '');
-  return name || 'x';
-});
+const crowded = fc
+  .tuple(
+    fc.string({ unit: fc.constantFrom(...'abc-'), minLength: 40, maxLength: 80 }),
+    fc.integer({ min: 40, max: 75 }),
+  )
+  .map(([stem, cut]) => {
+    const name = `x${stem}`.slice(0, cut).replace(/-+$/, '');
+    return name || 'x';
+  });
 
 describe('attachmentName', () => {
-  it('the issue\'s case: a 59-character name and the 54-character name equal to its old shortened form differ', () => {
+  it("the issue's case: a 59-character name and the 54-character name equal to its old shortened form differ", () => {
     const long = `daily-etcd-backup-of-the-production-cluster-${'1'.repeat(15)}`;
     assert.equal(long.length, 59);
     // The old scheme shortened a name to 45 characters + '-' + 8 hex of its hash, then added '-snapshot':
     // that 54-character form is itself a valid backup name, which kept as it is gave the same Job name.
     const oldShortened = `${long.slice(0, 45)}-${createHash('sha256').update(long).digest('hex').slice(0, 8)}`;
     assert.equal(oldShortened.length, 54);
-    for (const component of COMPONENTS) assert.notEqual(attachmentName(long, component), attachmentName(oldShortened, component));
+    for (const component of COMPONENTS)
+      assert.notEqual(attachmentName(long, component), attachmentName(oldShortened, component));
   });
 
   it('keeps `<backup>-<component>` for a DNS-label name that fits (names of existing Jobs do not change)', () => {
-    assert.equal(attachmentName('daily-backup-schedule-1704153600', 'snapshot'), 'daily-backup-schedule-1704153600-snapshot');
+    assert.equal(
+      attachmentName('daily-backup-schedule-1704153600', 'snapshot'),
+      'daily-backup-schedule-1704153600-snapshot',
+    );
     assert.equal(attachmentName('a'.repeat(54), 'snapshot'), `${'a'.repeat(54)}-snapshot`);
     assert.equal(attachmentName('a'.repeat(56), 'delete'), `${'a'.repeat(56)}-delete`);
   });
@@ -76,10 +85,16 @@ describe('attachmentName', () => {
 
   it('never gives two backups, or two components, the same name (property)', () => {
     fc.assert(
-      fc.property(fc.oneof(backupName, crowded), fc.oneof(backupName, crowded), fc.constantFrom(...COMPONENTS), fc.constantFrom(...COMPONENTS), (a, b, ca, cb) => {
-        if (a === b && ca === cb) return;
-        assert.notEqual(attachmentName(a, ca), attachmentName(b, cb), `${a}/${ca} and ${b}/${cb}`);
-      }),
+      fc.property(
+        fc.oneof(backupName, crowded),
+        fc.oneof(backupName, crowded),
+        fc.constantFrom(...COMPONENTS),
+        fc.constantFrom(...COMPONENTS),
+        (a, b, ca, cb) => {
+          if (a === b && ca === cb) return;
+          assert.notEqual(attachmentName(a, ca), attachmentName(b, cb), `${a}/${ca} and ${b}/${cb}`);
+        },
+      ),
       { numRuns: 5000 },
     );
     // The pair random names rarely hit: a name against the name whose kept-as-is form equals its result. A shortened

@@ -66,7 +66,10 @@ describe('syncBackup: the snapshot Job', () => {
       backoffLimit: 5,
       resources: { requests: { cpu: '200m', memory: '300Mi' }, limits: { cpu: 1, memory: '1Gi' } },
       nodeSelector: { 'node-role.kubernetes.io/backup': 'true' },
-      tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'backup', effect: 'NoSchedule' }, { operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 300 }],
+      tolerations: [
+        { key: 'dedicated', operator: 'Equal', value: 'backup', effect: 'NoSchedule' },
+        { operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 300 },
+      ],
       priorityClassName: 'backup-critical',
     },
   });
@@ -89,7 +92,8 @@ describe('syncBackup: the snapshot Job', () => {
         assert.deepEqual(c.securityContext.capabilities, { drop: ['ALL'] });
         assert.equal(c.securityContext.privileged ?? false, false);
       }
-      for (const v of (pod.volumes ?? []) as J[]) assert.ok(v.secret || v.configMap, `volume ${v.name} is a Secret or ConfigMap, never hostPath`);
+      for (const v of (pod.volumes ?? []) as J[])
+        assert.ok(v.secret || v.configMap, `volume ${v.name} is a Secret or ConfigMap, never hostPath`);
     }
   });
 
@@ -117,7 +121,11 @@ describe('syncBackup: the snapshot Job', () => {
     assert.equal(container(minimal).image, IMAGE.image);
     assert.equal(container(minimal).imagePullPolicy, 'IfNotPresent');
     assert.equal(minimal.spec.template.spec.imagePullSecrets, undefined);
-    const custom = jobOf(backup(), { image: 'ghcr.io/acme/teb@sha256:' + 'c'.repeat(64), pullPolicy: 'Always', pullSecrets: ['regcred', 'mirror'] });
+    const custom = jobOf(backup(), {
+      image: 'ghcr.io/acme/teb@sha256:' + 'c'.repeat(64),
+      pullPolicy: 'Always',
+      pullSecrets: ['regcred', 'mirror'],
+    });
     assert.equal(container(custom).image, 'ghcr.io/acme/teb@sha256:' + 'c'.repeat(64));
     assert.equal(container(custom).imagePullPolicy, 'Always');
     assert.deepEqual(custom.spec.template.spec.imagePullSecrets, [{ name: 'regcred' }, { name: 'mirror' }]);
@@ -142,7 +150,13 @@ describe('syncBackup: the snapshot Job', () => {
     const job = snapshotJobOf(r);
     const podLabels = job.spec.template.metadata.labels as Record<string, string>;
     assert.equal(podLabels[BACKUP_LABEL], NAME);
-    for (const k8s of [CONTROLLER_UID_LABEL, 'batch.kubernetes.io/controller-uid', 'job-name', 'batch.kubernetes.io/job-name']) assert.equal(podLabels[k8s], undefined, k8s);
+    for (const k8s of [
+      CONTROLLER_UID_LABEL,
+      'batch.kubernetes.io/controller-uid',
+      'job-name',
+      'batch.kubernetes.io/job-name',
+    ])
+      assert.equal(podLabels[k8s], undefined, k8s);
     assert.equal(job.spec.selector, undefined, 'the Job controller picks the selector');
     assert.equal(job.status, undefined, 'no status in a desired object');
   });
@@ -181,7 +195,8 @@ describe('syncBackup: the snapshot Job', () => {
     for (const job of [minimal, full]) {
       const required = requiredSecrets(job);
       assert.deepEqual(required.map(identify).sort(), referencedInputs(job).sort());
-      for (const entry of required) assert.ok(landsWhereSaid(job, entry), `${JSON.stringify(entry)} does not land where it says`);
+      for (const entry of required)
+        assert.ok(landsWhereSaid(job, entry), `${JSON.stringify(entry)} does not land where it says`);
     }
     assert.deepEqual(requiredSecrets(full).map(identify), [
       'Secret/etcd-backup/config',
@@ -189,7 +204,9 @@ describe('syncBackup: the snapshot Job', () => {
       'Secret/s3-credentials/secret-access-key',
       'ConfigMap/s3-ca/bundle.pem',
     ]);
-    assert.deepEqual(envOf(full).AWS_ACCESS_KEY_ID.valueFrom, { secretKeyRef: { name: 's3-credentials', key: 'access-key-id', optional: true } });
+    assert.deepEqual(envOf(full).AWS_ACCESS_KEY_ID.valueFrom, {
+      secretKeyRef: { name: 's3-credentials', key: 'access-key-id', optional: true },
+    });
     const ca = (full.spec.template.spec.volumes as J[]).find((v) => v.configMap);
     assert.deepEqual(ca.configMap, { name: 's3-ca', items: [{ key: 'bundle.pem', path: 'ca.crt' }], optional: true });
   });
@@ -233,7 +250,10 @@ describe('syncBackup: the snapshot Job', () => {
 
   it('is the same Job at every sync, whatever the clock (an OnDelete attachment must not drift)', () => {
     assert.deepEqual(snapshotJobOf(sync(request(backup()), NOW)), snapshotJobOf(sync(request(backup()), LATER)));
-    const runningAnswer = sync(request(backup({ status: { report: running(1) } }), { attachments: observedAttachments(backup(), jobActive) }), LATER);
+    const runningAnswer = sync(
+      request(backup({ status: { report: running(1) } }), { attachments: observedAttachments(backup(), jobActive) }),
+      LATER,
+    );
     assert.deepEqual(snapshotJobOf(runningAnswer), minimal);
   });
 });
@@ -250,14 +270,27 @@ describe('syncBackup: the Job identity (ServiceAccount, Role, RoleBinding)', () 
     assert.equal(of('ServiceAccount').automountServiceAccountToken, false);
   });
 
-  it('the Role grants exactly patch on this backup\'s status', () => {
-    assert.deepEqual(of('Role').rules, [{ apiGroups: ['talos.alperen.cloud'], resources: ['talosetcdbackups/status'], resourceNames: [NAME], verbs: ['patch'] }]);
+  it("the Role grants exactly patch on this backup's status", () => {
+    assert.deepEqual(of('Role').rules, [
+      {
+        apiGroups: ['talos.alperen.cloud'],
+        resources: ['talosetcdbackups/status'],
+        resourceNames: [NAME],
+        verbs: ['patch'],
+      },
+    ]);
   });
 
   it("the RoleBinding binds that Role to the Job's ServiceAccount", () => {
     const binding = of('RoleBinding');
-    assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: of('Role').metadata.name });
-    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: of('ServiceAccount').metadata.name, namespace: NS }]);
+    assert.deepEqual(binding.roleRef, {
+      apiGroup: 'rbac.authorization.k8s.io',
+      kind: 'Role',
+      name: of('Role').metadata.name,
+    });
+    assert.deepEqual(binding.subjects, [
+      { kind: 'ServiceAccount', name: of('ServiceAccount').metadata.name, namespace: NS },
+    ]);
   });
 });
 
@@ -272,7 +305,10 @@ describe('names of long backups', () => {
       assert.equal(name.length >= 250, true);
       const r = sync(request(backup({ name })));
       for (const object of r.response.attachments) {
-        assert.ok(object.metadata.name.length <= 63, `${object.kind} ${object.metadata.name} (${object.metadata.name.length})`);
+        assert.ok(
+          object.metadata.name.length <= 63,
+          `${object.kind} ${object.metadata.name} (${object.metadata.name.length})`,
+        );
         assert.match(object.metadata.name, /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
       }
       assert.ok(attachmentName(name, 'delete').length <= 63);
@@ -291,7 +327,10 @@ describe('names of long backups', () => {
     for (const name of [a, b, dotted, NAME, 'a', 'x'.repeat(63), 'x'.repeat(64), 'y'.repeat(54), 'y'.repeat(55)]) {
       const r = sync(request(backup({ name })));
       for (const object of r.response.attachments) {
-        const labelSets = [object.metadata.labels ?? {}, ...(object.kind === 'Job' ? [(object as J).spec.template.metadata.labels] : [])];
+        const labelSets = [
+          object.metadata.labels ?? {},
+          ...(object.kind === 'Job' ? [(object as J).spec.template.metadata.labels] : []),
+        ];
         for (const labels of labelSets) {
           for (const [key, value] of Object.entries(labels as Record<string, string>)) {
             assert.ok(value.length <= 63, `${name}: ${key}=${value}`);
@@ -322,14 +361,22 @@ describe('syncBackup: the snapshot Job of a protected backup', () => {
     assert.equal(envValue(job, 'VERIFY'), 'true');
     assert.equal(envValue(job, 'AGE_IDENTITY_FILE'), '/var/run/secrets/age/identity.txt');
     const entry = requiredSecrets(job).find((e) => e.name === 'age-identity');
-    assert.deepEqual(entry, { kind: 'Secret', name: 'age-identity', key: 'identity.txt', pathEnv: 'AGE_IDENTITY_FILE' });
+    assert.deepEqual(entry, {
+      kind: 'Secret',
+      name: 'age-identity',
+      key: 'identity.txt',
+      pathEnv: 'AGE_IDENTITY_FILE',
+    });
     assert.ok(landsWhereSaid(job, entry), 'the identity lands where AGE_IDENTITY_FILE says');
   });
 
   it('never mounts the identity when nothing verifies: taking a backup does not need it', () => {
     const job = snapshotJobOf(sync(request(backup({ spec: protectedSpec({ verify: false }) }))));
     assert.equal(envValue(job, 'AGE_IDENTITY_FILE'), undefined);
-    assert.equal(requiredSecrets(job).find((e) => e.name === 'age-identity'), undefined);
+    assert.equal(
+      requiredSecrets(job).find((e) => e.name === 'age-identity'),
+      undefined,
+    );
     assert.ok(!JSON.stringify(job.spec.template.spec.volumes ?? []).includes('age-identity'));
     assert.equal(envValue(job, 'VERIFY'), 'false');
   });

@@ -125,7 +125,10 @@ const cases: Case[] = [
   },
   {
     name: 'a Running report with bytesUploaded shows as progress',
-    request: () => request(backup({ status: { report: running(12_582_912) } }), { attachments: observedAttachments(backup(), jobActive) }),
+    request: () =>
+      request(backup({ status: { report: running(12_582_912) } }), {
+        attachments: observedAttachments(backup(), jobActive),
+      }),
     phase: 'Running',
     outcome: 'running',
     attached: true,
@@ -134,7 +137,11 @@ const cases: Case[] = [
     check: (r) => {
       assert.deepEqual(st(r).progress, { bytesUploaded: 12_582_912 });
       assert.match(cond(r, 'Progressing')!.message, /12582912 bytes uploaded/);
-      assert.equal(st(r).startTime, JOB_STARTED, 'the Job started first: its start stays, later attempts do not move it');
+      assert.equal(
+        st(r).startTime,
+        JOB_STARTED,
+        'the Job started first: its start stays, later attempts do not move it',
+      );
       assert.deepEqual(st(r).report, running(12_582_912), 'the report is carried over verbatim');
     },
   },
@@ -150,7 +157,8 @@ const cases: Case[] = [
   },
   {
     name: 'a Succeeded report makes it Succeeded, records the snapshot, and still attaches the Job',
-    request: () => request(backup({ status: { report: succeeded } }), { attachments: observedAttachments(backup(), jobActive) }),
+    request: () =>
+      request(backup({ status: { report: succeeded } }), { attachments: observedAttachments(backup(), jobActive) }),
     phase: 'Succeeded',
     outcome: 'succeeded',
     attached: true,
@@ -172,7 +180,8 @@ const cases: Case[] = [
   },
   {
     name: 'a Succeeded report with the Job Complete is Succeeded',
-    request: () => request(backup({ status: { report: succeeded } }), { attachments: observedAttachments(backup(), jobComplete) }),
+    request: () =>
+      request(backup({ status: { report: succeeded } }), { attachments: observedAttachments(backup(), jobComplete) }),
     phase: 'Succeeded',
     outcome: 'succeeded',
     attached: true,
@@ -181,7 +190,18 @@ const cases: Case[] = [
   },
   {
     name: 'a Failed report with retryable:false fails the backup with its message',
-    request: () => request(backup({ status: { report: failedReport('Failed to get secret talos-backup/s3-credentials: key access-key-id not found', false) } }), { attachments: observedAttachments(backup(), jobActive) }),
+    request: () =>
+      request(
+        backup({
+          status: {
+            report: failedReport(
+              'Failed to get secret talos-backup/s3-credentials: key access-key-id not found',
+              false,
+            ),
+          },
+        }),
+        { attachments: observedAttachments(backup(), jobActive) },
+      ),
     phase: 'Failed',
     outcome: 'failed',
     attached: true,
@@ -199,7 +219,10 @@ const cases: Case[] = [
   },
   {
     name: 'a Failed report with retryable:true while the Job is still active stays Running and says the Job retries',
-    request: () => request(backup({ status: { report: failedReport('Failed to upload snapshot to S3: connection reset', true) } }), { attachments: observedAttachments(backup(), { ...jobActive, failed: 1 }) }),
+    request: () =>
+      request(backup({ status: { report: failedReport('Failed to upload snapshot to S3: connection reset', true) } }), {
+        attachments: observedAttachments(backup(), { ...jobActive, failed: 1 }),
+      }),
     phase: 'Running',
     outcome: 'running',
     attached: true,
@@ -216,7 +239,13 @@ const cases: Case[] = [
   },
   {
     name: 'the Job Failed (BackoffLimitExceeded) without a report fails with its reason and a kubectl hint',
-    request: () => request(backup(), { attachments: observedAttachments(backup(), jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit')) }),
+    request: () =>
+      request(backup(), {
+        attachments: observedAttachments(
+          backup(),
+          jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit'),
+        ),
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: true,
@@ -232,7 +261,13 @@ const cases: Case[] = [
   },
   {
     name: 'the Job Failed (DeadlineExceeded) without a report fails with its reason',
-    request: () => request(backup(), { attachments: observedAttachments(backup(), jobFailed('DeadlineExceeded', 'Job was active longer than specified deadline', 1)) }),
+    request: () =>
+      request(backup(), {
+        attachments: observedAttachments(
+          backup(),
+          jobFailed('DeadlineExceeded', 'Job was active longer than specified deadline', 1),
+        ),
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: true,
@@ -242,7 +277,13 @@ const cases: Case[] = [
   },
   {
     name: 'the Job Failed with a retryable Failed report fails with the report message and the Job reason',
-    request: () => request(backup({ status: { report: failedReport('Failed to upload snapshot to S3: SlowDown', true) } }), { attachments: observedAttachments(backup(), jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit')) }),
+    request: () =>
+      request(backup({ status: { report: failedReport('Failed to upload snapshot to S3: SlowDown', true) } }), {
+        attachments: observedAttachments(
+          backup(),
+          jobFailed('BackoffLimitExceeded', 'Job has reached the specified backoff limit'),
+        ),
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: true,
@@ -253,7 +294,10 @@ const cases: Case[] = [
   },
   {
     name: 'the Job Complete without a Succeeded report is a failure',
-    request: () => request(backup({ status: { report: running(4096) } }), { attachments: observedAttachments(backup(), jobComplete) }),
+    request: () =>
+      request(backup({ status: { report: running(4096) } }), {
+        attachments: observedAttachments(backup(), jobComplete),
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: true,
@@ -264,7 +308,10 @@ const cases: Case[] = [
   },
   {
     name: 'a Succeeded report without the stored object (no key) and the Job Complete is a failure, not a success',
-    request: () => request(backup({ status: { report: report({ state: 'Succeeded', snapshot: { ...stored, key: '' } }) } }), { attachments: observedAttachments(backup(), jobComplete) }),
+    request: () =>
+      request(backup({ status: { report: report({ state: 'Succeeded', snapshot: { ...stored, key: '' } }) } }), {
+        attachments: observedAttachments(backup(), jobComplete),
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: true,
@@ -274,7 +321,8 @@ const cases: Case[] = [
   },
   {
     name: 'a Job with only FailureTarget=True (its pods still stopping) counts as failed',
-    request: () => request(backup(), { attachments: observedAttachments(backup(), jobFailureTargetOnly('PodFailurePolicy')) }),
+    request: () =>
+      request(backup(), { attachments: observedAttachments(backup(), jobFailureTargetOnly('PodFailurePolicy')) }),
     phase: 'Failed',
     outcome: 'failed',
     attached: true,
@@ -295,7 +343,10 @@ const cases: Case[] = [
   },
   {
     name: 'an invalid spec (both talos refs) fails with "Invalid spec" and attaches nothing',
-    request: () => request(backup({ spec: withSpec({ talosControlPlaneRef: { name: 'my-cluster' } }) }), { related: [controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } })] }),
+    request: () =>
+      request(backup({ spec: withSpec({ talosControlPlaneRef: { name: 'my-cluster' } }) }), {
+        related: [controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } })],
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: false,
@@ -305,7 +356,10 @@ const cases: Case[] = [
   },
   {
     name: 'an invalid spec while its Job runs fails and lets the Job go',
-    request: () => request(backup({ spec: withS3({ accessKeyID: undefined }) }), { attachments: observedAttachments(backup(), jobActive) }),
+    request: () =>
+      request(backup({ spec: withS3({ accessKeyID: undefined }) }), {
+        attachments: observedAttachments(backup(), jobActive),
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: false,
@@ -349,7 +403,10 @@ const cases: Case[] = [
   },
   {
     name: 'a metal TalosControlPlane that lists no endpoints yet waits within the grace period',
-    request: () => request(backup({ spec: tcpSpec(), created: '2026-01-15T12:04:50Z' }), { related: [controlPlane('my-cluster', { mode: 'metal' })] }),
+    request: () =>
+      request(backup({ spec: tcpSpec(), created: '2026-01-15T12:04:50Z' }), {
+        related: [controlPlane('my-cluster', { mode: 'metal' })],
+      }),
     phase: 'Pending',
     outcome: 'pending',
     attached: false,
@@ -358,7 +415,10 @@ const cases: Case[] = [
   },
   {
     name: 'a metal TalosControlPlane that still lists no endpoints after the grace period fails, suggesting spec.endpoints',
-    request: () => request(backup({ spec: tcpSpec() }), { related: [controlPlane('my-cluster', { mode: 'metal', bundleConfig: { clientEndpoint: [] } })] }),
+    request: () =>
+      request(backup({ spec: tcpSpec() }), {
+        related: [controlPlane('my-cluster', { mode: 'metal', bundleConfig: { clientEndpoint: [] } })],
+      }),
     phase: 'Failed',
     outcome: 'failed',
     attached: false,
@@ -368,7 +428,10 @@ const cases: Case[] = [
   },
   {
     name: 'a related metal TalosControlPlane with endpoints gives a Pending backup with its Job',
-    request: () => request(backup({ spec: tcpSpec() }), { related: [controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1', '10.0.0.2'] } })] }),
+    request: () =>
+      request(backup({ spec: tcpSpec() }), {
+        related: [controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1', '10.0.0.2'] } })],
+      }),
     phase: 'Pending',
     outcome: 'pending',
     attached: true,
@@ -402,7 +465,11 @@ describe('syncBackup: invariants over every lifecycle case', () => {
       assert.ok(!(ready && failed), c.name);
       assert.equal(ready, st(r).phase === 'Succeeded', c.name);
       assert.equal(failed, st(r).phase === 'Failed', c.name);
-      assert.equal(condStatus(r, 'Progressing') === 'True', st(r).phase === 'Pending' || st(r).phase === 'Running', c.name);
+      assert.equal(
+        condStatus(r, 'Progressing') === 'True',
+        st(r).phase === 'Pending' || st(r).phase === 'Running',
+        c.name,
+      );
     }
   });
 
@@ -420,7 +487,8 @@ describe('syncBackup: invariants over every lifecycle case', () => {
   });
 
   it('completionTime is set exactly when the backup finished', () => {
-    for (const { c, r } of answers) assert.equal(st(r).completionTime !== undefined, c.phase === 'Succeeded' || c.phase === 'Failed', c.name);
+    for (const { c, r } of answers)
+      assert.equal(st(r).completionTime !== undefined, c.phase === 'Succeeded' || c.phase === 'Failed', c.name);
   });
 
   it('observedGeneration (status and conditions) is metadata.generation', () => {
@@ -435,9 +503,16 @@ describe('syncBackup: invariants over every lifecycle case', () => {
 
   it('every condition has a reason, a message and a second-precision lastTransitionTime', () => {
     for (const { c, r } of answers) {
-      assert.deepEqual((st(r).conditions as Condition[]).map((k) => k.type), ['Progressing', 'Ready', 'Failed'], c.name);
+      assert.deepEqual(
+        (st(r).conditions as Condition[]).map((k) => k.type),
+        ['Progressing', 'Ready', 'Failed'],
+        c.name,
+      );
       for (const k of st(r).conditions as Condition[]) {
-        assert.ok(['BackupInProgress', 'BackupCompleted', 'BackupSucceeded', 'BackupFailed'].includes(k.reason), `${c.name}: ${k.reason}`);
+        assert.ok(
+          ['BackupInProgress', 'BackupCompleted', 'BackupSucceeded', 'BackupFailed'].includes(k.reason),
+          `${c.name}: ${k.reason}`,
+        );
         assert.ok(k.message.length > 0, `${c.name}: ${k.type} message`);
         assert.match(k.lastTransitionTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, c.name);
       }
@@ -482,8 +557,15 @@ describe('syncBackup: a finished backup', () => {
   });
 
   it('observed Failed: the status comes back unchanged and nothing is attached, whatever the Job says now', () => {
-    const failed = st(sync(request(backup(), { attachments: observedAttachments(backup(), jobFailed('BackoffLimitExceeded', 'x')) })));
-    const r = sync(request(backup({ status: failed, spec: withSpec({ compression: 'zstd' }) }), { attachments: observedAttachments(backup(), jobActive) }), LATER);
+    const failed = st(
+      sync(request(backup(), { attachments: observedAttachments(backup(), jobFailed('BackoffLimitExceeded', 'x')) })),
+    );
+    const r = sync(
+      request(backup({ status: failed, spec: withSpec({ compression: 'zstd' }) }), {
+        attachments: observedAttachments(backup(), jobActive),
+      }),
+      LATER,
+    );
     assert.deepEqual(r.response.status, failed);
     assert.deepEqual(r.response.attachments, []);
   });
@@ -530,21 +612,35 @@ describe('syncBackup: the Talos source', () => {
   const talosVolume = (job: J) => (job.spec.template.spec.volumes as J[]).find((v) => v.name === 'talosconfig');
 
   it('a metal TalosControlPlane: its clientEndpoints, its talosconfig Secret and its name as the cluster', () => {
-    const { r, job } = jobFor(tcpSpec(), [controlPlane('my-cluster', { bundleConfig: { clusterName: 'my-cluster', clientEndpoint: ['10.0.0.1', '10.0.0.2'] } })]);
+    const { r, job } = jobFor(tcpSpec(), [
+      controlPlane('my-cluster', {
+        bundleConfig: { clusterName: 'my-cluster', clientEndpoint: ['10.0.0.1', '10.0.0.2'] },
+      }),
+    ]);
     assert.equal(envValue(job, 'TALOS_ENDPOINTS'), '10.0.0.1,10.0.0.2');
     assert.equal(envValue(job, 'CLUSTER_NAME'), 'my-cluster');
     assert.equal(st(r).cluster, 'my-cluster');
-    assert.deepEqual(talosVolume(job).secret, { secretName: 'my-cluster-talosconfig', items: [{ key: 'my-cluster.talosconfig', path: 'config' }], optional: true });
+    assert.deepEqual(talosVolume(job).secret, {
+      secretName: 'my-cluster-talosconfig',
+      items: [{ key: 'my-cluster.talosconfig', path: 'config' }],
+      optional: true,
+    });
     assert.equal(envValue(job, 'TALOSCONFIG'), '/var/run/secrets/talos.dev/config');
     const mount = (container(job).volumeMounts as J[]).find((m) => m.name === 'talosconfig');
     assert.deepEqual(mount, { name: 'talosconfig', mountPath: '/var/run/secrets/talos.dev', readOnly: true });
   });
 
   it('a TalosControlPlane owned by a TalosCluster: the Secret is named after the TalosCluster', () => {
-    const { job } = jobFor(tcpSpec(), [controlPlane('my-cluster', { owner: 'prod', bundleConfig: { clientEndpoint: ['10.0.0.1'] } })]);
+    const { job } = jobFor(tcpSpec(), [
+      controlPlane('my-cluster', { owner: 'prod', bundleConfig: { clientEndpoint: ['10.0.0.1'] } }),
+    ]);
     assert.equal(talosVolume(job).secret.secretName, 'prod-talosconfig');
     assert.deepEqual(talosVolume(job).secret.items, [{ key: 'my-cluster.talosconfig', path: 'config' }]);
-    assert.deepEqual(requiredSecrets(job).map(identify), ['Secret/prod-talosconfig/my-cluster.talosconfig', 'Secret/s3-credentials/access-key-id', 'Secret/s3-credentials/secret-access-key']);
+    assert.deepEqual(requiredSecrets(job).map(identify), [
+      'Secret/prod-talosconfig/my-cluster.talosconfig',
+      'Secret/s3-credentials/access-key-id',
+      'Secret/s3-credentials/secret-access-key',
+    ]);
     assert.ok(landsWhereSaid(job, requiredSecrets(job)[0]));
   });
 
@@ -555,7 +651,9 @@ describe('syncBackup: the Talos source', () => {
   });
 
   it('a container-mode TalosControlPlane without clientEndpoints is dialled at its Service, named after it', () => {
-    const { job } = jobFor(tcpSpec(), [controlPlane('my-cluster', { mode: 'container', bundleConfig: { clusterName: 'my-cluster' } })]);
+    const { job } = jobFor(tcpSpec(), [
+      controlPlane('my-cluster', { mode: 'container', bundleConfig: { clusterName: 'my-cluster' } }),
+    ]);
     assert.equal(envValue(job, 'TALOS_ENDPOINTS'), 'my-cluster');
   });
 
@@ -565,7 +663,9 @@ describe('syncBackup: the Talos source', () => {
   });
 
   it('spec.endpoints overrides the TalosControlPlane endpoints', () => {
-    const { job } = jobFor(tcpSpec({ endpoints: ['cp.example.internal:50000'] }), [controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } })]);
+    const { job } = jobFor(tcpSpec({ endpoints: ['cp.example.internal:50000'] }), [
+      controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } }),
+    ]);
     assert.equal(envValue(job, 'TALOS_ENDPOINTS'), 'cp.example.internal:50000');
   });
 
@@ -575,7 +675,9 @@ describe('syncBackup: the Talos source', () => {
   });
 
   it('spec.clusterName overrides the cluster (status and key segment)', () => {
-    const { r, job } = jobFor(tcpSpec({ clusterName: 'prod-eu' }), [controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } })]);
+    const { r, job } = jobFor(tcpSpec({ clusterName: 'prod-eu' }), [
+      controlPlane('my-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } }),
+    ]);
     assert.equal(envValue(job, 'CLUSTER_NAME'), 'prod-eu');
     assert.equal(st(r).cluster, 'prod-eu');
     const secret = jobFor(withSpec({ clusterName: 'prod-eu' }));
@@ -591,18 +693,31 @@ describe('syncBackup: the Talos source', () => {
   });
 
   it('a TalosControlPlane of another name in related does not count', () => {
-    const r = sync(request(backup({ spec: tcpSpec() }), { related: [controlPlane('other-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } })] }));
+    const r = sync(
+      request(backup({ spec: tcpSpec() }), {
+        related: [controlPlane('other-cluster', { bundleConfig: { clientEndpoint: ['10.0.0.1'] } })],
+      }),
+    );
     assert.equal(st(r).phase, 'Failed');
     assert.match(st(r).message, /^Failed to get TalosControlPlane/);
   });
 
   it('talosConfigSecretRef: that Secret (key defaulted to config), the cluster named after it, the talosconfig endpoints', () => {
     const { r, job } = jobFor(baseSpec());
-    assert.deepEqual(talosVolume(job).secret, { secretName: 'etcd-backup', items: [{ key: 'config', path: 'config' }], optional: true });
+    assert.deepEqual(talosVolume(job).secret, {
+      secretName: 'etcd-backup',
+      items: [{ key: 'config', path: 'config' }],
+      optional: true,
+    });
     assert.equal(envValue(job, 'CLUSTER_NAME'), 'etcd-backup');
     assert.equal(st(r).cluster, 'etcd-backup');
     assert.equal(envOf(job).TALOS_ENDPOINTS, undefined, "no override: the talosconfig's own endpoints");
-    const custom = jobFor(withSpec({ talosConfigSecretRef: { name: 'etcd-backup', key: 'talosconfig.yaml' }, endpoints: ['10.0.0.1', '10.0.0.2:50001'] })).job;
+    const custom = jobFor(
+      withSpec({
+        talosConfigSecretRef: { name: 'etcd-backup', key: 'talosconfig.yaml' },
+        endpoints: ['10.0.0.1', '10.0.0.2:50001'],
+      }),
+    ).job;
     assert.deepEqual(talosVolume(custom).secret.items, [{ key: 'talosconfig.yaml', path: 'config' }]);
     assert.equal(envValue(custom, 'TALOS_ENDPOINTS'), '10.0.0.1,10.0.0.2:50001');
   });
@@ -613,11 +728,19 @@ describe('syncBackup: the Talos source', () => {
     const attachments = observedAttachments(object, jobActive, related);
     const running = sync(request(object, { attachments }));
     assert.equal(st(running).phase, 'Running');
-    assert.deepEqual(kinds(running), attachments.map((a) => `${a.kind}/${a.metadata.name}`).sort(), 'the observed Job and helpers stay');
+    assert.deepEqual(
+      kinds(running),
+      attachments.map((a) => `${a.kind}/${a.metadata.name}`).sort(),
+      'the observed Job and helpers stay',
+    );
     assert.equal(snapshotJobOf(running).status, undefined, 're-emitted without status');
 
     // Its stored snapshot still counts when the TalosControlPlane is gone.
-    const done = sync(request(backup({ spec: tcpSpec(), status: { report: succeeded } }), { attachments: observedAttachments(object, jobComplete, related) }));
+    const done = sync(
+      request(backup({ spec: tcpSpec(), status: { report: succeeded } }), {
+        attachments: observedAttachments(object, jobComplete, related),
+      }),
+    );
     assert.equal(st(done).phase, 'Succeeded');
     assert.equal(st(done).snapshot.key, KEY);
   });
@@ -633,7 +756,10 @@ describe('syncBackup: a Job Metacontroller could not create, no talos-operator, 
   const at = (seconds: number) => new Date(NOW.getTime() + seconds * 1000);
 
   /** The status a sync at `now` writes, fed back as Metacontroller would on the next call. */
-  const afterSync = (object: KubernetesObject, now: Date): KubernetesObject => ({ ...object, status: st(sync(request(object), now)) });
+  const afterSync = (object: KubernetesObject, now: Date): KubernetesObject => ({
+    ...object,
+    status: st(sync(request(object), now)),
+  });
 
   it('a snapshot Job that never appears: Pending with a callback at the deadline, then Failed naming where Metacontroller says why', () => {
     const pending = afterSync(backup(), NOW); // Progressing=True since NOW (the hook's clock)
@@ -657,8 +783,15 @@ describe('syncBackup: a Job Metacontroller could not create, no talos-operator, 
     const old = backup({ created: '2026-01-01T00:00:00Z' });
     assert.equal(st(sync(request(old), NOW)).phase, 'Pending');
     const pending = afterSync(old, NOW);
-    assert.equal(syncBackup(request(pending), at(59), IMAGE, { attachmentDeadlineSeconds: 60, talosOperator: true }).response.resyncAfterSeconds, 1);
-    assert.equal(syncBackup(request(pending), at(60), IMAGE, { attachmentDeadlineSeconds: 60, talosOperator: true }).outcome, 'failed');
+    assert.equal(
+      syncBackup(request(pending), at(59), IMAGE, { attachmentDeadlineSeconds: 60, talosOperator: true }).response
+        .resyncAfterSeconds,
+      1,
+    );
+    assert.equal(
+      syncBackup(request(pending), at(60), IMAGE, { attachmentDeadlineSeconds: 60, talosOperator: true }).outcome,
+      'failed',
+    );
   });
 
   it('an observed Job is never subject to the deadline', () => {
@@ -672,14 +805,20 @@ describe('syncBackup: a Job Metacontroller could not create, no talos-operator, 
     const off = { attachmentDeadlineSeconds: DEADLINE, talosOperator: false };
     const r = syncBackup(request(backup({ spec: tcpSpec() })), NOW, IMAGE, off);
     assert.equal(r.outcome, 'failed');
-    assert.equal(st(r).message, 'Failed to get TalosControlPlane: TalosControlPlane CRD not found when talos-etcd-backup was installed (TALOS_OPERATOR=false): install talos-operator and run helm upgrade, or use talosConfigSecretRef');
+    assert.equal(
+      st(r).message,
+      'Failed to get TalosControlPlane: TalosControlPlane CRD not found when talos-etcd-backup was installed (TALOS_OPERATOR=false): install talos-operator and run helm upgrade, or use talosConfigSecretRef',
+    );
     assert.equal(syncBackup(request(backup()), NOW, IMAGE, off).outcome, 'pending');
   });
 
   it('a TalosControlPlane or Job named like an Object.prototype key (constructor) is looked up as an own key only', () => {
     const spec = tcpSpec({ talosControlPlaneRef: { name: 'constructor' } });
     const missing = sync(request(backup({ spec })), LATER);
-    assert.match(st(missing).message, /^Failed to get TalosControlPlane talos-backup\/constructor: not found in the backup's namespace/);
+    assert.match(
+      st(missing).message,
+      /^Failed to get TalosControlPlane talos-backup\/constructor: not found in the backup's namespace/,
+    );
     const found = sync(request(backup({ spec }), { related: [controlPlane('constructor', { mode: 'container' })] }));
     assert.equal(st(found).phase, 'Pending');
     assert.equal(st(found).cluster, 'constructor');

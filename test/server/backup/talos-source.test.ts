@@ -138,7 +138,7 @@ describe('relatedObject', () => {
     { name: 'another key: not there', group: RELATED_CONTROL_PLANE_KEY, key: 'other', expected: undefined },
     { name: 'another group: not there', group: 'Secret.v1', key: 'my-cluster', expected: undefined },
     { name: "Object.prototype's keys are no objects", group: CP, key: 'constructor', expected: undefined },
-    { name: "nor are they groups", group: '__proto__', key: 'my-cluster', expected: undefined },
+    { name: 'nor are they groups', group: '__proto__', key: 'my-cluster', expected: undefined },
   ];
   for (const l of lookups) it(l.name, () => assert.equal(relatedObject(map, l.group, l.key), l.expected));
 

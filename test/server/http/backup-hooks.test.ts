@@ -17,7 +17,11 @@ import type { JobImage } from '../../../src/server/backup/job.js';
 type J = any;
 
 const NOW = new Date('2026-01-15T12:01:20Z');
-const JOB_IMAGE: JobImage = { image: 'registry.example.com/talos-etcd-backup:0.1.0', pullPolicy: 'Always', pullSecrets: ['regcred'] };
+const JOB_IMAGE: JobImage = {
+  image: 'registry.example.com/talos-etcd-backup:0.1.0',
+  pullPolicy: 'Always',
+  pullSecrets: ['regcred'],
+};
 const CUSTOMIZE = '/hooks/backup/customize';
 const SYNC = '/hooks/backup/sync';
 const FINALIZE = '/hooks/backup/finalize';
@@ -43,7 +47,8 @@ async function post(app: FastifyInstance, url: string, body: unknown): Promise<{
 const condition = (status: J, type: string): J => (status.conditions as J[]).find((c) => c.type === type);
 const kinds = (answer: J): string[] => (answer.attachments as J[]).map((a) => a.kind).sort();
 const jobOf = (answer: J): J => (answer.attachments as J[]).find((a) => a.kind === 'Job');
-const envOf = (job: J): Record<string, string | undefined> => Object.fromEntries((job.spec.template.spec.containers[0].env as J[]).map((e) => [e.name, e.value]));
+const envOf = (job: J): Record<string, string | undefined> =>
+  Object.fromEntries((job.spec.template.spec.containers[0].env as J[]).map((e) => [e.name, e.value]));
 
 /** A Metacontroller-shaped request: the example's envelope around another backup. */
 function syncBody(patch: { spec?: J; status?: J; attachments?: J; metadata?: J } = {}): J {
@@ -70,7 +75,8 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
       const spec = validateBackupSpec(object.spec);
       assert.ok(spec.ok, `${file}: ${spec.ok ? '' : spec.problems.join('; ')}`);
       assert.deepEqual(specProblems(spec.value), [], file);
-      if (object.status !== undefined) assert.deepEqual(readBackupStatus(object.status), object.status, `${file}: status`);
+      if (object.status !== undefined)
+        assert.deepEqual(readBackupStatus(object.status), object.status, `${file}: status`);
       assert.equal(typeof object.metadata.uid, 'string', file);
       assert.equal(typeof object.metadata.creationTimestamp, 'string', file);
     }
@@ -82,7 +88,12 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
     assert.deepEqual(body, {
       relatedResources: [
         { apiVersion: 'v1', resource: 'namespaces', names: ['talos-backup'] },
-        { apiVersion: 'talos.alperen.cloud/v1alpha1', resource: 'taloscontrolplanes', namespace: 'talos-backup', names: ['my-cluster'] },
+        {
+          apiVersion: 'talos.alperen.cloud/v1alpha1',
+          resource: 'taloscontrolplanes',
+          namespace: 'talos-backup',
+          names: ['my-cluster'],
+        },
       ],
     });
   });
@@ -99,7 +110,11 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
     const job = jobOf(body);
     assert.equal(envOf(job).TALOS_ENDPOINTS, '10.0.0.1,10.0.0.2,10.0.0.3');
     assert.equal(envOf(job).CLUSTER_NAME, 'my-cluster');
-    assert.equal(job.spec.template.spec.containers[0].image, JOB_IMAGE.image, 'the server configuration names the image');
+    assert.equal(
+      job.spec.template.spec.containers[0].image,
+      JOB_IMAGE.image,
+      'the server configuration names the image',
+    );
     assert.equal(job.spec.template.spec.containers[0].imagePullPolicy, 'Always');
     assert.deepEqual(job.spec.template.spec.imagePullSecrets, [{ name: 'regcred' }]);
     assert.equal(body.resyncAfterSeconds, 600, 'called back when the Job has had 10 minutes to appear');
@@ -115,7 +130,8 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
     assert.equal(body.status.startTime, (job.status as J).startTime, "the Job's start, not the attempt's");
     assert.deepEqual(body.status.report, request.object.status.report, 'the report is carried over');
     // Nothing changed status: every lastTransitionTime is the observed one.
-    for (const c of body.status.conditions as J[]) assert.equal(c.lastTransitionTime, condition(request.object.status, c.type).lastTransitionTime, c.type);
+    for (const c of body.status.conditions as J[])
+      assert.equal(c.lastTransitionTime, condition(request.object.status, c.type).lastTransitionTime, c.type);
     // The desired attachments are what the first answer asked for: what Kubernetes added is not echoed back.
     const first = await post(app, SYNC, example('backup-sync.json'));
     assert.deepEqual(body.attachments, first.body.attachments);
@@ -127,8 +143,21 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
 
   it('backup-sync-running.json, then a Succeeded report: Succeeded with the Job still attached; then finished, nothing attached', async () => {
     const request = example('backup-sync-running.json');
-    const snapshot = { bucket: 'etcd-backups', key: 'talos-operator-etcd-backups/my-cluster/etcd-snapshot-2026-01-15T12-00-00Z.db', size: 73400320, sha256: 'c'.repeat(64), etcdSha256: 'd'.repeat(64), node: '10.0.0.1' };
-    request.object.status.report = { ...request.object.status.report, state: 'Succeeded', bytesUploaded: snapshot.size, snapshot, updatedAt: '2026-01-15T12:01:19Z' };
+    const snapshot = {
+      bucket: 'etcd-backups',
+      key: 'talos-operator-etcd-backups/my-cluster/etcd-snapshot-2026-01-15T12-00-00Z.db',
+      size: 73400320,
+      sha256: 'c'.repeat(64),
+      etcdSha256: 'd'.repeat(64),
+      node: '10.0.0.1',
+    };
+    request.object.status.report = {
+      ...request.object.status.report,
+      state: 'Succeeded',
+      bytesUploaded: snapshot.size,
+      snapshot,
+      updatedAt: '2026-01-15T12:01:19Z',
+    };
     const done = await post(app, SYNC, request);
     assert.equal(done.status, 200);
     assert.equal(done.body.status.phase, 'Succeeded');
@@ -137,7 +166,11 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
     assert.equal(condition(done.body.status, 'Progressing').status, 'False');
     assert.equal(done.body.status.snapshot.key, snapshot.key);
     assert.equal(done.body.status.completionTime, '2026-01-15T12:01:19Z');
-    assert.deepEqual(kinds(done.body), ['Job', 'Role', 'RoleBinding', 'ServiceAccount'], 'dropped only once the outcome is recorded');
+    assert.deepEqual(
+      kinds(done.body),
+      ['Job', 'Role', 'RoleBinding', 'ServiceAccount'],
+      'dropped only once the outcome is recorded',
+    );
 
     request.object.status = done.body.status;
     const finished = await post(app, SYNC, request);
@@ -164,7 +197,14 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
   it('backup-finalize.json with the delete Job Complete lets the backup go', async () => {
     const request = example('backup-finalize.json');
     const first = await post(app, FINALIZE, request);
-    const job = { ...jobOf(first.body), status: { succeeded: 1, completionTime: '2026-02-01T08:00:20Z', conditions: [{ type: 'Complete', status: 'True', lastTransitionTime: '2026-02-01T08:00:20Z' }] } };
+    const job = {
+      ...jobOf(first.body),
+      status: {
+        succeeded: 1,
+        completionTime: '2026-02-01T08:00:20Z',
+        conditions: [{ type: 'Complete', status: 'True', lastTransitionTime: '2026-02-01T08:00:20Z' }],
+      },
+    };
     request.attachments[JOB_KEY] = { [job.metadata.name]: job };
     const { status, body } = await post(app, FINALIZE, request);
     assert.equal(status, 200);
@@ -175,12 +215,29 @@ describe('the backup hook examples (examples/hooks/backup-*.json)', () => {
   it('backup-finalize.json with the delete Job Failed holds the backup and says why', async () => {
     const request = example('backup-finalize.json');
     const first = await post(app, FINALIZE, request);
-    const job = { ...jobOf(first.body), status: { failed: 3, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'Job has reached the specified backoff limit', lastTransitionTime: '2026-02-01T08:03:00Z' }] } };
+    const job = {
+      ...jobOf(first.body),
+      status: {
+        failed: 3,
+        conditions: [
+          {
+            type: 'Failed',
+            status: 'True',
+            reason: 'BackoffLimitExceeded',
+            message: 'Job has reached the specified backoff limit',
+            lastTransitionTime: '2026-02-01T08:03:00Z',
+          },
+        ],
+      },
+    };
     request.attachments[JOB_KEY] = { [job.metadata.name]: job };
     const { status, body } = await post(app, FINALIZE, request);
     assert.equal(status, 200);
     assert.equal(body.finalized, false);
-    assert.match(body.status.deletion.message, /^Failed to delete snapshot from S3.*BackoffLimitExceeded.*deletionPolicy to Retain/);
+    assert.match(
+      body.status.deletion.message,
+      /^Failed to delete snapshot from S3.*BackoffLimitExceeded.*deletionPolicy to Retain/,
+    );
   });
 
   it('backup-finalize.json with deletionPolicy Retain lets the backup go at once', async () => {
@@ -205,12 +262,19 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
     body.parent.spec = { talosConfigSecretRef: { name: 'etcd-backup' }, backupStorage: body.parent.spec.backupStorage };
     const answer = await post(app, CUSTOMIZE, body);
     assert.equal(answer.status, 200);
-    assert.deepEqual(answer.body, { relatedResources: [{ apiVersion: 'v1', resource: 'namespaces', names: ['talos-backup'] }] });
+    assert.deepEqual(answer.body, {
+      relatedResources: [{ apiVersion: 'v1', resource: 'namespaces', names: ['talos-backup'] }],
+    });
   });
 
   it('an invalid spec is 200 with Failed and nothing attached', async () => {
     const base = example('backup-sync.json').object.spec;
-    for (const spec of [{ talosControlPlaneRef: { name: 'my-cluster' } }, { ...base, talosConfigSecretRef: { name: 'x' } }, { ...base, encryption: { age: { recipients: ['age1' + 'q'.repeat(58)] } } }, { ...base, backupStorage: { s3: { bucket: 'b', region: 'r' } }, deletionPolicy: 'Sometimes' }]) {
+    for (const spec of [
+      { talosControlPlaneRef: { name: 'my-cluster' } },
+      { ...base, talosConfigSecretRef: { name: 'x' } },
+      { ...base, encryption: { age: { recipients: ['age1' + 'q'.repeat(58)] } } },
+      { ...base, backupStorage: { s3: { bucket: 'b', region: 'r' } }, deletionPolicy: 'Sometimes' },
+    ]) {
       const { status, body } = await post(app, SYNC, syncBody({ spec }));
       assert.equal(status, 200, JSON.stringify(body));
       assert.equal(body.status.phase, 'Failed');
@@ -237,7 +301,12 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
   });
 
   it('a request without attachments or related (hand-written) works', async () => {
-    const body = syncBody({ spec: { talosConfigSecretRef: { name: 'etcd-backup' }, backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1' } } } });
+    const body = syncBody({
+      spec: {
+        talosConfigSecretRef: { name: 'etcd-backup' },
+        backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1' } },
+      },
+    });
     delete body.attachments;
     delete body.related;
     delete body.controller;
@@ -258,20 +327,85 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
     { name: 'a JSON array', body: () => '[]', message: /body must be object/ },
     { name: 'JSON null', body: () => 'null', message: /body must be object/ },
     { name: 'an empty object (no object)', body: () => ({}), message: /required property 'object'/ },
-    { name: 'a Composite body (parent, not object)', body: () => ({ parent: valid().object, children: {} }), message: /required property 'object'/ },
-    { name: 'an object of another kind', body: () => ({ ...valid(), object: { ...valid().object, kind: 'TalosEtcdBackupSchedule' } }), message: /object\/kind must be equal to constant/ },
-    { name: 'an object of another apiVersion', body: () => ({ ...valid(), object: { ...valid().object, apiVersion: 'talos.alperen.cloud/v1beta1' } }), message: /object\/apiVersion must be equal to constant/ },
-    { name: 'an object without uid', body: () => ({ ...valid(), object: { ...valid().object, metadata: without(valid().object.metadata, 'uid') } }), message: /required property 'uid'/ },
-    { name: 'an object without namespace', body: () => ({ ...valid(), object: { ...valid().object, metadata: without(valid().object.metadata, 'namespace') } }), message: /required property 'namespace'/ },
-    { name: 'an object without metadata', body: () => ({ ...valid(), object: without(valid().object, 'metadata') }), message: /required property 'metadata'/ },
-    { name: 'an object with an empty name', body: () => ({ ...valid(), object: { ...valid().object, metadata: { ...valid().object.metadata, name: '' } } }), message: /name/ },
-    { name: 'a creation time that is not a time', body: () => ({ ...valid(), object: { ...valid().object, metadata: { ...valid().object.metadata, creationTimestamp: 'yesterday' } } }), message: /date-time/ },
-    { name: 'attachments that are not an object', body: () => ({ ...valid(), attachments: [] }), message: /attachments must be object/ },
-    { name: 'attachments as a string', body: () => ({ ...valid(), attachments: 'Job.batch/v1' }), message: /attachments must be object/ },
-    { name: 'an attachment group that is not an object', body: () => ({ ...valid(), attachments: { [JOB_KEY]: 42 } }), message: /must be object/ },
-    { name: 'an attachment without a name', body: () => ({ ...valid(), attachments: { [JOB_KEY]: { x: { apiVersion: 'batch/v1', kind: 'Job', metadata: {} } } } }), message: /required property 'name'/ },
-    { name: 'related that is not an object', body: () => ({ ...valid(), related: 'none' }), message: /related must be object/ },
-    { name: 'finalizing that is not a boolean', body: () => ({ ...valid(), finalizing: 'yes' }), message: /finalizing must be boolean/ },
+    {
+      name: 'a Composite body (parent, not object)',
+      body: () => ({ parent: valid().object, children: {} }),
+      message: /required property 'object'/,
+    },
+    {
+      name: 'an object of another kind',
+      body: () => ({ ...valid(), object: { ...valid().object, kind: 'TalosEtcdBackupSchedule' } }),
+      message: /object\/kind must be equal to constant/,
+    },
+    {
+      name: 'an object of another apiVersion',
+      body: () => ({ ...valid(), object: { ...valid().object, apiVersion: 'talos.alperen.cloud/v1beta1' } }),
+      message: /object\/apiVersion must be equal to constant/,
+    },
+    {
+      name: 'an object without uid',
+      body: () => ({ ...valid(), object: { ...valid().object, metadata: without(valid().object.metadata, 'uid') } }),
+      message: /required property 'uid'/,
+    },
+    {
+      name: 'an object without namespace',
+      body: () => ({
+        ...valid(),
+        object: { ...valid().object, metadata: without(valid().object.metadata, 'namespace') },
+      }),
+      message: /required property 'namespace'/,
+    },
+    {
+      name: 'an object without metadata',
+      body: () => ({ ...valid(), object: without(valid().object, 'metadata') }),
+      message: /required property 'metadata'/,
+    },
+    {
+      name: 'an object with an empty name',
+      body: () => ({ ...valid(), object: { ...valid().object, metadata: { ...valid().object.metadata, name: '' } } }),
+      message: /name/,
+    },
+    {
+      name: 'a creation time that is not a time',
+      body: () => ({
+        ...valid(),
+        object: { ...valid().object, metadata: { ...valid().object.metadata, creationTimestamp: 'yesterday' } },
+      }),
+      message: /date-time/,
+    },
+    {
+      name: 'attachments that are not an object',
+      body: () => ({ ...valid(), attachments: [] }),
+      message: /attachments must be object/,
+    },
+    {
+      name: 'attachments as a string',
+      body: () => ({ ...valid(), attachments: 'Job.batch/v1' }),
+      message: /attachments must be object/,
+    },
+    {
+      name: 'an attachment group that is not an object',
+      body: () => ({ ...valid(), attachments: { [JOB_KEY]: 42 } }),
+      message: /must be object/,
+    },
+    {
+      name: 'an attachment without a name',
+      body: () => ({
+        ...valid(),
+        attachments: { [JOB_KEY]: { x: { apiVersion: 'batch/v1', kind: 'Job', metadata: {} } } },
+      }),
+      message: /required property 'name'/,
+    },
+    {
+      name: 'related that is not an object',
+      body: () => ({ ...valid(), related: 'none' }),
+      message: /related must be object/,
+    },
+    {
+      name: 'finalizing that is not a boolean',
+      body: () => ({ ...valid(), finalizing: 'yes' }),
+      message: /finalizing must be boolean/,
+    },
   ];
   for (const url of [SYNC, FINALIZE]) {
     for (const g of garbage) {
@@ -287,9 +421,21 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
 
   for (const [name, body, message] of [
     ['no parent', {}, /required property 'parent'/],
-    ['a decorator body (object, not parent)', { object: example('backup-customize.json').parent }, /required property 'parent'/],
-    ['a parent of another kind', { parent: { ...example('backup-customize.json').parent, kind: 'Job' } }, /parent\/kind/],
-    ['a parent without uid', { parent: { ...example('backup-customize.json').parent, metadata: { name: 'x', namespace: 'y' } } }, /uid/],
+    [
+      'a decorator body (object, not parent)',
+      { object: example('backup-customize.json').parent },
+      /required property 'parent'/,
+    ],
+    [
+      'a parent of another kind',
+      { parent: { ...example('backup-customize.json').parent, kind: 'Job' } },
+      /parent\/kind/,
+    ],
+    [
+      'a parent without uid',
+      { parent: { ...example('backup-customize.json').parent, metadata: { name: 'x', namespace: 'y' } } },
+      /uid/,
+    ],
     ['not JSON', '{"parent":', /not valid JSON/],
   ] as const) {
     it(`${CUSTOMIZE} rejects ${name} with 400 and a JSON message`, async () => {
@@ -308,7 +454,10 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
         const body = example(file);
         body.object.status.conditions = conditions;
         const answer = await post(app, url, body);
-        assert.ok(answer.status === 200 || answer.status === 400, `${url} conditions ${JSON.stringify(conditions)}: ${answer.status} ${JSON.stringify(answer.body)}`);
+        assert.ok(
+          answer.status === 200 || answer.status === 400,
+          `${url} conditions ${JSON.stringify(conditions)}: ${answer.status} ${JSON.stringify(answer.body)}`,
+        );
       }
     }
   });
@@ -316,10 +465,17 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
   it('an attached Job with a null condition is answered, not a 5xx', async () => {
     const body = example('backup-sync-running.json');
     const job = Object.values(body.attachments[JOB_KEY] as Record<string, J>)[0];
-    for (const conditions of [[null], [null, { type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }], ['Complete']]) {
+    for (const conditions of [
+      [null],
+      [null, { type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }],
+      ['Complete'],
+    ]) {
       job.status.conditions = conditions;
       const answer = await post(app, SYNC, body);
-      assert.ok(answer.status === 200 || answer.status === 400, `conditions ${JSON.stringify(conditions)}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      assert.ok(
+        answer.status === 200 || answer.status === 400,
+        `conditions ${JSON.stringify(conditions)}: ${answer.status} ${JSON.stringify(answer.body)}`,
+      );
     }
   });
 
@@ -354,7 +510,12 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
       { url: CUSTOMIZE, path: ['parent', 'spec'] },
       { url: CUSTOMIZE, path: ['parent', 'spec', 'talosControlPlaneRef'] },
     ];
-    const base = (url: string): J => (url === CUSTOMIZE ? example('backup-customize.json') : url === FINALIZE ? example('backup-finalize.json') : example('backup-sync-running.json'));
+    const base = (url: string): J =>
+      url === CUSTOMIZE
+        ? example('backup-customize.json')
+        : url === FINALIZE
+          ? example('backup-finalize.json')
+          : example('backup-sync-running.json');
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...paths), fc.jsonValue(), async ({ url, path }, value) => {
         const body = base(url);
@@ -365,7 +526,10 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
         }
         node[path.at(-1)!] = value;
         const { status } = await post(app, url, body);
-        assert.ok(status === 200 || status === 400, `${status} for ${url} ${path.join('.')} = ${JSON.stringify(value)}`);
+        assert.ok(
+          status === 200 || status === 400,
+          `${status} for ${url} ${path.join('.')} = ${JSON.stringify(value)}`,
+        );
       }),
       { numRuns: 300 },
     );

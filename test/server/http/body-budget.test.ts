@@ -33,19 +33,40 @@ describe('BodyBudget', () => {
     release();
   });
 
-  it('the server serves concurrent large and small requests, and gives every turn back', { timeout: 20_000 }, async () => {
-    const app = await buildApp({ clock: () => new Date('2026-01-15T12:00:01Z'), bodyLimit: 256 * 1024 });
-    try {
-      const large = JSON.stringify({ ...syncRequest(schedule(), []), pad: 'x'.repeat(200 * 1024) });
-      assert.ok(large.length > LARGE_BODY_BYTES);
-      const small = JSON.stringify(syncRequest(schedule(), []));
-      const answers = await Promise.all([large, small, large, small, large].map((payload) => app.inject({ method: 'POST', url: '/hooks/schedule/sync', headers: { 'content-type': 'application/json' }, payload })));
-      assert.deepEqual(answers.map((a) => a.statusCode), [200, 200, 200, 200, 200]);
-      // All turns returned: one more large body is served at once.
-      const again = await app.inject({ method: 'POST', url: '/hooks/schedule/sync', headers: { 'content-type': 'application/json' }, payload: large });
-      assert.equal(again.statusCode, 200);
-    } finally {
-      await app.close();
-    }
-  });
+  it(
+    'the server serves concurrent large and small requests, and gives every turn back',
+    { timeout: 20_000 },
+    async () => {
+      const app = await buildApp({ clock: () => new Date('2026-01-15T12:00:01Z'), bodyLimit: 256 * 1024 });
+      try {
+        const large = JSON.stringify({ ...syncRequest(schedule(), []), pad: 'x'.repeat(200 * 1024) });
+        assert.ok(large.length > LARGE_BODY_BYTES);
+        const small = JSON.stringify(syncRequest(schedule(), []));
+        const answers = await Promise.all(
+          [large, small, large, small, large].map((payload) =>
+            app.inject({
+              method: 'POST',
+              url: '/hooks/schedule/sync',
+              headers: { 'content-type': 'application/json' },
+              payload,
+            }),
+          ),
+        );
+        assert.deepEqual(
+          answers.map((a) => a.statusCode),
+          [200, 200, 200, 200, 200],
+        );
+        // All turns returned: one more large body is served at once.
+        const again = await app.inject({
+          method: 'POST',
+          url: '/hooks/schedule/sync',
+          headers: { 'content-type': 'application/json' },
+          payload: large,
+        });
+        assert.equal(again.statusCode, 200);
+      } finally {
+        await app.close();
+      }
+    },
+  );
 });

@@ -10,7 +10,13 @@ import { BACKUP_CHILDREN_KEY } from '../../../src/api/constants.js';
 import { packageRoot } from '../../../src/api/crds.js';
 import { buildApp } from '../../../src/server/app.js';
 import { DEFAULTS } from '../../../src/server/config.js';
-import { jsonLimitsFor, jsonShapeProblem, KEY_CHECK_MIN_BYTES, MAX_JSON_DEPTH, MAX_SMALL_OBJECT_KEYS } from '../../../src/server/http/json-body.js';
+import {
+  jsonLimitsFor,
+  jsonShapeProblem,
+  KEY_CHECK_MIN_BYTES,
+  MAX_JSON_DEPTH,
+  MAX_SMALL_OBJECT_KEYS,
+} from '../../../src/server/http/json-body.js';
 import { scheduleSyncFixture } from '../../../bench/fixtures.js';
 
 type J = any;
@@ -22,7 +28,11 @@ const example = (file: string): J => JSON.parse(readFileSync(join(packageRoot(),
 describe('jsonShapeProblem', () => {
   it('accepts every example hook body and a 1,000-backup schedule with managedFields and last-applied annotations', () => {
     for (const file of readdirSync(join(packageRoot(), 'examples', 'hooks'))) {
-      assert.equal(jsonShapeProblem(readFileSync(join(packageRoot(), 'examples', 'hooks', file), 'utf8'), limits), undefined, file);
+      assert.equal(
+        jsonShapeProblem(readFileSync(join(packageRoot(), 'examples', 'hooks', file), 'utf8'), limits),
+        undefined,
+        file,
+      );
     }
     const body = scheduleSyncFixture({ children: 1000 }).body;
     assert.ok(body.length > KEY_CHECK_MIN_BYTES, 'large enough for the key check');
@@ -48,13 +58,17 @@ describe('jsonShapeProblem', () => {
 
   it(`keys: in a body of ${KEY_CHECK_MIN_BYTES / 1048576} MiB or more, at most ${MAX_SMALL_OBJECT_KEYS} distinct keys in small objects; big maps (child names) are exempt`, () => {
     const pad = `"${'x'.repeat(KEY_CHECK_MIN_BYTES)}"`;
-    const smallObjects = (distinct: number) => `[${Array.from({ length: distinct }, (_, i) => `{"k${i}":0,"same":1}`).join(',')},${pad}]`;
+    const smallObjects = (distinct: number) =>
+      `[${Array.from({ length: distinct }, (_, i) => `{"k${i}":0,"same":1}`).join(',')},${pad}]`;
     assert.equal(jsonShapeProblem(smallObjects(MAX_SMALL_OBJECT_KEYS - 1), limits), undefined);
     assert.equal(jsonShapeProblem(smallObjects(MAX_SMALL_OBJECT_KEYS + 10), limits)?.kind, 'keys');
     const bigMap = `[{${Array.from({ length: 20_000 }, (_, i) => `"backup-${i}":{"a":1}`).join(',')}},${pad}]`;
     assert.equal(jsonShapeProblem(bigMap, limits), undefined);
     // Below the size at which the key check runs, the same shapes pass (their worst case is cheap).
-    assert.equal(jsonShapeProblem(`[${Array.from({ length: 3000 }, (_, i) => `{"k${i}":0}`).join(',')}]`, limits), undefined);
+    assert.equal(
+      jsonShapeProblem(`[${Array.from({ length: 3000 }, (_, i) => `{"k${i}":0}`).join(',')}]`, limits),
+      undefined,
+    );
   });
 });
 
@@ -66,7 +80,12 @@ describe('the hook server refuses what is too deep, too many or too varied befor
   after(() => app.close());
 
   const post = async (url: string, payload: string) => {
-    const response = await app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload });
+    const response = await app.inject({
+      method: 'POST',
+      url,
+      headers: { 'content-type': 'application/json' },
+      payload,
+    });
     return { status: response.statusCode, body: response.json() as J };
   };
 
@@ -76,7 +95,7 @@ describe('the hook server refuses what is too deep, too many or too varied befor
     return JSON.stringify(request);
   };
 
-  it('2,200 levels in a child backup\'s spec: 400 naming the limit (answered 500 before)', async () => {
+  it("2,200 levels in a child backup's spec: 400 naming the limit (answered 500 before)", async () => {
     const body = scheduleWith((r) => {
       const children = r.children[BACKUP_CHILDREN_KEY];
       children[Object.keys(children)[0]!].spec.deep = '@@';
@@ -87,7 +106,7 @@ describe('the hook server refuses what is too deep, too many or too varied befor
     assert.match(answer.message, /nests deeper than 100 levels/);
   });
 
-  it('3,200 levels in a backup\'s spec: 400 (answered 500 before)', async () => {
+  it("3,200 levels in a backup's spec: 400 (answered 500 before)", async () => {
     const request = example('backup-sync.json');
     request.object.spec.deep = '@@';
     const { status, body } = await post('/hooks/backup/sync', JSON.stringify(request).replace('"@@"', nested(3200)));
@@ -97,7 +116,7 @@ describe('the hook server refuses what is too deep, too many or too varied befor
 
   it('the deepest accepted nesting, in every place recursive code reads, is answered without a 5xx', async () => {
     const places: [string, (r: J) => void][] = [
-      ['a child backup spec', (r) => (Object.values(r.children[BACKUP_CHILDREN_KEY])[0] as J).spec.deep = '@@'],
+      ['a child backup spec', (r) => ((Object.values(r.children[BACKUP_CHILDREN_KEY])[0] as J).spec.deep = '@@')],
       ['a child backup status', (r) => ((Object.values(r.children[BACKUP_CHILDREN_KEY])[0] as J).status.deep = '@@')],
       ['the template spec', (r) => (r.parent.spec.backupTemplate.spec.deep = '@@')],
       ['the schedule status', (r) => (r.parent.status = { conditions: '@@' })],
@@ -112,12 +131,18 @@ describe('the hook server refuses what is too deep, too many or too varied befor
     const request = example('backup-sync.json');
     request.object.spec.deep = '@@';
     request.object.status = { report: { state: 'Running', deep: '@@' } };
-    const { status } = await post('/hooks/backup/sync', JSON.stringify(request).replaceAll('"@@"', nested(MAX_JSON_DEPTH - 6)));
+    const { status } = await post(
+      '/hooks/backup/sync',
+      JSON.stringify(request).replaceAll('"@@"', nested(MAX_JSON_DEPTH - 6)),
+    );
     assert.equal(status, 200);
   });
 
   it('more values than the limit: 413 before parsing', async () => {
-    const body = scheduleWith((r) => (r.junk = '@@')).replace('"@@"', `[${Array(limits.maxValues).fill('[]').join(',')}]`);
+    const body = scheduleWith((r) => (r.junk = '@@')).replace(
+      '"@@"',
+      `[${Array(limits.maxValues).fill('[]').join(',')}]`,
+    );
     assert.ok(body.length < DEFAULTS.bodyLimit, 'within the byte limit');
     const { status, body: answer } = await post('/hooks/schedule/sync', body);
     assert.equal(status, 413);
@@ -126,7 +151,10 @@ describe('the hook server refuses what is too deep, too many or too varied befor
 
   it('too many distinct keys in small objects: 400', async () => {
     const junk = `[${Array.from({ length: 4000 }, (_, i) => `{"k${i}":0}`).join(',')},"${'x'.repeat(KEY_CHECK_MIN_BYTES)}"]`;
-    const { status, body } = await post('/hooks/schedule/sync', scheduleWith((r) => (r.junk = '@@')).replace('"@@"', junk));
+    const { status, body } = await post(
+      '/hooks/schedule/sync',
+      scheduleWith((r) => (r.junk = '@@')).replace('"@@"', junk),
+    );
     assert.equal(status, 400);
     assert.equal(body.code, 'TEB_JSON_TOO_MANY_KEYS');
   });
@@ -135,7 +163,12 @@ describe('the hook server refuses what is too deep, too many or too varied befor
     const fixture = scheduleSyncFixture({ children: 1000 });
     const local = await buildApp({ clock: () => fixture.now });
     try {
-      const response = await local.inject({ method: 'POST', url: '/hooks/schedule/sync', headers: { 'content-type': 'application/json' }, payload: fixture.body });
+      const response = await local.inject({
+        method: 'POST',
+        url: '/hooks/schedule/sync',
+        headers: { 'content-type': 'application/json' },
+        payload: fixture.body,
+      });
       assert.equal(response.statusCode, 200);
       const answer = response.json();
       assert.equal(answer.status.conditions.find((c: J) => c.type === 'Ready').status, 'True');

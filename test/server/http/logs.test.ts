@@ -37,24 +37,40 @@ describe('hook server logs', () => {
   });
 
   const post = (url: string, payload: unknown) =>
-    app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+    app.inject({
+      method: 'POST',
+      url,
+      headers: { 'content-type': 'application/json' },
+      payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+    });
   const text = () => lines.map((l) => JSON.stringify(l)).join('\n');
 
   it('a request line has the path without its query string', async () => {
     const response = await post(`/hooks/schedule/sync?token=${SECRET}`, syncRequest(schedule(), []));
     assert.equal(response.statusCode, 200);
     const incoming = lines.find((l) => l.msg === 'incoming request');
-    assert.deepEqual({ method: incoming.req.method, url: incoming.req.url }, { method: 'POST', url: '/hooks/schedule/sync' });
+    assert.deepEqual(
+      { method: incoming.req.method, url: incoming.req.url },
+      { method: 'POST', url: '/hooks/schedule/sync' },
+    );
     const completed = lines.find((l) => l.msg === 'request completed');
     assert.equal(completed.res.statusCode, 200);
     assert.equal(typeof completed.responseTime, 'number');
-    assert.ok(lines.some((l) => l.msg === 'schedule synced' && l.schedule === 'talos-backup/daily-backup-schedule' && l.outcome === 'created'));
+    assert.ok(
+      lines.some(
+        (l) =>
+          l.msg === 'schedule synced' && l.schedule === 'talos-backup/daily-backup-schedule' && l.outcome === 'created',
+      ),
+    );
     assert.doesNotMatch(text(), new RegExp(SECRET));
   });
 
   it('a refused body logs its status, code and the schema rule, not the names or values the answer quotes', async () => {
     const request = syncRequest(schedule(), []) as J;
-    request.children[BACKUP_CHILDREN_KEY][`backup-${SECRET}`] = { kind: 'TalosEtcdBackup', metadata: { name: `backup-${SECRET}` } };
+    request.children[BACKUP_CHILDREN_KEY][`backup-${SECRET}`] = {
+      kind: 'TalosEtcdBackup',
+      metadata: { name: `backup-${SECRET}` },
+    };
     const response = await post('/hooks/schedule/sync', request);
     assert.equal(response.statusCode, 400);
     assert.match(response.json().message, new RegExp(SECRET), 'the client is told which object');
@@ -68,19 +84,33 @@ describe('hook server logs', () => {
 
   it('a body that is not JSON, or is too deep, is logged by its code only', async () => {
     assert.equal((await post('/hooks/schedule/sync', `password=${SECRET}`)).statusCode, 400);
-    assert.equal((await post('/hooks/schedule/sync', `{"a":"${SECRET}","b":${'['.repeat(200)}${']'.repeat(200)}}`)).statusCode, 400);
-    assert.deepEqual(lines.filter((l) => l.msg === 'request rejected').map((l) => l.code), ['FST_ERR_CTP_INVALID_JSON_BODY', 'TEB_JSON_TOO_DEEP']);
+    assert.equal(
+      (await post('/hooks/schedule/sync', `{"a":"${SECRET}","b":${'['.repeat(200)}${']'.repeat(200)}}`)).statusCode,
+      400,
+    );
+    assert.deepEqual(
+      lines.filter((l) => l.msg === 'request rejected').map((l) => l.code),
+      ['FST_ERR_CTP_INVALID_JSON_BODY', 'TEB_JSON_TOO_DEEP'],
+    );
     assert.doesNotMatch(text(), new RegExp(SECRET));
   });
 
   it('a failed backup is logged with its name and outcome; the failure message from its report is not', async () => {
     const body = example('backup-sync-running.json');
-    body.object.status.report = { state: 'Failed', retryable: false, message: `Failed to get secret: ${SECRET}`, updatedAt: '2026-01-15T12:01:19Z' };
+    body.object.status.report = {
+      state: 'Failed',
+      retryable: false,
+      message: `Failed to get secret: ${SECRET}`,
+      updatedAt: '2026-01-15T12:01:19Z',
+    };
     const response = await post('/hooks/backup/sync', body);
     assert.equal(response.statusCode, 200);
     assert.match(response.json().status.message, new RegExp(SECRET), 'the status carries the message');
     const synced = lines.find((l) => l.msg === 'backup synced');
-    assert.deepEqual({ backup: synced.backup, outcome: synced.outcome, phase: synced.phase }, { backup: `${body.object.metadata.namespace}/${body.object.metadata.name}`, outcome: 'failed', phase: 'Failed' });
+    assert.deepEqual(
+      { backup: synced.backup, outcome: synced.outcome, phase: synced.phase },
+      { backup: `${body.object.metadata.namespace}/${body.object.metadata.name}`, outcome: 'failed', phase: 'Failed' },
+    );
     assert.equal(synced.message, undefined);
     assert.doesNotMatch(text(), new RegExp(SECRET));
   });

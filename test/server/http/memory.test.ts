@@ -35,7 +35,11 @@ describe('the worst bodies the limits admit', () => {
       for (const answer of answers) assert.ok(answer.status < 500, `${answer.name}: HTTP ${answer.status}`);
       assert.equal(answers.length, bodies.length + 4);
       assert.ok(probes.probes >= bodies.length, `${probes.probes} probes`);
-      assert.equal(probes.failed, 0, `${probes.failed} of ${probes.probes} probes got no answer within 2 s (slowest ${Math.round(probes.slowestMs)} ms)`);
+      assert.equal(
+        probes.failed,
+        0,
+        `${probes.failed} of ${probes.probes} probes got no answer within 2 s (slowest ${Math.round(probes.slowestMs)} ms)`,
+      );
       const { peakMiB } = server.memory();
       assert.ok(peakMiB < BOUND_MIB, `peak RSS ${peakMiB.toFixed(0)} MiB`);
       assert.equal(server.child.exitCode, null, 'the server is still running');

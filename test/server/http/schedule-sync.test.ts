@@ -6,7 +6,11 @@ import { at, backup, childNames, condition, schedule, syncRequest } from '../../
 import { postJson, startServer, type RunningServer } from '../../helpers/server.js';
 
 const NOW = at('2026-01-15T12:00:01Z');
-const children = [backup('2026-01-14T18:00:00Z', 'succeeded'), backup('2026-01-15T00:00:00Z', 'failed'), backup('2026-01-15T06:00:00Z', 'succeeded')];
+const children = [
+  backup('2026-01-14T18:00:00Z', 'succeeded'),
+  backup('2026-01-15T00:00:00Z', 'failed'),
+  backup('2026-01-15T06:00:00Z', 'succeeded'),
+];
 
 describe('POST /hooks/schedule/sync', () => {
   let server: RunningServer;
@@ -20,20 +24,28 @@ describe('POST /hooks/schedule/sync', () => {
   it('answers a Metacontroller request with children and status', async () => {
     const { status, body } = await postJson(hook, syncRequest(schedule({ spec: { retention: 1 } }), children));
     assert.equal(status, 200);
-    assert.deepEqual(childNames(body), [children[1]!.metadata.name, children[2]!.metadata.name, 'daily-backup-schedule-1768478400'].sort());
+    assert.deepEqual(
+      childNames(body),
+      [children[1]!.metadata.name, children[2]!.metadata.name, 'daily-backup-schedule-1768478400'].sort(),
+    );
     assert.equal(body.status.nextScheduleTime, '2026-01-15T18:00:00Z');
     assert.equal(typeof body.resyncAfterSeconds, 'number');
   });
 
   it('an invalid cron with existing children keeps them all and reports Failed', async () => {
-    const { status, body } = await postJson(hook, syncRequest(schedule({ spec: { schedule: '0 0 * * * *', retention: 1 } }), children));
+    const { status, body } = await postJson(
+      hook,
+      syncRequest(schedule({ spec: { schedule: '0 0 * * * *', retention: 1 } }), children),
+    );
     assert.equal(status, 200);
     assert.deepEqual(childNames(body), children.map((c) => c.metadata.name).sort());
     assert.equal(condition(body.status, 'Failed')?.reason, 'InvalidSchedule');
   });
 
   it('a mislabelled content type is still parsed as JSON (curl -d)', async () => {
-    const { status } = await postJson(hook, syncRequest(schedule(), []), { 'content-type': 'application/x-www-form-urlencoded' });
+    const { status } = await postJson(hook, syncRequest(schedule(), []), {
+      'content-type': 'application/x-www-form-urlencoded',
+    });
     assert.equal(status, 200);
   });
 
@@ -49,15 +61,54 @@ describe('POST /hooks/schedule/sync', () => {
     { name: 'a JSON array', body: '[]', message: /body must be object/ },
     { name: 'JSON null', body: 'null', message: /body must be object/ },
     { name: 'an empty object', body: {}, message: /required property 'parent'/ },
-    { name: 'no children', body: withoutKey(valid as unknown as Record<string, unknown>, 'children'), message: /required property 'children'/ },
-    { name: 'children without the TalosEtcdBackup entry', body: { ...valid, children: {} }, message: new RegExp(`required property '${BACKUP_CHILDREN_KEY.replace(/[./]/g, '\\$&')}'`) },
-    { name: 'a child that is not an object', body: { ...valid, children: { [BACKUP_CHILDREN_KEY]: { x: 'y' } } }, message: /must be object/ },
-    { name: 'a child without a name', body: { ...valid, children: { [BACKUP_CHILDREN_KEY]: { x: { apiVersion: 'a', kind: 'k', metadata: {} } } } }, message: /required property 'name'/ },
-    { name: 'a parent of another kind', body: { ...valid, parent: { ...valid.parent, kind: 'CronJob' } }, message: /parent\/kind must be equal to constant/ },
-    { name: 'a parent without metadata', body: { ...valid, parent: withoutKey(valid.parent as unknown as Record<string, unknown>, 'metadata') }, message: /required property 'metadata'/ },
-    { name: 'a parent without a creation time', body: { ...valid, parent: { ...valid.parent, metadata: { name: 'x' } } }, message: /creationTimestamp/ },
-    { name: 'a creation time that is not a time', body: { ...valid, parent: { ...valid.parent, metadata: { ...valid.parent.metadata, creationTimestamp: 'yesterday' } } }, message: /date-time/ },
-    { name: 'labels that are not strings', body: { ...valid, parent: { ...valid.parent, metadata: { ...valid.parent.metadata, labels: { a: 1 } } } }, message: /must be string/ },
+    {
+      name: 'no children',
+      body: withoutKey(valid as unknown as Record<string, unknown>, 'children'),
+      message: /required property 'children'/,
+    },
+    {
+      name: 'children without the TalosEtcdBackup entry',
+      body: { ...valid, children: {} },
+      message: new RegExp(`required property '${BACKUP_CHILDREN_KEY.replace(/[./]/g, '\\$&')}'`),
+    },
+    {
+      name: 'a child that is not an object',
+      body: { ...valid, children: { [BACKUP_CHILDREN_KEY]: { x: 'y' } } },
+      message: /must be object/,
+    },
+    {
+      name: 'a child without a name',
+      body: { ...valid, children: { [BACKUP_CHILDREN_KEY]: { x: { apiVersion: 'a', kind: 'k', metadata: {} } } } },
+      message: /required property 'name'/,
+    },
+    {
+      name: 'a parent of another kind',
+      body: { ...valid, parent: { ...valid.parent, kind: 'CronJob' } },
+      message: /parent\/kind must be equal to constant/,
+    },
+    {
+      name: 'a parent without metadata',
+      body: { ...valid, parent: withoutKey(valid.parent as unknown as Record<string, unknown>, 'metadata') },
+      message: /required property 'metadata'/,
+    },
+    {
+      name: 'a parent without a creation time',
+      body: { ...valid, parent: { ...valid.parent, metadata: { name: 'x' } } },
+      message: /creationTimestamp/,
+    },
+    {
+      name: 'a creation time that is not a time',
+      body: {
+        ...valid,
+        parent: { ...valid.parent, metadata: { ...valid.parent.metadata, creationTimestamp: 'yesterday' } },
+      },
+      message: /date-time/,
+    },
+    {
+      name: 'labels that are not strings',
+      body: { ...valid, parent: { ...valid.parent, metadata: { ...valid.parent.metadata, labels: { a: 1 } } } },
+      message: /must be string/,
+    },
     { name: 'a prototype-poisoning body', body: '{"__proto__": {"polluted": true}, "parent": {}}', message: /./ },
   ];
   for (const g of garbage) {
@@ -85,7 +136,10 @@ describe('POST /hooks/schedule/sync', () => {
   it('a body over the limit gets 413, not a crash', async () => {
     const small = await startServer({ clock: () => NOW, bodyLimit: 64 * 1024 });
     try {
-      const { status, body } = await postJson(`${small.url}/hooks/schedule/sync`, JSON.stringify(syncRequest(schedule(), [])) + ' '.repeat(70 * 1024));
+      const { status, body } = await postJson(
+        `${small.url}/hooks/schedule/sync`,
+        JSON.stringify(syncRequest(schedule(), [])) + ' '.repeat(70 * 1024),
+      );
       assert.equal(status, 413);
       assert.equal(body.statusCode, 413);
     } finally {
@@ -96,7 +150,17 @@ describe('POST /hooks/schedule/sync', () => {
   it('never answers 5xx, whatever the body', async () => {
     // Random mutations of a valid request, and random JSON values: every answer is 200 or 400.
     const base = syncRequest(schedule(), children.slice(0, 1)) as unknown as Record<string, unknown>;
-    const paths = [['parent'], ['parent', 'spec'], ['parent', 'metadata'], ['parent', 'status'], ['children'], ['children', BACKUP_CHILDREN_KEY], ['parent', 'spec', 'backupTemplate'], ['parent', 'spec', 'retention'], ['parent', 'spec', 'schedule']];
+    const paths = [
+      ['parent'],
+      ['parent', 'spec'],
+      ['parent', 'metadata'],
+      ['parent', 'status'],
+      ['children'],
+      ['children', BACKUP_CHILDREN_KEY],
+      ['parent', 'spec', 'backupTemplate'],
+      ['parent', 'spec', 'retention'],
+      ['parent', 'spec', 'schedule'],
+    ];
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...paths), fc.jsonValue(), async (path, value) => {
         const body = structuredClone(base);
@@ -104,7 +168,10 @@ describe('POST /hooks/schedule/sync', () => {
         for (const key of path.slice(0, -1)) node = node[key] as Record<string, unknown>;
         node[path.at(-1)!] = value;
         const { status } = await postJson(hook, body);
-        assert.ok(status === 200 || status === 400, `status ${status} for ${path.join('.')} = ${JSON.stringify(value)}`);
+        assert.ok(
+          status === 200 || status === 400,
+          `status ${status} for ${path.join('.')} = ${JSON.stringify(value)}`,
+        );
       }),
       { numRuns: 200 },
     );

@@ -29,7 +29,12 @@ function previousCrd(): Json {
 }
 
 function scheduleObject(name: string, spec: Json = {}): Json {
-  return { apiVersion: API_VERSION, kind: SCHEDULE_KIND, metadata: { name, namespace: 'default' }, spec: { schedule: '*/5 * * * *', backupTemplate: { spec: backupTemplateSpec() }, ...spec } };
+  return {
+    apiVersion: API_VERSION,
+    kind: SCHEDULE_KIND,
+    metadata: { name, namespace: 'default' },
+    spec: { schedule: '*/5 * * * *', backupTemplate: { spec: backupTemplateSpec() }, ...spec },
+  };
 }
 
 describe('failedBackupsHistoryLimit on a real API server, across the CRD upgrade', () => {
@@ -47,11 +52,22 @@ describe('failedBackupsHistoryLimit on a real API server, across the CRD upgrade
 
   before(async () => {
     cp = controlPlane();
-    const applied = await kubectl(['apply', '--server-side', '--field-manager=talos-etcd-backup-tests', '-f', '-'], previousCrd());
+    const applied = await kubectl(
+      ['apply', '--server-side', '--field-manager=talos-etcd-backup-tests', '-f', '-'],
+      previousCrd(),
+    );
     assert.equal(applied.code, 0, applied.stderr);
-    const established = await kubectl(['wait', '--for=condition=Established', '--timeout=30s', `crd/${SCHEDULE_PLURAL}.talos.alperen.cloud`]);
+    const established = await kubectl([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=30s',
+      `crd/${SCHEDULE_PLURAL}.talos.alperen.cloud`,
+    ]);
     assert.equal(established.code, 0, established.stderr);
-    for (const object of [scheduleObject('written-before'), scheduleObject('explicit', { failedBackupsHistoryLimit: 50 })]) {
+    for (const object of [
+      scheduleObject('written-before'),
+      scheduleObject('explicit', { failedBackupsHistoryLimit: 50 }),
+    ]) {
       const created = await kubectl(['create', '-f', '-'], object);
       assert.equal(created.code, 0, created.stderr);
     }
@@ -85,6 +101,9 @@ describe('failedBackupsHistoryLimit on a real API server, across the CRD upgrade
   it('more than 100 is refused on write, naming the field and the bound', async () => {
     const run = await kubectl(['create', '-f', '-'], scheduleObject('too-many', { failedBackupsHistoryLimit: 101 }));
     assert.notEqual(run.code, 0);
-    assert.match(run.stderr, /spec\.failedBackupsHistoryLimit: Invalid value: 101: spec\.failedBackupsHistoryLimit in body should be less than or equal to 100/);
+    assert.match(
+      run.stderr,
+      /spec\.failedBackupsHistoryLimit: Invalid value: 101: spec\.failedBackupsHistoryLimit in body should be less than or equal to 100/,
+    );
   });
 });

@@ -17,11 +17,18 @@ const backupsArb = fc
   .chain((slots) =>
     fc.tuple(
       fc.constant(slots),
-      fc.array(fc.constantFrom<Outcome>('succeeded', 'failed', 'active'), { minLength: slots.length, maxLength: slots.length }),
+      fc.array(fc.constantFrom<Outcome>('succeeded', 'failed', 'active'), {
+        minLength: slots.length,
+        maxLength: slots.length,
+      }),
       fc.array(fc.boolean(), { minLength: slots.length, maxLength: slots.length }),
     ),
   )
-  .map(([slots, outcomes, deleting]) => slots.map((s, i) => backup(new Date(EPOCH + s * SIX_HOURS), outcomes[i]!, { deleting: deleting[i]! && i % 3 === 0 })));
+  .map(([slots, outcomes, deleting]) =>
+    slots.map((s, i) =>
+      backup(new Date(EPOCH + s * SIX_HOURS), outcomes[i]!, { deleting: deleting[i]! && i % 3 === 0 }),
+    ),
+  );
 
 const specArb = fc.record({
   retention: fc.integer({ min: 1, max: 8 }),
@@ -62,7 +69,9 @@ describe('syncSchedule properties', () => {
           .map((b) => b.metadata.name)
           .sort((a, b) => Number(b.split('-').pop()) - Number(a.split('-').pop()))
           .slice(0, spec.retention);
-        const kept = response.children.filter((c) => successful.some((s) => s.metadata.name === c.metadata.name)).map((c) => c.metadata.name);
+        const kept = response.children
+          .filter((c) => successful.some((s) => s.metadata.name === c.metadata.name))
+          .map((c) => c.metadata.name);
         assert.equal(kept.length, Math.min(spec.retention, successful.length));
         assert.deepEqual(new Set(kept), new Set(newest));
       }),
@@ -93,7 +102,8 @@ describe('syncSchedule properties', () => {
         assert.deepEqual(second, first);
         assert.equal(names(first.response.children).size, first.response.children.length);
         if (first.response.resyncAfterSeconds !== undefined) assert.ok(first.response.resyncAfterSeconds > 0);
-        for (const b of children) if (b.metadata.deletionTimestamp) assert.ok(!names(first.response.children).has(b.metadata.name));
+        for (const b of children)
+          if (b.metadata.deletionTimestamp) assert.ok(!names(first.response.children).has(b.metadata.name));
       }),
       { numRuns: 300 },
     );

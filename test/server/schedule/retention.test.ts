@@ -104,8 +104,16 @@ describe('selectForRetention', () => {
   for (const c of cases) {
     it(c.name, () => {
       const { kept, pruned } = selectForRetention(c.backups.map(observed), c.policy);
-      assert.deepEqual(kept.map((b) => b.name), c.kept, 'kept, newest first');
-      assert.deepEqual(pruned.map((b) => b.name), c.pruned, 'pruned, newest first');
+      assert.deepEqual(
+        kept.map((b) => b.name),
+        c.kept,
+        'kept, newest first',
+      );
+      assert.deepEqual(
+        pruned.map((b) => b.name),
+        c.pruned,
+        'pruned, newest first',
+      );
     });
   }
 

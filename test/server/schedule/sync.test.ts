@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { API_VERSION, BACKUP_KIND, CONTROLLER_UID_LABEL, LAST_APPLIED_ANNOTATION, SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION } from '../../../src/api/constants.js';
+import {
+  API_VERSION,
+  BACKUP_KIND,
+  CONTROLLER_UID_LABEL,
+  LAST_APPLIED_ANNOTATION,
+  SCHEDULE_LABEL,
+  SCHEDULED_TIME_ANNOTATION,
+} from '../../../src/api/constants.js';
 import type { KubernetesObject } from '../../../src/server/metacontroller/types.js';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
@@ -9,7 +16,21 @@ import { crdPath } from '../../../src/api/crds.js';
 import { validateSchedule } from '../../../src/api/validation.js';
 import { DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT } from '../../../src/server/schedule/retention.js';
 import { backupName, syncSchedule } from '../../../src/server/schedule/sync.js';
-import { at, backup, backupTemplateSpec, childNames, condition, iso, minutesAfter, SCHEDULE_NAME, SCHEDULE_UID, schedule, syncRequest, unix, type ScheduleOptions } from '../../helpers/builders.js';
+import {
+  at,
+  backup,
+  backupTemplateSpec,
+  childNames,
+  condition,
+  iso,
+  minutesAfter,
+  SCHEDULE_NAME,
+  SCHEDULE_UID,
+  schedule,
+  syncRequest,
+  unix,
+  type ScheduleOptions,
+} from '../../helpers/builders.js';
 
 const name = (slot: string): string => `${SCHEDULE_NAME}-${unix(slot)}`;
 
@@ -43,7 +64,10 @@ describe('syncSchedule: when a backup is created', () => {
   });
 
   it('the new backup is named, labelled and annotated from its slot and copies the template', () => {
-    const template = { metadata: { labels: { team: 'platform', [SCHEDULE_LABEL]: 'spoofed' }, annotations: { note: 'nightly' } }, spec: backupTemplateSpec() };
+    const template = {
+      metadata: { labels: { team: 'platform', [SCHEDULE_LABEL]: 'spoofed' }, annotations: { note: 'nightly' } },
+      spec: backupTemplateSpec(),
+    };
     const result = sync({ spec: { backupTemplate: template } }, [], at('2026-01-15T12:00:01Z'));
     assert.deepEqual(result.response.children, [
       {
@@ -72,8 +96,11 @@ describe('syncSchedule: when a backup is created', () => {
     const late = sync({ spec, status: { lastScheduleTime: '2026-01-15T06:00:00Z' } }, [], at('2026-01-15T12:05:01Z'));
     assert.deepEqual(late.response.children, []);
     assert.equal(late.response.status.lastScheduleTime, '2026-01-15T06:00:00Z');
-    assert.match(condition(late.response.status, 'Ready')!.message, /skipped the 2026-01-15T12:00:00Z slot: 301s late, more than startingDeadlineSeconds \(300\)/);
-    assert.equal(late.response.resyncAfterSeconds, (6 * 3600 - 301) + 0.1);
+    assert.match(
+      condition(late.response.status, 'Ready')!.message,
+      /skipped the 2026-01-15T12:00:00Z slot: 301s late, more than startingDeadlineSeconds \(300\)/,
+    );
+    assert.equal(late.response.resyncAfterSeconds, 6 * 3600 - 301 + 0.1);
 
     const inTime = sync({ spec, status: { lastScheduleTime: '2026-01-15T06:00:00Z' } }, [], at('2026-01-15T12:05:00Z'));
     assert.equal(inTime.created, name('2026-01-15T12:00:00Z'));
@@ -83,10 +110,18 @@ describe('syncSchedule: when a backup is created', () => {
     const first = sync({ created: '2026-01-15T10:20:00Z' }, [], at('2026-01-15T12:00:00.050Z'));
     assert.equal(first.created, name('2026-01-15T12:00:00Z'));
     // Metacontroller writes the status even when creating the child failed; the retry sees no child.
-    const retry = sync({ created: '2026-01-15T10:20:00Z', status: first.response.status }, [], at('2026-01-15T12:00:07Z'));
+    const retry = sync(
+      { created: '2026-01-15T10:20:00Z', status: first.response.status },
+      [],
+      at('2026-01-15T12:00:07Z'),
+    );
     assert.equal(retry.created, name('2026-01-15T12:00:00Z'));
     // Once the backup is observed, the slot is recorded.
-    const observed = sync({ created: '2026-01-15T10:20:00Z', status: retry.response.status }, [backup('2026-01-15T12:00:00Z', 'active')], at('2026-01-15T12:00:08Z'));
+    const observed = sync(
+      { created: '2026-01-15T10:20:00Z', status: retry.response.status },
+      [backup('2026-01-15T12:00:00Z', 'active')],
+      at('2026-01-15T12:00:08Z'),
+    );
     assert.equal(observed.created, undefined);
     assert.equal(observed.response.status.lastScheduleTime, '2026-01-15T12:00:00Z');
   });
@@ -120,7 +155,10 @@ describe('syncSchedule: concurrencyPolicy', () => {
     const result = sync({ status }, [running], now);
     assert.equal(result.created, undefined);
     assert.deepEqual(childNames(result.response), [running.metadata.name]);
-    assert.match(condition(result.response.status, 'Ready')!.message, /the 2026-01-15T12:00:00Z slot waits for .*-1768456800 to finish \(concurrencyPolicy Forbid\)/);
+    assert.match(
+      condition(result.response.status, 'Ready')!.message,
+      /the 2026-01-15T12:00:00Z slot waits for .*-1768456800 to finish \(concurrencyPolicy Forbid\)/,
+    );
   });
 
   it('Forbid starts the waiting slot once the running backup has finished', () => {
@@ -132,7 +170,10 @@ describe('syncSchedule: concurrencyPolicy', () => {
   it('Allow starts the new backup next to the running one', () => {
     const result = sync({ spec: { concurrencyPolicy: 'Allow' }, status }, [running], now);
     assert.deepEqual(childNames(result.response), [running.metadata.name, name('2026-01-15T12:00:00Z')].sort());
-    assert.deepEqual(result.response.status.activeBackups, [running.metadata.name, name('2026-01-15T12:00:00Z')].sort());
+    assert.deepEqual(
+      result.response.status.activeBackups,
+      [running.metadata.name, name('2026-01-15T12:00:00Z')].sort(),
+    );
   });
 
   it('Replace deletes the running backup and starts the new one', () => {
@@ -149,7 +190,14 @@ describe('syncSchedule: concurrencyPolicy', () => {
 });
 
 describe('syncSchedule: retention', () => {
-  const slots = ['2026-01-14T00:00:00Z', '2026-01-14T06:00:00Z', '2026-01-14T12:00:00Z', '2026-01-14T18:00:00Z', '2026-01-15T00:00:00Z', '2026-01-15T06:00:00Z'];
+  const slots = [
+    '2026-01-14T00:00:00Z',
+    '2026-01-14T06:00:00Z',
+    '2026-01-14T12:00:00Z',
+    '2026-01-14T18:00:00Z',
+    '2026-01-15T00:00:00Z',
+    '2026-01-15T06:00:00Z',
+  ];
   const now = at('2026-01-15T09:00:00Z');
   const status = { lastScheduleTime: '2026-01-15T06:00:00Z' };
 
@@ -173,8 +221,18 @@ describe('syncSchedule: retention', () => {
     assert.deepEqual(result.deleted.sort(), slots.slice(0, 2).map(name).sort());
   });
 
-  it('the default is the CRD\'s: a schedule stored without the field (written before it had a default) gets 3', () => {
-    const crd = parse(readFileSync(crdPath(SCHEDULE_PLURAL), 'utf8')) as { spec: { versions: { schema: { openAPIV3Schema: { properties: { spec: { properties: Record<string, { default?: unknown; maximum?: unknown }> } } } } }[] } };
+  it("the default is the CRD's: a schedule stored without the field (written before it had a default) gets 3", () => {
+    const crd = parse(readFileSync(crdPath(SCHEDULE_PLURAL), 'utf8')) as {
+      spec: {
+        versions: {
+          schema: {
+            openAPIV3Schema: {
+              properties: { spec: { properties: Record<string, { default?: unknown; maximum?: unknown }> } };
+            };
+          };
+        }[];
+      };
+    };
     const field = crd.spec.versions[0]!.schema.openAPIV3Schema.properties.spec.properties.failedBackupsHistoryLimit!;
     assert.equal(field.default, DEFAULT_FAILED_BACKUPS_HISTORY_LIMIT);
     assert.equal(field.maximum, 100);
@@ -189,7 +247,10 @@ describe('syncSchedule: retention', () => {
     const children = slots.map((s) => backup(s, 'failed'));
     const result = sync({ spec: { failedBackupsHistoryLimit: 101 }, status }, children, now);
     assert.equal(result.outcome, 'invalid');
-    assert.match(String(condition(result.response.status, 'Failed')?.message), /failedBackupsHistoryLimit: must be <= 100/);
+    assert.match(
+      String(condition(result.response.status, 'Failed')?.message),
+      /failedBackupsHistoryLimit: must be <= 100/,
+    );
     assert.deepEqual(childNames(result.response), slots.map(name).sort());
     assert.deepEqual(result.deleted, []);
   });
@@ -199,7 +260,15 @@ describe('syncSchedule: retention', () => {
     const failed = Array.from({ length: 10_000 }, (_, i) => backup(new Date(first + i * 5 * 60_000), 'failed'));
     const newest = failed.slice(-3).map((b) => b.metadata.name);
     const due = new Date(first + 10_000 * 5 * 60_000);
-    const result = sync({ created: '2025-11-30T00:00:00Z', spec: { schedule: '*/5 * * * *' }, status: { lastScheduleTime: iso(new Date(due.getTime() - 5 * 60_000)) } }, failed, new Date(due.getTime() + 1_000));
+    const result = sync(
+      {
+        created: '2025-11-30T00:00:00Z',
+        spec: { schedule: '*/5 * * * *' },
+        status: { lastScheduleTime: iso(new Date(due.getTime() - 5 * 60_000)) },
+      },
+      failed,
+      new Date(due.getTime() + 1_000),
+    );
     assert.equal(result.outcome, 'created');
     assert.equal(result.created, backupName(SCHEDULE_NAME, due));
     assert.deepEqual(childNames(result.response), [...newest, backupName(SCHEDULE_NAME, due)].sort());
@@ -217,12 +286,19 @@ describe('syncSchedule: retention', () => {
     const first = sync({ spec: { failedBackupsHistoryLimit: 0 } }, [failed], now);
     assert.deepEqual(first.response.children, []);
     assert.equal(first.response.status.lastScheduleTime, slots[5]);
-    const next = sync({ spec: { failedBackupsHistoryLimit: 0 }, status: first.response.status }, [], minutesAfter(now, 1));
+    const next = sync(
+      { spec: { failedBackupsHistoryLimit: 0 }, status: first.response.status },
+      [],
+      minutesAfter(now, 1),
+    );
     assert.deepEqual(next.response.children, []);
   });
 
   it('backups already being deleted are neither counted nor answered', () => {
-    const children = [backup(slots[5]!, 'succeeded', { deleting: true }), ...slots.slice(2, 5).map((s) => backup(s, 'succeeded'))];
+    const children = [
+      backup(slots[5]!, 'succeeded', { deleting: true }),
+      ...slots.slice(2, 5).map((s) => backup(s, 'succeeded')),
+    ];
     const result = sync({ spec: { retention: 3 }, status }, children, now);
     assert.deepEqual(childNames(result.response), slots.slice(2, 5).map(name).sort());
     assert.deepEqual(result.deleted, []);
@@ -234,7 +310,12 @@ describe('syncSchedule: retention', () => {
     assert.deepEqual(answered, {
       apiVersion: child.apiVersion,
       kind: child.kind,
-      metadata: { name: child.metadata.name, namespace: child.metadata.namespace, labels: child.metadata.labels, annotations: { [SCHEDULED_TIME_ANNOTATION]: slots[5] } },
+      metadata: {
+        name: child.metadata.name,
+        namespace: child.metadata.namespace,
+        labels: child.metadata.labels,
+        annotations: { [SCHEDULED_TIME_ANNOTATION]: slots[5] },
+      },
       spec: child.spec,
     });
     assert.equal(JSON.stringify(answered).includes(LAST_APPLIED_ANNOTATION), false);
@@ -249,7 +330,9 @@ describe('syncSchedule: retention', () => {
 });
 
 describe('syncSchedule: paused, deleting, status', () => {
-  const children = ['2026-01-14T00:00:00Z', '2026-01-14T06:00:00Z', '2026-01-14T12:00:00Z', '2026-01-14T18:00:00Z'].map((s) => backup(s, 'succeeded'));
+  const children = ['2026-01-14T00:00:00Z', '2026-01-14T06:00:00Z', '2026-01-14T12:00:00Z', '2026-01-14T18:00:00Z'].map(
+    (s) => backup(s, 'succeeded'),
+  );
 
   it('paused: nothing is created and nothing is deleted, Ready=False/Paused, no resync', () => {
     const result = sync({ spec: { paused: true, retention: 1 } }, children, at('2026-01-15T12:00:01Z'));
@@ -264,26 +347,45 @@ describe('syncSchedule: paused, deleting, status', () => {
   });
 
   it('unpausing runs the most recent missed slot once', () => {
-    const result = sync({ status: { lastScheduleTime: '2026-01-14T18:00:00Z' }, spec: { retention: 10 } }, children, at('2026-01-16T01:00:00Z'));
+    const result = sync(
+      { status: { lastScheduleTime: '2026-01-14T18:00:00Z' }, spec: { retention: 10 } },
+      children,
+      at('2026-01-16T01:00:00Z'),
+    );
     assert.equal(result.created, name('2026-01-16T00:00:00Z'));
   });
 
   it('a schedule being deleted creates and deletes nothing', () => {
-    const result = sync({ deletionTimestamp: '2026-01-15T11:00:00Z', spec: { retention: 1 } }, children, at('2026-01-15T12:00:01Z'));
+    const result = sync(
+      { deletionTimestamp: '2026-01-15T11:00:00Z', spec: { retention: 1 } },
+      children,
+      at('2026-01-15T12:00:01Z'),
+    );
     assert.deepEqual(childNames(result.response), children.map((c) => c.metadata.name).sort());
     assert.equal(condition(result.response.status, 'Ready')?.reason, 'Deleting');
     assert.equal(result.outcome, 'deleting');
   });
 
   it('status: lastSuccessfulBackupTime from the backups, observedGeneration, Ready=True/Scheduled, Failed=False', () => {
-    const result = sync({ generation: 7, status: { lastScheduleTime: '2026-01-14T18:00:00Z' }, spec: { retention: 10 } }, children, at('2026-01-14T20:00:00Z'));
+    const result = sync(
+      { generation: 7, status: { lastScheduleTime: '2026-01-14T18:00:00Z' }, spec: { retention: 10 } },
+      children,
+      at('2026-01-14T20:00:00Z'),
+    );
     const status = result.response.status;
     assert.equal(status.lastSuccessfulBackupTime, '2026-01-14T18:03:00Z');
     assert.equal(status.observedGeneration, 7);
     assert.deepEqual(status.activeBackups, []);
     assert.deepEqual(
-      (status.conditions as { type: string; status: string; reason: string }[]).map((c) => [c.type, c.status, c.reason]),
-      [['Ready', 'True', 'Scheduled'], ['Failed', 'False', 'Valid']],
+      (status.conditions as { type: string; status: string; reason: string }[]).map((c) => [
+        c.type,
+        c.status,
+        c.reason,
+      ]),
+      [
+        ['Ready', 'True', 'Scheduled'],
+        ['Failed', 'False', 'Valid'],
+      ],
     );
     assert.equal(condition(status, 'Ready')!.message, 'next backup at 2026-01-15T00:00:00Z');
   });
@@ -300,7 +402,10 @@ describe('syncSchedule: paused, deleting, status', () => {
 
   it('the same request gives the same answer', () => {
     const request = syncRequest(schedule({ status: { lastScheduleTime: '2026-01-14T18:00:00Z' } }), children);
-    assert.deepEqual(syncSchedule(request, at('2026-01-15T00:00:01Z')), syncSchedule(structuredClone(request), at('2026-01-15T00:00:01Z')));
+    assert.deepEqual(
+      syncSchedule(request, at('2026-01-15T00:00:01Z')),
+      syncSchedule(structuredClone(request), at('2026-01-15T00:00:01Z')),
+    );
   });
 
   it('a backup whose spec or status does not match the CRD is kept, not counted, and named', () => {
@@ -308,29 +413,74 @@ describe('syncSchedule: paused, deleting, status', () => {
     (odd.spec as Record<string, unknown>).deletionPolicy = 'Shred';
     const broken = backup('2026-01-15T06:00:00Z', 'active');
     (broken.status as Record<string, unknown>).phase = 'Exploded';
-    const result = sync({ spec: { retention: 1 }, status: { lastScheduleTime: '2026-01-15T06:00:00Z' } }, [...children, odd, broken], at('2026-01-15T09:00:00Z'));
-    assert.deepEqual(childNames(result.response), [children[3]!.metadata.name, odd.metadata.name, broken.metadata.name].sort());
+    const result = sync(
+      { spec: { retention: 1 }, status: { lastScheduleTime: '2026-01-15T06:00:00Z' } },
+      [...children, odd, broken],
+      at('2026-01-15T09:00:00Z'),
+    );
+    assert.deepEqual(
+      childNames(result.response),
+      [children[3]!.metadata.name, odd.metadata.name, broken.metadata.name].sort(),
+    );
     assert.deepEqual(result.response.status.activeBackups, []);
-    assert.match(condition(result.response.status, 'Ready')!.message, new RegExp(`kept without counting ${odd.metadata.name}, ${broken.metadata.name}: spec or status does not match the CRD`));
+    assert.match(
+      condition(result.response.status, 'Ready')!.message,
+      new RegExp(
+        `kept without counting ${odd.metadata.name}, ${broken.metadata.name}: spec or status does not match the CRD`,
+      ),
+    );
   });
 
   it('an observed status that does not match the CRD is ignored, not trusted', () => {
-    const result = sync({ status: { lastScheduleTime: 'yesterday', conditions: 'broken' } }, [], at('2026-01-15T12:00:01Z'));
+    const result = sync(
+      { status: { lastScheduleTime: 'yesterday', conditions: 'broken' } },
+      [],
+      at('2026-01-15T12:00:01Z'),
+    );
     assert.equal(result.created, name('2026-01-15T12:00:00Z'));
   });
 });
 
 describe('syncSchedule: an invalid spec deletes nothing and says why', () => {
-  const children = [backup('2026-01-14T00:00:00Z', 'succeeded'), backup('2026-01-14T06:00:00Z', 'failed'), backup('2026-01-14T12:00:00Z', 'active')];
+  const children = [
+    backup('2026-01-14T00:00:00Z', 'succeeded'),
+    backup('2026-01-14T06:00:00Z', 'failed'),
+    backup('2026-01-14T12:00:00Z', 'active'),
+  ];
   const now = at('2026-01-15T12:00:01Z');
   const cases: { name: string; spec: Record<string, unknown>; reason: string; message: RegExp }[] = [
     { name: 'an unparseable cron', spec: { schedule: 'every day' }, reason: 'InvalidSchedule', message: /field/ },
-    { name: 'a schedule that never fires', spec: { schedule: '0 0 31 2 *' }, reason: 'InvalidSchedule', message: /never fires/ },
+    {
+      name: 'a schedule that never fires',
+      spec: { schedule: '0 0 31 2 *' },
+      reason: 'InvalidSchedule',
+      message: /never fires/,
+    },
     { name: 'six fields', spec: { schedule: '0 0 0 * * *' }, reason: 'InvalidSchedule', message: /6 fields/ },
-    { name: 'an unknown time zone', spec: { timeZone: 'Europe/Atlantis' }, reason: 'InvalidTimeZone', message: /unknown timeZone "Europe\/Atlantis"/ },
-    { name: 'retention below 1', spec: { retention: 0 }, reason: 'InvalidSpec', message: /spec\.retention: must be >= 1/ },
-    { name: 'an unknown concurrencyPolicy', spec: { concurrencyPolicy: 'Sometimes' }, reason: 'InvalidSpec', message: /spec\.concurrencyPolicy: must be one of Forbid, Allow, Replace/ },
-    { name: 'a schedule of the wrong type', spec: { schedule: 5 }, reason: 'InvalidSpec', message: /spec\.schedule: must be string/ },
+    {
+      name: 'an unknown time zone',
+      spec: { timeZone: 'Europe/Atlantis' },
+      reason: 'InvalidTimeZone',
+      message: /unknown timeZone "Europe\/Atlantis"/,
+    },
+    {
+      name: 'retention below 1',
+      spec: { retention: 0 },
+      reason: 'InvalidSpec',
+      message: /spec\.retention: must be >= 1/,
+    },
+    {
+      name: 'an unknown concurrencyPolicy',
+      spec: { concurrencyPolicy: 'Sometimes' },
+      reason: 'InvalidSpec',
+      message: /spec\.concurrencyPolicy: must be one of Forbid, Allow, Replace/,
+    },
+    {
+      name: 'a schedule of the wrong type',
+      spec: { schedule: 5 },
+      reason: 'InvalidSpec',
+      message: /spec\.schedule: must be string/,
+    },
     {
       name: 'both talos references',
       spec: { backupTemplate: { spec: { ...backupTemplateSpec(), talosControlPlaneRef: { name: 'cp' } } } },
@@ -339,21 +489,44 @@ describe('syncSchedule: an invalid spec deletes nothing and says why', () => {
     },
     {
       name: 'an access key without its secret key',
-      spec: { backupTemplate: { spec: { talosConfigSecretRef: { name: 'tc' }, backupStorage: { s3: { bucket: 'b-1', region: 'r', accessKeyID: { name: 's', key: 'k' } } } } } },
+      spec: {
+        backupTemplate: {
+          spec: {
+            talosConfigSecretRef: { name: 'tc' },
+            backupStorage: { s3: { bucket: 'b-1', region: 'r', accessKeyID: { name: 's', key: 'k' } } },
+          },
+        },
+      },
       reason: 'InvalidSpec',
       message: /accessKeyID and secretAccessKey must be set together/,
     },
-    { name: 'a missing backupTemplate', spec: { backupTemplate: undefined }, reason: 'InvalidSpec', message: /spec\.backupTemplate: is required/ },
+    {
+      name: 'a missing backupTemplate',
+      spec: { backupTemplate: undefined },
+      reason: 'InvalidSpec',
+      message: /spec\.backupTemplate: is required/,
+    },
     {
       name: 'an age recipient that is no age public key',
-      spec: { backupTemplate: { spec: { ...backupTemplateSpec(), encryption: { age: { recipients: ['age1' + 'q'.repeat(58)] } } } } },
+      spec: {
+        backupTemplate: {
+          spec: { ...backupTemplateSpec(), encryption: { age: { recipients: ['age1' + 'q'.repeat(58)] } } },
+        },
+      },
       reason: 'InvalidSpec',
       message: /spec\.backupTemplate\.spec\.encryption\.age\.recipients: /,
     },
   ];
   for (const c of cases) {
     it(c.name, () => {
-      const result = sync({ spec: { retention: 1, failedBackupsHistoryLimit: 0, ...c.spec }, status: { lastScheduleTime: '2026-01-14T12:00:00Z' } }, children, now);
+      const result = sync(
+        {
+          spec: { retention: 1, failedBackupsHistoryLimit: 0, ...c.spec },
+          status: { lastScheduleTime: '2026-01-14T12:00:00Z' },
+        },
+        children,
+        now,
+      );
       assert.deepEqual(childNames(result.response), children.map((b) => b.metadata.name).sort());
       assert.equal(result.created, undefined);
       assert.deepEqual(result.deleted, []);
