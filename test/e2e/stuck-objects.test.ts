@@ -36,11 +36,13 @@ describe('objects Metacontroller cannot create or delete, on a real cluster', ()
   });
   after(() => r?.close());
 
+  // Each backup names its own cluster segment: two backups created in the same second would otherwise share an
+  // object key (second precision), and the second would be refused.
   const backupIn = (namespace: string, name: string, spec: Record<string, unknown> = {}): KubeObject => ({
     apiVersion: API_VERSION,
     kind: BACKUP_KIND,
     metadata: { name, namespace },
-    spec: { ...template, ...spec },
+    spec: { ...template, clusterName: `etcd-backup-${name}`, ...spec },
   });
   const get = (namespace: string, name: string) =>
     r.metacontroller.get(API_VERSION, BACKUP_KIND, namespace, name) as Promise<KubeObject | undefined>;
