@@ -9,9 +9,6 @@ import { Duplex } from 'node:stream';
 import { Decrypter, Encrypter } from 'age-encryption';
 import { AgeError, IDENTITY_LINE, isValidIdentity, parseRecipients } from '../../api/age-keys.js';
 
-// Key parsing lives apart: the hook server checks recipients without loading the age crypto stack (~16 MiB).
-export { AgeError, parseIdentities, parseRecipients } from '../../api/age-keys.js';
-
 const VERSION_LINE = Buffer.from('age-encryption.org/v1\n', 'ascii');
 /**
  * A header is ~100 bytes per X25519 recipient and ~1.6 KiB per hybrid one. age-encryption reads it line by line

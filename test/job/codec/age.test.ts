@@ -10,14 +10,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { generateHybridIdentity, generateX25519Identity, identityToRecipient } from 'age-encryption';
-import {
-  AgeError,
-  MAX_HEADER_BYTES,
-  createDecryptor,
-  createEncryptor,
-  parseIdentities,
-  parseRecipients,
-} from '../../../src/job/codec/age.js';
+import { AgeError, parseIdentities, parseRecipients } from '../../../src/api/age-keys.js';
+import { MAX_HEADER_BYTES, createDecryptor, createEncryptor } from '../../../src/job/codec/age.js';
 
 /** age's file format: the payload in 64 KiB chunks, each with a 16-byte Poly1305 tag, after a 16-byte nonce. */
 function ageFileSize(plainBytes: number, headerBytes: number): number {
