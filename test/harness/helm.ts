@@ -148,6 +148,8 @@ export type KubeObject = {
 export interface RenderOptions {
   release?: string;
   namespace?: string;
+  /** API versions the chart sees as served (`--api-versions`, for its `.Capabilities` checks). */
+  apiVersions?: string[];
 }
 
 /** Values with every optional feature on, and every value changed from its default (the tests render and lint them). */
@@ -218,6 +220,7 @@ export function templateArgs(values: object, opts: RenderOptions = {}): string[]
     opts.namespace ?? 'talos-etcd-backup',
     '--values',
     file,
+    ...(opts.apiVersions ?? []).flatMap((v) => ['--api-versions', v]),
   ];
 }
 
