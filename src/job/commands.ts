@@ -2,6 +2,7 @@
 // stdout on success; one line on stderr and a non-zero exit on failure (see errors.ts).
 
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
 import { DEFAULT_PREFIX } from '../contract/object-key.js';
 import { createS3Client } from './s3/client.js';
@@ -124,13 +125,19 @@ export async function deleteCommand(
   if (waitSeconds === 0) return { bucket, key, ...(await deleteSnapshotObject(client, bucket, key, uid)) };
   return { bucket, key, ...(await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds)) };
 }
-/** Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job). */
+/**
+ * Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job), and
+ * records Events on the backup (best effort): BackupStarted once the first report landed, BackupSucceeded after
+ * the final report, BackupFailed with the same one line as status.report.message, whether that report landed or not.
+ */
 export async function statusReporterFor(raw: RawSettings, env: NodeJS.ProcessEnv): Promise<StatusReporter | undefined> {
   const settings = reportSettings(raw);
   if (!settings) return undefined;
-  const [{ inClusterApi }, { statusReporter }] = await Promise.all([
+  const [{ inClusterApi, KubernetesApiError }, { statusReporter }, { backupEvents }, { redact }] = await Promise.all([
     import('./kubernetes/in-cluster.js'),
     import('./kubernetes/status-report.js'),
+    import('./kubernetes/events.js'),
+    import('./errors.js'),
   ]);
   let api;
   try {
@@ -138,5 +145,39 @@ export async function statusReporterFor(raw: RawSettings, env: NodeJS.ProcessEnv
   } catch (error) {
     throw new SettingsError(`REPORT_STATUS=true, but the Kubernetes API is not usable: ${(error as Error).message}`);
   }
-  return statusReporter({ api, ...settings, warn: (message) => process.stderr.write(`${message}\n`) });
+  const warn = (message: string) => process.stderr.write(`${redact(message, env)}\n`);
+  const reporter = statusReporter({ api, ...settings, warn });
+  const events = backupEvents({
+    api,
+    backup: { namespace: settings.namespace, name: settings.name, uid: raw.backupUid },
+    // The pod's name (downward API); a pod's host name is its name when POD_NAME is not set.
+    instance: settings.pod || hostname(),
+    warn,
+  });
+  // A first report refused for good (403 after the wait): the Role or RoleBinding is missing, so an Event would be
+  // refused as well; the failure's one line says it all, without a second line about the Event.
+  let forbidden = false;
+  return {
+    ...reporter,
+    running: async () => {
+      try {
+        await reporter.running();
+      } catch (error) {
+        forbidden = error instanceof KubernetesApiError && error.status === 403;
+        throw error;
+      }
+      await events.started();
+    },
+    succeeded: async (outcome) => {
+      await reporter.succeeded(outcome);
+      await events.succeeded(outcome);
+    },
+    failed: async (message, retryable) => {
+      try {
+        await reporter.failed(message, retryable);
+      } finally {
+        if (!forbidden) await events.failed(message);
+      }
+    },
+  };
 }

@@ -1,5 +1,5 @@
-// The snapshot Job's one Kubernetes API call: a JSON merge patch on its backup's status subresource, as the
-// pod's service account, over the in-cluster endpoint.
+// The snapshot Job's Kubernetes API calls, as the pod's service account over the in-cluster endpoint: a JSON merge
+// patch on its backup's status subresource, and the create of an Event about it (events.ts).
 //
 // Why not @kubernetes/client-node: importing it adds ~75 MiB of RSS (measured: `node -e` before/after
 // `import('@kubernetes/client-node')`, v1.4.0), half the Job's whole memory budget, for one PATCH request.
@@ -31,6 +31,8 @@ export class KubernetesApiError extends JobError {
 export interface KubernetesApi {
   /** PATCH `path` with a JSON merge patch; resolves when the API server accepted it. */
   mergePatch(path: string, body: unknown): Promise<void>;
+  /** POST `body` (JSON) to the collection `path`; resolves when the API server created it. */
+  create(path: string, body: unknown): Promise<void>;
 }
 
 /**
@@ -43,50 +45,53 @@ export function inClusterApi(env: NodeJS.ProcessEnv): KubernetesApi {
   if (!host) throw new KubernetesApiError('not running in a Kubernetes pod: KUBERNETES_SERVICE_HOST is not set');
   const dir = env.KUBERNETES_SERVICE_ACCOUNT_DIR || SERVICE_ACCOUNT_DIR;
   const ca = readFileSync(join(dir, 'ca.crt'));
+  const send = (method: 'PATCH' | 'POST', path: string, contentType: string, body: unknown): Promise<void> => {
+    const token = readFileSync(join(dir, 'token'), 'utf8').trim();
+    const payload = JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          host, // an IPv6 service address goes as it is: Node would resolve "[fd00::1]" as a name
+          port,
+          path,
+          method,
+          ca,
+          timeout: REQUEST_TIMEOUT_MS,
+          headers: {
+            authorization: `Bearer ${token}`,
+            'content-type': contentType,
+            accept: 'application/json',
+            'content-length': Buffer.byteLength(payload),
+          },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (text += chunk.length < 4096 ? chunk : chunk.slice(0, 4096)));
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) return resolve();
+            // The API server's Status message names the resource and the missing permission; it holds no secret.
+            let message = text.slice(0, 500);
+            try {
+              message = (JSON.parse(text) as { message?: string }).message ?? message;
+            } catch {
+              // not JSON: keep the text
+            }
+            reject(new KubernetesApiError(`the Kubernetes API answered ${status}: ${message}`, status));
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000}s`)));
+      req.on('error', (error) =>
+        reject(new KubernetesApiError(`cannot reach the Kubernetes API at ${host}:${port}: ${error.message}`)),
+      );
+      req.end(payload);
+    });
+  };
   return {
-    async mergePatch(path, body) {
-      const token = readFileSync(join(dir, 'token'), 'utf8').trim();
-      const payload = JSON.stringify(body);
-      return new Promise((resolve, reject) => {
-        const req = request(
-          {
-            host, // an IPv6 service address goes as it is: Node would resolve "[fd00::1]" as a name
-            port,
-            path,
-            method: 'PATCH',
-            ca,
-            timeout: REQUEST_TIMEOUT_MS,
-            headers: {
-              authorization: `Bearer ${token}`,
-              'content-type': 'application/merge-patch+json',
-              accept: 'application/json',
-              'content-length': Buffer.byteLength(payload),
-            },
-          },
-          (res) => {
-            let text = '';
-            res.setEncoding('utf8');
-            res.on('data', (chunk: string) => (text += chunk.length < 4096 ? chunk : chunk.slice(0, 4096)));
-            res.on('end', () => {
-              const status = res.statusCode ?? 0;
-              if (status >= 200 && status < 300) return resolve();
-              // The API server's Status message names the resource and the missing permission; it holds no secret.
-              let message = text.slice(0, 500);
-              try {
-                message = (JSON.parse(text) as { message?: string }).message ?? message;
-              } catch {
-                // not JSON: keep the text
-              }
-              reject(new KubernetesApiError(`the Kubernetes API answered ${status}: ${message}`, status));
-            });
-          },
-        );
-        req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000}s`)));
-        req.on('error', (error) =>
-          reject(new KubernetesApiError(`cannot reach the Kubernetes API at ${host}:${port}: ${error.message}`)),
-        );
-        req.end(payload);
-      });
-    },
+    // async: a token that cannot be read rejects the call instead of throwing into the caller.
+    mergePatch: async (path, body) => send('PATCH', path, 'application/merge-patch+json', body),
+    create: async (path, body) => send('POST', path, 'application/json', body),
   };
 }

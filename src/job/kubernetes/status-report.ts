@@ -34,7 +34,7 @@ export interface StatusReporter {
 }
 
 export interface ReporterOptions {
-  api: KubernetesApi;
+  api: Pick<KubernetesApi, 'mergePatch'>;
   namespace: string;
   name: string;
   pod?: string | undefined;

@@ -277,7 +277,7 @@ export function snapshotJob(
   });
 }
 
-/** The snapshot Job's identity: it may patch its own backup's status, and nothing else. */
+/** The snapshot Job's identity: it may patch its own backup's status and create Events, and nothing else. */
 export function snapshotIdentity(backup: BackupRef): KubernetesObject[] {
   const name = attachmentName(backup.name, 'snapshot');
   const labels = attachmentLabels(backup, 'snapshot');
@@ -291,6 +291,10 @@ export function snapshotIdentity(backup: BackupRef): KubernetesObject[] {
       metadata,
       rules: [
         { apiGroups: [GROUP], resources: [`${BACKUP_PLURAL}/status`], resourceNames: [backup.name], verbs: ['patch'] },
+        // Its Events on the backup (BackupStarted/Succeeded/Failed). Kubernetes' RBAC cannot limit `create` by
+        // resourceNames (the name is not known when the request is authorized), so this is create on any Event of
+        // the namespace: it cannot read, change or delete one.
+        { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create'] },
       ],
     },
     {

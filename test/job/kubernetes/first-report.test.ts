@@ -18,6 +18,7 @@ function api(allowAfter: number, other?: { status: number; times: number }) {
   const calls: { body: any }[] = [];
   let otherLeft = other?.times ?? 0;
   const fake: KubernetesApi = {
+    create: async () => undefined,
     async mergePatch(_path, body) {
       calls.push({ body });
       if (otherLeft > 0) {
@@ -93,6 +94,7 @@ describe('the first report waits for its RoleBinding', () => {
     let refuse = false;
     const calls: unknown[] = [];
     const fake: KubernetesApi = {
+      create: async () => undefined,
       async mergePatch(_path, body) {
         calls.push(body);
         if (refuse) throw new KubernetesApiError(`the Kubernetes API answered 403: ${FORBIDDEN}`, 403);

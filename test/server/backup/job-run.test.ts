@@ -29,6 +29,8 @@ import {
   type Obj,
 } from './job-cluster.js';
 
+/** The reportingController of the Job's Events (independent of src/job/kubernetes/events.ts, on purpose). */
+const REPORTING_CONTROLLER = 'talos.alperen.cloud/talos-etcd-backup';
 // The SDK's warning that it will need Node 22 (this process runs on the machine's Node 20): not this test's subject.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const b64 = (text: string) => Buffer.from(text).toString('base64');
@@ -60,6 +62,21 @@ describe('the snapshot Job on a real control plane, run by the test kubelet', ()
   let c: JobCluster;
   const pending = async (bucket = BUCKET) =>
     (await c.rgw.client().send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [];
+
+  /** The events.k8s.io Events the snapshot Jobs recorded on a backup, oldest first (read with kubectl). */
+  const eventsOf = async (backupName: string) => {
+    const listed = await c.cp.kubectl(['get', 'events.events.k8s.io', '-n', NAMESPACE, '-o', 'json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    return (JSON.parse(listed.stdout) as { items: Obj[] }).items
+      .filter((e) => e.regarding?.name === backupName && e.reportingController === REPORTING_CONTROLLER)
+      .sort((a, b) => String(a.eventTime).localeCompare(String(b.eventTime)));
+  };
+  /** `kubectl describe teb NAME`: its Events section. */
+  const describedEvents = async (backupName: string) => {
+    const described = await c.cp.kubectl(['describe', 'teb', backupName, '-n', NAMESPACE]);
+    assert.equal(described.code, 0, described.stderr);
+    return described.stdout.slice(described.stdout.indexOf('\nEvents:'));
+  };
 
   /** The Job's API calls, from the audit log: [verb, resource/subresource, name, code]. */
   const callsOf = async (serviceAccount: string) =>
@@ -113,8 +130,16 @@ describe('the snapshot Job on a real control plane, run by the test kubelet', ()
     });
     t.diagnostic(`Job events: ${events.items.map((e) => `${e.reason}: ${e.message}`).join(' | ')}`);
     // The only API calls the Job made: patches of its own backup's status, allowed (a 403 may only come first,
-    // while the API server's RBAC cache has not yet seen the RoleBinding; the Job retries it).
-    const calls = await callsOf(jobName);
+    // while the API server's RBAC cache has not yet seen the RoleBinding; the Job retries it), and two Event creates.
+    const all = await callsOf(jobName);
+    assert.deepEqual(
+      all.filter((call) => call[1] !== 'talosetcdbackups/status').map((call) => [call[0], call[1], call[3]]),
+      [
+        ['create', 'events/', 201],
+        ['create', 'events/', 201],
+      ],
+    );
+    const calls = all.filter((call) => call[1] === 'talosetcdbackups/status');
     for (const call of calls) assert.deepEqual(call.slice(0, 3), ['patch', 'talosetcdbackups/status', name]);
     const codes = calls.map((call) => call[3]);
     const firstAllowed = codes.indexOf(200);
@@ -127,6 +152,35 @@ describe('the snapshot Job on a real control plane, run by the test kubelet', ()
       `codes ${codes.join(',')}`,
     );
     assert.ok(codes.slice(firstAllowed).length >= 2, 'a Running report and a Succeeded report');
+
+    // Its Events on the backup (events.k8s.io/v1), as kubectl shows them.
+    const recorded = await eventsOf(name);
+    assert.deepEqual(
+      recorded.map((e) => [e.reason, e.type, e.action, e.reportingInstance]),
+      [
+        ['BackupStarted', 'Normal', 'Backup', run.name],
+        ['BackupSucceeded', 'Normal', 'Backup', run.name],
+      ],
+    );
+    for (const e of recorded) {
+      assert.deepEqual(e.regarding, {
+        apiVersion: `${GROUP}/${VERSION}`,
+        kind: 'TalosEtcdBackup',
+        name,
+        namespace: NAMESPACE,
+        uid: backup.metadata.uid,
+      });
+      assert.match(e.eventTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/, 'MicroTime');
+    }
+    assert.match(
+      recorded[1]!.note,
+      new RegExp(
+        `^Stored s3://${BUCKET}/${printed.key.replace(/\./g, '\\.')}: ${printed.size} bytes in \\d+\\.\\ds, not verified$`,
+      ),
+    );
+    const section = await describedEvents(name);
+    assert.match(section, /Normal\s+BackupStarted\s+.*Streaming the etcd snapshot from the Talos API into S3/);
+    assert.match(section, new RegExp(`Normal\\s+BackupSucceeded\\s+.*Stored s3://${BUCKET}/`));
 
     // Downloaded with an independent client and restored by etcdctl: every key is there.
     const object = await c.rgw.client().send(new GetObjectCommand({ Bucket: BUCKET, Key: printed.key }));
@@ -148,6 +202,21 @@ describe('the snapshot Job on a real control plane, run by the test kubelet', ()
     const report = reportOf(await c.backupNow(backup.metadata.name))!;
     assert.equal(report.state, 'Failed');
     assert.equal(report.retryable, false);
+    // The Warning Event's note is the report's message: the same one line, already redacted.
+    const recorded = await eventsOf(backup.metadata.name);
+    assert.deepEqual(
+      recorded.map((e) => [e.reason, e.type]),
+      [
+        ['BackupStarted', 'Normal'],
+        ['BackupFailed', 'Warning'],
+      ],
+    );
+    assert.equal(recorded[1]!.note, report.message);
+    assert.equal(recorded[1]!.regarding.uid, backup.metadata.uid);
+    assert.match(
+      await describedEvents(backup.metadata.name),
+      /Warning\s+BackupFailed\s+.*Failed to get secret: secret talos-backup\/no-such-secret key access-key-id/,
+    );
 
     // The real Job controller: the FailJob rule on exit code 2 ends the Job with its first pod.
     const job = await c.jobFinished(jobName);
@@ -204,9 +273,17 @@ describe('the snapshot Job on a real control plane, run by the test kubelet', ()
     assert.ok(!created.includes(`Role/${jobName}`));
     assert.equal(run.exitCode, 2, 'a Job that may not report fails without retries');
     assert.match(run.stderr, /^the Kubernetes API answered 403: .*cannot patch resource "talosetcdbackups\/status"/);
-    const calls = await callsOf(jobName);
+    const all = await callsOf(jobName);
+    const calls = all.filter((call) => call[1] === 'talosetcdbackups/status');
     assert.ok(calls.length > 0);
     for (const call of calls) assert.deepEqual(call, ['patch', 'talosetcdbackups/status', backup.metadata.name, 403]);
+    // No Event is tried: the same missing Role would refuse it, and the failure stays one line.
+    assert.deepEqual(
+      all.filter((call) => call[1] !== 'talosetcdbackups/status'),
+      [],
+    );
+    assert.equal(run.stderr.split('\n').filter(Boolean).length, 1, run.stderr);
+    assert.deepEqual(await eventsOf(backup.metadata.name), []);
     assert.equal((await c.backupNow(backup.metadata.name)).status, undefined, 'nothing was written');
     assert.equal(jobCondition(await c.jobFinished(jobName))?.reason, 'PodFailurePolicy');
   });
@@ -280,6 +357,50 @@ describe('the snapshot Job on a real control plane, run by the test kubelet', ()
       assert.equal(spec.status, 403, 'nor change its spec');
       const secrets = await c.asToken(token, 'GET', `/api/v1/namespaces/${NAMESPACE}/secrets`);
       assert.equal(secrets.status, 403, 'nor list Secrets: the kubelet, not the Job, reads them');
+
+      // Events: it may create one (RBAC cannot limit create by name), but neither read nor change any.
+      const eventsPath = `/apis/events.k8s.io/v1/namespaces/${NAMESPACE}/events`;
+      const event = {
+        apiVersion: 'events.k8s.io/v1',
+        kind: 'Event',
+        metadata: { name: `${backup.metadata.name}.rbac-check` },
+        eventTime: new Date().toISOString().replace('Z', '000Z'),
+        reportingController: REPORTING_CONTROLLER,
+        reportingInstance: run.name,
+        action: 'Backup',
+        reason: 'BackupStarted',
+        type: 'Normal',
+        note: 'dry run',
+        regarding: {
+          apiVersion: `${GROUP}/${VERSION}`,
+          kind: 'TalosEtcdBackup',
+          name: backup.metadata.name,
+          namespace: NAMESPACE,
+        },
+      };
+      const created = await c.asToken(token, 'POST', `${eventsPath}?dryRun=All`, event, 'application/json');
+      assert.equal(created.status, 201, created.message);
+      assert.equal((await c.asToken(token, 'GET', eventsPath)).status, 403, 'it may not list Events');
+      const changed = await c.asToken(token, 'PATCH', `${eventsPath}/${backup.metadata.name}.x?dryRun=All`, {
+        note: 'x',
+      });
+      assert.equal(changed.status, 403, 'nor patch one');
+      const coreEvent = await c.asToken(
+        token,
+        'POST',
+        `/api/v1/namespaces/${NAMESPACE}/events?dryRun=All`,
+        { metadata: { name: 'x' }, involvedObject: { name: 'x' }, reason: 'x' },
+        'application/json',
+      );
+      assert.equal(coreEvent.status, 403, 'nor create a core/v1 Event: only events.k8s.io');
+      const secret = await c.asToken(
+        token,
+        'POST',
+        `/api/v1/namespaces/${NAMESPACE}/secrets?dryRun=All`,
+        { metadata: { name: 'x' } },
+        'application/json',
+      );
+      assert.equal(secret.status, 403, 'nor create a Secret');
     } finally {
       c.big.setFault(undefined);
       await c.batch.deleteNamespacedJob({ namespace: NAMESPACE, name: jobName, propagationPolicy: 'Background' });

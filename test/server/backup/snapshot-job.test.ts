@@ -270,7 +270,7 @@ describe('syncBackup: the Job identity (ServiceAccount, Role, RoleBinding)', () 
     assert.equal(of('ServiceAccount').automountServiceAccountToken, false);
   });
 
-  it("the Role grants exactly patch on this backup's status", () => {
+  it("the Role grants exactly patch on this backup's status and create on Events (which resourceNames cannot limit)", () => {
     assert.deepEqual(of('Role').rules, [
       {
         apiGroups: ['talos.alperen.cloud'],
@@ -278,6 +278,7 @@ describe('syncBackup: the Job identity (ServiceAccount, Role, RoleBinding)', () 
         resourceNames: [NAME],
         verbs: ['patch'],
       },
+      { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create'] },
     ]);
   });
 
