@@ -197,15 +197,15 @@ const TESTS: UnitTest[] = [
   {
     name: 'hook answers of 4xx or 5xx for 10 minutes: a warning per hook and code; 200s are silent',
     input_series: [
-      { series: 'talos_etcd_backup_hook_requests_total{hook="backup/sync",code="500",pod="a"}', values: '0+1x40' },
-      { series: 'talos_etcd_backup_hook_requests_total{hook="schedule/sync",code="200",pod="a"}', values: '0+10x40' },
+      { series: 'talos_etcd_backup_hook_requests_total{hook="backup-sync",code="500",pod="a"}', values: '0+1x40' },
+      { series: 'talos_etcd_backup_hook_requests_total{hook="schedule-sync",code="200",pod="a"}', values: '0+10x40' },
     ],
     alert_rule_test: [
       { eval_time: '9m', alertname: 'TalosEtcdBackupHookErrors', exp_alerts: [] },
       {
         eval_time: '12m',
         alertname: 'TalosEtcdBackupHookErrors',
-        exp_alerts: [firing('TalosEtcdBackupHookErrors', { hook: 'backup/sync', code: '500' })],
+        exp_alerts: [firing('TalosEtcdBackupHookErrors', { hook: 'backup-sync', code: '500' })],
       },
     ],
   },
