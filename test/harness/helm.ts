@@ -194,11 +194,6 @@ export const ALL_FEATURES = {
   podDisruptionBudget: { minAvailable: '50%' },
   metacontroller: { resyncPeriodSeconds: 600, hookTimeout: '15s' },
   serviceMonitor: { enabled: true, interval: '1m', scrapeTimeout: '20s', labels: { release: 'kube-prometheus-stack' } },
-  grafanaDashboard: {
-    enabled: true,
-    labels: { grafana_dashboard: '1', 'example.com/dashboards': 'backups' },
-    folder: 'Backups',
-  },
   prometheusRule: {
     enabled: true,
     force: true,

@@ -12,7 +12,6 @@ import { before, describe, it } from 'node:test';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
-import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
@@ -65,7 +64,6 @@ function labelProblems(labels: Record<string, unknown> | undefined, where: strin
 const MODELS: Record<string, (data: J) => { validate(): void }> = {
   'apps/v1 Deployment': (d) => new Deployment(d),
   'v1 Service': (d) => new Service(d),
-  'v1 ConfigMap': (d) => new ConfigMap(d),
   'v1 ServiceAccount': (d) => new ServiceAccount(d),
   'policy/v1 PodDisruptionBudget': (d) => new PodDisruptionBudget(d),
   'networking.k8s.io/v1 NetworkPolicy': (d) => new NetworkPolicy(d),
@@ -355,10 +353,9 @@ describe('helm template with every optional feature on', () => {
     objects = await renderChart(ALL_FEATURES, ALL_FEATURES_RELEASE);
   });
 
-  it('renders the ServiceMonitor, PrometheusRule, dashboard and NetworkPolicy too, named after the release', () => {
+  it('renders the ServiceMonitor, PrometheusRule and NetworkPolicy too, named after the release', () => {
     assert.deepEqual(objects.map((o) => `${o.kind} ${o.metadata.name}`).sort(), [
       'CompositeController backups-talos-etcd-backup-schedule',
-      'ConfigMap backups-talos-etcd-backup-dashboard',
       'DecoratorController backups-talos-etcd-backup',
       'Deployment backups-talos-etcd-backup',
       'NetworkPolicy backups-talos-etcd-backup',
