@@ -194,11 +194,6 @@ export const ALL_FEATURES = {
   podDisruptionBudget: { minAvailable: '50%' },
   metacontroller: { resyncPeriodSeconds: 600, hookTimeout: '15s' },
   serviceMonitor: { enabled: true, interval: '1m', scrapeTimeout: '20s', labels: { release: 'kube-prometheus-stack' } },
-  prometheusRule: {
-    enabled: true,
-    force: true,
-    additionalLabels: { release: 'kube-prometheus-stack' },
-  },
   networkPolicy: {
     enabled: true,
     extraIngress: [

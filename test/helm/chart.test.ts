@@ -14,7 +14,6 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPol
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
-import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { isMap, parse, parseAllDocuments, parseDocument } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
@@ -68,7 +67,6 @@ const MODELS: Record<string, (data: J) => { validate(): void }> = {
   'policy/v1 PodDisruptionBudget': (d) => new PodDisruptionBudget(d),
   'networking.k8s.io/v1 NetworkPolicy': (d) => new NetworkPolicy(d),
   'monitoring.coreos.com/v1 ServiceMonitor': (d) => new ServiceMonitor(d),
-  'monitoring.coreos.com/v1 PrometheusRule': (d) => new PrometheusRule(d),
 };
 const CLUSTER_SCOPED = new Set([
   'metacontroller.k8s.io/v1alpha1 CompositeController',
@@ -353,14 +351,13 @@ describe('helm template with every optional feature on', () => {
     objects = await renderChart(ALL_FEATURES, ALL_FEATURES_RELEASE);
   });
 
-  it('renders the ServiceMonitor, PrometheusRule and NetworkPolicy too, named after the release', () => {
+  it('renders the ServiceMonitor and NetworkPolicy too, named after the release', () => {
     assert.deepEqual(objects.map((o) => `${o.kind} ${o.metadata.name}`).sort(), [
       'CompositeController backups-talos-etcd-backup-schedule',
       'DecoratorController backups-talos-etcd-backup',
       'Deployment backups-talos-etcd-backup',
       'NetworkPolicy backups-talos-etcd-backup',
       'PodDisruptionBudget backups-talos-etcd-backup',
-      'PrometheusRule backups-talos-etcd-backup',
       'Service backups-talos-etcd-backup',
       'ServiceAccount backups-talos-etcd-backup',
       'ServiceMonitor backups-talos-etcd-backup',
