@@ -148,8 +148,6 @@ export type KubeObject = {
 export interface RenderOptions {
   release?: string;
   namespace?: string;
-  /** API versions the chart sees as served (`--api-versions`, for its `.Capabilities` checks). */
-  apiVersions?: string[];
 }
 
 /** Values with every optional feature on, and every value changed from its default (the tests render and lint them). */
@@ -220,7 +218,6 @@ export function templateArgs(values: object, opts: RenderOptions = {}): string[]
     opts.namespace ?? 'talos-etcd-backup',
     '--values',
     file,
-    ...(opts.apiVersions ?? []).flatMap((v) => ['--api-versions', v]),
   ];
 }
 
