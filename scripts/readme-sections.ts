@@ -5,8 +5,27 @@
 import { markdownTable, type Setting } from '../src/api/settings.js';
 import { SETTINGS } from '../src/contract/settings.js';
 import { SERVER_SETTINGS } from '../src/server/config.js';
+import { createMetrics } from '../src/server/http/metrics.js';
+
+/** The service's own metrics (not the Node.js process's), as their definitions say: name, type, labels, help. */
+function metricsTable(): string {
+  const { registry } = createMetrics({ expirySeconds: 900, clock: () => new Date(0) });
+  const rows = registry
+    .getMetricsAsArray()
+    .map(
+      (metric) =>
+        metric as unknown as { name: string; help: string; labelNames: string[]; constructor: { name: string } },
+    )
+    .filter((metric) => metric.name.startsWith('talos_etcd_backup_'))
+    .map((m) => {
+      const labels = m.labelNames.map((l) => `\`${l}\``).join(', ') || '(none)';
+      return `| \`${m.name}\` | ${m.constructor.name.toLowerCase()} | ${labels} | ${m.help.replace(/\|/g, '\\|')} |`;
+    });
+  return ['| metric | type | labels | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}
 
 export const README_SECTIONS: Record<string, () => string> = {
+  metrics: metricsTable,
   'job-settings': () =>
     markdownTable(Object.values(SETTINGS) as Setting[], {
       flags: true,

@@ -78,6 +78,8 @@ export interface AppOptions {
   jobImage?: JobImage;
   /** The backup hooks' deadlines and talos-operator support (BackupHookSettings). */
   backupHooks?: BackupHookSettings;
+  /** How long a schedule's series stay on /metrics without a sync refreshing them. */
+  metricsExpirySeconds?: number;
   /** Set to draining on SIGTERM (serve.ts): /readyz answers 503 and every answer closes its connection. */
   drain?: DrainState;
 }
@@ -146,7 +148,7 @@ export async function buildApp(opts: AppOptions = {}): Promise<FastifyInstance> 
   });
 
   const clock = opts.clock ?? (() => new Date());
-  const metrics = createMetrics();
+  const metrics = createMetrics({ expirySeconds: opts.metricsExpirySeconds ?? DEFAULTS.metricsExpirySeconds, clock });
   await app.register(healthRoutes, { drain });
   await app.register(metricsPlugin, { metrics });
   await app.register(scheduleSyncRoute, { clock, metrics });

@@ -74,6 +74,15 @@ export const SERVER_SETTINGS = {
     default: String(DEFAULT_BACKUP_HOOK_SETTINGS.attachmentDeadlineSeconds),
     parse: integerFrom(30, 86_400),
   },
+  // Metacontroller resyncs every schedule and backup each resyncPeriodSeconds (the chart's 300 s), so a schedule
+  // still there is synced well within 15 minutes: one not synced for that long is gone (or Metacontroller is).
+  metricsExpiry: {
+    env: 'METRICS_EXPIRY_SECONDS',
+    help: "how long a schedule's series stay on /metrics without a sync of the schedule or of one of its backups; above Metacontroller's resync period",
+    details: 'The chart sets it to three resync periods (`metacontroller.resyncPeriodSeconds`), at least 900.',
+    default: '900',
+    parse: integerFrom(60, 86_400),
+  },
   // TalosControlPlanes are asked for unless the chart found no such CRD at install time.
   talosOperator: {
     env: 'TALOS_OPERATOR',
@@ -123,6 +132,8 @@ export interface ServerConfig {
   jobImage: JobImage;
   /** The backup hooks' deadlines and whether talos-operator's TalosControlPlane kind may be asked for. */
   backupHooks: BackupHookSettings;
+  /** How long a schedule's series stay on /metrics without being refreshed by a sync, in seconds. */
+  metricsExpirySeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -155,6 +166,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv): ServerConfig {
       attachmentDeadlineSeconds: settings.get('attachmentDeadline')!,
       talosOperator: settings.get('talosOperator')!,
     },
+    metricsExpirySeconds: settings.get('metricsExpiry')!,
   };
   const summary = settings.summary();
   if (summary) throw new ConfigError(summary);

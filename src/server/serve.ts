@@ -36,6 +36,7 @@ export async function serve(config: ServerConfig): Promise<void> {
     requestTimeoutMs: config.requestTimeoutMs,
     jobImage: config.jobImage,
     backupHooks: config.backupHooks,
+    metricsExpirySeconds: config.metricsExpirySeconds,
     drain,
   });
   // Installed before listening, so a signal right after the first log line is handled; without its reaction to

@@ -513,6 +513,17 @@ describe('values that change what is rendered', () => {
     assert.deepEqual(parseServerConfig(env).backupHooks, { attachmentDeadlineSeconds: 120, talosOperator: false });
   });
 
+  it("the metrics' expiry is three of Metacontroller's resync periods, at least 900 s, and reaches the server", async () => {
+    const expiry = async (values: object) => serverEnv(byKind(await renderChart(values), 'Deployment'));
+    const byDefault = await expiry({});
+    assert.equal(byDefault.METRICS_EXPIRY_SECONDS, '900');
+    assert.equal(parseServerConfig(byDefault).metricsExpirySeconds, 900);
+    const slow = await expiry({ metacontroller: { resyncPeriodSeconds: 600 } });
+    assert.equal(slow.METRICS_EXPIRY_SECONDS, '1800');
+    assert.equal(parseServerConfig(slow).metricsExpirySeconds, 1800);
+    assert.equal((await expiry({ metacontroller: { resyncPeriodSeconds: 60 } })).METRICS_EXPIRY_SECONDS, '900');
+  });
+
   it('serviceAccount.create=false uses the named ServiceAccount and renders none', async () => {
     const objects = await renderChart({ serviceAccount: { create: false, name: 'existing' } });
     assert.ok(!objects.some((o) => o.kind === 'ServiceAccount'));

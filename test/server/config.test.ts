@@ -28,6 +28,7 @@ describe('parseServerConfig', () => {
       JOB_IMAGE_PULL_SECRETS: 'regcred, other',
       ATTACHMENT_DEADLINE_SECONDS: '120',
       TALOS_OPERATOR: 'false',
+      METRICS_EXPIRY_SECONDS: '1800',
     };
     assert.deepEqual(parseServerConfig(env), {
       host: '127.0.0.1',
@@ -43,6 +44,14 @@ describe('parseServerConfig', () => {
         pullSecrets: ['regcred', 'other'],
       },
       backupHooks: { attachmentDeadlineSeconds: 120, talosOperator: false },
+      metricsExpirySeconds: 1800,
+    });
+  });
+
+  it("keeps a schedule's series 900 s by default, and refuses an expiry shorter than a minute", () => {
+    assert.equal(parseServerConfig({}).metricsExpirySeconds, 900);
+    assert.throws(() => parseServerConfig({ METRICS_EXPIRY_SECONDS: '30' }), {
+      message: 'invalid configuration: METRICS_EXPIRY_SECONDS must be an integer from 60 to 86400, got "30"',
     });
   });
 

@@ -10,9 +10,10 @@ import { customizeBackup } from '../backup/customize.js';
 import { finalizeBackup } from '../backup/finalize.js';
 import type { BackupHookSettings } from '../backup/settings.js';
 import { syncBackup } from '../backup/sync.js';
+import { owningSchedule } from '../schedule/figures.js';
 import { customizeRequestSchema, decoratorSyncRequestSchema } from '../metacontroller/schemas.js';
 import type { CustomizeRequest, DecoratorSyncRequest } from '../metacontroller/types.js';
-import type { HookMetrics } from './metrics.js';
+import { recordSafely, type HookMetrics } from './metrics.js';
 
 export const BACKUP_CUSTOMIZE_PATH = '/hooks/backup/customize';
 export const BACKUP_SYNC_PATH = '/hooks/backup/sync';
@@ -43,6 +44,13 @@ export async function backupHookRoutes(app: FastifyInstance, opts: BackupHookOpt
     async (request) => {
       const { response, outcome } = syncBackup(request.body, opts.clock(), opts.jobImage, opts.settings);
       opts.metrics.backupSyncs.inc({ result: outcome });
+      const { object } = request.body;
+      recordSafely(request.log, () =>
+        opts.metrics.recordBackup(
+          { namespace: object.metadata.namespace ?? '', schedule: owningSchedule(object) },
+          outcome === 'succeeded' || outcome === 'failed' ? outcome : undefined,
+        ),
+      );
       // No message: a failure's message quotes the Job's report and the spec (request content); it is in the
       // backup's status.message, where `kubectl describe` shows it.
       const fields = { backup: name(request.body.object), outcome, phase: response.status.phase };

@@ -5,8 +5,9 @@ import type { FastifyInstance } from 'fastify';
 import { API_VERSION, BACKUP_CHILDREN_KEY, SCHEDULE_KIND } from '../../api/constants.js';
 import { compositeSyncRequestSchema } from '../metacontroller/schemas.js';
 import type { CompositeSyncRequest } from '../metacontroller/types.js';
+import { scheduleFigures } from '../schedule/figures.js';
 import { syncSchedule } from '../schedule/sync.js';
-import type { HookMetrics } from './metrics.js';
+import { recordSafely, type HookMetrics } from './metrics.js';
 
 export const SCHEDULE_SYNC_PATH = '/hooks/schedule/sync';
 
@@ -22,8 +23,11 @@ export async function scheduleSyncRoute(
     },
     async (request) => {
       const { parent } = request.body;
-      const { response, outcome, reason, created, deleted } = syncSchedule(request.body, opts.clock());
+      const now = opts.clock();
+      const result = syncSchedule(request.body, now);
+      const { response, outcome, reason, created, deleted } = result;
       opts.metrics.scheduleSyncs.inc({ result: outcome });
+      recordSafely(request.log, () => opts.metrics.recordSchedule(scheduleFigures(parent, result, now)));
       const fields = {
         schedule: `${parent.metadata.namespace ?? ''}/${parent.metadata.name}`,
         outcome,

@@ -33,6 +33,10 @@ export interface ScheduleSyncResult {
   created: string | undefined;
   /** Names of observed backups this answer leaves out, so Metacontroller deletes them. */
   deleted: string[];
+  /** The children as read (for metrics: src/server/schedule/figures.ts). */
+  backups: readonly ObservedBackup[];
+  /** The parsed cron expression and time zone, when they are valid (for the expected interval). */
+  cron: CronSchedule | undefined;
 }
 
 // Metacontroller may call back a hair before the slot (timer granularity); resyncing 100 ms late avoids a
@@ -161,6 +165,8 @@ function invalidAnswer(
     reason: failure.reason,
     created: undefined,
     deleted: [],
+    backups: base.backups,
+    cron: undefined,
   };
 }
 
@@ -247,6 +253,8 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
       outcome: spec.paused ? 'paused' : 'deleting',
       created: undefined,
       deleted: [],
+      backups,
+      cron: schedule,
     };
   }
 
@@ -295,5 +303,7 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
     outcome: created ? 'created' : 'idle',
     created: created?.metadata.name,
     deleted: [...pruned, ...replaced].map((b) => b.name),
+    backups,
+    cron: schedule,
   };
 }

@@ -99,7 +99,9 @@ describe('syncSchedule properties', () => {
         const request = syncRequest(schedule({ spec }), children);
         const first = syncSchedule(request, now);
         const second = syncSchedule(structuredClone(request), new Date(now));
-        assert.deepEqual(second, first);
+        // Everything it answers and reports (the children as read and the parsed cron are only carried along).
+        const answer = ({ backups: _backups, cron: _cron, ...rest }: ReturnType<typeof syncSchedule>) => rest;
+        assert.deepEqual(answer(second), answer(first));
         assert.equal(names(first.response.children).size, first.response.children.length);
         if (first.response.resyncAfterSeconds !== undefined) assert.ok(first.response.resyncAfterSeconds > 0);
         for (const b of children)

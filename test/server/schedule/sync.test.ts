@@ -402,9 +402,11 @@ describe('syncSchedule: paused, deleting, status', () => {
 
   it('the same request gives the same answer', () => {
     const request = syncRequest(schedule({ status: { lastScheduleTime: '2026-01-14T18:00:00Z' } }), children);
+    // Everything it answers and reports (the children as read and the parsed cron are only carried along).
+    const answer = ({ backups: _backups, cron: _cron, ...rest }: ReturnType<typeof syncSchedule>) => rest;
     assert.deepEqual(
-      syncSchedule(request, at('2026-01-15T00:00:01Z')),
-      syncSchedule(structuredClone(request), at('2026-01-15T00:00:01Z')),
+      answer(syncSchedule(request, at('2026-01-15T00:00:01Z'))),
+      answer(syncSchedule(structuredClone(request), at('2026-01-15T00:00:01Z'))),
     );
   });
 
