@@ -1,13 +1,17 @@
 // The rehearsal as a test: the whole loop on the real control plane (kube-apiserver, Job controller, garbage
 // collector) with real etcd, Talos API double, Ceph RGW, hook servers, the Metacontroller stand-in and the test
-// kubelet (test/e2e/rehearsal.ts), checked at every step.
+// kubelet (test/e2e/rehearsal.ts), checked at every step; a real Prometheus scrapes the hook servers throughout.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { API_VERSION, BACKUP_KIND, SCHEDULED_TIME_ANNOTATION, SCHEDULE_KIND } from '../../src/api/constants.js';
 import type { BackupStatus, ScheduleStatus } from '../../src/api/types.js';
 import type { Condition } from '../../src/api/conditions.js';
+import { startPrometheus, type Prometheus } from '../harness/prometheus.js';
+import { CHART_DIR } from '../harness/helm.js';
 import { BUCKET, NAMESPACE, SCHEDULE, startRehearsal, type KubeObject, type Rehearsal } from './rehearsal.js';
 
 const SLOT_MS = 5 * 60 * 1000;
@@ -48,8 +52,14 @@ async function runSlots(
 
 describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete', () => {
   let r: Rehearsal;
+  let prom: Prometheus;
   before(async () => {
-    r = await startRehearsal();
+    // Two replicas, as the chart runs: Metacontroller's calls alternate, Prometheus scrapes both.
+    r = await startRehearsal({ replicas: 2 });
+    prom = await startPrometheus({
+      targets: r.servers.map((s) => s.url),
+      ruleFiles: [join(CHART_DIR, 'files', 'alerts.yaml')],
+    });
     await r.applyExamples({
       spec: {
         schedule: '*/5 * * * *',
@@ -62,7 +72,10 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
     });
     await r.settle();
   });
-  after(() => r?.close());
+  after(async () => {
+    await prom?.stop();
+    await r?.close();
+  });
 
   it('runs one backup per slot, keeps 3 successful ones and exactly their 3 objects; a failed slot is Failed and not counted', async () => {
     await runSlots(r, 7, (i) => {
@@ -101,6 +114,81 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
     const scheduleStatus = (await r.schedule())!.status as ScheduleStatus;
     assert.equal(condition(scheduleStatus.conditions, 'Ready')?.status, 'True');
     assert.equal(scheduleStatus.lastSuccessfulBackupTime !== undefined, true);
+  });
+
+  it("a real Prometheus scraping both replicas reads the schedule's current figures; the rules and the dashboard evaluate", async () => {
+    const since = Date.now();
+    await prom.waitForScrape(since);
+    const schedule = (await r.schedule())!;
+    const backups = await r.backups();
+    const labels = `namespace="${NAMESPACE}",schedule="${SCHEDULE}"`;
+    // Each schedule's figures from the replica that synced it last: what the recording rules and the dashboard do.
+    const freshest = (metric: string, by = 'namespace, schedule') =>
+      `max by (${by}) (${metric}{${labels}} and on (namespace, schedule, instance) (talos_etcd_backup_schedule_synced_timestamp_seconds{${labels}} == on (namespace, schedule) group_left () max by (namespace, schedule) (talos_etcd_backup_schedule_synced_timestamp_seconds{${labels}})))`;
+    const one = async (expr: string): Promise<number | undefined> => {
+      const samples = await prom.query(expr);
+      assert.ok(samples.length <= 1, `${expr}: ${JSON.stringify(samples)}`);
+      return samples[0]?.value;
+    };
+
+    const lastSuccess = Date.parse((schedule.status as ScheduleStatus).lastSuccessfulBackupTime!) / 1000;
+    assert.equal(await one(freshest('talos_etcd_backup_schedule_last_success_timestamp_seconds')), lastSuccess);
+    assert.equal(
+      await one(freshest('talos_etcd_backup_schedule_last_status')),
+      1,
+      'the slot after the failure succeeded',
+    );
+    assert.equal(await one(freshest('talos_etcd_backup_schedule_expected_interval_seconds')), 300);
+    const phases = await prom.query(freshest('talos_etcd_backup_schedule_backups', 'phase'));
+    const counted = Object.fromEntries(phases.map((p) => [p.metric.phase, p.value]));
+    const truth: Record<string, number> = { Pending: 0, Running: 0, Succeeded: 0, Failed: 0 };
+    for (const b of backups) {
+      const phase = phaseOf(b) ?? 'Pending';
+      truth[phase] = (truth[phase] ?? 0) + 1;
+    }
+    assert.deepEqual(counted, truth);
+    assert.deepEqual(truth, { Pending: 0, Running: 0, Succeeded: 3, Failed: 1 });
+    const newest = backups
+      .filter((b) => phaseOf(b) === 'Succeeded')
+      .sort((a, b) => String(slotOf(a)).localeCompare(String(slotOf(b))))
+      .pop()!;
+    assert.equal(
+      await one(freshest('talos_etcd_backup_schedule_last_success_size_bytes')),
+      status(newest).snapshot!.size,
+    );
+    // Counters add up across replicas; a repeated request may count an outcome twice, never zero times.
+    const finished = await prom.query(`sum by (result) (talos_etcd_backup_backups_finished_total{${labels}})`);
+    const byResult = Object.fromEntries(finished.map((f) => [f.metric.result, f.value]));
+    assert.ok(byResult.succeeded! >= 6 && byResult.failed! >= 1, JSON.stringify(byResult));
+
+    // The recording rules agree once evaluated on this scrape; every rule evaluates without error; nothing fires.
+    await r.waitFor(
+      'the recording rules to see the newest scrape',
+      async () =>
+        (await one(`talos_etcd_backup:schedule_last_success_timestamp_seconds:freshest{${labels}}`)) === lastSuccess,
+      30_000,
+    );
+    assert.equal(await one(`talos_etcd_backup:schedule_last_status:freshest{${labels}}`), 1);
+    const rules = await prom.rules();
+    assert.ok(rules.length > 8);
+    assert.deepEqual(
+      rules.filter((rule) => rule.health !== 'ok'),
+      [],
+    );
+    assert.deepEqual(await prom.query('ALERTS'), []);
+
+    // Every expression of the dashboard, with its variables set to this schedule, returns data.
+    const dashboard = JSON.parse(readFileSync(join(CHART_DIR, 'files', 'dashboard.json'), 'utf8')) as {
+      panels: { title: string; targets?: { expr: string }[] }[];
+    };
+    for (const panel of dashboard.panels)
+      for (const target of panel.targets ?? []) {
+        const expr = target.expr
+          .replaceAll('$namespace', NAMESPACE)
+          .replaceAll('$schedule', SCHEDULE)
+          .replaceAll('$__rate_interval', '5m');
+        assert.ok((await prom.query(expr)).length > 0, `${panel.title}: ${expr}`);
+      }
   });
 
   it('the newest object restores with etcdutl, with the keys written before its slot', async () => {

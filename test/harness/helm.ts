@@ -148,6 +148,8 @@ export type KubeObject = {
 export interface RenderOptions {
   release?: string;
   namespace?: string;
+  /** API versions the chart sees as served (`--api-versions`, for its `.Capabilities` checks). */
+  apiVersions?: string[];
 }
 
 /** Values with every optional feature on, and every value changed from its default (the tests render and lint them). */
@@ -192,6 +194,16 @@ export const ALL_FEATURES = {
   podDisruptionBudget: { minAvailable: '50%' },
   metacontroller: { resyncPeriodSeconds: 600, hookTimeout: '15s' },
   serviceMonitor: { enabled: true, interval: '1m', scrapeTimeout: '20s', labels: { release: 'kube-prometheus-stack' } },
+  grafanaDashboard: {
+    enabled: true,
+    labels: { grafana_dashboard: '1', 'example.com/dashboards': 'backups' },
+    folder: 'Backups',
+  },
+  prometheusRule: {
+    enabled: true,
+    force: true,
+    additionalLabels: { release: 'kube-prometheus-stack' },
+  },
   networkPolicy: {
     enabled: true,
     extraIngress: [
@@ -218,6 +230,7 @@ export function templateArgs(values: object, opts: RenderOptions = {}): string[]
     opts.namespace ?? 'talos-etcd-backup',
     '--values',
     file,
+    ...(opts.apiVersions ?? []).flatMap((v) => ['--api-versions', v]),
   ];
 }
 

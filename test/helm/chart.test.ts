@@ -12,8 +12,10 @@ import { before, describe, it } from 'node:test';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { isMap, parse, parseAllDocuments, parseDocument } from 'yaml';
 import { packageRoot } from '../../src/api/crds.js';
@@ -63,10 +65,12 @@ function labelProblems(labels: Record<string, unknown> | undefined, where: strin
 const MODELS: Record<string, (data: J) => { validate(): void }> = {
   'apps/v1 Deployment': (d) => new Deployment(d),
   'v1 Service': (d) => new Service(d),
+  'v1 ConfigMap': (d) => new ConfigMap(d),
   'v1 ServiceAccount': (d) => new ServiceAccount(d),
   'policy/v1 PodDisruptionBudget': (d) => new PodDisruptionBudget(d),
   'networking.k8s.io/v1 NetworkPolicy': (d) => new NetworkPolicy(d),
   'monitoring.coreos.com/v1 ServiceMonitor': (d) => new ServiceMonitor(d),
+  'monitoring.coreos.com/v1 PrometheusRule': (d) => new PrometheusRule(d),
 };
 const CLUSTER_SCOPED = new Set([
   'metacontroller.k8s.io/v1alpha1 CompositeController',
@@ -351,13 +355,15 @@ describe('helm template with every optional feature on', () => {
     objects = await renderChart(ALL_FEATURES, ALL_FEATURES_RELEASE);
   });
 
-  it('renders the ServiceMonitor and NetworkPolicy too, named after the release', () => {
+  it('renders the ServiceMonitor, PrometheusRule, dashboard and NetworkPolicy too, named after the release', () => {
     assert.deepEqual(objects.map((o) => `${o.kind} ${o.metadata.name}`).sort(), [
       'CompositeController backups-talos-etcd-backup-schedule',
+      'ConfigMap backups-talos-etcd-backup-dashboard',
       'DecoratorController backups-talos-etcd-backup',
       'Deployment backups-talos-etcd-backup',
       'NetworkPolicy backups-talos-etcd-backup',
       'PodDisruptionBudget backups-talos-etcd-backup',
+      'PrometheusRule backups-talos-etcd-backup',
       'Service backups-talos-etcd-backup',
       'ServiceAccount backups-talos-etcd-backup',
       'ServiceMonitor backups-talos-etcd-backup',
@@ -425,14 +431,16 @@ describe('helm template with every optional feature on', () => {
     assert.equal(byKind(objects, 'PodDisruptionBudget').spec.minAvailable, '50%');
   });
 
-  it('the ServiceMonitor scrapes /metrics on the Service http port, in the release namespace, with its labels', () => {
+  it("the ServiceMonitor scrapes /metrics on the Service http port, in the release namespace, with its labels, keeping the series' own namespace label", () => {
     const sm = byKind(objects, 'ServiceMonitor');
     const s = byKind(objects, 'Service');
     assert.equal(sm.apiVersion, 'monitoring.coreos.com/v1');
     assert.equal(sm.metadata.labels?.release, 'kube-prometheus-stack');
     assert.ok(selects(sm.spec.selector.matchLabels, s.metadata.labels), 'selects the Service');
     assert.deepEqual(sm.spec.namespaceSelector, { matchNames: ['ops'] });
-    assert.deepEqual(sm.spec.endpoints, [{ port: 'http', path: '/metrics', interval: '1m', scrapeTimeout: '20s' }]);
+    assert.deepEqual(sm.spec.endpoints, [
+      { port: 'http', path: '/metrics', honorLabels: true, interval: '1m', scrapeTimeout: '20s' },
+    ]);
     assert.ok(s.spec.ports.some((p: J) => p.name === 'http'));
   });
 

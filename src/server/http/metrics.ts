@@ -1,12 +1,20 @@
 // Prometheus metrics: one registry per app (so several apps can live in one process, as in tests) at /metrics.
 // The hook server holds no state of its own: the per-schedule gauges are the figures of the newest sync of each
-// schedule (src/server/schedule/figures.ts), kept until `expirySeconds` pass without another; each replica exports
-// what it answered, so dashboards and alerts read them with `max by (namespace, schedule)`.
+// schedule (src/server/schedule/figures.ts), kept until `expirySeconds` pass without another. Each replica exports
+// what it answered, so the alerts and the dashboard read each schedule's figures from the replica that synced it
+// last (`talos_etcd_backup_schedule_synced_timestamp_seconds`).
 
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BackupOutcome } from '../backup/sync.js';
 import { PHASES, type ScheduleFigures } from '../schedule/figures.js';
+import type { ScheduleSyncOutcome } from '../schedule/sync.js';
+
+// Every result of the sync counters exists from the start at 0: a replica that has answered nothing yet still says
+// so (the TalosEtcdBackupSchedulesUnsynced alert reads the schedule syncs' rate), and a first answer shows in rate().
+const SCHEDULE_SYNC_RESULTS: readonly ScheduleSyncOutcome[] = ['created', 'idle', 'paused', 'deleting', 'invalid'];
+const BACKUP_SYNC_RESULTS: readonly BackupOutcome[] = ['pending', 'running', 'succeeded', 'failed', 'finished'];
 
 /** A backup's outcome as `backups_finished_total` counts it. */
 export type FinishedResult = 'succeeded' | 'failed';
@@ -78,6 +86,11 @@ export interface HookMetrics {
 
 /** One gauge per figure: name, help and how to read it (undefined: no sample for that schedule). */
 const SCHEDULE_GAUGES: { name: string; help: string; value: (f: ScheduleFigures) => number | undefined }[] = [
+  {
+    name: 'talos_etcd_backup_schedule_synced_timestamp_seconds',
+    help: "When this replica last answered a sync of the schedule; the replica with the newest holds the schedule's current figures.",
+    value: (f) => f.syncedAt,
+  },
   {
     name: 'talos_etcd_backup_schedule_last_success_timestamp_seconds',
     help: "Completion time of the schedule's newest successful backup (status.lastSuccessfulBackupTime); absent until one succeeds.",
@@ -185,8 +198,24 @@ export function createMetrics(opts: MetricsOptions): HookMetrics {
     if (series.seen({ namespace, schedule }))
       for (const result of RESULTS) finished.inc({ namespace, schedule, result }, 0);
   };
+  const scheduleSyncs = new Counter({
+    name: 'talos_etcd_backup_schedule_syncs_total',
+    help: 'Schedule sync answers, by result: created (a backup for a slot), idle, paused, deleting, invalid.',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  const backupSyncs = new Counter({
+    name: 'talos_etcd_backup_backup_syncs_total',
+    help: 'Backup sync answers, by result: pending, running, succeeded, failed (this answer records the outcome), finished (recorded before).',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  for (const result of SCHEDULE_SYNC_RESULTS) scheduleSyncs.inc({ result }, 0);
+  for (const result of BACKUP_SYNC_RESULTS) backupSyncs.inc({ result }, 0);
   return {
     registry,
+    scheduleSyncs,
+    backupSyncs,
     requests: new Counter({
       name: 'talos_etcd_backup_hook_requests_total',
       help: 'Hook requests answered, by hook and HTTP status code.',
@@ -199,18 +228,6 @@ export function createMetrics(opts: MetricsOptions): HookMetrics {
       labelNames: ['hook'],
       // Metacontroller's default hook timeout is 10 s; answers should take milliseconds.
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
-      registers: [registry],
-    }),
-    scheduleSyncs: new Counter({
-      name: 'talos_etcd_backup_schedule_syncs_total',
-      help: 'Schedule sync answers, by result: created (a backup for a slot), idle, paused, deleting, invalid.',
-      labelNames: ['result'],
-      registers: [registry],
-    }),
-    backupSyncs: new Counter({
-      name: 'talos_etcd_backup_backup_syncs_total',
-      help: 'Backup sync answers, by result: pending, running, succeeded, failed (this answer records the outcome), finished (recorded before).',
-      labelNames: ['result'],
       registers: [registry],
     }),
     recordSchedule(figures) {

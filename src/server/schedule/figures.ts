@@ -31,6 +31,8 @@ export interface LastSuccess {
 export interface ScheduleFigures {
   namespace: string;
   schedule: string;
+  /** When this sync was answered (the hook's clock): across replicas, the newest figures are the current ones. */
+  syncedAt: UnixSeconds;
   /** The schedule's own creation time. */
   createdAt: UnixSeconds | undefined;
   /** The newest successful backup's completion time: status.lastSuccessfulBackupTime as this answer writes it. */
@@ -134,6 +136,7 @@ export function scheduleFigures(parent: KubernetesObject, result: ScheduleSyncRe
   return {
     namespace: parent.metadata.namespace ?? '',
     schedule: parent.metadata.name,
+    syncedAt: seconds(now),
     createdAt: createdAt && seconds(createdAt),
     lastSuccessAt: lastSuccessAt && seconds(lastSuccessAt),
     lastStatus: finished ? (finished.outcome === 'succeeded' ? 1 : 0) : undefined,

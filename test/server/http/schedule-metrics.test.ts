@@ -88,9 +88,19 @@ describe('per-schedule metrics', () => {
   });
   after(() => app.close());
 
+  it('before any sync: every sync result at 0, no per-schedule series', async () => {
+    const s = await scrape();
+    for (const result of ['created', 'idle', 'paused', 'deleting', 'invalid'])
+      assert.equal(s.value('talos_etcd_backup_schedule_syncs_total', { result }), 0, result);
+    for (const result of ['pending', 'running', 'succeeded', 'failed', 'finished'])
+      assert.equal(s.value('talos_etcd_backup_backup_syncs_total', { result }), 0, result);
+    assert.deepEqual(s.series('talos_etcd_backup_schedule_last'), []);
+  });
+
   it('a schedule sync exports what its request carries', async () => {
     await post('/hooks/schedule/sync', syncRequest(schedule(), children));
     const s = await scrape();
+    assert.equal(s.value('talos_etcd_backup_schedule_synced_timestamp_seconds', ours), now.getTime() / 1000);
     assert.equal(
       s.value('talos_etcd_backup_schedule_last_success_timestamp_seconds', ours),
       unix('2026-01-15T06:03:00Z'),

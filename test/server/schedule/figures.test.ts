@@ -66,6 +66,7 @@ describe('scheduleFigures', () => {
     const figures = figuresOf(schedule(), [children[0]!, children[1]!, newest]);
     assert.equal(figures.namespace, NAMESPACE);
     assert.equal(figures.schedule, SCHEDULE_NAME);
+    assert.equal(figures.syncedAt, NOW.getTime() / 1000);
     assert.equal(figures.createdAt, unix('2026-01-01T00:00:00Z'));
     assert.equal(figures.lastSuccessAt, unix('2026-01-15T06:04:00Z'));
     assert.equal(figures.lastStatus, 1);
