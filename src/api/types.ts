@@ -1,6 +1,14 @@
 // TypeScript views of the two CRDs (crds/*.yaml is the source of truth; these describe defaulted, valid objects).
+// The enums the code also needs as values are listed here once; test/api/crds.test.ts checks them against the CRDs.
 
 import type { Condition } from './conditions.js';
+
+export const COMPRESSIONS = ['none', 'gzip', 'zstd'] as const;
+export type Compression = (typeof COMPRESSIONS)[number];
+export const SSE_ALGORITHMS = ['AES256', 'aws:kms'] as const;
+export type SseAlgorithm = (typeof SSE_ALGORITHMS)[number];
+export const OBJECT_LOCK_MODES = ['GOVERNANCE', 'COMPLIANCE'] as const;
+export type ObjectLockMode = (typeof OBJECT_LOCK_MODES)[number];
 
 export interface SecretKeyRef {
   name: string;
@@ -24,11 +32,11 @@ export interface BackupSpec {
       forcePathStyle?: boolean;
       caBundle?: { kind: 'Secret' | 'ConfigMap'; name: string; key: string };
       prefix: string;
-      serverSideEncryption?: { algorithm: 'AES256' | 'aws:kms'; kmsKeyID?: string };
-      objectLock?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; retainDays: number };
+      serverSideEncryption?: { algorithm: SseAlgorithm; kmsKeyID?: string };
+      objectLock?: { mode: ObjectLockMode; retainDays: number };
     };
   };
-  compression: 'none' | 'gzip' | 'zstd';
+  compression: Compression;
   encryption?: { age: { recipients: string[]; identitySecretRef?: SecretKeyRef } };
   deletionPolicy: 'Retain' | 'Delete';
   verify: boolean;

@@ -1,11 +1,13 @@
 // The S3 object key of a backup (the README's TalosEtcdBackup section): <prefix>/<cluster>/etcd-snapshot-<YYYY-MM-DDTHH-MM-SSZ>.db[.gz|.zst][.age]
 
+import type { Compression } from '../api/types.js';
+
 export interface ObjectKeyParts {
   prefix: string;
   cluster: string;
   /** The backup's scheduled time, else its creation time. */
   time: Date;
-  compression?: 'none' | 'gzip' | 'zstd';
+  compression?: Compression;
   encrypted?: boolean;
 }
 
@@ -29,7 +31,7 @@ export function objectKey(parts: ObjectKeyParts): string {
 }
 
 /** What a key's suffixes say about the stored bytes: `.age` last when encrypted, before it `.gz`/`.zst`. */
-export function storedFormatOf(key: string): { compression: 'none' | 'gzip' | 'zstd'; encrypted: boolean } {
+export function storedFormatOf(key: string): { compression: Compression; encrypted: boolean } {
   const encrypted = key.endsWith('.age');
   const rest = encrypted ? key.slice(0, -'.age'.length) : key;
   const compression = rest.endsWith('.gz') ? 'gzip' : rest.endsWith('.zst') ? 'zstd' : 'none';

@@ -14,11 +14,8 @@ import {
   SettingsReader,
   type Setting,
 } from '../api/settings.js';
+import { COMPRESSIONS, OBJECT_LOCK_MODES, SSE_ALGORITHMS } from '../api/types.js';
 import { DEFAULT_PREFIX } from './object-key.js';
-
-export const COMPRESSIONS = ['none', 'gzip', 'zstd'] as const;
-export const SSE_ALGORITHMS = ['AES256', 'aws:kms'] as const;
-export const OBJECT_LOCK_MODES = ['GOVERNANCE', 'COMPLIANCE'] as const;
 
 /** Every setting, in the order `--help` and the README list them. */
 export const SETTINGS = {

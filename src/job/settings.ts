@@ -67,7 +67,8 @@ function protection(raw: RawSettings, problems: Problems): ObjectProtection {
   const algorithm = problems.get('sse');
   if (raw.sse)
     out.serverSideEncryption = {
-      algorithm: algorithm ?? (raw.sse as 'AES256'),
+      // Without a valid algorithm a problem is recorded and these settings are refused: any placeholder does.
+      algorithm: algorithm ?? 'AES256',
       kmsKeyId: raw.sseKmsKeyId || undefined,
     };
   if (raw.sseKmsKeyId && raw.sse !== 'aws:kms') problems.add('sseKmsKeyId', `needs ${SETTINGS.sse.env}=aws:kms`);

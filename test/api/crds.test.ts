@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BACKUP_KIND, BACKUP_PLURAL, GROUP, SCHEDULE_KIND, SCHEDULE_PLURAL, VERSION } from '../../src/api/constants.js';
 import { crdSchema, loadCrd, type JsonSchema } from '../../src/api/crds.js';
+import { COMPRESSIONS, OBJECT_LOCK_MODES, SSE_ALGORITHMS } from '../../src/api/types.js';
 import { validateBackupSpec, validateSchedule } from '../../src/api/validation.js';
 import { syncSchedule } from '../../src/server/schedule/sync.js';
 import { at, backup, backupTemplateSpec, schedule, syncRequest } from '../helpers/builders.js';
@@ -223,4 +224,25 @@ describe('validation against the CRD schemas', () => {
       if (!result.ok) assert.match(result.problems.join('\n'), c.message);
     });
   }
+});
+
+describe('the enums the code lists (src/api/types.ts) are the CRDs’ own', () => {
+  const enumsAt = (suffix: string): [string, unknown][] =>
+    Object.entries(crds).flatMap(([name, crd]) =>
+      [...walk(crdSchema(crd) as Node, name)]
+        .filter(([path, node]) => path.endsWith(suffix) && Array.isArray(node.enum))
+        .map(([path, node]) => [path, node.enum] as [string, unknown]),
+    );
+  const cases: [string, readonly string[]][] = [
+    ['.spec.compression', COMPRESSIONS],
+    ['.spec.backupTemplate.spec.compression', COMPRESSIONS],
+    ['.s3.serverSideEncryption.algorithm', SSE_ALGORITHMS],
+    ['.s3.objectLock.mode', OBJECT_LOCK_MODES],
+  ];
+  for (const [suffix, values] of cases)
+    it(`${suffix}: ${values.join(', ')}`, () => {
+      const found = enumsAt(suffix);
+      assert.ok(found.length > 0, `no enum at ${suffix}`);
+      for (const [path, enumeration] of found) assert.deepEqual(enumeration, [...values], path);
+    });
 });

@@ -21,8 +21,7 @@ import { Transform, type Duplex, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { Decompress as FzstdDecompress } from 'fzstd';
 import { Zstd } from '@hpcc-js/wasm-zstd';
-
-export type Compression = 'none' | 'gzip' | 'zstd';
+import type { Compression } from '../../api/types.js';
 
 export const GZIP_LEVEL = 6;
 export const ZSTD_LEVEL = 3;

@@ -9,7 +9,8 @@ import { pipeline, Transform, type Duplex, type Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SnapshotInfo } from '../../api/types.js';
 import { createEncryptor } from '../codec/age.js';
-import { createCompressor, type Compression } from '../codec/compression.js';
+import type { Compression } from '../../api/types.js';
+import { createCompressor } from '../codec/compression.js';
 import {
   keepExisting,
   prepareWrite,
