@@ -17,7 +17,7 @@ const SCHEDULE_SYNC_RESULTS: readonly ScheduleSyncOutcome[] = ['created', 'idle'
 const BACKUP_SYNC_RESULTS: readonly BackupOutcome[] = ['pending', 'running', 'succeeded', 'failed', 'finished'];
 
 /** A backup's outcome as `backups_finished_total` counts it. */
-export type FinishedResult = 'succeeded' | 'failed';
+type FinishedResult = 'succeeded' | 'failed';
 const RESULTS: readonly FinishedResult[] = ['succeeded', 'failed'];
 
 /** Labels of every per-schedule series: `schedule` is empty for backups no schedule owns. */
@@ -32,7 +32,7 @@ const keyOf = (labels: ScheduleLabels): string => `${labels.namespace}/${labels.
  * The newest figures of each schedule, and when each schedule (or one of its backups) was last synced. An entry
  * not refreshed for `expiryMs` is dropped at the next scrape: a deleted schedule's series disappear with it.
  */
-export class ScheduleSeries {
+class ScheduleSeries {
   readonly #figures = new Map<string, ScheduleFigures>();
   readonly #seen = new Map<string, { labels: ScheduleLabels; at: number }>();
 
