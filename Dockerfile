@@ -27,10 +27,12 @@ COPY src ./src
 RUN npm run build
 
 # ---- deps: production dependencies only (no TypeScript, no test tools) -------------------------------------------
+# Nor the optional @kubernetes/client-node: only the workstation commands (list, backup, restore --backup) use it,
+# and neither the hook server nor the Jobs run them.
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /src
 COPY package.json package-lock.json .npmrc ./
-RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund
 
 # ---- runtime ---------------------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}

@@ -22,7 +22,12 @@ Commands:
   verify       Read a stored snapshot back from S3 and check it; prints one JSON line
   delete       Delete a backup's object from S3, only if that backup (BACKUP_UID) wrote it; prints one JSON line
   restore      Download a backup (a key, or the newest of a cluster), decrypt, decompress and verify it into a
-               snapshot file for etcdctl snapshot restore / talosctl bootstrap --recover-from; prints one JSON line
+               snapshot file for etcdctl snapshot restore / talosctl bootstrap --recover-from; prints one JSON line.
+               restore --backup NAME takes all it needs from that TalosEtcdBackup in the cluster
+  list         List the TalosEtcdBackups in the cluster, newest first (name, schedule, phase, time, size,
+               format, verified)
+  backup       backup --from-schedule SCHEDULE [NAME]: create an on-demand TalosEtcdBackup from the schedule's
+               template (its retention neither counts nor deletes it); prints one JSON line
 
 Options for serve (flag, environment variable, meaning [default]; flags win):
 ${helpLines(serverSettings)}
@@ -41,8 +46,17 @@ ${settingLines('delete')}
 Options for restore:
 ${settingLines('restore')}
 
-Exit codes of snapshot, verify, delete and restore: 0 done; 1 failed, a retry may succeed; 2 failed, a retry
-cannot help (bad settings, a missing Secret, a refused object, denied access, a damaged backup).
+Options of list, backup and restore --backup (the cluster, as kubectl takes it):
+  --kubeconfig PATH       the kubeconfig (default: $KUBECONFIG, else ~/.kube/config)
+  --context NAME          the kubeconfig context (default: its current context)
+  -n, --namespace NS      the namespace (default: the context's, else default)
+  list: --schedule NAME (only its backups), -o, --output table|json|yaml [table], -A, --all-namespaces
+  restore --backup NAME: the S3 options above override what the backup records (e.g. an --endpoint reachable from
+    here); S3 keys from the AWS SDK's default chain, or with --s3-credentials-from-cluster from the Secrets the
+    backup's spec names (needs get on them)
+
+Exit codes of every command but serve: 0 done; 1 failed, a retry may succeed; 2 failed, a retry cannot
+help (bad settings, a missing Secret, a refused object, denied access, a damaged backup).
 
   -h, --help     Show this help
   -v, --version  Show the version
@@ -55,6 +69,10 @@ async function printUsage(): Promise<void> {
 }
 
 const HELP_POINTER = '(see talos-etcd-backup --help)';
+
+/** Whether `--name` (or `--name=value`) is among the arguments. */
+const hasFlag = (args: string[], name: string): boolean =>
+  args.some((arg) => arg === `--${name}` || arg.startsWith(`--${name}=`));
 
 function fail(message: string, code: number): number {
   process.stderr.write(`talos-etcd-backup: ${message}\n`);
@@ -156,6 +174,125 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
   }
 }
 
+const CLUSTER_OPTIONS = {
+  kubeconfig: { type: 'string' },
+  context: { type: 'string' },
+  namespace: { type: 'string', short: 'n' },
+} as const;
+
+const LIST_FORMATS = ['table', 'json', 'yaml'] as const;
+
+/** `list`, `backup --from-schedule` and `restore --backup`: the commands that read the cluster (src/workstation/). */
+async function runWorkstationCommand(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let workstation: typeof import('./workstation/commands.js');
+  try {
+    workstation = await import('./workstation/commands.js');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    return fail(
+      `${command} reads the cluster with @kubernetes/client-node, an optional dependency this installation left out (the image does): run it where talos-etcd-backup is installed with it (npm install -g, see the README)`,
+      EXIT_CODE.permanent,
+    );
+  }
+  const { connect, listCommand, backupFromScheduleCommand, restoreFromBackupCommand } = workstation;
+  const { redact, renderFailure } = await import('./job/errors.js');
+  const secrets: string[] = [];
+  const redactionEnv = () =>
+    secrets.length === 2 ? { ...env, AWS_ACCESS_KEY_ID: secrets[0], AWS_SECRET_ACCESS_KEY: secrets[1] } : env;
+  try {
+    if (command === 'list') {
+      const { values } = parseArgs({
+        args,
+        options: {
+          ...CLUSTER_OPTIONS,
+          schedule: { type: 'string' },
+          output: { type: 'string', short: 'o', default: 'table' },
+          'all-namespaces': { type: 'boolean', short: 'A', default: false },
+        },
+      });
+      const format = values.output as (typeof LIST_FORMATS)[number];
+      if (!LIST_FORMATS.includes(format))
+        return fail(`--output must be table, json or yaml, got ${JSON.stringify(values.output)}`, EXIT_CODE.permanent);
+      const cluster = connect(values);
+      const text = await listCommand(cluster, {
+        schedule: values.schedule,
+        format,
+        allNamespaces: values['all-namespaces'],
+      });
+      process.stdout.write(`${text}\n`);
+      return 0;
+    }
+    if (command === 'backup') {
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        options: { ...CLUSTER_OPTIONS, 'from-schedule': { type: 'string' } },
+      });
+      const schedule = values['from-schedule'];
+      if (!schedule || positionals.length > 1)
+        return fail(`usage: backup --from-schedule SCHEDULE [NAME] ${HELP_POINTER}`, EXIT_CODE.permanent);
+      const created = await backupFromScheduleCommand(connect(values), schedule, positionals[0]);
+      process.stdout.write(`${JSON.stringify(created)}\n`);
+      return 0;
+    }
+    // restore --backup NAME
+    const { values } = parseArgs({
+      args,
+      options: {
+        ...CLUSTER_OPTIONS,
+        ...Object.fromEntries(
+          COMMAND_SETTINGS.restore.map((name) => [SETTINGS[name].flag, { type: 'string' as const }]),
+        ),
+        backup: { type: 'string' },
+        's3-credentials-from-cluster': { type: 'boolean', default: false },
+      },
+    });
+    const { 's3-credentials-from-cluster': fromCluster, ...flags } = values as Record<
+      string,
+      string | boolean | undefined
+    >;
+    const given = flags as Record<string, string | undefined>;
+    for (const name of ['key', 'bucket', 'cluster', 'prefix'] as const)
+      if (given[SETTINGS[name].flag] !== undefined)
+        return fail(
+          `--${SETTINGS[name].flag} cannot be used with --backup: the backup says which object it is`,
+          EXIT_CODE.permanent,
+        );
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    const { progressBar } = await import('./job/progress.js');
+    let bar: ProgressBar | undefined;
+    const stop = new AbortController();
+    const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
+    process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
+    try {
+      const result = await restoreFromBackupCommand(connect(values), values.backup!, {
+        local: resolveSettings(env, given, { explicit: true }),
+        defaults: resolveSettings({}, {}),
+        credentialsFromCluster: fromCluster === true,
+        secrets,
+        hooks: {
+          onKey: (key) => {
+            bar = progressBar(process.stderr, `restoring ${key}`);
+          },
+          onProgress: (done, total) => bar?.update(done, total),
+          signal: stop.signal,
+        },
+      });
+      bar?.finish();
+      process.stdout.write(`${redact(JSON.stringify(result), redactionEnv())}\n`);
+      return 0;
+    } finally {
+      bar?.finish();
+      process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal);
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) throw error;
+    const { message, exitCode } = renderFailure(error, redactionEnv());
+    process.stderr.write(`${message}\n`);
+    return exitCode;
+  }
+}
+
 /** Runs the CLI; resolves to the process exit code (serve keeps running and resolves once listening). */
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const [command, ...rest] = argv;
@@ -173,6 +310,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   try {
     if (command === 'serve') return await runServe(rest, env);
+    if (command === 'list' || command === 'backup' || (command === 'restore' && hasFlag(rest, 'backup')))
+      return await runWorkstationCommand(command, rest, env);
     if (Object.hasOwn(COMMAND_SETTINGS, command)) return await runJobCommand(command as JobCommand, rest, env);
   } catch (error) {
     // parseArgs: an unknown option or a missing value. One line: the usage is 80 lines, and a Job's log or a

@@ -14,6 +14,8 @@ export const BACKUP_CHILDREN_KEY = `${BACKUP_KIND}.${API_VERSION}`;
 
 /** Label on every backup a schedule creates; its value is the schedule's name. */
 export const SCHEDULE_LABEL = `${GROUP}/backup-schedule`;
+/** Label of an on-demand backup made from a schedule's template (`talos-etcd-backup backup --from-schedule`). */
+export const FROM_SCHEDULE_LABEL = `${GROUP}/from-schedule`;
 /** Annotation on every backup a schedule creates: the nominal slot it was created for (RFC 3339, UTC). */
 export const SCHEDULED_TIME_ANNOTATION = `${GROUP}/scheduled-time`;
 /** Label Metacontroller's `generateSelector: true` selects children by. */

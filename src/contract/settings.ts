@@ -233,14 +233,22 @@ export class SettingsError extends Error {
   override name = 'SettingsError';
 }
 
-/** Flag values over environment values over defaults. */
-export function resolveSettings(env: NodeJS.ProcessEnv, flags: Record<string, string | undefined>): RawSettings {
+/**
+ * Flag values over environment values over defaults. `explicit`: only what the flags and this tool's own variables
+ * say (no defaults, no AWS_REGION), for settings that fill in what a TalosEtcdBackup already records.
+ */
+export function resolveSettings(
+  env: NodeJS.ProcessEnv,
+  flags: Record<string, string | undefined>,
+  opts: { explicit?: boolean } = {},
+): RawSettings {
   const raw: RawSettings = {};
   for (const [name, setting] of Object.entries(SETTINGS) as [SettingName, Setting & { flag: string }][]) {
-    const value = flags[setting.flag] ?? (env[setting.env] || undefined) ?? setting.default;
+    const value =
+      flags[setting.flag] ?? (env[setting.env] || undefined) ?? (opts.explicit ? undefined : setting.default);
     if (value !== undefined) raw[name] = value;
   }
-  if (raw.region === undefined && env.AWS_REGION) raw.region = env.AWS_REGION;
+  if (!opts.explicit && raw.region === undefined && env.AWS_REGION) raw.region = env.AWS_REGION;
   return raw;
 }
 

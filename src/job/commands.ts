@@ -5,14 +5,14 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
 import { DEFAULT_PREFIX } from '../contract/object-key.js';
-import { createS3Client } from './s3/client.js';
+import { createS3Client, type S3Settings } from './s3/client.js';
 import { SettingsError, type RawSettings } from '../contract/settings.js';
 import { checkRequiredInputs } from './required-inputs.js';
 import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from './pipeline/restore.js';
 import { takeSnapshot, type SnapshotOutcome } from './pipeline/snapshot.js';
 import { deleteSettings, reportSettings, restoreSettings, snapshotSettings, verifySettings } from './settings.js';
 import type { StatusReporter } from './kubernetes/status-report.js';
-import { verifyObject, type VerifiedObject } from './pipeline/verify.js';
+import { verifyObject, type ExpectedObject, type VerifiedObject } from './pipeline/verify.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from './talos/talosconfig.js';
 import { JobError } from './errors.js';
 
@@ -93,12 +93,20 @@ export interface RestoreHooks {
   /** Told which key will be restored before the download starts. */
   onKey?: (key: string, skipped: string[]) => void;
   signal?: AbortSignal;
+  /** What the object must be (`restore --backup`: the backup's recorded hashes); else those stored with it. */
+  expected?: ExpectedObject;
+  /** S3 keys and a CA bundle read from the cluster (`restore --backup`), over the settings' own. */
+  s3?: Pick<S3Settings, 'credentials' | 'caBundlePem'>;
 }
 
 /** `restore`: a backup (S3_KEY, else the newest of CLUSTER_NAME under S3_PREFIX) into a verified snapshot file. */
 export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {}): Promise<RestoreResult> {
   const { bucket, s3, identities: ids } = restoreSettings(raw);
-  const client = createS3Client(s3);
+  const client = createS3Client({
+    ...s3,
+    ...(hooks.s3?.credentials && { credentials: hooks.s3.credentials }),
+    ...(hooks.s3?.caBundlePem && { caBundlePem: hooks.s3.caBundlePem }),
+  });
   const { key, skipped } = raw.key
     ? { key: raw.key, skipped: [] }
     : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
@@ -109,6 +117,7 @@ export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {})
     key,
     identities: ids,
     output: raw.output ?? defaultOutput(key),
+    ...(hooks.expected && { expected: hooks.expected }),
     ...(hooks.onProgress && { onProgress: hooks.onProgress }),
     ...(hooks.signal && { signal: hooks.signal }),
   });

@@ -1,5 +1,6 @@
 // Two processes, one tree: the hook server (src/server/) and the Job's commands (src/job/) never import each other,
-// and what they share (src/api/, src/contract/) imports neither. The Job's memory budget is a rule, checked here:
+// and what they share (src/api/, src/contract/) imports neither. The workstation commands (src/workstation/) build
+// on the Job's restore and are imported by neither process. The Job's memory budget is a rule, checked here:
 // nothing the Job's commands load pulls in the hook server's modules or packages.
 
 import assert from 'node:assert/strict';
@@ -79,6 +80,12 @@ describe('the import graph of src/', () => {
   const rules: [string, (from: string) => boolean, (to: string) => boolean][] = [
     ['src/job/ never imports src/server/', (f) => area(f) === 'job', (t) => area(t) === 'server'],
     ['src/server/ never imports src/job/', (f) => area(f) === 'server', (t) => area(t) === 'job'],
+    ['src/workstation/ never imports src/server/', (f) => area(f) === 'workstation', (t) => area(t) === 'server'],
+    [
+      'neither process imports src/workstation/',
+      (f) => ['job', 'server'].includes(area(f)),
+      (t) => area(t) === 'workstation',
+    ],
     [
       'src/api/ and src/contract/ import neither process',
       (f) => ['api', 'contract'].includes(area(f)),
@@ -96,8 +103,8 @@ describe('the import graph of src/', () => {
 
   it("loads none of the hook server's modules or packages for the Job's commands", () => {
     // What `talos-etcd-backup snapshot` (and verify, delete, restore) loads: the entry's static imports, then the
-    // Job's modules with everything they import, also dynamically.
-    // Job's modules with everything they import, also dynamically (the entry imports serve's modules only for serve).
+    // Job's modules with everything they import, also dynamically (the entry imports the modules of serve, list,
+    // backup and restore --backup only for those).
     const job = loaded(
       ['src/main.ts', ...files.filter((f) => area(f) === 'job')],
       (from, i) => !i.dynamic || area(from) === 'job',
@@ -120,6 +127,10 @@ describe('the import graph of src/', () => {
     assert.ok(
       job.has('@grpc/grpc-js') && job.has('@aws-sdk/client-s3'),
       'the check sees the packages the Job does load',
+    );
+    assert.ok(
+      loaded(files.filter((f) => area(f) === 'workstation')).has('@kubernetes/client-node'),
+      'the workstation commands do load the client',
     );
   });
 });

@@ -390,7 +390,17 @@ describe('the image built by the Dockerfile, without a Docker engine', () => {
       if (LOCK.packages[`node_modules/${name}`]?.dev)
         assert.ok(!installed.includes(`node_modules/${name}`), `devDependency ${name} is absent`);
     }
-    for (const name of ['typescript', 'fast-check']) assert.ok(!existsSync(join(app, 'node_modules', name)), name);
+    for (const name of ['typescript', 'fast-check', '@kubernetes/client-node'])
+      assert.ok(!existsSync(join(app, 'node_modules', name)), name);
+    // The workstation commands say why they cannot run in the image, in one line.
+    const list = await run(process.execPath, [image.localPath(IMAGE_ENTRYPOINT), 'list'], {
+      env: { PATH: process.env.PATH },
+    }).catch((error: { code: number; stderr: string }) => error);
+    assert.equal((list as { code?: number }).code, 2);
+    assert.match(
+      (list as { stderr: string }).stderr,
+      /^talos-etcd-backup: list reads the cluster with @kubernetes\/client-node, an optional dependency this installation left out/,
+    );
     assert.ok(!existsSync(join(app, 'node_modules', '.bin', 'tsc')));
     const bytes = await diskUsage(join(app, 'node_modules'));
     t.diagnostic(

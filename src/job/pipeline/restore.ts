@@ -11,7 +11,7 @@ import { JobError } from '../errors.js';
 import { describeS3Error, isPermanentS3Error } from '../s3/errors.js';
 import { storedFormatOf } from '../../contract/object-key.js';
 import { readRecordedHashes } from '../s3/recorded-hashes.js';
-import { SinkError, verifyObject, type VerifiedObject } from './verify.js';
+import { SinkError, verifyObject, type ExpectedObject, type VerifiedObject } from './verify.js';
 
 /** `<prefix>/<cluster>/`, as object keys have it. */
 function clusterPrefix(prefix: string, cluster: string): string {
@@ -92,6 +92,8 @@ export interface RestoreOptions {
   identities: string[];
   /** The file to write; it must not exist. */
   output: string;
+  /** What the object must be (a TalosEtcdBackup's status records it); else the hashes recorded on the object. */
+  expected?: ExpectedObject;
   onProgress?: (bytesRead: number, total: number | undefined) => void;
   /** Stops the restore (Ctrl-C); nothing is left behind. */
   signal?: AbortSignal;
@@ -143,6 +145,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
   try {
     const result = await verifyObject(client, bucket, key, {
       identities: opts.identities,
+      expected: opts.expected,
       sink,
       onProgress: opts.onProgress,
       signal: opts.signal,

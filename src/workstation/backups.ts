@@ -1,0 +1,213 @@
+// What the workstation commands decide, as pure functions of the objects the cluster returns: the `list` table, the
+// on-demand backup made from a schedule's template, and where `restore --backup` finds what it restores.
+// src/workstation/commands.ts does the I/O.
+
+import {
+  API_VERSION,
+  BACKUP_KIND,
+  FROM_SCHEDULE_LABEL,
+  SCHEDULE_KIND,
+  SCHEDULED_TIME_ANNOTATION,
+} from '../api/constants.js';
+import { formatTime, parseTime } from '../api/conditions.js';
+import type { BackupSpec, BackupStatus, ScheduleSpec, SecretKeyRef } from '../api/types.js';
+import type { RawSettings } from '../contract/settings.js';
+
+/** A Kubernetes object as the API server returns it (only what is read here). */
+export interface ClusterObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    uid?: string;
+    creationTimestamp?: string | Date;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    ownerReferences?: unknown[];
+  };
+  spec?: unknown;
+  status?: unknown;
+}
+
+export interface BackupRow {
+  namespace: string;
+  name: string;
+  /** The schedule that made it, or that it was made from (`backup --from-schedule`); '' for one made by hand. */
+  schedule: string;
+  phase: string;
+  /** Its slot, else its creation time (what the object key's time is). */
+  time: string;
+  size: number | undefined;
+  /** `gzip`, `zstd+age`, `none`, ... from the stored object; '' before it is stored. */
+  format: string;
+  verified: boolean | undefined;
+  key: string | undefined;
+}
+
+const creationOf = (object: ClusterObject): Date | undefined => {
+  const created = object.metadata.creationTimestamp;
+  return created instanceof Date ? created : parseTime(created);
+};
+
+function scheduleOf(object: ClusterObject): string {
+  for (const owner of object.metadata.ownerReferences ?? []) {
+    const { controller, kind, apiVersion, name } = (owner ?? {}) as Record<string, unknown>;
+    if (controller === true && kind === SCHEDULE_KIND && apiVersion === API_VERSION && typeof name === 'string')
+      return name;
+  }
+  return object.metadata.labels?.[FROM_SCHEDULE_LABEL] ?? '';
+}
+
+export function backupRow(object: ClusterObject): BackupRow {
+  const status = (object.status ?? {}) as BackupStatus;
+  const snapshot = status.snapshot;
+  const time = parseTime(object.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION]) ?? creationOf(object);
+  return {
+    namespace: object.metadata.namespace ?? '',
+    name: object.metadata.name,
+    schedule: scheduleOf(object),
+    phase: status.phase ?? 'Pending',
+    time: time ? formatTime(time) : '',
+    size: snapshot?.size,
+    format: snapshot
+      ? [snapshot.compression ?? 'none', ...(snapshot.encrypted ? ['age'] : [])].join('+').replace(/^none\+/, '')
+      : '',
+    verified: snapshot ? snapshot.verified === true : undefined,
+    key: snapshot?.key,
+  };
+}
+
+/** A schedule's backups (or all), newest first as `velero backup get` lists them: by time, then namespace and name. */
+export function selectBackups(objects: readonly ClusterObject[], schedule?: string): ClusterObject[] {
+  return objects
+    .map((object) => ({ object, row: backupRow(object) }))
+    .filter(({ row }) => schedule === undefined || row.schedule === schedule)
+    .sort(
+      (a, b) =>
+        (a.row.time === b.row.time ? 0 : a.row.time < b.row.time ? 1 : -1) ||
+        a.row.namespace.localeCompare(b.row.namespace) ||
+        a.row.name.localeCompare(b.row.name),
+    )
+    .map(({ object }) => object);
+}
+
+/** Bytes as kubectl-style quantities people read: 512, 1.5Ki, 73Mi, 2.1Gi. */
+export function humanBytes(bytes: number): string {
+  const units = ['', 'Ki', 'Mi', 'Gi', 'Ti'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const text = unit === 0 || value >= 100 ? String(Math.round(value)) : value.toFixed(1).replace(/\.0$/, '');
+  return `${text}${units[unit]}`;
+}
+
+/**
+ * The rows as a table with kubectl's layout: upper-case headers, columns three spaces apart, `<none>` for blanks;
+ * a NAMESPACE column first when they come from all namespaces.
+ */
+export function backupTable(rows: readonly BackupRow[], withNamespace = false): string {
+  const header = [
+    ...(withNamespace ? ['NAMESPACE'] : []),
+    'NAME',
+    'SCHEDULE',
+    'PHASE',
+    'TIME',
+    'SIZE',
+    'FORMAT',
+    'VERIFIED',
+  ];
+  const cells = rows.map((r) => [
+    ...(withNamespace ? [r.namespace] : []),
+    r.name,
+    r.schedule || '<none>',
+    r.phase,
+    r.time || '<none>',
+    r.size === undefined ? '<none>' : humanBytes(r.size),
+    r.format || '<none>',
+    r.verified === undefined ? '<none>' : String(r.verified),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  return [header, ...cells]
+    .map((line) =>
+      line
+        .map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i]!)))
+        .join('   ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+/**
+ * An on-demand TalosEtcdBackup from a schedule's template, as `kubectl create job --from=cronjob/…` makes a Job:
+ * the template's labels, annotations and spec, and `talos.alperen.cloud/from-schedule: <schedule>`. Neither the
+ * schedule's ownerReference nor its `controller-uid` label: the schedule (Metacontroller selects its children by
+ * that label) never adopts it, so its retention neither counts it nor deletes it.
+ */
+export function backupFromSchedule(schedule: ClusterObject, now: Date, name?: string): ClusterObject {
+  const spec = schedule.spec as Partial<ScheduleSpec> | undefined;
+  const template = spec?.backupTemplate;
+  if (!template?.spec) throw new Error(`schedule ${schedule.metadata.name} has no spec.backupTemplate.spec`);
+  return {
+    apiVersion: API_VERSION,
+    kind: BACKUP_KIND,
+    metadata: {
+      name: name ?? `${schedule.metadata.name}-manual-${Math.floor(now.getTime() / 1000)}`,
+      ...(schedule.metadata.namespace !== undefined && { namespace: schedule.metadata.namespace }),
+      labels: { ...template.metadata?.labels, [FROM_SCHEDULE_LABEL]: schedule.metadata.name },
+      ...(template.metadata?.annotations && { annotations: { ...template.metadata.annotations } }),
+    },
+    spec: structuredClone(template.spec),
+  };
+}
+
+/** What `restore --backup` reads from the cluster besides the backup: the Secrets and ConfigMaps its spec names. */
+export interface RestoreInputs {
+  /** The S3 settings from the backup, under what the user set on the workstation (flags and environment win). */
+  raw: RawSettings;
+  /** What the object must be: the hashes and size the backup's status recorded when it was stored. */
+  expected: { size: number; sha256: string; etcdSha256: string };
+  /** The S3 key Secrets of the spec (read only with --s3-credentials-from-cluster). */
+  credentials: { accessKeyID: SecretKeyRef; secretAccessKey: SecretKeyRef } | undefined;
+  /** The spec's CA bundle (a public certificate), read from the cluster unless a local one is given. */
+  caBundle: { kind: 'Secret' | 'ConfigMap'; name: string; key: string } | undefined;
+}
+
+export class NotRestorable extends Error {
+  override name = 'NotRestorable';
+}
+
+/** Where a backup's object is and what it must be, from its spec and status; `local` is what the user set. */
+export function restoreInputs(backup: ClusterObject, local: RawSettings): RestoreInputs {
+  const name = `${backup.metadata.namespace ?? ''}/${backup.metadata.name}`;
+  const status = (backup.status ?? {}) as BackupStatus;
+  const snapshot = status.snapshot;
+  if (status.phase !== 'Succeeded' || !snapshot?.key || !snapshot.sha256 || !snapshot.etcdSha256)
+    throw new NotRestorable(
+      `backup ${name} has no stored snapshot to restore (phase ${status.phase ?? 'Pending'}${status.message ? `: ${status.message}` : ''}); \`talos-etcd-backup list\` shows the ones that have`,
+    );
+  const s3 = (backup.spec as Partial<BackupSpec> | undefined)?.backupStorage?.s3;
+  const fromSpec: RawSettings = {
+    bucket: snapshot.bucket,
+    key: snapshot.key,
+    ...(s3?.region && { region: s3.region }),
+    ...(s3?.endpoint && { endpoint: s3.endpoint }),
+    ...(s3?.forcePathStyle !== undefined && { forcePathStyle: String(s3.forcePathStyle) }),
+    ...(s3?.insecureSkipTLSVerify !== undefined && { insecureSkipTLSVerify: String(s3.insecureSkipTLSVerify) }),
+  };
+  // The object is the backup's: the user may say how to reach it (an endpoint the workstation can reach, its own
+  // CA bundle), never which object it is.
+  const { bucket: _bucket, key: _key, cluster: _cluster, prefix: _prefix, ...reach } = local;
+  return {
+    raw: { ...fromSpec, ...reach },
+    expected: { size: snapshot.size, sha256: snapshot.sha256, etcdSha256: snapshot.etcdSha256 },
+    credentials:
+      s3?.accessKeyID && s3.secretAccessKey
+        ? { accessKeyID: s3.accessKeyID, secretAccessKey: s3.secretAccessKey }
+        : undefined,
+    caBundle: s3?.caBundle && !local.caBundle ? s3.caBundle : undefined,
+  };
+}

@@ -1,0 +1,221 @@
+// The workstation commands that read the cluster: `list`, `backup --from-schedule` and `restore --backup`. They talk
+// to the API server with @kubernetes/client-node (kubeconfig and context as kubectl takes them), which only these
+// commands load: the snapshot Job uses its own small client (src/job/kubernetes/in-cluster.ts).
+
+import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { BACKUP_PLURAL, GROUP, SCHEDULE_PLURAL, VERSION } from '../api/constants.js';
+import type { RawSettings } from '../contract/settings.js';
+import { restoreCommand, type RestoreHooks } from '../job/commands.js';
+import { JobError } from '../job/errors.js';
+import type { RestoreResult } from '../job/pipeline/restore.js';
+import {
+  backupFromSchedule,
+  backupRow,
+  backupTable,
+  NotRestorable,
+  restoreInputs,
+  selectBackups,
+  type ClusterObject,
+} from './backups.js';
+
+export interface ClusterFlags {
+  kubeconfig?: string | undefined;
+  context?: string | undefined;
+  namespace?: string | undefined;
+}
+
+export interface Cluster {
+  namespace: string;
+  objects: CustomObjectsApi;
+  core: CoreV1Api;
+}
+
+/** A failure of a workstation command, worded for a person; `permanent` when trying again cannot help. */
+const failure = (message: string, permanent: boolean, cause?: unknown) =>
+  new JobError(undefined, message, { permanent, cause });
+
+/** The kubeconfig as kubectl reads it: --kubeconfig, else $KUBECONFIG, else ~/.kube/config; --context and -n over it. */
+export function connect(flags: ClusterFlags): Cluster {
+  const kc = new KubeConfig();
+  try {
+    if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
+    else kc.loadFromDefault();
+  } catch (error) {
+    throw failure(`cannot read the kubeconfig: ${(error as Error).message}`, true, error);
+  }
+  if (flags.context) {
+    if (!kc.getContextObject(flags.context))
+      throw failure(`the kubeconfig has no context ${JSON.stringify(flags.context)}`, true);
+    kc.setCurrentContext(flags.context);
+  }
+  const namespace = flags.namespace || kc.getContextObject(kc.getCurrentContext())?.namespace || 'default';
+  return { namespace, objects: kc.makeApiClient(CustomObjectsApi), core: kc.makeApiClient(CoreV1Api) };
+}
+
+/** An API error as one line a person can act on; 4xx but 408/429 cannot pass by trying again. */
+function apiFailure(what: string, error: unknown): JobError {
+  if (error instanceof ApiException) {
+    const body = typeof error.body === 'string' ? safeJson(error.body) : error.body;
+    const detail = (body as { message?: string } | undefined)?.message ?? `HTTP ${error.code}`;
+    const permanent = error.code >= 400 && error.code < 500 && error.code !== 408 && error.code !== 429;
+    return failure(`${what}: ${detail}`, permanent, error);
+  }
+  return failure(`${what}: ${(error as Error).message}`, false, error);
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { message: text };
+  }
+}
+
+async function getBackup(cluster: Cluster, name: string): Promise<ClusterObject> {
+  try {
+    return (await cluster.objects.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: cluster.namespace,
+      plural: BACKUP_PLURAL,
+      name,
+    })) as ClusterObject;
+  } catch (error) {
+    throw apiFailure(`cannot read TalosEtcdBackup ${cluster.namespace}/${name}`, error);
+  }
+}
+
+export type ListFormat = 'table' | 'json' | 'yaml';
+
+/** `list`: the backups of a namespace (or all), newest first, as a table or as a kubectl List in JSON or YAML. */
+export async function listCommand(
+  cluster: Cluster,
+  opts: { schedule?: string | undefined; format: ListFormat; allNamespaces: boolean },
+): Promise<string> {
+  let items: ClusterObject[];
+  const where = opts.allNamespaces ? 'all namespaces' : `namespace ${cluster.namespace}`;
+  try {
+    const list = (
+      opts.allNamespaces
+        ? await cluster.objects.listClusterCustomObject({ group: GROUP, version: VERSION, plural: BACKUP_PLURAL })
+        : await cluster.objects.listNamespacedCustomObject({
+            group: GROUP,
+            version: VERSION,
+            namespace: cluster.namespace,
+            plural: BACKUP_PLURAL,
+          })
+    ) as { items: ClusterObject[] };
+    items = list.items;
+  } catch (error) {
+    throw apiFailure(`cannot list TalosEtcdBackups in ${where}`, error);
+  }
+  const selected = selectBackups(items, opts.schedule);
+  if (opts.format === 'json' || opts.format === 'yaml') {
+    const listObject = { apiVersion: 'v1', kind: 'List', items: selected };
+    return opts.format === 'json' ? JSON.stringify(listObject, null, 2) : stringify(listObject).trimEnd();
+  }
+  if (selected.length === 0)
+    return `No TalosEtcdBackups found in ${where}${opts.schedule ? ` for schedule ${opts.schedule}` : ''}.`;
+  return backupTable(selected.map(backupRow), opts.allNamespaces);
+}
+
+/** `backup --from-schedule S [NAME]`: creates an on-demand backup from the schedule's template. */
+export async function backupFromScheduleCommand(
+  cluster: Cluster,
+  scheduleName: string,
+  name: string | undefined,
+  now = new Date(),
+): Promise<{ name: string; namespace: string; schedule: string }> {
+  let schedule: ClusterObject;
+  try {
+    schedule = (await cluster.objects.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: cluster.namespace,
+      plural: SCHEDULE_PLURAL,
+      name: scheduleName,
+    })) as ClusterObject;
+  } catch (error) {
+    throw apiFailure(`cannot read TalosEtcdBackupSchedule ${cluster.namespace}/${scheduleName}`, error);
+  }
+  const body = backupFromSchedule(schedule, now, name);
+  try {
+    await cluster.objects.createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: cluster.namespace,
+      plural: BACKUP_PLURAL,
+      body,
+    });
+  } catch (error) {
+    throw apiFailure(`cannot create TalosEtcdBackup ${cluster.namespace}/${body.metadata.name}`, error);
+  }
+  return { name: body.metadata.name, namespace: cluster.namespace, schedule: scheduleName };
+}
+
+async function readKey(
+  cluster: Cluster,
+  ref: { kind: 'Secret' | 'ConfigMap'; name: string; key: string },
+  why: string,
+): Promise<string> {
+  const where = `${ref.kind} ${cluster.namespace}/${ref.name}`;
+  let data: Record<string, string> | undefined;
+  try {
+    data =
+      ref.kind === 'Secret'
+        ? (await cluster.core.readNamespacedSecret({ name: ref.name, namespace: cluster.namespace })).data
+        : (await cluster.core.readNamespacedConfigMap({ name: ref.name, namespace: cluster.namespace })).data;
+  } catch (error) {
+    throw apiFailure(`cannot read ${where} (${why})`, error);
+  }
+  const value = data?.[ref.key];
+  if (value === undefined) throw failure(`${where} has no key ${JSON.stringify(ref.key)} (${why})`, true);
+  return ref.kind === 'Secret' ? Buffer.from(value, 'base64').toString('utf8') : value;
+}
+
+export interface RestoreFromBackupOptions {
+  /** What the user set on the workstation (flags and this tool's variables, no defaults): how to reach S3. */
+  local: RawSettings;
+  /** The settings' defaults, under the backup's and the user's. */
+  defaults: RawSettings;
+  /** Read the S3 keys from the Secrets the backup's spec names, instead of the workstation's own. */
+  credentialsFromCluster: boolean;
+  hooks: RestoreHooks;
+  /** Filled with the S3 keys read from the cluster, so that the caller keeps them out of every message it prints. */
+  secrets: string[];
+}
+
+/**
+ * `restore --backup NAME`: bucket, key, format and the recorded hashes from the backup's status, the endpoint and
+ * region from its spec (the user's own settings win, to reach S3 from where they are), then the verified restore.
+ */
+export async function restoreFromBackupCommand(
+  cluster: Cluster,
+  name: string,
+  opts: RestoreFromBackupOptions,
+): Promise<RestoreResult> {
+  const backup = await getBackup(cluster, name);
+  let inputs;
+  try {
+    inputs = restoreInputs(backup, opts.local);
+  } catch (error) {
+    if (error instanceof NotRestorable) throw failure(error.message, true, error);
+    throw error;
+  }
+  const s3: NonNullable<RestoreHooks['s3']> = {};
+  if (inputs.caBundle) s3.caBundlePem = await readKey(cluster, inputs.caBundle, "the backup's S3 CA bundle");
+  if (opts.credentialsFromCluster) {
+    if (!inputs.credentials)
+      throw failure(
+        `backup ${cluster.namespace}/${name} names no S3 key Secrets (it uses the Job's own credentials): drop --s3-credentials-from-cluster and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`,
+        true,
+      );
+    const why = '--s3-credentials-from-cluster';
+    const accessKeyId = await readKey(cluster, { kind: 'Secret', ...inputs.credentials.accessKeyID }, why);
+    const secretAccessKey = await readKey(cluster, { kind: 'Secret', ...inputs.credentials.secretAccessKey }, why);
+    s3.credentials = { accessKeyId, secretAccessKey };
+    opts.secrets.push(accessKeyId, secretAccessKey);
+  }
+  return restoreCommand({ ...opts.defaults, ...inputs.raw }, { ...opts.hooks, expected: inputs.expected, s3 });
+}
