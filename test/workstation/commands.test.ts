@@ -66,7 +66,12 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     secretAccessKey: { name: 's3-credentials', key: 'secret-access-key' },
   });
   const backupSpec = () => ({ talosConfigSecretRef: { name: 'etcd-backup' }, backupStorage: { s3: s3Spec() } });
-  const createBackup = async (name: string, status: Record<string, unknown>, extra: Record<string, unknown> = {}) => {
+  const createBackup = async (
+    name: string,
+    status: Record<string, unknown>,
+    extra: Record<string, unknown> = {},
+    spec: Record<string, unknown> = backupSpec(),
+  ) => {
     const created = (await custom.createNamespacedCustomObject({
       group: GROUP,
       version: VERSION,
@@ -76,7 +81,7 @@ describe('list, backup --from-schedule and restore --backup against a real clust
         apiVersion: `${GROUP}/${VERSION}`,
         kind: 'TalosEtcdBackup',
         metadata: { name, ...extra },
-        spec: backupSpec(),
+        spec,
       },
     })) as Record<string, unknown>;
     await custom.replaceNamespacedCustomObjectStatus({
@@ -183,6 +188,16 @@ describe('list, backup --from-schedule and restore --backup against a real clust
       annotations: { 'talos.alperen.cloud/scheduled-time': '2026-12-03T02:00:00Z' },
     });
     await createBackup('tampered', succeeded({ ...stored, sha256: 'f'.repeat(64) }));
+    const withCa = (name: string) => ({
+      ...backupSpec(),
+      backupStorage: { s3: { ...s3Spec(), caBundle: { kind: 'ConfigMap', name, key: 'ca.crt' } } },
+    });
+    await core.createNamespacedConfigMap({
+      namespace: NS,
+      body: { metadata: { name: 's3-ca' }, data: { 'ca.crt': pki.caPem } },
+    });
+    await createBackup('with-ca', succeeded(stored), {}, withCa('s3-ca'));
+    await createBackup('missing-ca', succeeded(stored), {}, withCa('no-such-ca'));
     await createBackup('broken', {
       phase: 'Failed',
       message: 'Failed to upload snapshot to S3: NoSuchBucket',
@@ -224,7 +239,7 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     assert.match(lines[0]!, /^NAME\s+SCHEDULE\s+PHASE\s+TIME\s+SIZE\s+FORMAT\s+VERIFIED$/);
     const nightly = lines.find((l) => l.startsWith('nightly-1764727200 '))!;
     assert.match(nightly, /nightly\s+Succeeded\s+2026-12-03T02:00:00Z\s+\S+\s+zstd\s+true$/);
-    assert.equal(lines.length, 4);
+    assert.equal(lines.length, 6);
     const only = await cli(['list', '--schedule', 'nightly', '-o', 'json']);
     assert.equal(only.code, 0, only.stderr);
     const list = JSON.parse(only.stdout) as { kind: string; items: { metadata: { name: string } }[] };
@@ -294,6 +309,18 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     assert.ok(existsSync(join(dir, 'b.db')));
     for (const text of [withCluster.stdout, withCluster.stderr])
       assert.ok(!text.includes(rgw().secretAccessKey) && !text.includes(rgw().accessKeyId));
+  });
+
+  it("reads the spec's CA bundle from the cluster, and says which object it cannot read", async () => {
+    const withCa = await cli(['restore', '--backup', 'with-ca', '--output', 'ca.db']);
+    assert.equal(withCa.code, 0, withCa.stderr);
+    const missing = await cli(['restore', '--backup', 'missing-ca', '--output', 'no-ca.db']);
+    assert.equal(missing.code, 2, missing.stdout);
+    assert.match(
+      missing.stderr,
+      /^cannot read ConfigMap talos-backup\/no-such-ca \(the backup's S3 CA bundle\): .*not found/,
+    );
+    assert.ok(!existsSync(join(dir, 'no-ca.db')));
   });
 
   it('refuses what it cannot restore, saying why, with exit code 2', async () => {
