@@ -16,6 +16,7 @@ import { packageRoot } from '../../src/api/crds.js';
 import type { SnapshotInfo } from '../../src/api/types.js';
 import { snapshotCommand } from '../../src/job/commands.js';
 import { kubernetesBinary } from '../harness/binaries.js';
+import { imageNodeBinary } from '../harness/node22.js';
 import { useControlPlane } from '../harness/control-plane.js';
 import { restoreSnapshot, startEtcd, type Etcd } from '../harness/etcd.js';
 import { createTalosPki, talosconfigYaml } from '../harness/pki.js';
@@ -56,7 +57,7 @@ describe('list, backup --from-schedule and restore --backup against a real clust
   let custom: CustomObjectsApi;
   let stored: SnapshotInfo;
   /** The CLI as a person runs it: their kubeconfig in $KUBECONFIG, their own S3 keys (or none). */
-  let cli: (args: string[], opts?: { s3Keys?: boolean; cwd?: string }) => Promise<Run>;
+  let cli: (args: string[], opts?: { s3Keys?: boolean; cwd?: string; node?: string }) => Promise<Run>;
 
   const s3Spec = () => ({
     bucket: BUCKET,
@@ -212,7 +213,7 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     await writeFile(kubeconfig, stringify(config), { mode: 0o600 });
     cli = (args, opts = {}) =>
       run(
-        process.execPath,
+        opts.node ?? process.execPath,
         [MAIN, ...args],
         {
           PATH: process.env.PATH,
@@ -248,6 +249,10 @@ describe('list, backup --from-schedule and restore --backup against a real clust
       list.items.map((i) => i.metadata.name),
       ['nightly-1764727200'],
     );
+    // The same under the Node.js the image ships (22), where a workstation may run it too.
+    const on22 = await cli(['list'], { node: imageNodeBinary() });
+    assert.equal(on22.code, 0, on22.stderr);
+    assert.equal(on22.stdout, table.stdout);
     const all = await cli(['list', '-A']);
     assert.match(all.stdout, /^NAMESPACE\s+NAME/);
     const none = await cli(['list', '-n', 'default']);
