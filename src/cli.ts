@@ -5,6 +5,7 @@ import { packageVersion } from './api/crds.js';
 import type { Setting } from './api/settings.js';
 import { helpLines } from './api/settings.js';
 import { COMMAND_SETTINGS, resolveSettings, SETTINGS, type JobCommand } from './contract/settings.js';
+import type { RestoreHooks } from './job/commands.js';
 import type { ProgressBar } from './job/progress.js';
 import { EXIT_CODE } from './contract/exit-codes.js';
 
@@ -105,10 +106,49 @@ async function runServe(args: string[], env: NodeJS.ProcessEnv): Promise<number>
   }
 }
 
-async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  // The SDK is pinned (package.json) to releases that support Node 20, and the image runs Node 22; its
-  // multi-line "Node 20 support ends" warning would break the one-line error contract on Node 20 machines.
+/**
+ * The SDK is pinned (package.json) to releases that support Node 20, and the image runs Node 22; its multi-line
+ * "Node 20 support ends" warning would break the one-line error contract on Node 20 machines.
+ */
+function silenceSdkNodeWarning(): void {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+}
+
+/** SIGTERM (a deleted Job's pod) or SIGINT (Ctrl-C) aborts `signal`: streams stop, uploads abort, no file stays. */
+function stopOnSignals(): { signal: AbortSignal; release(): void } {
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
+  process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
+  return {
+    signal: stop.signal,
+    release: () => process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal),
+  };
+}
+
+/** restore's hooks for a terminal: unfinished uploads it skipped named on stderr, then a progress bar. */
+async function restoreProgress(signal: AbortSignal): Promise<{ hooks: RestoreHooks; finish(): void }> {
+  const { progressBar } = await import('./job/progress.js');
+  let bar: ProgressBar | undefined;
+  return {
+    hooks: {
+      onKey: (key, skipped) => {
+        for (const incomplete of skipped)
+          process.stderr.write(`skipping ${incomplete}: its upload did not finish (no recorded sha256)\n`);
+        bar = progressBar(process.stderr, `restoring ${key}`);
+      },
+      onProgress: (done, total) => bar?.update(done, total),
+      signal,
+    },
+    // Once: a later call (after a failure, or in a finally) draws nothing more.
+    finish: () => {
+      bar?.finish();
+      bar = undefined;
+    },
+  };
+}
+
+async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  silenceSdkNodeWarning();
   const { values } = parseArgs({
     args,
     options: Object.fromEntries(
@@ -120,12 +160,9 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
     { snapshotCommand, verifyCommand, deleteCommand, restoreCommand, statusReporterFor },
     { redact, renderFailure },
   ] = await Promise.all([import('./job/commands.js'), import('./job/errors.js')]);
-  // A deleted Job's pod gets SIGTERM: stop streaming and abort the multipart upload, so nothing stays pending.
-  const stop = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
-  process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
+  const stop = stopOnSignals();
   let reporter: Awaited<ReturnType<typeof statusReporterFor>>;
-  let bar: ProgressBar | undefined;
+  let progress: Awaited<ReturnType<typeof restoreProgress>> | undefined;
   try {
     let result: object;
     if (command === 'snapshot') {
@@ -139,17 +176,9 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
       await reporter?.succeeded(snapshot);
       result = snapshot;
     } else if (command === 'restore') {
-      const { progressBar } = await import('./job/progress.js');
-      result = await restoreCommand(raw, {
-        onKey: (key, skipped) => {
-          for (const incomplete of skipped)
-            process.stderr.write(`skipping ${incomplete}: its upload did not finish (no recorded sha256)\n`);
-          bar = progressBar(process.stderr, `restoring ${key}`);
-        },
-        onProgress: (done, total) => bar?.update(done, total),
-        signal: stop.signal,
-      });
-      bar?.finish();
+      progress = await restoreProgress(stop.signal);
+      result = await restoreCommand(raw, progress.hooks);
+      progress.finish();
     } else {
       result =
         command === 'verify'
@@ -160,7 +189,7 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
     return 0;
   } catch (error) {
     // One line, worded for the backup's status ("Failed to upload snapshot to S3: ...", ...), no secret.
-    bar?.finish();
+    progress?.finish();
     const { message, exitCode } = renderFailure(error, env);
     process.stderr.write(`${message}\n`);
     await reporter
@@ -170,7 +199,7 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
       );
     return exitCode;
   } finally {
-    process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal);
+    stop.release();
   }
 }
 
@@ -188,7 +217,8 @@ async function runWorkstationCommand(command: string, args: string[], env: NodeJ
   try {
     workstation = await import('./workstation/commands.js');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    const missing = (error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND';
+    if (!missing || !(error as Error).message.includes('@kubernetes/client-node')) throw error;
     return fail(
       `${command} reads the cluster with @kubernetes/client-node, an optional dependency this installation left out (the image does): run it where talos-etcd-backup is installed with it (npm install -g, see the README)`,
       EXIT_CODE.permanent,
@@ -258,32 +288,23 @@ async function runWorkstationCommand(command: string, args: string[], env: NodeJ
           `--${SETTINGS[name].flag} cannot be used with --backup: the backup says which object it is`,
           EXIT_CODE.permanent,
         );
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-    const { progressBar } = await import('./job/progress.js');
-    let bar: ProgressBar | undefined;
-    const stop = new AbortController();
-    const onSignal = (signal: NodeJS.Signals) => stop.abort(signal);
-    process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
+    silenceSdkNodeWarning();
+    const stop = stopOnSignals();
+    const progress = await restoreProgress(stop.signal);
     try {
       const result = await restoreFromBackupCommand(connect(values), values.backup!, {
         local: resolveSettings(env, given, { explicit: true }),
         defaults: resolveSettings({}, {}),
         credentialsFromCluster: fromCluster === true,
         secrets,
-        hooks: {
-          onKey: (key) => {
-            bar = progressBar(process.stderr, `restoring ${key}`);
-          },
-          onProgress: (done, total) => bar?.update(done, total),
-          signal: stop.signal,
-        },
+        hooks: progress.hooks,
       });
-      bar?.finish();
+      progress.finish();
       process.stdout.write(`${redact(JSON.stringify(result), redactionEnv())}\n`);
       return 0;
     } finally {
-      bar?.finish();
-      process.removeListener('SIGTERM', onSignal).removeListener('SIGINT', onSignal);
+      progress.finish();
+      stop.release();
     }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) throw error;

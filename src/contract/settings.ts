@@ -14,7 +14,7 @@ import {
   SettingsReader,
   type Setting,
 } from '../api/settings.js';
-import { COMPRESSIONS, OBJECT_LOCK_MODES, SSE_ALGORITHMS } from '../api/types.js';
+import { COMPRESSIONS, OBJECT_LOCK_MODES, SSE_ALGORITHMS, type BackupSpec } from '../api/types.js';
 import { DEFAULT_PREFIX } from './object-key.js';
 
 /** Every setting, in the order `--help` and the README list them. */
@@ -250,6 +250,22 @@ export function resolveSettings(
   }
   if (!opts.explicit && raw.region === undefined && env.AWS_REGION) raw.region = env.AWS_REGION;
   return raw;
+}
+
+/**
+ * Where a backup's objects are, as settings: what the hook server gives the Jobs (as their variables) and what
+ * `restore --backup` reads from a TalosEtcdBackup. The S3 keys and the CA bundle come from Secrets, not from here.
+ */
+export function s3SettingsOf(s3: BackupSpec['backupStorage']['s3']): RawSettings {
+  const text = (value: boolean | undefined) => (value === undefined ? undefined : String(value));
+  const settings: RawSettings = {
+    bucket: s3.bucket,
+    region: s3.region,
+    endpoint: s3.endpoint,
+    forcePathStyle: text(s3.forcePathStyle),
+    insecureSkipTLSVerify: text(s3.insecureSkipTLSVerify),
+  };
+  return Object.fromEntries(Object.entries(settings).filter(([, value]) => value !== undefined)) as RawSettings;
 }
 
 /** How a setting is named in a message: its variable and its flag. */

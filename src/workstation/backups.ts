@@ -10,8 +10,10 @@ import {
   SCHEDULED_TIME_ANNOTATION,
 } from '../api/constants.js';
 import { formatTime, parseTime } from '../api/conditions.js';
+import { owningSchedule } from '../api/ownership.js';
 import type { BackupSpec, BackupStatus, ScheduleSpec, SecretKeyRef } from '../api/types.js';
-import type { RawSettings } from '../contract/settings.js';
+import { s3SettingsOf, type RawSettings } from '../contract/settings.js';
+import { JobError } from '../job/errors.js';
 
 /** A Kubernetes object as the API server returns it (only what is read here). */
 export interface ClusterObject {
@@ -21,7 +23,7 @@ export interface ClusterObject {
     name: string;
     namespace?: string;
     uid?: string;
-    creationTimestamp?: string | Date;
+    creationTimestamp?: string;
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
     ownerReferences?: unknown[];
@@ -45,24 +47,15 @@ export interface BackupRow {
   key: string | undefined;
 }
 
-const creationOf = (object: ClusterObject): Date | undefined => {
-  const created = object.metadata.creationTimestamp;
-  return created instanceof Date ? created : parseTime(created);
-};
-
-function scheduleOf(object: ClusterObject): string {
-  for (const owner of object.metadata.ownerReferences ?? []) {
-    const { controller, kind, apiVersion, name } = (owner ?? {}) as Record<string, unknown>;
-    if (controller === true && kind === SCHEDULE_KIND && apiVersion === API_VERSION && typeof name === 'string')
-      return name;
-  }
-  return object.metadata.labels?.[FROM_SCHEDULE_LABEL] ?? '';
-}
+/** The schedule that made it, else the one it was made from (`backup --from-schedule`). */
+const scheduleOf = (object: ClusterObject): string =>
+  owningSchedule(object) || (object.metadata.labels?.[FROM_SCHEDULE_LABEL] ?? '');
 
 export function backupRow(object: ClusterObject): BackupRow {
   const status = (object.status ?? {}) as BackupStatus;
   const snapshot = status.snapshot;
-  const time = parseTime(object.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION]) ?? creationOf(object);
+  const time =
+    parseTime(object.metadata.annotations?.[SCHEDULED_TIME_ANNOTATION]) ?? parseTime(object.metadata.creationTimestamp);
   return {
     namespace: object.metadata.namespace ?? '',
     name: object.metadata.name,
@@ -176,28 +169,23 @@ export interface RestoreInputs {
   caBundle: { kind: 'Secret' | 'ConfigMap'; name: string; key: string } | undefined;
 }
 
-export class NotRestorable extends Error {
-  override name = 'NotRestorable';
-}
-
-/** Where a backup's object is and what it must be, from its spec and status; `local` is what the user set. */
+/**
+ * Where a backup's object is and what it must be, from its spec and status; `local` is what the user set. Throws a
+ * permanent JobError for a backup with nothing stored.
+ */
 export function restoreInputs(backup: ClusterObject, local: RawSettings): RestoreInputs {
   const name = `${backup.metadata.namespace ?? ''}/${backup.metadata.name}`;
   const status = (backup.status ?? {}) as BackupStatus;
   const snapshot = status.snapshot;
   if (status.phase !== 'Succeeded' || !snapshot?.key || !snapshot.sha256 || !snapshot.etcdSha256)
-    throw new NotRestorable(
+    throw new JobError(
+      undefined,
       `backup ${name} has no stored snapshot to restore (phase ${status.phase ?? 'Pending'}${status.message ? `: ${status.message}` : ''}); \`talos-etcd-backup list\` shows the ones that have`,
+      { permanent: true },
     );
   const s3 = (backup.spec as Partial<BackupSpec> | undefined)?.backupStorage?.s3;
-  const fromSpec: RawSettings = {
-    bucket: snapshot.bucket,
-    key: snapshot.key,
-    ...(s3?.region && { region: s3.region }),
-    ...(s3?.endpoint && { endpoint: s3.endpoint }),
-    ...(s3?.forcePathStyle !== undefined && { forcePathStyle: String(s3.forcePathStyle) }),
-    ...(s3?.insecureSkipTLSVerify !== undefined && { insecureSkipTLSVerify: String(s3.insecureSkipTLSVerify) }),
-  };
+  // Where the Job was told to write, but the bucket and key it recorded having written.
+  const fromSpec: RawSettings = { ...(s3 && s3SettingsOf(s3)), bucket: snapshot.bucket, key: snapshot.key };
   // The object is the backup's: the user may say how to reach it (an endpoint the workstation can reach, its own
   // CA bundle), never which object it is.
   const { bucket: _bucket, key: _key, cluster: _cluster, prefix: _prefix, ...reach } = local;

@@ -13,7 +13,6 @@ import {
   backupFromSchedule,
   backupRow,
   backupTable,
-  NotRestorable,
   restoreInputs,
   selectBackups,
   type ClusterObject,
@@ -196,13 +195,7 @@ export async function restoreFromBackupCommand(
   opts: RestoreFromBackupOptions,
 ): Promise<RestoreResult> {
   const backup = await getBackup(cluster, name);
-  let inputs;
-  try {
-    inputs = restoreInputs(backup, opts.local);
-  } catch (error) {
-    if (error instanceof NotRestorable) throw failure(error.message, true, error);
-    throw error;
-  }
+  const inputs = restoreInputs(backup, opts.local);
   const s3: NonNullable<RestoreHooks['s3']> = {};
   if (inputs.caBundle) s3.caBundlePem = await readKey(cluster, inputs.caBundle, "the backup's S3 CA bundle");
   if (opts.credentialsFromCluster) {

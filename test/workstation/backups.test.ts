@@ -5,11 +5,11 @@ import {
   backupRow,
   backupTable,
   humanBytes,
-  NotRestorable,
   restoreInputs,
   selectBackups,
   type ClusterObject,
 } from '../../src/workstation/backups.js';
+import { JobError } from '../../src/job/errors.js';
 import { backup, NAMESPACE, schedule, SCHEDULE_NAME } from '../helpers/builders.js';
 
 const stored = (object: ClusterObject, snapshot: Record<string, unknown>): ClusterObject => ({
@@ -190,7 +190,8 @@ describe('restore --backup', () => {
     assert.throws(
       () => restoreInputs(backup('2026-01-15T06:00:00Z', 'failed'), {}),
       (error: Error) =>
-        error instanceof NotRestorable &&
+        error instanceof JobError &&
+        error.permanent &&
         /has no stored snapshot to restore \(phase Failed: Failed to upload snapshot to S3: NoSuchBucket\)/.test(
           error.message,
         ),

@@ -11,7 +11,7 @@
 import { GROUP, BACKUP_PLURAL, SCHEDULED_TIME_ANNOTATION } from '../../api/constants.js';
 import type { BackupSpec, SecretKeyRef } from '../../api/types.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
-import { SETTINGS } from '../../contract/settings.js';
+import { s3SettingsOf, SETTINGS, type SettingName } from '../../contract/settings.js';
 import { SNAPSHOT_NODE_FLAGS, SNAPSHOT_RUNTIME_ENV } from '../../contract/runtime.js';
 import { formatTime, parseTime } from '../../api/conditions.js';
 import { EXIT_CODE } from '../../contract/exit-codes.js';
@@ -78,13 +78,9 @@ function secretEnv(name: string, ref: SecretKeyRef): EnvVar {
 /** S3 settings shared by the snapshot and delete Jobs: env, volumes, mounts and the secrets they expect. */
 function s3Inputs(spec: BackupSpec) {
   const s3 = spec.backupStorage.s3;
-  const vars: EnvVar[] = [
-    ...env(SETTINGS.bucket.env, s3.bucket),
-    ...env(SETTINGS.region.env, s3.region),
-    ...env(SETTINGS.endpoint.env, s3.endpoint),
-    ...env(SETTINGS.forcePathStyle.env, s3.forcePathStyle === undefined ? undefined : String(s3.forcePathStyle)),
-    ...env(SETTINGS.insecureSkipTLSVerify.env, String(s3.insecureSkipTLSVerify)),
-  ];
+  const vars: EnvVar[] = (Object.entries(s3SettingsOf(s3)) as [SettingName, string][]).flatMap(([name, value]) =>
+    env(SETTINGS[name].env, value),
+  );
   const required: RequiredSecret[] = [];
   const volumes: Record<string, unknown>[] = [];
   const mounts: Record<string, unknown>[] = [];

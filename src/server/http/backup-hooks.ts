@@ -5,12 +5,12 @@
 
 import type { FastifyInstance } from 'fastify';
 import { API_VERSION, BACKUP_KIND } from '../../api/constants.js';
+import { owningSchedule } from '../../api/ownership.js';
 import type { JobImage } from '../backup/job.js';
 import { customizeBackup } from '../backup/customize.js';
 import { finalizeBackup } from '../backup/finalize.js';
 import type { BackupHookSettings } from '../backup/settings.js';
 import { syncBackup } from '../backup/sync.js';
-import { owningSchedule } from '../schedule/figures.js';
 import { customizeRequestSchema, decoratorSyncRequestSchema } from '../metacontroller/schemas.js';
 import type { CustomizeRequest, DecoratorSyncRequest } from '../metacontroller/types.js';
 import { recordSafely, type HookMetrics } from './metrics.js';

@@ -41,9 +41,9 @@ class ScheduleSeries {
     private readonly now: () => number,
   ) {}
 
+  /** Keeps a schedule's newest figures (`seen` marks them refreshed). */
   record(figures: ScheduleFigures): void {
     this.#figures.set(keyOf(figures), figures);
-    this.seen({ namespace: figures.namespace, schedule: figures.schedule });
   }
 
   /** Marks a schedule's series as refreshed; true the first time it is seen (or seen again after expiring). */

@@ -4,7 +4,6 @@
 // only holds the newest figures per schedule until they stop being refreshed).
 
 import { parseTime } from '../../api/conditions.js';
-import { API_VERSION, SCHEDULE_KIND } from '../../api/constants.js';
 import type { BackupStatus } from '../../api/types.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
 import { newestFirst, type ObservedBackup } from './backups.js';
@@ -147,18 +146,4 @@ export function scheduleFigures(parent: KubernetesObject, result: ScheduleSyncRe
     paused: (parent.spec as { paused?: unknown } | undefined)?.paused === true,
     failed: result.outcome === 'invalid',
   };
-}
-
-/**
- * The schedule that owns a backup (its controller ownerReference, which Metacontroller sets on every child), or ''
- * for one created by hand. The label users can set on any backup is not trusted for this.
- */
-export function owningSchedule(object: KubernetesObject): string {
-  const owners = Array.isArray(object.metadata.ownerReferences) ? object.metadata.ownerReferences : [];
-  for (const owner of owners) {
-    const { kind, name, controller, apiVersion } = (owner ?? {}) as Record<string, unknown>;
-    if (controller === true && kind === SCHEDULE_KIND && typeof name === 'string' && apiVersion === API_VERSION)
-      return name;
-  }
-  return '';
 }
