@@ -25,6 +25,9 @@ Commands:
   restore      Download a backup (a key, or the newest of a cluster), decrypt, decompress and verify it into a
                snapshot file for etcdctl snapshot restore / talosctl bootstrap --recover-from; prints one JSON line.
                restore --backup NAME takes all it needs from that TalosEtcdBackup in the cluster
+  restore-test-fetch, restore-test-check
+               The restore-test Job's steps in this image (download and verify into RESTORE_TEST_DIR; question
+               the etcd restored from it); a restore test is asked for with spec.restoreTest (see the README)
   list         List the TalosEtcdBackups in the cluster, newest first (name, schedule, phase, time, size,
                format, verified)
   backup       backup --from-schedule SCHEDULE [NAME]: create an on-demand TalosEtcdBackup from the schedule's
@@ -46,6 +49,12 @@ ${settingLines('delete')}
 
 Options for restore:
 ${settingLines('restore')}
+
+Options for restore-test-fetch:
+${settingLines('restore-test-fetch')}
+
+Options for restore-test-check:
+${settingLines('restore-test-check')}
 
 Options of list, backup and restore --backup (the cluster, as kubectl takes it):
   --kubeconfig PATH       the kubeconfig (default: $KUBECONFIG, else ~/.kube/config)
@@ -156,10 +165,14 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
     ),
   });
   const raw = resolveSettings(env, values as Record<string, string | undefined>);
-  const [
-    { snapshotCommand, verifyCommand, deleteCommand, restoreCommand, statusReporterFor },
-    { redact, renderFailure },
-  ] = await Promise.all([import('./job/commands.js'), import('./job/errors.js')]);
+  const [commands, { redact, renderFailure }] = await Promise.all([
+    import('./job/commands.js'),
+    import('./job/errors.js'),
+  ]);
+  const { snapshotCommand, verifyCommand, deleteCommand, restoreCommand, statusReporterFor } = commands;
+  if (command === 'restore-test-fetch' || command === 'restore-test-check') {
+    return runRestoreTestStep(command, raw, env, commands, { redact, renderFailure });
+  }
   const stop = stopOnSignals();
   let reporter: Awaited<ReturnType<typeof statusReporterFor>>;
   let progress: Awaited<ReturnType<typeof restoreProgress>> | undefined;
@@ -196,6 +209,46 @@ async function runJobCommand(command: JobCommand, args: string[], env: NodeJS.Pr
       ?.failed(message, exitCode !== EXIT_CODE.permanent)
       .catch((e: Error) =>
         process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${redact(e.message, env)}\n`),
+      );
+    return exitCode;
+  } finally {
+    stop.release();
+  }
+}
+
+/** One step of the restore-test Job: its outcome reported on the backup (status.restoreTestReport and an Event). */
+async function runRestoreTestStep(
+  command: 'restore-test-fetch' | 'restore-test-check',
+  raw: ReturnType<typeof resolveSettings>,
+  env: NodeJS.ProcessEnv,
+  commands: typeof import('./job/commands.js'),
+  errors: Pick<typeof import('./job/errors.js'), 'redact' | 'renderFailure'>,
+): Promise<number> {
+  const step = command === 'restore-test-fetch' ? 'fetch' : 'check';
+  const stop = stopOnSignals();
+  let reporter: Awaited<ReturnType<typeof commands.restoreTestReporterFor>>;
+  try {
+    const startedAt = await commands.restoreTestStart(raw, step, new Date());
+    reporter = await commands.restoreTestReporterFor(raw, env, startedAt);
+    let result: object;
+    if (step === 'fetch') {
+      await reporter?.started();
+      result = await commands.restoreTestFetchCommand(raw, env, startedAt, stop.signal);
+    } else {
+      await reporter?.checking();
+      const figures = await commands.restoreTestCheckCommand(raw);
+      await reporter?.succeeded(figures);
+      result = figures;
+    }
+    process.stdout.write(`${errors.redact(JSON.stringify(result), env)}\n`);
+    return 0;
+  } catch (error) {
+    const { message, exitCode } = errors.renderFailure(error, env);
+    process.stderr.write(`${message}\n`);
+    await reporter
+      ?.failed(step, message)
+      .catch((e: Error) =>
+        process.stderr.write(`could not report the failure to the TalosEtcdBackup: ${errors.redact(e.message, env)}\n`),
       );
     return exitCode;
   } finally {

@@ -32,6 +32,10 @@ export const TALOS_CLUSTER_KIND = 'TalosCluster';
 /** Metacontroller's keys for the objects the backup decorator deals with. */
 export const RELATED_CONTROL_PLANE_KEY = `${TALOS_CONTROL_PLANE_KIND}.${API_VERSION}`;
 export const JOB_KEY = 'Job.batch/v1';
+/** A backup's owning schedule among the backup decorator's related objects. */
+export const RELATED_SCHEDULE_KEY = `${SCHEDULE_KIND}.${API_VERSION}`;
+/** On a restore-test Job: the request it answers (a Job of an earlier request is never taken for this one's). */
+export const RESTORE_TEST_REQUEST_ANNOTATION = `${GROUP}/restore-test-requested-at`;
 /** The backup's own Namespace, a related object (cluster-scoped: keyed by its name). */
 export const RELATED_NAMESPACE_KEY = 'Namespace.v1';
 export const SERVICE_ACCOUNT_KEY = 'ServiceAccount.v1';

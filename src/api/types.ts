@@ -15,6 +15,17 @@ export interface SecretKeyRef {
   key: string;
 }
 
+type Resources = { limits?: Record<string, string | number>; requests?: Record<string, string | number> };
+
+/** How a restore test runs, on a backup (spec.restoreTest) or a schedule (spec.restoreTest, with its cron). */
+export interface RestoreTestSettings {
+  etcdImage: string;
+  identitySecretRef?: SecretKeyRef;
+  activeDeadlineSeconds: number;
+  resources?: Resources;
+  volumeSizeLimit?: string | number;
+}
+
 export interface BackupSpec {
   talosControlPlaneRef?: { name: string };
   talosConfigSecretRef?: { name: string; key: string };
@@ -43,11 +54,12 @@ export interface BackupSpec {
   job: {
     activeDeadlineSeconds: number;
     backoffLimit: number;
-    resources?: { limits?: Record<string, string | number>; requests?: Record<string, string | number> };
+    resources?: Resources;
     nodeSelector?: Record<string, string>;
     tolerations?: Record<string, unknown>[];
     priorityClassName?: string;
   };
+  restoreTest?: RestoreTestSettings & { requestedAt?: string };
 }
 
 export type ConcurrencyPolicy = 'Forbid' | 'Allow' | 'Replace';
@@ -60,6 +72,7 @@ export interface ScheduleSpec {
   startingDeadlineSeconds?: number;
   concurrencyPolicy: ConcurrencyPolicy;
   failedBackupsHistoryLimit?: number;
+  restoreTest?: RestoreTestSettings & { schedule: string };
   backupTemplate: {
     metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> };
     spec: BackupSpec;
@@ -73,6 +86,10 @@ export interface ScheduleStatus {
   activeBackups?: string[];
   conditions?: Condition[];
   observedGeneration?: number;
+  lastRestoreTestTime?: string;
+  lastSuccessfulRestoreTestTime?: string;
+  nextRestoreTestTime?: string;
+  restoreTestRequest?: { backup?: string; requestedAt?: string };
 }
 
 export interface SnapshotInfo {
@@ -127,4 +144,38 @@ export interface BackupStatus {
   observedGeneration?: number;
   report?: BackupReport;
   deletion?: { message?: string; startedAt?: string };
+  restoreTest?: RestoreTestStatus;
+  restoreTestReport?: RestoreTestReport;
+}
+
+/** What the restore test proved about the restored etcd (the Job's check step). */
+export interface RestoreTestFigures {
+  etcdVersion?: string;
+  revision?: number;
+  keys?: number;
+  servedKeys?: number;
+}
+
+/** What the restore-test Job writes into `status.restoreTestReport` (a merge patch on the status subresource). */
+export interface RestoreTestReport extends RestoreTestFigures {
+  state: 'Running' | 'Succeeded' | 'Failed';
+  /** The request it answers: the schedule's slot or spec.restoreTest.requestedAt (the backup's creation if unset). */
+  requestedAt?: string;
+  /** fetch (download, decrypt, decompress, verify) or check (the restored etcd). */
+  step?: 'fetch' | 'check';
+  pod?: string;
+  startedAt?: string;
+  updatedAt?: string;
+  message?: string;
+}
+
+/** The latest restore test of a backup, as the controller records it. */
+export interface RestoreTestStatus extends RestoreTestFigures {
+  requestedAt?: string;
+  result?: 'Running' | 'Succeeded' | 'Failed';
+  startTime?: string;
+  completionTime?: string;
+  durationSeconds?: number;
+  etcdImage?: string;
+  message?: string;
 }

@@ -198,6 +198,52 @@ export const SETTINGS = {
     default: '0',
     parse: seconds,
   },
+  restoreTestDir: {
+    env: 'RESTORE_TEST_DIR',
+    flag: 'restore-test-dir',
+    help: "restore tests: the pod's emptyDir, where `restore-test-fetch` writes the snapshot and etcd listens on the socket `etcd.sock` (the Job sets it)",
+  },
+  requestedAt: {
+    env: 'RESTORE_TEST_REQUESTED_AT',
+    flag: 'requested-at',
+    help: 'restore tests: the request the test answers, recorded with its outcome (the Job sets it)',
+    parse: rfc3339Time,
+  },
+  expectedSize: {
+    env: 'EXPECTED_SIZE',
+    flag: 'expected-size',
+    help: 'restore tests: the stored size the backup recorded (the Job sets it)',
+    parse: wholeNumberAtLeast(0, 'bytes'),
+  },
+  expectedSha256: {
+    env: 'EXPECTED_SHA256',
+    flag: 'expected-sha256',
+    help: "restore tests: the stored bytes' sha256 the backup recorded (the Job sets it)",
+  },
+  expectedEtcdSha256: {
+    env: 'EXPECTED_ETCD_SHA256',
+    flag: 'expected-etcd-sha256',
+    help: "restore tests: the snapshot's sha256 trailer the backup recorded (the Job sets it)",
+  },
+  expectedRevision: {
+    env: 'EXPECTED_REVISION',
+    flag: 'expected-revision',
+    help: 'restore tests: the etcd revision the backup recorded (the Job sets it)',
+    parse: wholeNumberAtLeast(0, 'revision'),
+  },
+  expectedKeys: {
+    env: 'EXPECTED_KEYS',
+    flag: 'expected-keys',
+    help: 'restore tests: the keys (revisions) the backup recorded (the Job sets it)',
+    parse: wholeNumberAtLeast(0, 'keys'),
+  },
+  etcdStartTimeout: {
+    env: 'ETCD_START_TIMEOUT_SECONDS',
+    flag: 'etcd-start-timeout',
+    help: '`restore-test-check`: how long the restored etcd may take to answer',
+    default: '300',
+    parse: positiveNumber,
+  },
   podName: {
     env: 'POD_NAME',
     flag: 'pod-name',
@@ -209,7 +255,7 @@ export type SettingName = keyof typeof SETTINGS;
 /** The settings as text, after flags, environment and defaults (resolveSettings). */
 export type RawSettings = Partial<Record<SettingName, string>>;
 
-export type JobCommand = 'snapshot' | 'verify' | 'delete' | 'restore';
+export type JobCommand = 'snapshot' | 'verify' | 'delete' | 'restore' | 'restore-test-fetch' | 'restore-test-check';
 
 const S3: SettingName[] = [
   'bucket',
@@ -221,12 +267,35 @@ const S3: SettingName[] = [
   'caBundle',
 ];
 
-/** The settings each command takes, in its `--help` order: snapshot takes all but restore's own. */
+const RESTORE_TEST: SettingName[] = [
+  'restoreTestDir',
+  'requestedAt',
+  'expectedSize',
+  'expectedSha256',
+  'expectedEtcdSha256',
+  'expectedRevision',
+  'expectedKeys',
+  'etcdStartTimeout',
+];
+const REPORTING: SettingName[] = [
+  'backupNamespace',
+  'backupName',
+  'backupUid',
+  'reportStatus',
+  'reportPermissionWait',
+  'podName',
+];
+
+/** The settings each command takes, in its `--help` order: snapshot takes all but restore's and the restore test's. */
 export const COMMAND_SETTINGS: Record<JobCommand, readonly SettingName[]> = {
-  snapshot: (Object.keys(SETTINGS) as SettingName[]).filter((name) => name !== 'output'),
+  snapshot: (Object.keys(SETTINGS) as SettingName[]).filter(
+    (name) => name !== 'output' && !RESTORE_TEST.includes(name),
+  ),
   verify: [...S3, 'ageIdentity'],
   delete: [...S3, 'backupUid', 'backupNamespace', 'deleteWait', 'requiredSecrets'],
   restore: [...S3, 'prefix', 'cluster', 'ageIdentity', 'output'],
+  'restore-test-fetch': [...S3, 'ageIdentity', ...RESTORE_TEST, ...REPORTING, 'requiredSecrets'],
+  'restore-test-check': [...RESTORE_TEST, ...REPORTING],
 };
 
 export class SettingsError extends Error {

@@ -10,11 +10,22 @@ import { SettingsError, type RawSettings } from '../contract/settings.js';
 import { checkRequiredInputs } from './required-inputs.js';
 import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from './pipeline/restore.js';
 import { takeSnapshot, type SnapshotOutcome } from './pipeline/snapshot.js';
-import { deleteSettings, reportSettings, restoreSettings, snapshotSettings, verifySettings } from './settings.js';
+import {
+  deleteSettings,
+  reportSettings,
+  restoreSettings,
+  restoreTestSettings,
+  snapshotSettings,
+  verifySettings,
+} from './settings.js';
 import type { StatusReporter } from './kubernetes/status-report.js';
 import { verifyObject, type ExpectedObject, type VerifiedObject } from './pipeline/verify.js';
 import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from './talos/talosconfig.js';
 import { JobError } from './errors.js';
+import { checkStep, ETCD_SOCKET, fetchStep, readFetched } from './restore-test/steps.js';
+import type { RestoreTestReporter } from './restore-test/report.js';
+import type { RestoreTestFigures } from '../api/types.js';
+import { formatTime } from '../api/conditions.js';
 
 export interface SnapshotHooks {
   onProgress?: (bytesUploaded: number) => void;
@@ -189,4 +200,82 @@ export async function statusReporterFor(raw: RawSettings, env: NodeJS.ProcessEnv
       }
     },
   };
+}
+
+/** `restore-test-fetch`: the backup, verified against its record, into the restore-test pod's directory. */
+export async function restoreTestFetchCommand(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv,
+  startedAt: string,
+  signal?: AbortSignal,
+): Promise<{ bucket: string; key: string; revision: number; keys: number; size: number }> {
+  checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
+  const test = restoreTestSettings(raw);
+  const { bucket, key, s3, identities } = verifySettings(raw);
+  const fetched = await fetchStep({
+    client: createS3Client(s3),
+    bucket,
+    key,
+    identities,
+    dir: test.dir,
+    recorded: test.recorded,
+    startedAt,
+    ...(signal && { signal }),
+  });
+  return { bucket, key, ...fetched };
+}
+
+/** `restore-test-check`: the etcd restored from the backup serves it. */
+export async function restoreTestCheckCommand(raw: RawSettings): Promise<RestoreTestFigures> {
+  const test = restoreTestSettings(raw);
+  const { etcdClient } = await import('./etcd/client.js');
+  // A unix socket's path is limited to 108 bytes: it is reached relative to the directory.
+  process.chdir(test.dir);
+  const etcd = etcdClient(`unix:${ETCD_SOCKET}`);
+  try {
+    return await checkStep({ etcd, recorded: test.recorded, startTimeoutMs: test.etcdStartTimeoutMs });
+  } finally {
+    etcd.close();
+  }
+}
+
+/** When the test started: fetch's own start, which check finds in the directory. */
+export async function restoreTestStart(raw: RawSettings, step: 'fetch' | 'check', now: Date): Promise<string> {
+  if (step === 'check' && raw.restoreTestDir) {
+    const fetched = await readFetched(raw.restoreTestDir);
+    if (fetched.startedAt) return fetched.startedAt;
+  }
+  return formatTime(now);
+}
+
+/** The restore-test Job's reports and Events, when REPORT_STATUS=true. */
+export async function restoreTestReporterFor(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv,
+  startedAt: string,
+): Promise<RestoreTestReporter | undefined> {
+  const settings = reportSettings(raw);
+  if (!settings) return undefined;
+  const [{ inClusterApi }, { restoreTestReporter }, { redact }] = await Promise.all([
+    import('./kubernetes/in-cluster.js'),
+    import('./restore-test/report.js'),
+    import('./errors.js'),
+  ]);
+  let api;
+  try {
+    api = inClusterApi(env);
+  } catch (error) {
+    throw new SettingsError(`REPORT_STATUS=true, but the Kubernetes API is not usable: ${(error as Error).message}`);
+  }
+  return restoreTestReporter({
+    api,
+    namespace: settings.namespace,
+    name: settings.name,
+    uid: raw.backupUid,
+    pod: settings.pod || hostname(),
+    requestedAt: restoreTestSettings(raw).requestedAt,
+    startedAt,
+    permissionWaitMs: settings.permissionWaitMs,
+    warn: (message) => process.stderr.write(`${redact(message, env)}\n`),
+  });
 }

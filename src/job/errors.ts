@@ -13,6 +13,7 @@ export const FAILURE_PREFIX = {
   upload: 'Failed to upload snapshot to S3',
   verification: 'Snapshot verification failed',
   restore: 'Restore failed',
+  restoreTest: 'Restore test failed',
   delete: 'Failed to delete snapshot from S3',
   talosconfig: 'Failed to read talosconfig',
   input: 'Failed to get',

@@ -3,6 +3,7 @@
 // and thrown at once (SettingsError), before anything is sent anywhere.
 
 import { readFileSync } from 'node:fs';
+import { formatTime } from '../api/conditions.js';
 import { AgeError, parseIdentities, parseRecipients } from '../api/age-keys.js';
 import { objectKey, storedFormatOf } from '../contract/object-key.js';
 import { Problems, settingLabel, SETTINGS, SettingsError, type RawSettings } from '../contract/settings.js';
@@ -228,4 +229,33 @@ export function reportSettings(raw: RawSettings): ReportSettings | undefined {
   const permissionWait = problems.get('reportPermissionWait');
   problems.throwIfAny();
   return { namespace, name, pod: raw.podName, intervalMs: interval! * 1000, permissionWaitMs: permissionWait! * 1000 };
+}
+
+export interface RestoreTestSettings {
+  dir: string;
+  requestedAt?: string | undefined;
+  recorded: { size?: number; sha256?: string; etcdSha256?: string; revision?: number; keys?: number };
+  etcdStartTimeoutMs: number;
+}
+
+/** `restore-test-fetch` and `restore-test-check`: the pod's directory and what the backup recorded. */
+export function restoreTestSettings(raw: RawSettings): RestoreTestSettings {
+  const problems = new Problems(raw);
+  const dir = problems.required('restoreTestDir') ?? '';
+  const requestedAt = problems.get('requestedAt');
+  const recorded = {
+    ...(raw.expectedSize !== undefined && { size: problems.get('expectedSize') }),
+    ...(raw.expectedSha256 && { sha256: raw.expectedSha256 }),
+    ...(raw.expectedEtcdSha256 && { etcdSha256: raw.expectedEtcdSha256 }),
+    ...(raw.expectedRevision !== undefined && { revision: problems.get('expectedRevision') }),
+    ...(raw.expectedKeys !== undefined && { keys: problems.get('expectedKeys') }),
+  };
+  const timeout = problems.get('etcdStartTimeout') ?? 300;
+  problems.throwIfAny();
+  return {
+    dir,
+    requestedAt: requestedAt && formatTime(requestedAt),
+    recorded: recorded as RestoreTestSettings['recorded'],
+    etcdStartTimeoutMs: timeout * 1000,
+  };
 }

@@ -4,7 +4,21 @@
 // The generic condition helpers (stable lastTransitionTime, lookup) are src/api/conditions.ts, shared with the Job.
 
 /** Condition types: a schedule has Ready and Failed, a backup Progressing, Ready and Failed. */
-export const CONDITION = { progressing: 'Progressing', ready: 'Ready', failed: 'Failed' } as const;
+export const CONDITION = {
+  progressing: 'Progressing',
+  ready: 'Ready',
+  failed: 'Failed',
+  /** Backups and schedules: how the latest restore test went. Never changes Ready. */
+  restoreTested: 'RestoreTested',
+} as const;
+
+export const RESTORE_TEST_REASON = {
+  running: 'RestoreTestRunning',
+  succeeded: 'RestoreTestSucceeded',
+  failed: 'RestoreTestFailed',
+  pending: 'RestoreTestPending',
+  notRun: 'NoRestoreTest',
+} as const;
 
 export const SCHEDULE_REASON = {
   scheduled: 'Scheduled',

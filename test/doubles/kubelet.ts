@@ -22,7 +22,10 @@
 //     ContainerCreating (configErrors: `MountVolume.SetUp failed for volume "v" : secret "s" not found`), a missing
 //     env reference in CreateContainerConfigError with the kubelet's message (`secret "s" not found`,
 //     `couldn't find key k in Secret ns/name`);
-//   - runs the one container's command (else the image's ENTRYPOINT/CMD, opts.image) as a local process and writes
+//   - runs the init containers in order (one that fails fails the pod: restartPolicy Never), a native sidecar
+//     (an init container with restartPolicy Always) started and kept running, restarted after 1 s if it stops, and
+//     stopped (SIGTERM, SIGKILL after the grace period) once the main container ended, whose outcome is the pod's;
+//   - runs the one main container's command (else the image's ENTRYPOINT/CMD, opts.image) as a local process and writes
 //     pods/status as the kubelet does: Running (state.running.startedAt, conditions PodScheduled,
 //     PodReadyToStartContainers, Initialized, ContainersReady, Ready), then Succeeded/Failed with
 //     state.terminated {exitCode, reason Completed/Error, signal, startedAt, finishedAt} (exit by signal N:
@@ -46,7 +49,9 @@
 // Not emulated, ignored: securityContext (user, read-only root filesystem: test/image/recipe.test.ts confines the
 // process itself through opts.launch), resources, readOnly mounts, imagePullPolicy, events, token rotation (the
 // tests are far shorter than a token's hour), service links of other Services, the node's lease and heartbeats.
-// Not emulated, refused loudly: more than one container, init or ephemeral containers, restartPolicy other than
+// Images: opts.image/imagePaths describe this project's image; opts.images maps other image references (by prefix)
+// to their own paths and configuration, e.g. etcd's image to the locally built etcd binaries.
+// Not emulated, refused loudly: more than one main container, ephemeral containers, restartPolicy other than
 // Never, probes and lifecycle hooks, other volume or projection types, resourceFieldRef, subPathExpr, required
 // node affinity, other fieldRefs. Such a pod stays Pending with waiting reason TestKubeletUnsupported, the message
 // goes into problems(), and idle()/waitFor() reject with it.
@@ -194,6 +199,31 @@ export interface PreparedPod {
   serviceAccountDir?: string;
 }
 
+/** A pod's containers, prepared: the init containers in order (sidecars among them), then the main one. */
+interface PreparedPlan {
+  dir: string;
+  inits: { prepared: PreparedPod; sidecar: boolean }[];
+  main: PreparedPod;
+}
+
+/** What the kubelet did with one init container (a sidecar among them). */
+export interface InitContainerRun {
+  name: string;
+  sidecar: boolean;
+  command: string[];
+  exitCode?: number;
+  /** Sidecars: how often it was started again after it stopped. */
+  restarts: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** An image other than the project's: where its paths are on this machine, and its configuration. */
+export interface ImageMapping {
+  paths?: Record<string, string>;
+  config?: ImageConfig;
+}
+
 /** A started container: the process, and how a signal reaches the container's command (default child.kill). */
 export interface Launched {
   child: ChildProcess;
@@ -210,8 +240,10 @@ export interface KubeletOptions {
   nodeName?: string;
   /** Image path prefix → local directory, e.g. { '/app': packageRoot() }. */
   imagePaths?: Record<string, string>;
-  /** The configuration of every container's image (one image in these tests). */
+  /** The configuration of every container's image not in opts.images (this project's). */
   image?: ImageConfig;
+  /** Image reference prefix → its mapping, e.g. { 'gcr.io/etcd-development/etcd:': { paths: { '/usr/local/bin': dir } } }. */
+  images?: Record<string, ImageMapping>;
   /** Added to every container's environment, over everything else. */
   extraEnv?: Record<string, string>;
   /** Starts the prepared container; default: spawn(command) with cwd and env, stdin ignored, stdout/stderr piped. */
@@ -259,6 +291,8 @@ export interface PodRun {
   signalsSent: NodeJS.Signals[];
   stdout: string;
   stderr: string;
+  /** The init containers (sidecars among them), in the order they started. */
+  initContainers: InitContainerRun[];
   /** The pod is gone from the API. */
   deleted: boolean;
 }
@@ -372,6 +406,7 @@ interface ResolveContext {
   apiPort: number;
   imagePaths: Record<string, string>;
   image: ImageConfig;
+  images: Record<string, ImageMapping>;
   extraEnv: Record<string, string>;
 }
 
@@ -435,7 +470,6 @@ function checkSupported(pod: Pod): Container {
   const spec = pod.spec;
   if (spec.containers.length !== 1)
     throw new Unsupported(`${spec.containers.length} containers: only pods with one container are emulated`);
-  if (spec.initContainers?.length) throw new Unsupported('init containers are not emulated');
   if (spec.ephemeralContainers?.length) throw new Unsupported('ephemeral containers are not emulated');
   if ((spec.restartPolicy ?? 'Always') !== 'Never')
     throw new Unsupported(
@@ -445,6 +479,15 @@ function checkSupported(pod: Pod): Container {
   for (const field of ['livenessProbe', 'readinessProbe', 'startupProbe', 'lifecycle', 'restartPolicy'] as const) {
     if (container[field] !== undefined) throw new Unsupported(`container ${container.name}: ${field} is not emulated`);
   }
+  for (const init of spec.initContainers ?? []) {
+    for (const field of ['livenessProbe', 'readinessProbe', 'startupProbe', 'lifecycle'] as const) {
+      if (init[field] !== undefined) throw new Unsupported(`init container ${init.name}: ${field} is not emulated`);
+    }
+    if (init.restartPolicy !== undefined && init.restartPolicy !== 'Always')
+      throw new Unsupported(
+        `init container ${init.name}: restartPolicy ${init.restartPolicy} (only Always, a sidecar)`,
+      );
+  }
   return container;
 }
 
@@ -453,8 +496,8 @@ function checkSupported(pod: Pod): Container {
  * under a new temporary directory. Throws NotReady while something it needs is missing (the directory is then
  * removed), Unsupported for what is not emulated.
  */
-async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
-  const container = checkSupported(pod);
+async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPlan> {
+  const main = checkSupported(pod);
   const { namespace } = pod.metadata;
   // Readable by any user, as a pod's volumes are by its container's user (test/image/recipe.test.ts runs it as 65532).
   const dir = await mkdtemp(join(ctx.root, `${namespace}_${pod.metadata.name}-`));
@@ -585,8 +628,38 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
       throw new Unsupported(`volume ${volume.name}: ${sources.join(', ')} volumes are not emulated`);
     }
 
+    // Each container sees its mounts under its own root: the main container's is the pod's directory, an init
+    // container's `<dir>/.containers/<name>`.
+    const inits: PreparedPlan['inits'] = [];
+    for (const init of pod.spec.initContainers ?? []) {
+      const root = join(dir, '.containers', init.name);
+      await mkdir(root, { recursive: true });
+      inits.push({
+        prepared: await prepareContainer(pod, init, ctx, root, volumeDirs),
+        sidecar: init.restartPolicy === 'Always',
+      });
+    }
+    return { dir, inits, main: await prepareContainer(pod, main, ctx, dir, volumeDirs) };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** One container's argv, environment and mounts (under `dir`), its volumes being set up in `volumeDirs`. */
+async function prepareContainer(
+  pod: Pod,
+  container: Container,
+  ctx: ResolveContext,
+  dir: string,
+  volumeDirs: Map<string, string>,
+): Promise<PreparedPod> {
+  const { namespace } = pod.metadata;
+  const mapped = Object.entries(ctx.images).find(([prefix]) => container.image?.startsWith(prefix))?.[1];
+  const imageConfig = mapped ? (mapped.config ?? {}) : ctx.image;
+  {
     // ---- mounts: `<dir><mountPath>` links to the volume (or its subPath), parents before children
-    const pathMap: Array<[string, string]> = Object.entries(ctx.imagePaths);
+    const pathMap: Array<[string, string]> = Object.entries(mapped ? (mapped.paths ?? {}) : ctx.imagePaths);
     const mounts = [...(container.volumeMounts ?? [])].sort((a, b) => a.mountPath.length - b.mountPath.length);
     let serviceAccountDir: string | undefined;
     for (const mount of mounts) {
@@ -668,7 +741,7 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
       throw new Unsupported(`env ${envVar.name}: valueFrom ${Object.keys(from).join(', ')} is not emulated`);
     }
     const containerEnv: Record<string, string> = {
-      ...(ctx.image.env ?? {}),
+      ...(imageConfig.env ?? {}),
       HOSTNAME: pod.spec.hostname ?? pod.metadata.name,
       ...serviceEnv,
       ...Object.fromEntries(own),
@@ -691,7 +764,7 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     // ---- argv as a container runtime builds it, then $(VAR) expansion with the final environment
     const argv = container.command?.length
       ? [...container.command, ...(container.args ?? [])]
-      : [...(ctx.image.entrypoint ?? []), ...(container.args?.length ? container.args : (ctx.image.cmd ?? []))];
+      : [...(imageConfig.entrypoint ?? []), ...(container.args?.length ? container.args : (imageConfig.cmd ?? []))];
     if (argv.length === 0)
       throw new Unsupported(
         `container ${container.name} has no command and the image (opts.image) gives no entrypoint`,
@@ -709,7 +782,7 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
     env.HOME ??= '/';
     Object.assign(env, ctx.extraEnv);
 
-    const workingDir = container.workingDir ?? ctx.image.workingDir;
+    const workingDir = container.workingDir ?? imageConfig.workingDir;
     return {
       pod,
       container,
@@ -719,9 +792,6 @@ async function preparePod(pod: Pod, ctx: ResolveContext): Promise<PreparedPod> {
       dir,
       ...(serviceAccountDir && { serviceAccountDir }),
     };
-  } catch (err) {
-    await rm(dir, { recursive: true, force: true });
-    throw err;
   }
 }
 
@@ -765,6 +835,9 @@ class PodWorker {
   private poked = false;
   private launched: Launched | undefined;
   private prepared: PreparedPod | undefined;
+  /** Init containers' processes while they run, sidecars until the main container ended. */
+  private readonly side = new Map<string, { child: Launched; run: InitContainerRun; stopping: boolean }>();
+  private sideStopping = false;
   private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private terminalWritten = false;
   private deleteSent = false;
@@ -793,6 +866,7 @@ class PodWorker {
       signalsSent: [],
       stdout: '',
       stderr: '',
+      initContainers: [],
       deleted: false,
     };
     this.done = this.loop();
@@ -833,6 +907,7 @@ class PodWorker {
 
   /** For stop(): SIGTERM, SIGKILL after graceMs; resolves once the process has gone. */
   async kill(graceMs: number): Promise<void> {
+    await this.stopSide(graceMs);
     if (!this.launched || this.exit) return;
     const child = this.launched.child;
     const closed = new Promise<void>((r) =>
@@ -928,6 +1003,8 @@ class PodWorker {
 
     // The container stopped: terminal status, then (once deleted) the final delete.
     if (this.exit && !this.terminalWritten) {
+      const grace = pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30;
+      await this.stopSide(grace * 1000);
       await this.writeTerminal();
       await this.cleanup();
       return 0;
@@ -958,7 +1035,7 @@ class PodWorker {
     }
     if (this.run.state === 'Unsupported') return undefined;
 
-    let prepared: PreparedPod;
+    let prepared: PreparedPlan;
     try {
       prepared = await preparePod(pod, this.k.ctx);
     } catch (err) {
@@ -1033,8 +1110,167 @@ class PodWorker {
     return undefined;
   }
 
-  private async start(prepared: PreparedPod): Promise<void> {
+  /** Starts an init container's (or sidecar's) process; `exited` resolves with its exit code. */
+  private async launchSide(prepared: PreparedPod, run: InitContainerRun): Promise<{ exited: Promise<number> }> {
+    const launched = await this.k.launch(prepared);
+    const child = launched.child;
+    trackChild(child);
+    const capture = (field: 'stdout' | 'stderr') => (chunk: Buffer) => {
+      if (run[field].length < OUTPUT_LIMIT) run[field] += chunk.toString('utf8');
+    };
+    child.stdout?.on('data', capture('stdout'));
+    child.stderr?.on('data', capture('stderr'));
+    const entry = { child: launched, run, stopping: false };
+    this.side.set(run.name, entry);
+    const exited = new Promise<number>((resolve) => {
+      child.once('close', (code, signal) => {
+        const signo = signal ? (osConstants.signals as Record<string, number>)[signal] : undefined;
+        resolve(code ?? (signo !== undefined ? 128 + signo : 137));
+      });
+      child.once('error', (err) => {
+        run.stderr += `test kubelet: cannot start ${prepared.command[0]}: ${err.message}\n`;
+        resolve(128);
+      });
+    });
+    void exited.then((code) => {
+      run.exitCode = code;
+      if (this.side.get(run.name) === entry) this.side.delete(run.name);
+    });
+    return { exited };
+  }
+
+  /** A sidecar: started, and started again 1 s after it stops until the pod's main container ended. */
+  private async startSidecar(prepared: PreparedPod, run: InitContainerRun): Promise<void> {
+    const { exited } = await this.launchSide(prepared, run);
+    void exited.then(async () => {
+      await new Promise((r) => setTimeout(r, 1_000));
+      if (this.sideStopping || this.exit || this.gone || this.k.stopped() || this.pod.metadata.deletionTimestamp)
+        return;
+      run.restarts += 1;
+      await this.startSidecar(prepared, run).catch((err) =>
+        this.k.problem(`sidecar ${run.name}: ${errorMessage(err)}`),
+      );
+    });
+  }
+
+  /** SIGTERM to every init container and sidecar still running, SIGKILL after graceMs; resolves once all stopped. */
+  private async stopSide(graceMs: number): Promise<void> {
+    this.sideStopping = true;
+    await Promise.all(
+      [...this.side.values()].map(async (entry) => {
+        const child = entry.child.child;
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const closed = new Promise<void>((r) => child.once('close', () => r()));
+        const send = entry.child.kill ?? ((s: NodeJS.Signals) => child.kill(s));
+        send('SIGTERM');
+        const timer = setTimeout(() => send('SIGKILL'), graceMs);
+        await closed;
+        clearTimeout(timer);
+      }),
+    );
+  }
+
+  private sideStatuses(): Record<string, unknown>[] {
+    return (this.pod.spec.initContainers ?? []).map((c) => {
+      const run = this.run.initContainers.find((r) => r.name === c.name);
+      const live = this.side.has(c.name);
+      const base = { name: c.name, image: c.image ?? '', imageID: '', restartCount: run?.restarts ?? 0 };
+      if (!run) return { ...base, ready: false, started: false, state: { waiting: { reason: 'PodInitializing' } } };
+      if (live) return { ...base, ready: true, started: true, state: { running: { startedAt: this.since } } };
+      const exitCode = run.exitCode ?? 0;
+      return {
+        ...base,
+        ready: false,
+        started: false,
+        state: {
+          terminated: {
+            exitCode,
+            reason: exitCode === 0 ? 'Completed' : 'Error',
+            startedAt: this.since,
+            finishedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+          },
+        },
+      };
+    });
+  }
+
+  /** Runs the init containers in order; false when one failed (the pod's terminal status is written) or the pod went. */
+  private async runInits(plan: PreparedPlan): Promise<boolean> {
+    for (const { prepared, sidecar } of plan.inits) {
+      const run: InitContainerRun = {
+        name: prepared.container.name,
+        sidecar,
+        command: prepared.command,
+        restarts: 0,
+        stdout: '',
+        stderr: '',
+      };
+      this.run.initContainers.push(run);
+      if (sidecar) {
+        await this.startSidecar(prepared, run);
+        continue;
+      }
+      const { exited } = await this.launchSide(prepared, run);
+      let code: number | undefined;
+      void exited.then((c) => {
+        code = c;
+        this.poke();
+      });
+      while (code === undefined) {
+        if (this.gone || this.k.stopped() || this.pod.metadata.deletionTimestamp) {
+          await this.stopSide(1_000);
+          await this.writeNeverStarted();
+          return false;
+        }
+        await this.nap(200);
+      }
+      if (code !== 0) {
+        await this.stopSide(1_000);
+        this.run.exitCode = code;
+        this.run.finishedAt = new Date();
+        await this.patchStatus({
+          phase: 'Failed',
+          startTime: this.since,
+          ...this.ips(),
+          conditions: [
+            this.condition('PodReadyToStartContainers', 'False'),
+            this.condition(
+              'Initialized',
+              'False',
+              'ContainersNotInitialized',
+              `containers with incomplete status: [${run.name}]`,
+            ),
+            this.condition('Ready', 'False', 'PodFailed'),
+            this.condition('ContainersReady', 'False', 'PodFailed'),
+            this.condition('PodScheduled', 'True'),
+          ],
+          initContainerStatuses: this.sideStatuses(),
+          containerStatuses: [
+            {
+              ...this.containerBase(),
+              ready: false,
+              started: false,
+              state: { waiting: { reason: 'PodInitializing' } },
+            },
+          ],
+        });
+        this.terminalWritten = true;
+        this.run.state = 'Terminated';
+        await this.cleanup();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private async start(plan: PreparedPlan): Promise<void> {
+    const prepared = plan.main;
     this.prepared = prepared;
+    if (plan.inits.length > 0) {
+      this.run.state = 'Running';
+      this.run.dir = plan.dir;
+      if (!(await this.runInits(plan))) return;
+    }
     this.run.command = prepared.command;
     this.run.env = prepared.env;
     this.run.dir = prepared.dir;
@@ -1077,6 +1313,7 @@ class PodWorker {
         this.condition('ContainersReady', 'True'),
         this.condition('PodScheduled', 'True'),
       ],
+      ...(this.pod.spec.initContainers?.length && { initContainerStatuses: this.sideStatuses() }),
       containerStatuses: [{ ...this.containerBase(), ready: true, started: true, state: { running: { startedAt } } }],
     });
   }
@@ -1093,6 +1330,7 @@ class PodWorker {
       startTime: this.since,
       ...this.ips(),
       conditions: this.terminalConditions(),
+      ...(this.pod.spec.initContainers?.length && { initContainerStatuses: this.sideStatuses() }),
       containerStatuses: [
         {
           ...this.containerBase(),
@@ -1295,6 +1533,7 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       apiPort: Number(api.port || 443),
       imagePaths: opts.imagePaths ?? {},
       image: opts.image ?? {},
+      images: opts.images ?? {},
       extraEnv: opts.extraEnv ?? {},
     },
   };

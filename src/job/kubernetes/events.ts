@@ -15,12 +15,19 @@ import type { SnapshotOutcome } from '../pipeline/snapshot.js';
 /** events.k8s.io's reportingController: the project's API group and the component. */
 export const REPORTING_CONTROLLER = `${GROUP}/talos-etcd-backup`;
 export const EVENT_ACTION = 'Backup';
+export const RESTORE_TEST_ACTION = 'RestoreTest';
 // events.k8s.io/v1 validation limits (k8s.io/kubernetes pkg/apis/core/validation/events.go).
 const NOTE_MAX_BYTES = 1024;
 const INSTANCE_MAX = 128;
 const NAME_MAX = 253;
 
-export type BackupEventReason = 'BackupStarted' | 'BackupSucceeded' | 'BackupFailed';
+export type BackupEventReason =
+  | 'BackupStarted'
+  | 'BackupSucceeded'
+  | 'BackupFailed'
+  | 'RestoreTestStarted'
+  | 'RestoreTestSucceeded'
+  | 'RestoreTestFailed';
 
 export interface EventRegarding {
   namespace: string;
@@ -64,9 +71,9 @@ export function backupEvent(input: BackupEventInput): Record<string, unknown> {
     eventTime: microTime(input.time),
     reportingController: REPORTING_CONTROLLER,
     reportingInstance: input.instance.slice(0, INSTANCE_MAX),
-    action: EVENT_ACTION,
+    action: input.reason.startsWith('RestoreTest') ? RESTORE_TEST_ACTION : EVENT_ACTION,
     reason: input.reason,
-    type: input.reason === 'BackupFailed' ? 'Warning' : 'Normal',
+    type: input.reason.endsWith('Failed') ? 'Warning' : 'Normal',
     note: truncateBytes(input.note.replace(/[\r\n]+/g, ' '), NOTE_MAX_BYTES),
     regarding: {
       apiVersion: API_VERSION,
@@ -106,12 +113,12 @@ export interface EventOptions {
   suffix?: () => string;
 }
 
-/** Writes the Events; each call resolves, never rejects: a failed write is only a warning. */
-export function backupEvents(opts: EventOptions): BackupEvents {
+/** Writes one Event on the backup; resolves, never rejects: a failed write is only a warning. */
+export function eventRecorder(opts: EventOptions): (reason: BackupEventReason, note: string) => Promise<void> {
   const clock = opts.clock ?? (() => new Date());
   const suffix = opts.suffix ?? (() => randomBytes(8).toString('hex'));
   const path = `/apis/events.k8s.io/v1/namespaces/${encodeURIComponent(opts.backup.namespace)}/events`;
-  const record = async (reason: BackupEventReason, note: string) => {
+  return async (reason: BackupEventReason, note: string) => {
     try {
       const body = backupEvent({
         backup: opts.backup,
@@ -126,6 +133,11 @@ export function backupEvents(opts: EventOptions): BackupEvents {
       opts.warn(`could not record the Event ${reason} (the backup is not affected): ${(error as Error).message}`);
     }
   };
+}
+
+/** The snapshot Job's Events. */
+export function backupEvents(opts: EventOptions): BackupEvents {
+  const record = eventRecorder(opts);
   return {
     started: () => record('BackupStarted', notes.started()),
     succeeded: (outcome) => record('BackupSucceeded', notes.succeeded(outcome)),

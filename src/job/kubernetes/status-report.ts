@@ -49,6 +49,45 @@ export interface ReporterOptions {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const isForbidden = (error: unknown) => error instanceof KubernetesApiError && error.status === 403;
 
+/**
+ * Writes that must land: failures are retried (FINAL_REPORT_ATTEMPTS in all). With `forbiddenUntil` (the first
+ * report), a 403 is retried apart from those until that time: the RoleBinding may still be on its way. Shared by
+ * the snapshot Job's and the restore-test Job's reports.
+ */
+export function reliableWriter(permissionWaitMs: number) {
+  let permissionNeverCame = false;
+  return {
+    permissionWaitMs,
+    /** Whether a first report waited in vain: this identity may not write the status. */
+    permissionNeverCame: () => permissionNeverCame,
+    async write(send: () => Promise<void>, forbiddenUntil?: number): Promise<void> {
+      let failures = 0;
+      let forbiddenDelay = PERMISSION_RETRY_FIRST_MS;
+      for (;;) {
+        try {
+          return await send();
+        } catch (error) {
+          if (forbiddenUntil !== undefined && isForbidden(error)) {
+            const left = forbiddenUntil - Date.now();
+            if (left <= 0) {
+              permissionNeverCame = true;
+              // The API server's own "forbidden" wording first: it names the user, the verb and the resource.
+              const still = `(still refused after ${Math.round(permissionWaitMs / 1000)}s: the backup's Role or RoleBinding is missing or was changed)`;
+              throw new KubernetesApiError(`${(error as Error).message} ${still}`, 403, { cause: error });
+            }
+            await sleep(Math.min(forbiddenDelay, left));
+            forbiddenDelay = Math.min(forbiddenDelay * 2, PERMISSION_RETRY_MAX_MS);
+            continue;
+          }
+          failures += 1;
+          if (failures >= FINAL_REPORT_ATTEMPTS) throw error;
+          await sleep(RETRY_DELAY_MS * failures);
+        }
+      }
+    },
+  };
+}
+
 export function statusReporter(opts: ReporterOptions): StatusReporter {
   const clock = opts.clock ?? (() => new Date());
   const path = `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(opts.namespace)}/${BACKUP_PLURAL}/${encodeURIComponent(opts.name)}/status`;
@@ -74,38 +113,12 @@ export function statusReporter(opts: ReporterOptions): StatusReporter {
     };
     return opts.api.mergePatch(path, body);
   };
-  const permissionWaitMs = opts.permissionWaitMs ?? FIRST_REPORT_PERMISSION_WAIT_MS;
-  let permissionNeverCame = false;
-  /**
-   * A report that must land: failures are retried (FINAL_REPORT_ATTEMPTS in all). With `forbiddenUntil` (the first
-   * report), a 403 is retried apart from those until that time: the RoleBinding may still be on its way.
-   */
+  const writer = reliableWriter(opts.permissionWaitMs ?? FIRST_REPORT_PERMISSION_WAIT_MS);
   const writeFinal = async (report: BackupReport, forbiddenUntil?: number) => {
     await inFlight?.catch(() => undefined); // a late progress report must not land after the final one
-    let failures = 0;
-    let forbiddenDelay = PERMISSION_RETRY_FIRST_MS;
-    for (;;) {
-      try {
-        return await write(report);
-      } catch (error) {
-        if (forbiddenUntil !== undefined && isForbidden(error)) {
-          const left = forbiddenUntil - Date.now();
-          if (left <= 0) {
-            permissionNeverCame = true;
-            // The API server's own "forbidden" wording first: it names the user, the verb and the resource.
-            const still = `(still refused after ${Math.round(permissionWaitMs / 1000)}s: the backup's Role or RoleBinding is missing or was changed)`;
-            throw new KubernetesApiError(`${(error as Error).message} ${still}`, 403, { cause: error });
-          }
-          await sleep(Math.min(forbiddenDelay, left));
-          forbiddenDelay = Math.min(forbiddenDelay * 2, PERMISSION_RETRY_MAX_MS);
-          continue;
-        }
-        failures += 1;
-        if (failures >= FINAL_REPORT_ATTEMPTS) throw error;
-        await sleep(RETRY_DELAY_MS * failures);
-      }
-    }
+    return writer.write(() => write(report), forbiddenUntil);
   };
+  const permissionWaitMs = writer.permissionWaitMs;
 
   return {
     running: () => writeFinal({ state: 'Running', bytesUploaded: 0 }, Date.now() + permissionWaitMs),
@@ -123,7 +136,7 @@ export function statusReporter(opts: ReporterOptions): StatusReporter {
     // Once the first report waited in vain, this identity may not write the status: the failure is the Job's
     // (exit 2), and a report that would be refused again is not tried.
     failed: async (message, retryable) => {
-      if (permissionNeverCame) return;
+      if (writer.permissionNeverCame()) return;
       await writeFinal({ state: 'Failed', message, retryable });
     },
   };

@@ -1,7 +1,8 @@
 // The backup decorator's customize hook: which related objects Metacontroller sends along with a backup. Never
 // Secrets: Metacontroller would watch and cache all of them.
 
-import { API_VERSION, TALOS_CONTROL_PLANE_PLURAL } from '../../api/constants.js';
+import { API_VERSION, SCHEDULE_PLURAL, TALOS_CONTROL_PLANE_PLURAL } from '../../api/constants.js';
+import { owningSchedule } from '../../api/ownership.js';
 import type { BackupSpec } from '../../api/types.js';
 import type { CustomizeRequest, CustomizeResponse } from '../metacontroller/types.js';
 import { DEFAULT_BACKUP_HOOK_SETTINGS, type BackupHookSettings } from './settings.js';
@@ -9,7 +10,7 @@ import { DEFAULT_BACKUP_HOOK_SETTINGS, type BackupHookSettings } from './setting
 /**
  * Related objects for a backup: its own Namespace (so finalize sees it terminating; Metacontroller already watches
  * Namespaces) and, for talosControlPlaneRef when talos-operator is there, its TalosControlPlane by name in its
- * namespace.
+ * namespace; and the schedule that owns it, whose restore-test slot may ask for a test of this backup.
  */
 export function customizeBackup(
   request: CustomizeRequest,
@@ -24,10 +25,14 @@ export function customizeBackup(
     resource: TALOS_CONTROL_PLANE_PLURAL,
     ...(namespace && { namespace }),
   };
+  const schedule = owningSchedule(request.parent);
   return {
     relatedResources: [
       ...(namespace ? [{ apiVersion: 'v1', resource: 'namespaces', names: [namespace] }] : []),
       ...(wantsControlPlane ? [{ ...controlPlanes, names: [name] }] : []),
+      ...(schedule
+        ? [{ apiVersion: API_VERSION, resource: SCHEDULE_PLURAL, ...(namespace && { namespace }), names: [schedule] }]
+        : []),
     ],
   };
 }

@@ -57,7 +57,7 @@ export interface BackupRef {
   annotations?: Record<string, string> | undefined;
 }
 
-type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
+export type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
 
 /** The key's timestamp: the slot a schedule created the backup for, else the backup's creation. */
 export function backupTime(backup: BackupRef): string | undefined {
@@ -67,7 +67,7 @@ export function backupTime(backup: BackupRef): string | undefined {
   return time && formatTime(time);
 }
 
-function env(name: string, value: string | undefined): EnvVar[] {
+export function env(name: string, value: string | undefined): EnvVar[] {
   return value === undefined ? [] : [{ name, value }];
 }
 
@@ -76,7 +76,7 @@ function secretEnv(name: string, ref: SecretKeyRef): EnvVar {
 }
 
 /** S3 settings shared by the snapshot and delete Jobs: env, volumes, mounts and the secrets they expect. */
-function s3Inputs(spec: BackupSpec) {
+export function s3Inputs(spec: BackupSpec) {
   const s3 = spec.backupStorage.s3;
   const vars: EnvVar[] = (Object.entries(s3SettingsOf(s3)) as [SettingName, string][]).flatMap(([name, value]) =>
     env(SETTINGS[name].env, value),
@@ -107,7 +107,7 @@ function s3Inputs(spec: BackupSpec) {
   return { vars, required, volumes, mounts };
 }
 
-interface PodParts {
+export interface PodParts {
   component: Component;
   command: string;
   vars: EnvVar[];
@@ -119,12 +119,15 @@ interface PodParts {
   backoffLimit: number;
 }
 
-/** A Job running one CLI command under the restricted Pod Security Standard. */
-function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: PodParts): KubernetesObject {
-  const labels = attachmentLabels(backup, parts.component);
-  const job = spec.job;
-  const container = {
-    name: CONTAINER_NAME,
+/** A container of this image running one CLI command, restricted (no privilege, read-only root, no capability). */
+export function cliContainer(
+  name: string,
+  image: JobImage,
+  parts: Pick<PodParts, 'command' | 'vars' | 'required' | 'mounts'>,
+  resources: BackupSpec['job']['resources'],
+): Record<string, unknown> {
+  return {
+    name,
     image: image.image,
     imagePullPolicy: image.pullPolicy,
     command: ['node', ...SNAPSHOT_NODE_FLAGS, IMAGE_ENTRYPOINT, parts.command],
@@ -134,15 +137,32 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
       { name: SETTINGS.requiredSecrets.env, value: formatRequiredInputs(parts.required) },
       { name: SETTINGS.podName.env, valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     ],
-    resources: job.resources ?? DEFAULT_RESOURCES,
+    resources: resources ?? DEFAULT_RESOURCES,
     ...(parts.mounts.length > 0 && { volumeMounts: parts.mounts }),
-    securityContext: {
-      allowPrivilegeEscalation: false,
-      readOnlyRootFilesystem: true,
-      runAsNonRoot: true,
-      capabilities: { drop: ['ALL'] },
-    },
+    securityContext: RESTRICTED_CONTAINER,
   };
+}
+
+export const RESTRICTED_CONTAINER = {
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  runAsNonRoot: true,
+  capabilities: { drop: ['ALL'] },
+};
+
+/** The pod's security context: the restricted Pod Security Standard, as the image's non-root user. */
+export const RESTRICTED_POD = {
+  runAsNonRoot: true,
+  runAsUser: 65532,
+  runAsGroup: 65532,
+  seccompProfile: { type: 'RuntimeDefault' },
+};
+
+/** A Job running one CLI command under the restricted Pod Security Standard. */
+function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: PodParts): KubernetesObject {
+  const labels = attachmentLabels(backup, parts.component);
+  const job = spec.job;
+  const container = cliContainer(CONTAINER_NAME, image, parts, job.resources);
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
@@ -171,12 +191,7 @@ function cliJob(backup: BackupRef, spec: BackupSpec, image: JobImage, parts: Pod
           ...(parts.serviceAccountName
             ? { serviceAccountName: parts.serviceAccountName, automountServiceAccountToken: true }
             : { automountServiceAccountToken: false }),
-          securityContext: {
-            runAsNonRoot: true,
-            runAsUser: 65532,
-            runAsGroup: 65532,
-            seccompProfile: { type: 'RuntimeDefault' },
-          },
+          securityContext: RESTRICTED_POD,
           ...(image.pullSecrets.length > 0 && { imagePullSecrets: image.pullSecrets.map((name) => ({ name })) }),
           ...(job.nodeSelector && { nodeSelector: job.nodeSelector }),
           ...(job.tolerations && { tolerations: job.tolerations }),
@@ -204,11 +219,15 @@ function protectionInputs(spec: BackupSpec) {
     ...env(SETTINGS.objectLockRetainDays.env, s3.objectLock && String(s3.objectLock.retainDays)),
     ...env(SETTINGS.verify.env, String(spec.verify)),
   ];
-  const identity = spec.verify ? spec.encryption?.age.identitySecretRef : undefined;
-  if (!identity) return { vars, required: [] as RequiredSecret[], volumes: [], mounts: [] };
-  vars.push({ name: SETTINGS.ageIdentity.env, value: `${AGE_IDENTITY_DIR}/${AGE_IDENTITY_FILE}` });
+  const identity = identityInputs(spec.verify ? spec.encryption?.age.identitySecretRef : undefined);
+  return { ...identity, vars: [...vars, ...identity.vars] };
+}
+
+/** An age identity from a Secret, as a file the CLI reads (AGE_IDENTITY_FILE); nothing without one. */
+export function identityInputs(identity: SecretKeyRef | undefined) {
+  if (!identity) return { vars: [] as EnvVar[], required: [] as RequiredSecret[], volumes: [], mounts: [] };
   return {
-    vars,
+    vars: [{ name: SETTINGS.ageIdentity.env, value: `${AGE_IDENTITY_DIR}/${AGE_IDENTITY_FILE}` }] as EnvVar[],
     required: [{ kind: 'Secret', ...identity, pathEnv: SETTINGS.ageIdentity.env }] as RequiredSecret[],
     volumes: [
       {
@@ -273,10 +292,16 @@ export function snapshotJob(
   });
 }
 
-/** The snapshot Job's identity: it may patch its own backup's status and create Events, and nothing else. */
-export function snapshotIdentity(backup: BackupRef): KubernetesObject[] {
-  const name = attachmentName(backup.name, 'snapshot');
-  const labels = attachmentLabels(backup, 'snapshot');
+/**
+ * The identity of a Job that reports (the snapshot Job, the restore-test Job): it may patch its own backup's status
+ * and create Events, and nothing else.
+ */
+export function snapshotIdentity(
+  backup: BackupRef,
+  component: 'snapshot' | 'restore-test' = 'snapshot',
+): KubernetesObject[] {
+  const name = attachmentName(backup.name, component);
+  const labels = attachmentLabels(backup, component);
   const metadata = { name, namespace: backup.namespace, labels };
   return [
     // The token is mounted by the pod spec (automountServiceAccountToken), not by default for this account.

@@ -35,7 +35,7 @@ export function fitName(text: string, max = MAX_LABEL_VALUE): string {
   return `${prefixOf(text, max - HASH_LENGTH - 1)}_${hash8(text)}`;
 }
 
-export type Component = 'snapshot' | 'delete';
+export type Component = 'snapshot' | 'delete' | 'restore-test';
 
 /**
  * Name of a backup's Job (and, for the snapshot, of its ServiceAccount, Role and RoleBinding), a DNS label of at

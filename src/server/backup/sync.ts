@@ -4,8 +4,8 @@
 // A finished backup is final: once the observed status records the outcome, the answer repeats it and attaches
 // nothing, so Kubernetes removes the Job and its helpers, and the backup never runs again.
 
-import { findCondition, parseTime } from '../../api/conditions.js';
-import type { BackupStatus } from '../../api/types.js';
+import { findCondition, formatTime, parseTime } from '../../api/conditions.js';
+import type { BackupStatus, RestoreTestStatus } from '../../api/types.js';
 import { readBackupStatus } from '../../api/validation.js';
 import { BACKUP_MESSAGE, CONDITION, TALOS_OPERATOR_OFF_MESSAGE } from '../conditions.js';
 import type { DecoratorSyncRequest, DecoratorSyncResponse, KubernetesObject } from '../metacontroller/types.js';
@@ -17,6 +17,16 @@ import { backupRef, checkSpec, observedJob } from './request.js';
 import { DEFAULT_BACKUP_HOOK_SETTINGS, type BackupHookSettings } from './settings.js';
 import { buildStatus, isFinished, judge, secondsSince, type Verdict } from './status.js';
 import { resolveTalosSource } from './talos-source.js';
+import {
+  cannotRun,
+  dueRequest,
+  judgeRestoreTest,
+  observedTestJob,
+  restoreTestCondition,
+  restoreTestRequests,
+  withCondition,
+} from './restore-test.js';
+import { restoreTestJob, type RestoreTestRequest } from './restore-test-job.js';
 
 /** How long a missing or unprovisioned TalosControlPlane is waited for (it may be created alongside the backup). */
 export const CONTROL_PLANE_GRACE_SECONDS = 30;
@@ -29,6 +39,8 @@ export interface BackupSyncResult {
   outcome: BackupOutcome;
   /** The failure message, when this answer records a failure. */
   message?: string;
+  /** A restore test's outcome, when this answer records it (for metrics). */
+  restoreTest?: 'succeeded' | 'failed';
 }
 
 function outcomeOf(verdict: Verdict): BackupOutcome {
@@ -66,9 +78,81 @@ function answer(
   };
 }
 
-function finished(observed: BackupStatus): BackupSyncResult {
-  // Repeat the recorded status as it is (same request, same answer) and attach nothing: the Job goes.
-  return { response: { status: observed as Record<string, unknown>, attachments: [] }, outcome: 'finished' };
+/**
+ * A backup whose outcome is recorded: the recorded status as it is (same request, same answer), and nothing attached
+ * (the snapshot Job goes) unless a restore test is due or running for a Ready backup. A restore test adds
+ * status.restoreTest and the RestoreTested condition; Ready and everything else stay as recorded.
+ */
+function finished(request: DecoratorSyncRequest, recorded: BackupStatus, image: JobImage, now: Date): BackupSyncResult {
+  const done: BackupSyncResult = {
+    response: { status: recorded as Record<string, unknown>, attachments: [] },
+    outcome: 'finished',
+  };
+  const { object } = request;
+  const ready = findCondition(recorded.conditions, CONDITION.ready)?.status === 'True';
+  const checked = ready && recorded.snapshot ? checkSpec(object) : undefined;
+  if (!checked?.ok || !recorded.snapshot) return done;
+  const spec = checked.spec;
+  const ref = backupRef(object);
+  const last = recorded.restoreTest;
+  const observedJob = observedTestJob(request, ref.name);
+  let test: RestoreTestStatus;
+  let testRequest: RestoreTestRequest | undefined;
+  if (last?.result === 'Running') {
+    // A test runs: its Job is the one made for its request (a Job of an earlier request still going is not).
+    testRequest = restoreTestRequests(request, spec).find((r) => r.requestedAt === last.requestedAt);
+    const job = observedJob?.requestedAt === last.requestedAt ? observedJob?.job : undefined;
+    test = testRequest
+      ? judgeRestoreTest(ref, last, recorded, job, now)
+      : {
+          ...last,
+          result: 'Failed',
+          completionTime: formatTime(now),
+          message:
+            'the request for this restore test was withdrawn (spec.restoreTest removed, or the schedule moved on)',
+        };
+  } else {
+    testRequest = dueRequest(restoreTestRequests(request, spec), last);
+    if (!testRequest) {
+      // Nothing due: a finished test's Job goes once its outcome is recorded.
+      return done;
+    }
+    const refused = cannotRun(spec, recorded, testRequest);
+    test = {
+      requestedAt: testRequest.requestedAt,
+      etcdImage: testRequest.settings.etcdImage,
+      ...(refused
+        ? { result: 'Failed', completionTime: formatTime(now), message: refused }
+        : { result: 'Running', message: 'waiting for the restore-test Job to start' }),
+    };
+  }
+  const status: BackupStatus = {
+    ...recorded,
+    restoreTest: test,
+    conditions: withCondition(
+      recorded.conditions,
+      restoreTestCondition(recorded.conditions, test, object.metadata.generation, now),
+    ),
+  };
+  const running = test.result === 'Running' || last?.result === 'Running';
+  // An earlier request's Job still there goes first (same name): the new one is attached once it is gone.
+  const stale = observedJob !== undefined && observedJob.requestedAt !== test.requestedAt;
+  const attachments =
+    running && testRequest && !stale
+      ? [...snapshotIdentity(ref, 'restore-test'), restoreTestJob(ref, spec, recorded.snapshot, testRequest, image)]
+      : [];
+  const finishedNow = last?.result === 'Running' && test.result !== 'Running';
+  return {
+    response: {
+      status: status as Record<string, unknown>,
+      attachments,
+      ...(stale && running && { resyncAfterSeconds: 5 }),
+    },
+    outcome: 'finished',
+    ...((finishedNow || (test.result === 'Failed' && last?.requestedAt !== test.requestedAt)) && {
+      restoreTest: test.result === 'Succeeded' ? ('succeeded' as const) : ('failed' as const),
+    }),
+  };
 }
 
 function fail(object: KubernetesObject, observed: BackupStatus, message: string, now: Date): BackupSyncResult {
@@ -85,7 +169,7 @@ export function syncBackup(
   const { object } = request;
   // A recorded outcome is final even if the rest of the status does not match the CRD: never run it again.
   const recorded = (object.status ?? {}) as BackupStatus;
-  if (Array.isArray(recorded.conditions) && isFinished(recorded)) return finished(recorded);
+  if (Array.isArray(recorded.conditions) && isFinished(recorded)) return finished(request, recorded, image, now);
   const observed = readBackupStatus(object.status);
 
   const checked = checkSpec(object);

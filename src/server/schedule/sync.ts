@@ -20,6 +20,7 @@ import { CONDITION, SCHEDULE_MESSAGE, SCHEDULE_REASON, type ScheduleFailureReaso
 import { newestFirst, readBackup, type ObservedBackup } from './backups.js';
 import { parseSchedule, type CronSchedule } from './cron.js';
 import { selectForRetention } from './retention.js';
+import { scheduleRestoreTests, type RestoreTestFacts } from './restore-tests.js';
 
 /** What an answer does, for logs and metrics. */
 export type ScheduleSyncOutcome = 'created' | 'idle' | 'paused' | 'deleting' | 'invalid';
@@ -104,6 +105,28 @@ interface StatusFacts {
   next: Date | undefined;
   ready: Omit<Condition, 'lastTransitionTime' | 'type'>;
   failure: { reason: ScheduleFailureReason; message: string } | undefined;
+  /** The restore tests' facts; unset (an invalid or paused schedule): what was recorded is kept. */
+  restore?: RestoreTestFacts;
+}
+
+/** The restore-test fields of the status: the facts, else those recorded. */
+function restoreTestStatus(facts: StatusFacts): { fields: Record<string, unknown>; condition?: Condition } {
+  const o = facts.observed;
+  const r = facts.restore;
+  const fields = r
+    ? {
+        ...(r.lastRestoreTestTime && { lastRestoreTestTime: r.lastRestoreTestTime }),
+        ...(r.lastSuccessfulRestoreTestTime && { lastSuccessfulRestoreTestTime: r.lastSuccessfulRestoreTestTime }),
+        ...(r.nextRestoreTestTime && { nextRestoreTestTime: r.nextRestoreTestTime }),
+        ...(r.request && { restoreTestRequest: r.request }),
+      }
+    : {
+        ...(o.lastRestoreTestTime && { lastRestoreTestTime: o.lastRestoreTestTime }),
+        ...(o.lastSuccessfulRestoreTestTime && { lastSuccessfulRestoreTestTime: o.lastSuccessfulRestoreTestTime }),
+        ...(o.restoreTestRequest && { restoreTestRequest: o.restoreTestRequest }),
+      };
+  const condition = r ? r.condition : o.conditions?.find((c) => c.type === CONDITION.restoreTested);
+  return { fields, ...(condition && { condition }) };
 }
 
 function buildStatus(facts: StatusFacts, now: Date): Record<string, unknown> {
@@ -124,11 +147,14 @@ function buildStatus(facts: StatusFacts, now: Date): Record<string, unknown> {
       now,
     ),
   ];
+  const restore = restoreTestStatus(facts);
+  if (restore.condition) conditions.push(restore.condition);
   return {
     ...(facts.lastScheduled && { lastScheduleTime: formatTime(facts.lastScheduled) }),
     ...(lastSuccess && { lastSuccessfulBackupTime: formatTime(lastSuccess) }),
     ...(facts.next && { nextScheduleTime: formatTime(facts.next) }),
     activeBackups: facts.activeNames,
+    ...restore.fields,
     conditions,
     ...generation,
   };
@@ -280,6 +306,14 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   ]
     .filter(Boolean)
     .join('; ');
+  const restore = scheduleRestoreTests(
+    spec,
+    observed,
+    backups,
+    parseTime(parent.metadata.creationTimestamp),
+    parent.metadata.generation,
+    now,
+  );
   const status = buildStatus(
     {
       ...base,
@@ -288,15 +322,23 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
       lastScheduled,
       activeNames: activeNames(remaining, created?.metadata.name),
       next,
-      ready: { status: 'True', reason: SCHEDULE_REASON.scheduled, message: notes },
+      ready: {
+        status: 'True',
+        reason: SCHEDULE_REASON.scheduled,
+        message: restore.problem ? `${notes}; ${restore.problem}` : notes,
+      },
       failure: undefined,
+      restore,
     },
     now,
   );
+  const wake = [next, restore.next]
+    .filter((d): d is Date => d !== undefined)
+    .sort((a, b) => a.getTime() - b.getTime())[0];
   const response: CompositeSyncResponse = {
     status,
     children: [...(created ? [created] : []), ...remaining.sort(newestFirst).map(reemit)],
-    ...(next && { resyncAfterSeconds: (next.getTime() - now.getTime() + RESYNC_PAD_MS) / 1000 }),
+    ...(wake && { resyncAfterSeconds: (wake.getTime() - now.getTime() + RESYNC_PAD_MS) / 1000 }),
   };
   return {
     response,

@@ -14,7 +14,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before } from 'node:test';
 import {
   BatchV1Api,
@@ -37,7 +37,8 @@ import {
 import { packageRoot } from '../../../src/api/crds.js';
 import type { JobImage } from '../../../src/server/backup/job.js';
 import { syncBackup, type BackupSyncResult } from '../../../src/server/backup/sync.js';
-import type { KubernetesObject } from '../../../src/server/metacontroller/types.js';
+import type { DecoratorSyncRequest, KubernetesObject } from '../../../src/server/metacontroller/types.js';
+import { etcdBinary } from '../../harness/binaries.js';
 import { startControlPlane, type ControlPlane } from '../../harness/control-plane.js';
 import { startKubelet, type Kubelet, type PodRun } from '../../doubles/kubelet.js';
 import { sortGvkKeys } from '../../doubles/metacontroller.js';
@@ -58,6 +59,11 @@ export const DECORATOR = (
   }
 ).metadata.name;
 export const DECORATOR_ANNOTATION = 'metacontroller.k8s.io/decorator-controller';
+/** etcd's release images, as the restore-test Job names them, mapped to the etcd binaries built here. */
+export const ETCD_IMAGES = {
+  'gcr.io/etcd-development/etcd:v3.5.': { paths: { '/usr/local/bin': dirname(etcdBinary('3.5', 'etcd')) } },
+  'gcr.io/etcd-development/etcd:v3.6.': { paths: { '/usr/local/bin': dirname(etcdBinary('3.6', 'etcd')) } },
+};
 /** The finalizer Metacontroller puts on every backup, since the DecoratorController has a finalize hook. */
 export const DECORATOR_FINALIZER = `metacontroller.io/decoratorcontroller-${DECORATOR}`;
 /**
@@ -114,8 +120,8 @@ export interface JobCluster {
   backupNow(name: string): Promise<Obj>;
   /** The Job as the API server has it now (raw JSON, as Metacontroller would hand it to the hook). */
   jobNow(name: string): Promise<Obj | undefined>;
-  /** The hook's answer for the backup now, with its Job (if any) as the API server has it. */
-  sync(backupName: string): Promise<BackupSyncResult>;
+  /** The hook's answer for the backup now, with its Jobs (if any) as the API server has them. */
+  sync(backupName: string, related?: DecoratorSyncRequest['related']): Promise<BackupSyncResult>;
   /** Metacontroller's create of missing attachments; returns the `Kind/name`s in the order created. */
   applyAttachments(
     backup: Obj,
@@ -312,6 +318,7 @@ export async function startJobCluster(): Promise<JobCluster> {
       controlPlane: cp,
       imagePaths: { [image.workingDir]: packageRoot() },
       image,
+      images: ETCD_IMAGES,
       extraEnv: POD_ENV,
     });
     stops.push(() => kubelet.stop());
@@ -391,15 +398,14 @@ export async function startJobCluster(): Promise<JobCluster> {
       },
       backupNow,
       jobNow,
-      async sync(backupName) {
+      async sync(backupName, related = {}) {
         const object = await backupNow(backupName);
-        const jobName = `${backupName}-snapshot`;
-        const job = await jobNow(jobName);
-        return syncBackup(
-          { object, attachments: job ? { [JOB_KEY]: { [jobName]: job } } : {}, related: {} },
-          new Date(),
-          IMAGE,
-        );
+        const jobs: Record<string, Obj> = {};
+        for (const jobName of [`${backupName}-snapshot`, `${backupName}-restore-test`]) {
+          const job = await jobNow(jobName);
+          if (job) jobs[jobName] = job;
+        }
+        return syncBackup({ object, attachments: { [JOB_KEY]: jobs }, related }, new Date(), IMAGE);
       },
       applyAttachments: (backup, attachments, opts = {}) => createAsMetacontroller(objects, backup, attachments, opts),
       async deleteAttachments(backup) {
