@@ -48,6 +48,8 @@ type Series = { series: string; values: string };
 type Check = { eval_time: string; alertname: string; exp_alerts: ReturnType<typeof firing>[] };
 interface UnitTest {
   name: string;
+  /** Between two values of a series (promtool's default: 1m). */
+  interval?: string;
   input_series: Series[];
   alert_rule_test: Check[];
 }
@@ -241,6 +243,51 @@ const TESTS: UnitTest[] = [
         alertname: 'TalosEtcdBackupScheduleFailed',
         exp_alerts: [firing('TalosEtcdBackupScheduleFailed', { namespace: 'prod', schedule: 'broken' })],
       },
+    ],
+  },
+  {
+    name: 'no successful restore test for 30 days: a warning after 30 days, whether or not the schedule tests',
+    interval: '1h',
+    input_series: [
+      synced(at('prod', 'tested'), '0+3600x1000'),
+      gauge('schedule_created_timestamp_seconds', at('prod', 'tested'), '0x1000'),
+      gauge('schedule_last_successful_restore_test_timestamp_seconds', at('prod', 'tested'), '86400x1000'),
+      gauge('schedule_paused', at('prod', 'tested'), '0x1000'),
+      synced(at('prod', 'untested'), '0+3600x1000'),
+      gauge('schedule_created_timestamp_seconds', at('prod', 'untested'), '0x1000'),
+      gauge('schedule_paused', at('prod', 'untested'), '0x1000'),
+      synced(at('prod', 'paused'), '0+3600x1000'),
+      gauge('schedule_created_timestamp_seconds', at('prod', 'paused'), '0x1000'),
+      gauge('schedule_paused', at('prod', 'paused'), '1x1000'),
+    ],
+    alert_rule_test: [
+      { eval_time: '720h', alertname: 'TalosEtcdBackupNoRecentRestoreTest', exp_alerts: [] },
+      {
+        eval_time: '721h',
+        alertname: 'TalosEtcdBackupNoRecentRestoreTest',
+        exp_alerts: [firing('TalosEtcdBackupNoRecentRestoreTest', { namespace: 'prod', schedule: 'untested' })],
+      },
+      {
+        eval_time: '745h',
+        alertname: 'TalosEtcdBackupNoRecentRestoreTest',
+        exp_alerts: [
+          firing('TalosEtcdBackupNoRecentRestoreTest', { namespace: 'prod', schedule: 'tested' }),
+          firing('TalosEtcdBackupNoRecentRestoreTest', { namespace: 'prod', schedule: 'untested' }),
+        ],
+      },
+    ],
+  },
+  {
+    name: 'the last restore test failed: a warning after 5 minutes; a later success is silent',
+    input_series: [synced(HOURLY), gauge('schedule_last_restore_test_status', HOURLY, '1x10 0x20 1x20')],
+    alert_rule_test: [
+      { eval_time: '14m', alertname: 'TalosEtcdBackupRestoreTestFailed', exp_alerts: [] },
+      {
+        eval_time: '16m',
+        alertname: 'TalosEtcdBackupRestoreTestFailed',
+        exp_alerts: [firing('TalosEtcdBackupRestoreTestFailed', { namespace: 'prod', schedule: 'hourly' })],
+      },
+      { eval_time: '40m', alertname: 'TalosEtcdBackupRestoreTestFailed', exp_alerts: [] },
     ],
   },
   {

@@ -42,13 +42,14 @@ export async function backupHookRoutes(app: FastifyInstance, opts: BackupHookOpt
     BACKUP_SYNC_PATH,
     { schema: syncSchema, config: { hook: 'backup/sync' } },
     async (request) => {
-      const { response, outcome } = syncBackup(request.body, opts.clock(), opts.jobImage, opts.settings);
+      const { response, outcome, restoreTest } = syncBackup(request.body, opts.clock(), opts.jobImage, opts.settings);
       opts.metrics.backupSyncs.inc({ result: outcome });
       const { object } = request.body;
       recordSafely(request.log, () =>
         opts.metrics.recordBackup(
           { namespace: object.metadata.namespace ?? '', schedule: owningSchedule(object) },
           outcome === 'succeeded' || outcome === 'failed' ? outcome : undefined,
+          restoreTest,
         ),
       );
       // No message: a failure's message quotes the Job's report and the spec (request content); it is in the
@@ -56,6 +57,7 @@ export async function backupHookRoutes(app: FastifyInstance, opts: BackupHookOpt
       const fields = { backup: name(request.body.object), outcome, phase: response.status.phase };
       // Outcomes are worth a line; the many progress syncs of a running backup are not.
       if (outcome === 'succeeded' || outcome === 'failed') request.log.info(fields, 'backup synced');
+      else if (restoreTest) request.log.info({ ...fields, restoreTest }, 'restore test recorded');
       else request.log.debug(fields, 'backup synced');
       return response;
     },

@@ -81,7 +81,7 @@ export interface HookMetrics {
   /** Call with the figures of every answered schedule sync. */
   recordSchedule(figures: ScheduleFigures): void;
   /** Call with every answered backup sync; `result` when this answer records the backup's outcome. */
-  recordBackup(labels: ScheduleLabels, result: FinishedResult | undefined): void;
+  recordBackup(labels: ScheduleLabels, result: FinishedResult | undefined, restoreTest?: FinishedResult): void;
 }
 
 /** One gauge per figure: name, help and how to read it (undefined: no sample for that schedule). */
@@ -141,6 +141,26 @@ const SCHEDULE_GAUGES: { name: string; help: string; value: (f: ScheduleFigures)
     help: "1 when the schedule's newest successful backup still kept was read back and checked (status.snapshot.verified), else 0.",
     value: (f) => (f.lastSuccess ? (f.lastSuccess.verified ? 1 : 0) : undefined),
   },
+  {
+    name: 'talos_etcd_backup_schedule_restore_test_enabled',
+    help: '1 when the schedule restore-tests its backups (spec.restoreTest), else 0.',
+    value: (f) => (f.restoreTestEnabled ? 1 : 0),
+  },
+  {
+    name: 'talos_etcd_backup_schedule_last_restore_test_timestamp_seconds',
+    help: "When the newest restore test of one of the schedule's backups finished (status.lastRestoreTestTime).",
+    value: (f) => f.lastRestoreTestAt,
+  },
+  {
+    name: 'talos_etcd_backup_schedule_last_successful_restore_test_timestamp_seconds',
+    help: 'When the newest successful restore test finished (status.lastSuccessfulRestoreTestTime); absent before the first.',
+    value: (f) => f.lastSuccessfulRestoreTestAt,
+  },
+  {
+    name: 'talos_etcd_backup_schedule_last_restore_test_status',
+    help: 'The RestoreTested condition: 1 when the newest restore test succeeded, 0 when it failed; absent before the first.',
+    value: (f) => f.lastRestoreTestStatus,
+  },
 ];
 
 export interface MetricsOptions {
@@ -153,6 +173,12 @@ export function createMetrics(opts: MetricsOptions): HookMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const series = new ScheduleSeries(opts.expirySeconds * 1000, () => opts.clock().getTime());
+  const restoreTests = new Counter({
+    name: 'talos_etcd_backup_restore_tests_finished_total',
+    help: 'Restore tests whose outcome a backup sync answer of this replica recorded, by namespace, schedule (empty: no schedule owns the backup) and result.',
+    labelNames: ['namespace', 'schedule', 'result'],
+    registers: [registry],
+  });
   const finished = new Counter({
     name: 'talos_etcd_backup_backups_finished_total',
     help: 'Backups whose outcome a backup sync answer of this replica recorded, by namespace, schedule (empty: no schedule owns it) and result; a repeated request may count twice.',
@@ -162,7 +188,11 @@ export function createMetrics(opts: MetricsOptions): HookMetrics {
   });
   // Every collect expires first (a walk over the schedules), so no series outlives its expiry by a scrape.
   const expire = (): void => {
-    for (const labels of series.expire()) for (const result of RESULTS) finished.remove({ ...labels, result });
+    for (const labels of series.expire())
+      for (const result of RESULTS) {
+        finished.remove({ ...labels, result });
+        restoreTests.remove({ ...labels, result });
+      }
   };
   for (const gauge of SCHEDULE_GAUGES) {
     new Gauge({
@@ -196,7 +226,10 @@ export function createMetrics(opts: MetricsOptions): HookMetrics {
   // Counters start at 0 for both results, so the first outcome shows in increase() and rate().
   const seen = ({ namespace, schedule }: ScheduleLabels): void => {
     if (series.seen({ namespace, schedule }))
-      for (const result of RESULTS) finished.inc({ namespace, schedule, result }, 0);
+      for (const result of RESULTS) {
+        finished.inc({ namespace, schedule, result }, 0);
+        restoreTests.inc({ namespace, schedule, result }, 0);
+      }
   };
   const scheduleSyncs = new Counter({
     name: 'talos_etcd_backup_schedule_syncs_total',
@@ -234,9 +267,10 @@ export function createMetrics(opts: MetricsOptions): HookMetrics {
       seen(figures);
       series.record(figures);
     },
-    recordBackup({ namespace, schedule }, result) {
+    recordBackup({ namespace, schedule }, result, restoreTest) {
       seen({ namespace, schedule });
       if (result) finished.inc({ namespace, schedule, result });
+      if (restoreTest) restoreTests.inc({ namespace, schedule, result: restoreTest });
     },
   };
 }

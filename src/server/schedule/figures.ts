@@ -4,7 +4,8 @@
 // only holds the newest figures per schedule until they stop being refreshed).
 
 import { parseTime } from '../../api/conditions.js';
-import type { BackupStatus } from '../../api/types.js';
+import type { BackupStatus, ScheduleStatus } from '../../api/types.js';
+import { CONDITION, RESTORE_TEST_REASON } from '../conditions.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
 import { newestFirst, type ObservedBackup } from './backups.js';
 import type { CronSchedule } from './cron.js';
@@ -49,6 +50,13 @@ export interface ScheduleFigures {
   paused: boolean;
   /** The spec, cron expression or time zone cannot be used (the schedule's Failed condition is True). */
   failed: boolean;
+  /** spec.restoreTest is set: the schedule's backups are restore-tested at its slots. */
+  restoreTestEnabled: boolean;
+  /** status.lastRestoreTestTime and lastSuccessfulRestoreTestTime as this answer writes them. */
+  lastRestoreTestAt: UnixSeconds | undefined;
+  lastSuccessfulRestoreTestAt: UnixSeconds | undefined;
+  /** The RestoreTested condition: 1 the latest test succeeded, 0 it failed; undefined before the first. */
+  lastRestoreTestStatus: 0 | 1 | undefined;
 }
 
 const seconds = (date: Date): UnixSeconds => date.getTime() / 1000;
@@ -132,6 +140,12 @@ export function scheduleFigures(parent: KubernetesObject, result: ScheduleSyncRe
   const finished = present.filter((b) => b.outcome === 'succeeded' || b.outcome === 'failed').sort(newestFirst)[0];
   const lastSuccessAt = parseTime(result.response.status.lastSuccessfulBackupTime as string | undefined);
   const createdAt = parseTime(parent.metadata.creationTimestamp);
+  const status = result.response.status as ScheduleStatus;
+  const time = (value: string | undefined) => {
+    const at = parseTime(value);
+    return at && seconds(at);
+  };
+  const tested = status.conditions?.find((c) => c.type === CONDITION.restoreTested);
   return {
     namespace: parent.metadata.namespace ?? '',
     schedule: parent.metadata.name,
@@ -145,5 +159,14 @@ export function scheduleFigures(parent: KubernetesObject, result: ScheduleSyncRe
     unfinishedDeadlineAt,
     paused: (parent.spec as { paused?: unknown } | undefined)?.paused === true,
     failed: result.outcome === 'invalid',
+    restoreTestEnabled: (parent.spec as { restoreTest?: unknown } | undefined)?.restoreTest !== undefined,
+    lastRestoreTestAt: time(status.lastRestoreTestTime),
+    lastSuccessfulRestoreTestAt: time(status.lastSuccessfulRestoreTestTime),
+    lastRestoreTestStatus:
+      tested?.status === 'True'
+        ? 1
+        : tested?.status === 'False' && tested.reason === RESTORE_TEST_REASON.failed
+          ? 0
+          : undefined,
   };
 }
