@@ -67,8 +67,10 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
         retention: 3,
         startingDeadlineSeconds: 120,
         failedBackupsHistoryLimit: 3,
+        // Every third slot, the newest Ready backup is restored into etcd 3.6 and questioned.
+        restoreTest: { schedule: '*/15 * * * *' },
       },
-      template: { deletionPolicy: 'Delete' },
+      template: { deletionPolicy: 'Delete', verify: true },
     });
     await r.settle();
   });
@@ -116,6 +118,33 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
     assert.equal(scheduleStatus.lastSuccessfulBackupTime !== undefined, true);
   });
 
+  it("restore tests at the schedule's own slots: the newest Ready backup is restored into etcd and serves what it recorded", async () => {
+    const schedule = (await r.schedule())!;
+    const s = schedule.status as ScheduleStatus;
+    const backups = await r.backups();
+    const tested = backups.filter((b) => status(b).restoreTest);
+    assert.ok(tested.length >= 1, 'a backup kept by retention was tested');
+    for (const b of tested) {
+      const test = status(b).restoreTest!;
+      assert.equal(test.result, 'Succeeded', test.message);
+      assert.equal(new Date(test.requestedAt!).getUTCMinutes() % 15, 0, `a */15 slot: ${test.requestedAt}`);
+      assert.ok(Date.parse(slotOf(b)!) < Date.parse(test.requestedAt!), 'the test came after its backup');
+      assert.equal(test.revision, status(b).snapshot!.revision, 'the revision the backup recorded');
+      assert.equal(test.keys, status(b).snapshot!.keys);
+      assert.equal(condition(status(b).conditions, 'RestoreTested')?.status, 'True');
+      assert.equal(condition(status(b).conditions, 'Ready')?.status, 'True');
+    }
+    assert.ok(s.lastSuccessfulRestoreTestTime, JSON.stringify(s));
+    assert.equal(s.lastRestoreTestTime, s.lastSuccessfulRestoreTestTime);
+    assert.equal(new Date(s.nextRestoreTestTime!).getUTCMinutes() % 15, 0);
+    const restoreTested = condition(s.conditions, 'RestoreTested');
+    assert.equal(restoreTested?.status, 'True', JSON.stringify(restoreTested));
+    assert.equal(restoreTested?.reason, 'RestoreTestSucceeded');
+    // The request names a backup of the schedule and a slot; every Job and helper of the tests is gone.
+    assert.ok(s.restoreTestRequest?.backup?.startsWith(`${SCHEDULE}-`));
+    assert.deepEqual(await r.helpers(), []);
+  });
+
   it("a real Prometheus scraping both replicas reads the schedule's current figures; the rules and the dashboard evaluate", async () => {
     const since = Date.now();
     await prom.waitForScrape(since);
@@ -160,6 +189,18 @@ describe('rehearsal: schedule → backups → Jobs → S3, deletionPolicy Delete
     const finished = await prom.query(`sum by (result) (talos_etcd_backup_backups_finished_total{${labels}})`);
     const byResult = Object.fromEntries(finished.map((f) => [f.metric.result, f.value]));
     assert.ok(byResult.succeeded! >= 6 && byResult.failed! >= 1, JSON.stringify(byResult));
+    const scheduleStatus = schedule.status as ScheduleStatus;
+    assert.equal(await one(freshest('talos_etcd_backup_schedule_restore_test_enabled')), 1);
+    assert.equal(
+      await one(freshest('talos_etcd_backup_schedule_last_successful_restore_test_timestamp_seconds')),
+      Date.parse(scheduleStatus.lastSuccessfulRestoreTestTime!) / 1000,
+    );
+    assert.equal(await one(freshest('talos_etcd_backup_schedule_last_restore_test_status')), 1);
+    const restoreTests = await prom.query(
+      `sum by (result) (talos_etcd_backup_restore_tests_finished_total{${labels}})`,
+    );
+    const tests = Object.fromEntries(restoreTests.map((f) => [f.metric.result, f.value]));
+    assert.ok(tests.succeeded! >= 1 && tests.failed === 0, JSON.stringify(tests));
 
     // The recording rules agree once evaluated on this scrape; every rule evaluates without error; nothing fires.
     await r.waitFor(

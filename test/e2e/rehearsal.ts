@@ -17,7 +17,7 @@ import { API_VERSION, BACKUP_KIND, SCHEDULE_KIND } from '../../src/api/constants
 import { packageRoot } from '../../src/api/crds.js';
 import type { JobImage } from '../../src/server/backup/job.js';
 import type { KubernetesObject } from '../../src/server/metacontroller/types.js';
-import { dockerfileImage } from '../server/backup/job-cluster.js';
+import { dockerfileImage, ETCD_IMAGES } from '../server/backup/job-cluster.js';
 import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';
 import { startKubelet, type Kubelet } from '../doubles/kubelet.js';
 import {
@@ -153,6 +153,7 @@ export async function startRehearsal(opts: RehearsalOptions = {}): Promise<Rehea
       controlPlane: cp,
       imagePaths: { [image.workingDir]: packageRoot() },
       image,
+      images: ETCD_IMAGES,
       ...(opts.podEnv && { extraEnv: opts.podEnv }),
     });
     closers.push(() => kubelet.stop());
