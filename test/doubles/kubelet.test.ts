@@ -299,6 +299,91 @@ describe('test kubelet on the real API server', () => {
     assert.deepEqual(out.review.user.extra['authentication.kubernetes.io/node-name'], [kubelet.nodeName]);
   });
 
+  it('runs init containers in order and a native sidecar beside the main container, stopped once it ended', async () => {
+    const node = (name: string, script: string, extra: Record<string, unknown> = {}) => ({
+      name,
+      image: 'node:22',
+      command: ['node', '-e', script],
+      // A path reaches the process through its environment (mapped to the volume), not inside a script.
+      env: [{ name: 'SHARED', value: '/shared' }],
+      volumeMounts: [{ name: 'shared', mountPath: '/shared' }],
+      ...extra,
+    });
+    const sidecar = [
+      "const fs = require('node:fs');",
+      "process.on('SIGTERM', () => process.exit(0));",
+      "fs.writeFileSync(process.env.SHARED + '/sidecar-up', String(process.pid)); setInterval(() => {}, 1000);",
+    ].join(' ');
+    await batch.createNamespacedJob({
+      namespace: NS,
+      body: job(
+        'with-sidecar',
+        '',
+        {},
+        {
+          volumes: [{ name: 'shared', emptyDir: {} }],
+          initContainers: [
+            node('first', "require('node:fs').writeFileSync(process.env.SHARED + '/first', 'done')"),
+            node('side', sidecar, { restartPolicy: 'Always' }),
+          ],
+          containers: [
+            node(
+              'main',
+              "const fs = require('node:fs'); const d = process.env.SHARED; const wait = () => fs.existsSync(d + '/sidecar-up') ? console.log(fs.readFileSync(d + '/first', 'utf8')) : setTimeout(wait, 50); wait();",
+            ),
+          ],
+        },
+      ),
+    });
+    assert.deepEqual(await jobCondition('with-sidecar'), { type: 'Complete', reason: 'CompletionsReached' });
+    const run = kubelet.pod({ namespace: NS, job: 'with-sidecar' })!;
+    assert.equal(run.stdout, 'done\n', 'the main container saw what the first init container wrote');
+    assert.deepEqual(
+      run.initContainers.map((i) => [i.name, i.sidecar, i.exitCode]),
+      [
+        ['first', false, 0],
+        ['side', true, 0],
+      ],
+      'the sidecar got SIGTERM once the main container ended, and exited',
+    );
+    const pod = await readPod(run.name);
+    assert.equal(pod.status?.phase, 'Succeeded');
+    assert.deepEqual(
+      pod.status?.initContainerStatuses?.map((s) => [s.name, s.state?.terminated?.exitCode]),
+      [
+        ['first', 0],
+        ['side', 0],
+      ],
+    );
+    await kubelet.idle(10_000);
+  });
+
+  it('a failing init container fails the pod before the main container starts; the podFailurePolicy reads its exit code', async () => {
+    await batch.createNamespacedJob({
+      namespace: NS,
+      body: job(
+        'init-fails',
+        "console.log('never')",
+        {
+          podFailurePolicy: {
+            rules: [{ action: 'FailJob', onExitCodes: { containerName: 'setup', operator: 'In', values: [2] } }],
+          },
+          backoffLimit: 3,
+        },
+        { initContainers: [{ name: 'setup', image: 'node:22', command: ['node', '-e', 'process.exit(2)'] }] },
+      ),
+    });
+    assert.deepEqual(await jobCondition('init-fails'), { type: 'Failed', reason: 'PodFailurePolicy' });
+    const run = kubelet.pod({ namespace: NS, job: 'init-fails' })!;
+    assert.equal(run.stdout, '', 'the main container never ran');
+    assert.equal(run.initContainers[0]?.exitCode, 2);
+    const pod = await readPod(run.name);
+    assert.equal(pod.status?.phase, 'Failed');
+    assert.equal(pod.status?.initContainerStatuses?.[0]?.state?.terminated?.exitCode, 2);
+    assert.equal(pod.status?.containerStatuses?.[0]?.state?.waiting?.reason, 'PodInitializing');
+    await kubelet.idle(10_000);
+  });
+
   it('a missing Secret or key keeps the pod Pending in CreateContainerConfigError; it starts once both exist', async () => {
     const body = job('late-secret', 'console.log(process.env.TOKEN.length)');
     body.spec!.template.spec!.containers[0]!.env = [
