@@ -167,6 +167,8 @@ export interface RestoreInputs {
   credentials: { accessKeyID: SecretKeyRef; secretAccessKey: SecretKeyRef } | undefined;
   /** The spec's CA bundle (a public certificate), read from the cluster unless a local one is given. */
   caBundle: { kind: 'Secret' | 'ConfigMap'; name: string; key: string } | undefined;
+  /** The cluster secrets the status records beside the snapshot, and what they must be; false: none recorded. */
+  secrets: { key: string; expected: { size?: number | undefined; sha256?: string | undefined } } | false;
 }
 
 /**
@@ -197,5 +199,8 @@ export function restoreInputs(backup: ClusterObject, local: RawSettings): Restor
         ? { accessKeyID: s3.accessKeyID, secretAccessKey: s3.secretAccessKey }
         : undefined,
     caBundle: s3?.caBundle && !local.caBundle ? s3.caBundle : undefined,
+    secrets: snapshot.secrets?.key
+      ? { key: snapshot.secrets.key, expected: { size: snapshot.secrets.size, sha256: snapshot.secrets.sha256 } }
+      : false,
   };
 }
