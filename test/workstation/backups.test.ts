@@ -186,6 +186,23 @@ describe('restore --backup', () => {
     assert.equal(mine.raw.key, good.status && (good.status as any).snapshot.key);
   });
 
+  it('the cluster secrets the status records: their key and hash, or none (never guessed from the key)', () => {
+    const secrets = {
+      source: 'clusterSecretsRef',
+      secretName: 'prod-talos-secrets',
+      key: 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T06-00-00Z.secrets.yaml.age',
+      size: 2345,
+      sha256: 'c'.repeat(64),
+    };
+    assert.deepEqual(restoreInputs(stored(good, { bucket: 'recorded-bucket', secrets }), {}).secrets, {
+      key: secrets.key,
+      expected: { size: 2345, sha256: 'c'.repeat(64) },
+    });
+    assert.equal(restoreInputs(good, {}).secrets, false);
+    const notStored = { source: 'talosOperatorState', secretName: 'prod-state', notStored: 'not found' };
+    assert.equal(restoreInputs(stored(good, { secrets: notStored }), {}).secrets, false);
+  });
+
   it('a backup with nothing stored says so, with its phase and message', () => {
     assert.throws(
       () => restoreInputs(backup('2026-01-15T06:00:00Z', 'failed'), {}),
