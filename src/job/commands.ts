@@ -4,11 +4,10 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
-import { DEFAULT_PREFIX, secretsKeyOf } from '../contract/object-key.js';
+import { DEFAULT_PREFIX, secretsKeyOf, storedFormatOf } from '../contract/object-key.js';
 import { readClusterSecrets, storeClusterSecrets } from './pipeline/cluster-secrets.js';
 import { createS3Client, type S3Settings } from './s3/client.js';
 import { SettingsError, type RawSettings } from '../contract/settings.js';
-import { storedFormatOf } from '../contract/object-key.js';
 import { checkRequiredInputs } from './required-inputs.js';
 import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from './pipeline/restore.js';
 import { takeSnapshot, type SnapshotOutcome } from './pipeline/snapshot.js';
