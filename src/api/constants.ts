@@ -26,6 +26,11 @@ export const LAST_APPLIED_ANNOTATION = 'metacontroller.k8s.io/last-applied-confi
 /** talos-operator's TalosControlPlane: same API group as ours. */
 export const TALOS_CONTROL_PLANE_KIND = 'TalosControlPlane';
 export const TALOS_CONTROL_PLANE_PLURAL = 'taloscontrolplanes';
+/**
+ * talos-operator's label on its `<TalosControlPlane>-state` Secret (value `state`): the Secret it restores a
+ * TalosControlPlane's status from, holding the cluster's secrets bundle and machine configuration.
+ */
+export const TALOS_OPERATOR_TYPE_LABEL = `${GROUP}/type`;
 /** talos-operator's TalosCluster, which may own a TalosControlPlane (and then names its talosconfig Secret). */
 export const TALOS_CLUSTER_KIND = 'TalosCluster';
 

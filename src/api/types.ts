@@ -9,6 +9,9 @@ export const SSE_ALGORITHMS = ['AES256', 'aws:kms'] as const;
 export type SseAlgorithm = (typeof SSE_ALGORITHMS)[number];
 export const OBJECT_LOCK_MODES = ['GOVERNANCE', 'COMPLIANCE'] as const;
 export type ObjectLockMode = (typeof OBJECT_LOCK_MODES)[number];
+/** What the Secret stored beside a snapshot is: spec.clusterSecretsRef's, or talos-operator's `<tcp>-state`. */
+export const CLUSTER_SECRETS_SOURCES = ['clusterSecretsRef', 'talosOperatorState'] as const;
+export type ClusterSecretsSource = (typeof CLUSTER_SECRETS_SOURCES)[number];
 
 export interface SecretKeyRef {
   name: string;
@@ -29,6 +32,8 @@ export interface RestoreTestSettings {
 export interface BackupSpec {
   talosControlPlaneRef?: { name: string };
   talosConfigSecretRef?: { name: string; key: string };
+  /** A Secret whose keys are all stored beside the snapshot, age-encrypted (the CRD requires encryption.age). */
+  clusterSecretsRef?: { name: string };
   clusterName?: string;
   endpoints?: string[];
   node?: string;
@@ -92,6 +97,22 @@ export interface ScheduleStatus {
   restoreTestRequest?: { backup?: string; requestedAt?: string };
 }
 
+/**
+ * The cluster's secrets stored beside a snapshot (a Secret manifest, age-encrypted): where and with what hash,
+ * or, with `notStored`, why nothing was stored. Never a value of the Secret.
+ */
+export interface StoredSecrets {
+  source: ClusterSecretsSource;
+  /** The Secret, in the backup's namespace. */
+  secretName: string;
+  key?: string;
+  size?: number;
+  /** Hex SHA-256 of the stored (encrypted) bytes. */
+  sha256?: string;
+  /** Set when nothing was stored: why. */
+  notStored?: string;
+}
+
 export interface SnapshotInfo {
   bucket: string;
   key: string;
@@ -110,6 +131,8 @@ export interface SnapshotInfo {
   /** From the verified database: etcd's revision and the number of keys (revisions) it holds. */
   revision?: number;
   keys?: number;
+  /** The cluster's secrets stored beside the snapshot (verified with it when `verified`). */
+  secrets?: StoredSecrets;
 }
 
 /**

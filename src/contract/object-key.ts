@@ -30,6 +30,18 @@ export function objectKey(parts: ObjectKeyParts): string {
   return [prefix, parts.cluster, name].filter(Boolean).join('/');
 }
 
+/** The end of the key of the cluster secrets stored beside a snapshot (always age-encrypted). */
+export const SECRETS_KEY_SUFFIX = '.secrets.yaml.age';
+
+/**
+ * The key of the cluster secrets stored beside the snapshot at `snapshotKey`: the same key with its format suffix
+ * (`.db`, `.db.zst.age`, ...) replaced, so each snapshot has its own, and listing a cluster's snapshots (`.db…`)
+ * never finds one.
+ */
+export function secretsKeyOf(snapshotKey: string): string {
+  return `${snapshotKey.replace(/\.db(\.gz|\.zst)?(\.age)?$/, '')}${SECRETS_KEY_SUFFIX}`;
+}
+
 /** What a key's suffixes say about the stored bytes: `.age` last when encrypted, before it `.gz`/`.zst`. */
 export function storedFormatOf(key: string): { compression: Compression; encrypted: boolean } {
   const encrypted = key.endsWith('.age');

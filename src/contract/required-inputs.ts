@@ -5,12 +5,13 @@
 
 /**
  * One entry: an input Kubernetes fills from a Secret or ConfigMap key, and where it lands: in the variable `env`,
- * or in the file whose path the variable `pathEnv` holds.
+ * or in the file whose path the variable `pathEnv` holds. Without `key`, the whole Secret: a volume of all its keys
+ * in the directory `pathEnv` holds (a missing optional Secret leaves it empty).
  */
 export interface RequiredSecret {
   kind: 'Secret' | 'ConfigMap';
   name: string;
-  key: string;
+  key?: string;
   env?: string;
   pathEnv?: string;
 }
@@ -38,13 +39,13 @@ export function parseRequiredInputs(json: string): RequiredSecret[] {
       r !== null &&
       (r.kind === 'Secret' || r.kind === 'ConfigMap') &&
       typeof r.name === 'string' &&
-      typeof r.key === 'string' &&
+      (typeof r.key === 'string' || (r.key === undefined && typeof r.pathEnv === 'string')) &&
       (typeof r.env === 'string' || typeof r.pathEnv === 'string')
     );
   };
   if (!Array.isArray(list) || !list.every(valid))
     throw new RequiredInputsFormatError(
-      'REQUIRED_SECRETS must be a list of {kind: Secret|ConfigMap, name, key, env|pathEnv}',
+      'REQUIRED_SECRETS must be a list of {kind: Secret|ConfigMap, name, key, env|pathEnv} or {kind, name, pathEnv} (a whole Secret)',
     );
   return list;
 }

@@ -14,7 +14,13 @@ import {
   SettingsReader,
   type Setting,
 } from '../api/settings.js';
-import { COMPRESSIONS, OBJECT_LOCK_MODES, SSE_ALGORITHMS, type BackupSpec } from '../api/types.js';
+import {
+  CLUSTER_SECRETS_SOURCES,
+  COMPRESSIONS,
+  OBJECT_LOCK_MODES,
+  SSE_ALGORITHMS,
+  type BackupSpec,
+} from '../api/types.js';
 import { DEFAULT_PREFIX } from './object-key.js';
 
 /** Every setting, in the order `--help` and the README list them. */
@@ -158,10 +164,32 @@ export const SETTINGS = {
     default: 'false',
     parse: boolean,
   },
+  clusterSecretsDir: {
+    env: 'CLUSTER_SECRETS_DIR',
+    flag: 'cluster-secrets-dir',
+    help: "snapshot: a directory of a Secret's keys, one file each (a Secret volume): stored beside the snapshot as a Secret manifest, age-encrypted to `--age-recipients` (required: never stored in plaintext), at the snapshot's key with `.secrets.yaml.age`; an empty directory is recorded as not stored",
+  },
+  clusterSecretsName: {
+    env: 'CLUSTER_SECRETS_NAME',
+    flag: 'cluster-secrets-name',
+    help: "snapshot: the Secret's name in the stored manifest (default: the directory's name); its namespace is `BACKUP_NAMESPACE`",
+  },
+  clusterSecretsSource: {
+    env: 'CLUSTER_SECRETS_SOURCE',
+    flag: 'cluster-secrets-source',
+    help: "snapshot: what the Secret is, recorded with it: `clusterSecretsRef`, or `talosOperatorState` (talos-operator's `<TalosControlPlane>-state`, labelled `talos.alperen.cloud/type: state` in the manifest, as talos-operator labels it)",
+    default: 'clusterSecretsRef',
+    parse: choice(CLUSTER_SECRETS_SOURCES),
+  },
+  secretsKey: {
+    env: 'CLUSTER_SECRETS_KEY',
+    flag: 'secrets-key',
+    help: "verify, delete, restore-test-fetch: the key of the backup's cluster secrets (`….secrets.yaml.age`), read back or deleted with the snapshot",
+  },
   output: {
     env: 'RESTORE_OUTPUT',
     flag: 'output',
-    help: "restore: the file to write (default: the key's file name without `.gz`/`.zst`/`.age`, in the current directory); never overwritten",
+    help: "restore: the file to write (default: the key's file name without `.gz`/`.zst`/`.age`, in the current directory), and beside it `<file>.secrets.yaml` when the backup stored the cluster's secrets; never overwritten",
   },
   reportStatus: {
     env: 'REPORT_STATUS',
@@ -187,7 +215,7 @@ export const SETTINGS = {
   requiredSecrets: {
     env: 'REQUIRED_SECRETS',
     flag: 'required-secrets',
-    help: 'JSON list of the Secret/ConfigMap keys the Job mounts, `[{"kind","name","key","env"|"pathEnv"}]` (the variable holding the value, or the path of the file): a missing one fails at once with `Failed to get secret: ...` (the Job sets it)',
+    help: 'JSON list of the Secret/ConfigMap keys the Job mounts, `[{"kind","name","key","env"|"pathEnv"}]` (the variable holding the value, or the path of the file; without `key`, the directory of a whole Secret): a missing one fails at once with `Failed to get secret: ...` (the Job sets it)',
   },
   deleteWait: {
     env: 'DELETE_WAIT_SECONDS',
@@ -201,7 +229,7 @@ export const SETTINGS = {
   restoreTestDir: {
     env: 'RESTORE_TEST_DIR',
     flag: 'restore-test-dir',
-    help: "restore tests: the pod's emptyDir, where `restore-test-fetch` writes the snapshot and etcd listens on the socket `etcd.sock` (the Job sets it)",
+    help: "restore tests: the pod's emptyDir, where `restore-test-fetch` writes the snapshot and etcd listens on the unix socket `etcd.sock:2379` (the Job sets it)",
   },
   requestedAt: {
     env: 'RESTORE_TEST_REQUESTED_AT',
@@ -224,6 +252,11 @@ export const SETTINGS = {
     env: 'EXPECTED_ETCD_SHA256',
     flag: 'expected-etcd-sha256',
     help: "restore tests: the snapshot's sha256 trailer the backup recorded (the Job sets it)",
+  },
+  expectedSecretsSha256: {
+    env: 'EXPECTED_SECRETS_SHA256',
+    flag: 'expected-secrets-sha256',
+    help: "restore tests: the cluster secrets' sha256 the backup recorded, with `CLUSTER_SECRETS_KEY` (the Job sets it)",
   },
   expectedRevision: {
     env: 'EXPECTED_REVISION',
@@ -273,6 +306,7 @@ const RESTORE_TEST: SettingName[] = [
   'expectedSize',
   'expectedSha256',
   'expectedEtcdSha256',
+  'expectedSecretsSha256',
   'expectedRevision',
   'expectedKeys',
   'etcdStartTimeout',
@@ -286,15 +320,15 @@ const REPORTING: SettingName[] = [
   'podName',
 ];
 
-/** The settings each command takes, in its `--help` order: snapshot takes all but restore's and the restore test's. */
+/** The settings each command takes, in its `--help` order: snapshot takes all but restore's, secretsKey and the restore test's. */
 export const COMMAND_SETTINGS: Record<JobCommand, readonly SettingName[]> = {
   snapshot: (Object.keys(SETTINGS) as SettingName[]).filter(
-    (name) => name !== 'output' && !RESTORE_TEST.includes(name),
+    (name) => name !== 'output' && name !== 'secretsKey' && !RESTORE_TEST.includes(name),
   ),
-  verify: [...S3, 'ageIdentity'],
-  delete: [...S3, 'backupUid', 'backupNamespace', 'deleteWait', 'requiredSecrets'],
+  verify: [...S3, 'secretsKey', 'ageIdentity'],
+  delete: [...S3, 'secretsKey', 'backupUid', 'backupNamespace', 'deleteWait', 'requiredSecrets'],
   restore: [...S3, 'prefix', 'cluster', 'ageIdentity', 'output'],
-  'restore-test-fetch': [...S3, 'ageIdentity', ...RESTORE_TEST, ...REPORTING, 'requiredSecrets'],
+  'restore-test-fetch': [...S3, 'secretsKey', 'ageIdentity', ...RESTORE_TEST, ...REPORTING, 'requiredSecrets'],
   'restore-test-check': [...RESTORE_TEST, ...REPORTING],
 };
 

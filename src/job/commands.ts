@@ -4,7 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
-import { DEFAULT_PREFIX } from '../contract/object-key.js';
+import { DEFAULT_PREFIX, secretsKeyOf, storedFormatOf } from '../contract/object-key.js';
+import { readClusterSecrets, storeClusterSecrets } from './pipeline/cluster-secrets.js';
 import { createS3Client, type S3Settings } from './s3/client.js';
 import { SettingsError, type RawSettings } from '../contract/settings.js';
 import { checkRequiredInputs } from './required-inputs.js';
@@ -53,6 +54,7 @@ export async function snapshotCommand(
     verify,
     verifyIdentities,
     talosconfig,
+    secrets: secretsInput,
   } = snapshotSettings(raw, now());
 
   let context;
@@ -70,20 +72,48 @@ export async function snapshotCommand(
         .map(normalizeEndpoint)
     : context.endpoints;
   const client = createS3Client(s3);
-  const stored = await takeSnapshot({
+  // Without a uid a manual run gets a unique one, so it never mistakes another object for its own.
+  const identity = {
+    namespace: raw.backupNamespace ?? '',
+    name: raw.backupName ?? '',
+    uid: raw.backupUid ?? randomUUID(),
+  };
+  const snapshot = await takeSnapshot({
     talos: { context, endpoints, node: raw.node, connectTimeoutMs, idleTimeoutMs },
     s3: { client, bucket, key, partSize, queueSize, protection: objectProtection },
     format,
-    // Without a uid a manual run gets a unique one, so it never mistakes another object for its own.
-    identity: { namespace: raw.backupNamespace ?? '', name: raw.backupName ?? '', uid: raw.backupUid ?? randomUUID() },
+    identity,
     ...hooks,
   });
+  // The secrets after the snapshot: a backup whose snapshot failed stores nothing.
+  const secrets =
+    secretsInput &&
+    (await storeClusterSecrets(
+      {
+        client,
+        bucket,
+        key: secretsKeyOf(key),
+        identity,
+        partSize,
+        queueSize,
+        protection: objectProtection,
+        ...(hooks.signal && { signal: hooks.signal }),
+      },
+      secretsInput,
+      format.recipients,
+    ));
+  const stored = { ...snapshot, ...(secrets && { secrets }) };
   if (!verify) return { ...stored, verified: false };
-  // What was uploaded is known exactly: the object read back must be those bytes.
+  // What was uploaded is known exactly: the objects read back must be those bytes.
   const checked = await verifyObject(client, bucket, key, {
     identities: verifyIdentities,
     expected: { size: stored.size, sha256: stored.sha256, etcdSha256: stored.etcdSha256 },
   });
+  if (secrets?.key)
+    await readClusterSecrets(client, bucket, secrets.key, {
+      identities: verifyIdentities,
+      expected: { size: secrets.size, sha256: secrets.sha256 },
+    });
   return {
     ...stored,
     verified: true,
@@ -93,10 +123,20 @@ export async function snapshotCommand(
   };
 }
 
-/** `verify`: read a stored snapshot back and check it against the hashes recorded with it. */
-export async function verifyCommand(raw: RawSettings, signal?: AbortSignal): Promise<VerifiedObject> {
-  const { bucket, key, s3, identities } = verifySettings(raw);
-  return verifyObject(createS3Client(s3), bucket, key, { identities, signal });
+/** `verify`: read a stored snapshot (and its cluster secrets) back and check them against the hashes recorded with them. */
+export async function verifyCommand(
+  raw: RawSettings,
+  signal?: AbortSignal,
+): Promise<VerifiedObject & { secrets?: { key: string; size: number; sha256: string; keys?: string[] } }> {
+  const { bucket, key, secretsKey, s3, identities } = verifySettings(raw);
+  const client = createS3Client(s3);
+  const verified = await verifyObject(client, bucket, key, { identities, signal });
+  if (!secretsKey) return verified;
+  const { manifest: _plain, ...secrets } = (await readClusterSecrets(client, bucket, secretsKey, {
+    identities,
+    signal,
+  }))!;
+  return { ...verified, secrets: { key: secretsKey, ...secrets } };
 }
 
 export interface RestoreHooks {
@@ -108,6 +148,11 @@ export interface RestoreHooks {
   expected?: ExpectedObject;
   /** S3 keys and a CA bundle read from the cluster (`restore --backup`), over the settings' own. */
   s3?: Pick<S3Settings, 'credentials' | 'caBundlePem'>;
+  /**
+   * The cluster secrets a backup's status records (`restore --backup`), false when it records none; undefined:
+   * those beside the snapshot's key, if there are any.
+   */
+  secrets?: { key: string; expected: { size?: number | undefined; sha256?: string | undefined } } | false;
 }
 
 /** `restore`: a backup (S3_KEY, else the newest of CLUSTER_NAME under S3_PREFIX) into a verified snapshot file. */
@@ -122,7 +167,12 @@ export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {})
     ? { key: raw.key, skipped: [] }
     : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
   hooks.onKey?.(key, skipped);
+  const secrets =
+    hooks.secrets === undefined
+      ? storedFormatOf(key).encrypted && { key: secretsKeyOf(key), optional: true }
+      : hooks.secrets && { ...hooks.secrets, optional: false };
   return restoreBackup({
+    ...(secrets && { secrets }),
     client,
     bucket,
     key,
@@ -138,12 +188,18 @@ export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {})
 export async function deleteCommand(
   raw: RawSettings,
   env: NodeJS.ProcessEnv = process.env,
-): Promise<DeleteOutcome & { bucket: string; key: string }> {
+): Promise<DeleteOutcome & { bucket: string; key: string; secrets?: DeleteOutcome & { key: string } }> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
-  const { bucket, key, uid, waitSeconds, s3 } = deleteSettings(raw);
+  const { bucket, key, secretsKey, uid, waitSeconds, s3 } = deleteSettings(raw);
   const client = createS3Client(s3);
-  if (waitSeconds === 0) return { bucket, key, ...(await deleteSnapshotObject(client, bucket, key, uid)) };
-  return { bucket, key, ...(await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds)) };
+  const snapshot =
+    waitSeconds === 0
+      ? await deleteSnapshotObject(client, bucket, key, uid)
+      : await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds);
+  if (!secretsKey) return { bucket, key, ...snapshot };
+  // After the snapshot's wait (if any) the snapshot pod is gone: one pass deletes what it stored.
+  const secrets = await deleteSnapshotObject(client, bucket, secretsKey, uid);
+  return { bucket, key, ...snapshot, secrets: { key: secretsKey, ...secrets } };
 }
 /**
  * Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job), and
@@ -208,7 +264,7 @@ export async function restoreTestFetchCommand(
   env: NodeJS.ProcessEnv,
   startedAt: string,
   signal?: AbortSignal,
-): Promise<{ bucket: string; key: string; revision: number; keys: number; size: number }> {
+): Promise<{ bucket: string; key: string; revision: number; keys: number; size: number; secretsKeys?: number }> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
   const test = restoreTestSettings(raw);
   const { bucket, key, s3, identities } = verifySettings(raw);
@@ -219,6 +275,7 @@ export async function restoreTestFetchCommand(
     identities,
     dir: test.dir,
     recorded: test.recorded,
+    ...(raw.secretsKey && { secrets: { key: raw.secretsKey, sha256: raw.expectedSecretsSha256 } }),
     startedAt,
     ...(signal && { signal }),
   });

@@ -2,12 +2,14 @@
 // src/contract/required-inputs.ts for why they are optional mounts), and names each one that did not.
 
 import { existsSync, statSync } from 'node:fs';
+import { secretVolumeKeys } from './secret-volume.js';
 import { parseRequiredInputs, RequiredInputsFormatError, type RequiredSecret } from '../contract/required-inputs.js';
 import { JobError } from './errors.js';
 
 function present(input: RequiredSecret, env: NodeJS.ProcessEnv): boolean {
   if (input.env !== undefined) return Boolean(env[input.env]);
   const path = env[input.pathEnv!];
+  if (input.key === undefined) return path !== undefined && secretVolumeKeys(path).length > 0;
   return path !== undefined && existsSync(path) && statSync(path).size > 0;
 }
 
@@ -24,10 +26,12 @@ export function checkRequiredInputs(json: string | undefined, namespace: string,
   }
   const missing = inputs.filter((input) => !present(input, env));
   if (missing.length === 0) return;
-  const described = missing.map(
-    (m) =>
-      `${m.kind === 'Secret' ? 'secret' : 'configmap'} ${namespace ? `${namespace}/` : ''}${m.name} key ${m.key} (the ${m.kind} does not exist or has no key ${JSON.stringify(m.key)})`,
-  );
+  const described = missing.map((m) => {
+    const what = `${m.kind === 'Secret' ? 'secret' : 'configmap'} ${namespace ? `${namespace}/` : ''}${m.name}`;
+    return m.key === undefined
+      ? `${what} (the ${m.kind} does not exist or has no keys)`
+      : `${what} key ${m.key} (the ${m.kind} does not exist or has no key ${JSON.stringify(m.key)})`;
+  });
   const kind = missing.every((m) => m.kind === 'ConfigMap') ? 'configmap' : 'secret';
   throw new JobError('input', described.join('; '), { subject: kind, permanent: true });
 }

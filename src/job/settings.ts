@@ -4,12 +4,14 @@
 
 import { readFileSync } from 'node:fs';
 import { formatTime } from '../api/conditions.js';
+import { basename } from 'node:path';
 import { AgeError, parseIdentities, parseRecipients } from '../api/age-keys.js';
 import { objectKey, storedFormatOf } from '../contract/object-key.js';
 import { Problems, settingLabel, SETTINGS, SettingsError, type RawSettings } from '../contract/settings.js';
 import type { S3Settings } from './s3/client.js';
 import type { ObjectProtection } from './s3/upload.js';
 import type { StoredFormat } from './pipeline/snapshot.js';
+import type { ClusterSecretsInput } from './pipeline/cluster-secrets.js';
 
 const MIB = 1024 * 1024;
 
@@ -102,6 +104,22 @@ export interface SnapshotCommandSettings {
   /** The identities the read-back decrypts with (read only when verify is on). */
   verifyIdentities: string[];
   talosconfig: { path: string; text: string };
+  /** The Secret to store beside the snapshot (CLUSTER_SECRETS_DIR), when there is one. */
+  secrets?: ClusterSecretsInput;
+}
+
+/** CLUSTER_SECRETS_*: the Secret to store beside the snapshot; refused without age recipients. */
+function clusterSecrets(raw: RawSettings, format: StoredFormat, problems: Problems): ClusterSecretsInput | undefined {
+  const source = problems.get('clusterSecretsSource') ?? 'clusterSecretsRef';
+  if (!raw.clusterSecretsDir) return undefined;
+  if (format.recipients.length === 0)
+    problems.add(
+      'clusterSecretsDir',
+      `needs ${settingLabel('ageRecipients')}: the cluster's secrets are stored only age-encrypted, never in plaintext`,
+    );
+  const dir = raw.clusterSecretsDir;
+  const name = raw.clusterSecretsName || basename(dir.replace(/\/+$/, ''));
+  return { dir, name, namespace: raw.backupNamespace ?? '', source };
 }
 
 /** `snapshot`: everything it needs, or a SettingsError listing every problem. */
@@ -141,6 +159,7 @@ export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSe
     problems.add('partSize', "must be at least 5 (S3's minimum part size)");
   const talosconfigPath = raw.talosconfig ?? '';
   const talosconfigText = readFile(talosconfigPath, 'talosconfig', problems);
+  const secrets = clusterSecrets(raw, format, problems);
   problems.throwIfAny();
   return {
     bucket,
@@ -155,6 +174,7 @@ export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSe
     verify,
     verifyIdentities,
     talosconfig: { path: talosconfigPath, text: talosconfigText! },
+    ...(secrets && { secrets }),
   };
 }
 
@@ -162,6 +182,7 @@ export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSe
 export function verifySettings(raw: RawSettings): {
   bucket: string;
   key: string;
+  secretsKey: string | undefined;
   s3: S3Settings;
   identities: string[];
 } {
@@ -171,7 +192,7 @@ export function verifySettings(raw: RawSettings): {
   const s3 = s3Settings(raw, problems);
   const ids = identities(raw, problems);
   problems.throwIfAny();
-  return { bucket, key, s3, identities: ids };
+  return { bucket, key, secretsKey: raw.secretsKey || undefined, s3, identities: ids };
 }
 
 /** `restore`: a key, or the cluster whose newest backup to restore. */
@@ -193,6 +214,7 @@ export function restoreSettings(raw: RawSettings): { bucket: string; s3: S3Setti
 export function deleteSettings(raw: RawSettings): {
   bucket: string;
   key: string;
+  secretsKey: string | undefined;
   uid: string;
   waitSeconds: number;
   s3: S3Settings;
@@ -204,7 +226,7 @@ export function deleteSettings(raw: RawSettings): {
   const waitSeconds = problems.get('deleteWait') ?? 0;
   const s3 = s3Settings(raw, problems);
   problems.throwIfAny();
-  return { bucket, key, uid, waitSeconds, s3 };
+  return { bucket, key, secretsKey: raw.secretsKey || undefined, uid, waitSeconds, s3 };
 }
 
 export interface ReportSettings {

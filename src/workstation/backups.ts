@@ -45,6 +45,8 @@ export interface BackupRow {
   format: string;
   verified: boolean | undefined;
   key: string | undefined;
+  /** The latest restore test: `Succeeded 2026-01-18T04:03:00Z`, `Running`, ...; '' when none ran. */
+  restoreTest: string;
 }
 
 /** The schedule that made it, else the one it was made from (`backup --from-schedule`). */
@@ -68,6 +70,9 @@ export function backupRow(object: ClusterObject): BackupRow {
       : '',
     verified: snapshot ? snapshot.verified === true : undefined,
     key: snapshot?.key,
+    restoreTest: status.restoreTest?.result
+      ? [status.restoreTest.result, status.restoreTest.completionTime].filter(Boolean).join(' ')
+      : '',
   };
 }
 
@@ -112,6 +117,7 @@ export function backupTable(rows: readonly BackupRow[], withNamespace = false): 
     'SIZE',
     'FORMAT',
     'VERIFIED',
+    'RESTORE TEST',
   ];
   const cells = rows.map((r) => [
     ...(withNamespace ? [r.namespace] : []),
@@ -122,6 +128,7 @@ export function backupTable(rows: readonly BackupRow[], withNamespace = false): 
     r.size === undefined ? '<none>' : humanBytes(r.size),
     r.format || '<none>',
     r.verified === undefined ? '<none>' : String(r.verified),
+    r.restoreTest || '<none>',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   return [header, ...cells]
@@ -167,6 +174,8 @@ export interface RestoreInputs {
   credentials: { accessKeyID: SecretKeyRef; secretAccessKey: SecretKeyRef } | undefined;
   /** The spec's CA bundle (a public certificate), read from the cluster unless a local one is given. */
   caBundle: { kind: 'Secret' | 'ConfigMap'; name: string; key: string } | undefined;
+  /** The cluster secrets the status records beside the snapshot, and what they must be; false: none recorded. */
+  secrets: { key: string; expected: { size?: number | undefined; sha256?: string | undefined } } | false;
 }
 
 /**
@@ -197,5 +206,8 @@ export function restoreInputs(backup: ClusterObject, local: RawSettings): Restor
         ? { accessKeyID: s3.accessKeyID, secretAccessKey: s3.secretAccessKey }
         : undefined,
     caBundle: s3?.caBundle && !local.caBundle ? s3.caBundle : undefined,
+    secrets: snapshot.secrets?.key
+      ? { key: snapshot.secrets.key, expected: { size: snapshot.secrets.size, sha256: snapshot.secrets.sha256 } }
+      : false,
   };
 }

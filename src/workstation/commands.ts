@@ -210,5 +210,8 @@ export async function restoreFromBackupCommand(
     s3.credentials = { accessKeyId, secretAccessKey };
     opts.secrets.push(accessKeyId, secretAccessKey);
   }
-  return restoreCommand({ ...opts.defaults, ...inputs.raw }, { ...opts.hooks, expected: inputs.expected, s3 });
+  return restoreCommand(
+    { ...opts.defaults, ...inputs.raw },
+    { ...opts.hooks, expected: inputs.expected, s3, secrets: inputs.secrets },
+  );
 }

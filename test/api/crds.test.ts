@@ -120,11 +120,49 @@ describe('CRDs', () => {
       schedule({ spec: { retention: -1 } }),
       schedule({ deletionTimestamp: '2026-01-15T12:00:00Z' }),
     ];
+    const tested = {
+      ...children[0]!,
+      status: {
+        ...(children[0]!.status as object),
+        restoreTest: {
+          requestedAt: '2026-01-15T04:00:00Z',
+          result: 'Succeeded',
+          completionTime: '2026-01-15T04:03:00Z',
+        },
+      },
+    };
+    states.push(schedule({ spec: { restoreTest: { schedule: '0 4 * * *' } } }));
+    states.push(schedule({ spec: { restoreTest: { schedule: 'never' } } }));
+    children.push(tested);
     for (const parent of states) {
       const { status } = syncSchedule(syncRequest(parent, children), at('2026-01-15T12:00:01Z')).response;
       assert.deepEqual(undeclared(status, statusSchema), [], JSON.stringify(status));
       assert.ok(Object.keys(status).length >= 3);
     }
+  });
+});
+
+describe('restoreTest settings', () => {
+  it("are the same on a backup and on a schedule (but for the backup's requestedAt and the schedule's cron)", () => {
+    const backupTest = (crdSchema(crds.backup) as Node).properties!.spec!.properties!.restoreTest!;
+    const scheduleTest = (crdSchema(crds.schedule) as Node).properties!.spec!.properties!.restoreTest!;
+    const { requestedAt, ...backupSettings } = backupTest.properties!;
+    const { schedule: cron, ...scheduleSettings } = scheduleTest.properties!;
+    assert.ok(requestedAt && cron);
+    assert.deepEqual(scheduleSettings, backupSettings);
+    assert.deepEqual(Object.keys(backupSettings).sort(), [
+      'activeDeadlineSeconds',
+      'etcdImage',
+      'identitySecretRef',
+      'resources',
+      'volumeSizeLimit',
+    ]);
+  });
+
+  it('default to the etcd image the tests restore into (the etcd 3.6 the harness builds)', async () => {
+    const { etcdVersion } = await import('../harness/binaries.js');
+    const image = (crdSchema(crds.backup) as Node).properties!.spec!.properties!.restoreTest!.properties!.etcdImage!;
+    assert.equal(image.default, `gcr.io/etcd-development/etcd:${etcdVersion('3.6')}`);
   });
 });
 

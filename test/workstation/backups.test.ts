@@ -52,6 +52,7 @@ describe('list', () => {
       format: 'zstd+age',
       verified: true,
       key: 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T06-00-00Z.db.zst.age',
+      restoreTest: '',
     });
     assert.equal(backupRow(older).format, 'gzip');
     assert.equal(backupRow(stored(byHand, { encrypted: true })).format, 'age');
@@ -83,13 +84,20 @@ describe('list', () => {
   });
 
   it("a table in kubectl's layout, sizes as people read them", () => {
-    const table = backupTable([newer, byHand].map(backupRow));
+    const tested = {
+      ...newer,
+      status: {
+        ...(newer.status as object),
+        restoreTest: { result: 'Succeeded', completionTime: '2026-01-18T04:03:00Z' },
+      },
+    };
+    const table = backupTable([tested, byHand].map(backupRow));
     assert.equal(
       table,
       [
-        'NAME                               SCHEDULE                PHASE       TIME                   SIZE     FORMAT     VERIFIED',
-        'daily-backup-schedule-1768456800   daily-backup-schedule   Succeeded   2026-01-15T06:00:00Z   70Mi     zstd+age   true',
-        'before-upgrade                     <none>                  Running     2026-01-15T04:30:00Z   <none>   <none>     <none>',
+        'NAME                               SCHEDULE                PHASE       TIME                   SIZE     FORMAT     VERIFIED   RESTORE TEST',
+        'daily-backup-schedule-1768456800   daily-backup-schedule   Succeeded   2026-01-15T06:00:00Z   70Mi     zstd+age   true       Succeeded 2026-01-18T04:03:00Z',
+        'before-upgrade                     <none>                  Running     2026-01-15T04:30:00Z   <none>   <none>     <none>     <none>',
       ].join('\n'),
     );
     assert.match(backupTable([backupRow(newer)], true), /^NAMESPACE {6}NAME/);
@@ -184,6 +192,23 @@ describe('restore --backup', () => {
     assert.equal(mine.raw.output, 'here.db');
     assert.equal(mine.raw.bucket, 'recorded-bucket', 'never another object than the backup’s');
     assert.equal(mine.raw.key, good.status && (good.status as any).snapshot.key);
+  });
+
+  it('the cluster secrets the status records: their key and hash, or none (never guessed from the key)', () => {
+    const secrets = {
+      source: 'clusterSecretsRef',
+      secretName: 'prod-talos-secrets',
+      key: 'talos-operator-etcd-backups/prod/etcd-snapshot-2026-01-15T06-00-00Z.secrets.yaml.age',
+      size: 2345,
+      sha256: 'c'.repeat(64),
+    };
+    assert.deepEqual(restoreInputs(stored(good, { bucket: 'recorded-bucket', secrets }), {}).secrets, {
+      key: secrets.key,
+      expected: { size: 2345, sha256: 'c'.repeat(64) },
+    });
+    assert.equal(restoreInputs(good, {}).secrets, false);
+    const notStored = { source: 'talosOperatorState', secretName: 'prod-state', notStored: 'not found' };
+    assert.equal(restoreInputs(stored(good, { secrets: notStored }), {}).secrets, false);
   });
 
   it('a backup with nothing stored says so, with its phase and message', () => {

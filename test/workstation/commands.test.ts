@@ -237,9 +237,9 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     const table = await cli(['list']);
     assert.equal(table.code, 0, table.stderr);
     const lines = table.stdout.trimEnd().split('\n');
-    assert.match(lines[0]!, /^NAME\s+SCHEDULE\s+PHASE\s+TIME\s+SIZE\s+FORMAT\s+VERIFIED$/);
+    assert.match(lines[0]!, /^NAME\s+SCHEDULE\s+PHASE\s+TIME\s+SIZE\s+FORMAT\s+VERIFIED\s+RESTORE TEST$/);
     const nightly = lines.find((l) => l.startsWith('nightly-1764727200 '))!;
-    assert.match(nightly, /nightly\s+Succeeded\s+2026-12-03T02:00:00Z\s+\S+\s+zstd\s+true$/);
+    assert.match(nightly, /nightly\s+Succeeded\s+2026-12-03T02:00:00Z\s+\S+\s+zstd\s+true\s+<none>$/);
     assert.equal(lines.length, 6);
     const only = await cli(['list', '--schedule', 'nightly', '-o', 'json']);
     assert.equal(only.code, 0, only.stderr);

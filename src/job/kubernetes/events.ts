@@ -91,7 +91,12 @@ export const notes = {
   succeeded: (o: SnapshotOutcome) => {
     const verified = o.verified ? `verified${o.verification ? ` (${o.verification})` : ''}` : 'not verified';
     const earlier = o.alreadyUploaded ? ', found complete from an earlier attempt' : '';
-    return `Stored s3://${o.bucket}/${o.key}: ${o.size} bytes in ${(o.durationMs / 1000).toFixed(1)}s${earlier}, ${verified}`;
+    const secrets = o.secrets?.key
+      ? `; cluster secrets (Secret ${o.secrets.secretName}) stored at s3://${o.bucket}/${o.secrets.key}`
+      : o.secrets?.notStored
+        ? `; cluster secrets not stored: ${o.secrets.notStored}`
+        : '';
+    return `Stored s3://${o.bucket}/${o.key}: ${o.size} bytes in ${(o.durationMs / 1000).toFixed(1)}s${earlier}, ${verified}${secrets}`;
   },
   /** The failure's one line, as written into status.report.message (already redacted). */
   failed: (message: string) => message,

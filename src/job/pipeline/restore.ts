@@ -4,7 +4,7 @@
 // `etcdctl snapshot restore` and `talosctl bootstrap --recover-from` check and accept.
 
 import { createWriteStream, existsSync } from 'node:fs';
-import { link, rename, rm } from 'node:fs/promises';
+import { link, rename, rm, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { JobError } from '../errors.js';
@@ -12,6 +12,7 @@ import { describeS3Error, isPermanentS3Error } from '../s3/errors.js';
 import { storedFormatOf } from '../../contract/object-key.js';
 import { readRecordedHashes } from '../s3/recorded-hashes.js';
 import { SinkError, verifyObject, type ExpectedObject, type VerifiedObject } from './verify.js';
+import { readClusterSecrets } from './cluster-secrets.js';
 
 /** `<prefix>/<cluster>/`, as object keys have it. */
 function clusterPrefix(prefix: string, cluster: string): string {
@@ -97,10 +98,22 @@ export interface RestoreOptions {
   onProgress?: (bytesRead: number, total: number | undefined) => void;
   /** Stops the restore (Ctrl-C); nothing is left behind. */
   signal?: AbortSignal;
+  /**
+   * The cluster secrets stored beside the snapshot, written to `<output>.secrets.yaml`: their key, what they must be
+   * (else the sha256 recorded with them), and whether none at the key is fine (a backup that may have stored none).
+   */
+  secrets?: { key: string; expected?: { size?: number | undefined; sha256?: string | undefined }; optional: boolean };
 }
 
 export interface RestoreResult extends VerifiedObject {
   output: string;
+  /** The cluster secrets restored beside the snapshot file: their key, file and the Secret's keys. */
+  secrets?: { key: string; output: string; keys: string[] };
+}
+
+/** The file the cluster secrets of a snapshot restored to `output` are written to. */
+export function secretsOutputOf(output: string): string {
+  return `${output}.secrets.yaml`;
 }
 
 /** Gives the finished file its name, never replacing a file that appeared there meanwhile. */
@@ -125,10 +138,27 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
       { permanent: true },
     );
   }
-  if (existsSync(output))
-    throw new JobError('restore', `${output} exists (restore never overwrites; remove it or choose --output)`, {
+  const secretsOutput = secretsOutputOf(output);
+  for (const file of opts.secrets ? [output, secretsOutput] : [output])
+    if (existsSync(file))
+      throw new JobError('restore', `${file} exists (restore never overwrites; remove it or choose --output)`, {
+        permanent: true,
+      });
+  // The secrets first (a few KiB): checked and decrypted before the snapshot's long download, so that a damaged
+  // secrets object fails at once; their file is given its name with the snapshot's.
+  const secrets =
+    opts.secrets &&
+    (await readClusterSecrets(client, bucket, opts.secrets.key, {
+      identities: opts.identities,
+      expected: opts.secrets.expected,
+      optional: opts.secrets.optional,
+      signal: opts.signal,
+    }));
+  if (secrets && secrets.manifest === undefined)
+    throw new JobError('restore', `${opts.secrets!.key} can only be read with an age identity (--age-identity)`, {
       permanent: true,
     });
+  const secretsPartial = `${secretsOutput}.partial-${process.pid}`;
   // Written next to the output under a temporary name, then linked to the final name, which fails if a file
   // appeared there meanwhile: a restore never overwrites anything.
   const partial = `${output}.partial-${process.pid}`;
@@ -143,6 +173,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     });
   }
   try {
+    if (secrets) await writeFile(secretsPartial, secrets.manifest!, { flag: 'wx', mode: 0o600, flush: true });
     const result = await verifyObject(client, bucket, key, {
       identities: opts.identities,
       expected: opts.expected,
@@ -150,16 +181,27 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
       onProgress: opts.onProgress,
       signal: opts.signal,
     });
-    try {
-      await publish(partial, output);
-    } catch (error) {
-      throw new JobError(
-        'restore',
-        `cannot write ${output}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`,
-        { cause: error, permanent: true },
-      );
+    const published: [string, string][] = [
+      [partial, output],
+      ...(secrets ? [[secretsPartial, secretsOutput] as [string, string]] : []),
+    ];
+    for (const [from, to] of published) {
+      try {
+        await publish(from, to);
+      } catch (error) {
+        throw new JobError(
+          'restore',
+          `cannot write ${to}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`,
+          { cause: error, permanent: true },
+        );
+      }
     }
-    return { ...result, output };
+    return {
+      ...result,
+      output,
+      ...(secrets &&
+        opts.secrets && { secrets: { key: opts.secrets.key, output: secretsOutput, keys: secrets.keys! } }),
+    };
   } catch (error) {
     if (error instanceof SinkError)
       throw new JobError('restore', `cannot write ${partial}: ${error.message}`, { cause: error, permanent: false });
@@ -167,5 +209,6 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
   } finally {
     sink.destroy();
     await rm(partial, { force: true }); // the output, if written, is its own link now
+    await rm(secretsPartial, { force: true });
   }
 }

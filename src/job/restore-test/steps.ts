@@ -12,7 +12,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { RestoreTestFigures } from '../../api/types.js';
 import type { EtcdClient } from '../etcd/client.js';
 import { JobError } from '../errors.js';
-import { restoreBackup } from '../pipeline/restore.js';
+import { restoreBackup, secretsOutputOf } from '../pipeline/restore.js';
 import type { ExpectedObject } from '../pipeline/verify.js';
 
 export const SNAPSHOT_FILE = 'snapshot.db';
@@ -32,6 +32,8 @@ export interface FetchInput {
   client: S3Client;
   bucket: string;
   key: string;
+  /** The cluster secrets stored beside the snapshot: decrypted and checked into the directory too. */
+  secrets?: { key: string; sha256?: string | undefined } | undefined;
   identities: string[];
   dir: string;
   recorded: Recorded;
@@ -55,9 +57,13 @@ export function compareWithRecord(found: { revision: number; keys: number }, rec
 }
 
 /** Step 1: the verified plain snapshot at <dir>/snapshot.db, matching the backup's record. */
-export async function fetchStep(input: FetchInput): Promise<{ revision: number; keys: number; size: number }> {
+export async function fetchStep(
+  input: FetchInput,
+): Promise<{ revision: number; keys: number; size: number; secretsKeys?: number }> {
   const output = join(input.dir, SNAPSHOT_FILE);
-  await rm(output, { force: true }); // a retried pod finds the emptyDir of the failed one only if it is the same pod
+  // A retried pod finds the emptyDir of the failed one only if it is the same pod.
+  await rm(output, { force: true });
+  await rm(secretsOutputOf(output), { force: true });
   const result = await restoreBackup({
     client: input.client,
     bucket: input.bucket,
@@ -65,6 +71,9 @@ export async function fetchStep(input: FetchInput): Promise<{ revision: number; 
     identities: input.identities,
     output,
     expected: input.recorded,
+    ...(input.secrets && {
+      secrets: { key: input.secrets.key, expected: { sha256: input.secrets.sha256 }, optional: false },
+    }),
     ...(input.signal && { signal: input.signal }),
   });
   if (!result.database) throw fail('the snapshot inside the backup could not be read (no age identity)');
@@ -74,7 +83,12 @@ export async function fetchStep(input: FetchInput): Promise<{ revision: number; 
     throw fail(`${mismatch}: the record does not describe this snapshot`);
   }
   await writeFile(join(input.dir, FETCHED_FILE), JSON.stringify({ startedAt: input.startedAt }), { mode: 0o600 });
-  return { revision: result.database.revision, keys: result.database.keys, size: result.snapshotSize ?? result.size };
+  return {
+    revision: result.database.revision,
+    keys: result.database.keys,
+    size: result.snapshotSize ?? result.size,
+    ...(result.secrets && { secretsKeys: result.secrets.keys.length }),
+  };
 }
 
 /** What fetch left for check. */

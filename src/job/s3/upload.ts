@@ -21,6 +21,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  PutObjectCommand,
   S3ServiceException,
   UploadPartCopyCommand,
   type CompleteMultipartUploadCommandOutput,
@@ -112,7 +113,10 @@ const COPY_PART_BYTES = 1024 ** 3;
  * with no code. AccessDenied is 'unknown', and the atomic If-None-Match guard on the upload still protects an
  * existing object.
  */
-async function readKey(target: SnapshotTarget): Promise<ExistingObject> {
+async function readKey<H>(
+  target: SnapshotTarget,
+  readRecorded: (metadata: Record<string, string>, versionId: string | undefined) => Promise<H | undefined>,
+): Promise<ExistingObject<H>> {
   const { client, bucket, key } = target;
   let object;
   try {
@@ -131,7 +135,7 @@ async function readKey(target: SnapshotTarget): Promise<ExistingObject> {
   const found = { state: 'present' as const, owner: ownerOf(metadata), size, versionId: object.VersionId };
   if (found.owner.uid !== target.identity.uid) return found;
   try {
-    return { ...found, recorded: await readRecordedHashes(client, bucket, key, metadata, found.versionId) };
+    return { ...found, recorded: await readRecorded(metadata, found.versionId) };
   } catch (error) {
     const detail = `cannot tell whether this backup's object at s3://${bucket}/${key} is complete: ${describeS3Error(error)}`;
     throw new S3UploadError(detail, { cause: error });
@@ -162,6 +166,15 @@ async function abortLeftoverUploads(client: S3Client, bucket: string, key: strin
  */
 export async function prepareWrite(target: SnapshotTarget): Promise<PreparedWrite> {
   const { client, bucket, key } = target;
+  return prepare(target, (metadata, versionId) => readRecordedHashes(client, bucket, key, metadata, versionId));
+}
+
+/** prepareWrite for an object whose recorded hashes `readRecorded` reads. */
+async function prepare<H>(
+  target: SnapshotTarget,
+  readRecorded: (metadata: Record<string, string>, versionId: string | undefined) => Promise<H | undefined>,
+): Promise<Exclude<WritePlan<H>, { action: 'refuse' }> & { target: SnapshotTarget; lockUntil: Date | undefined }> {
+  const { client, bucket, key } = target;
   const lockRequest = target.protection?.objectLock;
   const lockUntil = lockRequest && retainUntil((target.clock ?? (() => new Date()))(), lockRequest.retainDays);
   let bucketLock;
@@ -170,8 +183,8 @@ export async function prepareWrite(target: SnapshotTarget): Promise<PreparedWrit
   } catch (error) {
     throw new S3UploadError(describeS3Error(error), { cause: error });
   }
-  const existing = await readKey(target);
-  const plan = planWrite({ bucket, key, existing, bucketLock, uid: target.identity.uid, objectLock: lockRequest });
+  const existing = await readKey(target, readRecorded);
+  const plan = planWrite<H>({ bucket, key, existing, bucketLock, uid: target.identity.uid, objectLock: lockRequest });
   if (plan.action === 'refuse') throw new S3UploadError(plan.reason, { permanent: true });
   if (plan.action === 'upload') await abortLeftoverUploads(client, bucket, key, new Date());
   return { ...plan, target, lockUntil };
@@ -182,9 +195,28 @@ export async function prepareWrite(target: SnapshotTarget): Promise<PreparedWrit
  * or multipart). A copy is a new object: without the encryption parameters it would get the bucket's default.
  */
 function writeParams(write: UploadWrite, request: 'upload' | 'copy', metadata: Record<string, string>) {
-  const sse = write.target.protection?.serverSideEncryption;
   const lockRequest = write.target.protection?.objectLock;
+  // The version that will hold the hashes is locked after recording them. When the hashes go on as tags that is
+  // the uploaded one, and asking for the lock here too makes it atomic where the store honours it (AWS); when they
+  // go on by a copy, the uploaded version must stay unlocked, so that it can be removed once the copy exists.
   const uploadLockedUntil = request === 'upload' && write.recording === 'tags' && lockRequest && write.lockUntil;
+  return protectionParams(write.target.protection, metadata, {
+    checksums: request === 'upload' && write.checksums,
+    lockUntil: uploadLockedUntil || undefined,
+  });
+}
+
+/**
+ * Metadata, server-side encryption, part checksums and the Object Lock asked for at upload time, as S3 request
+ * parameters: the one place every request that writes an object gets them from.
+ */
+function protectionParams(
+  protection: ObjectProtection | undefined,
+  metadata: Record<string, string>,
+  opts: { checksums: boolean; lockUntil: Date | undefined },
+) {
+  const sse = protection?.serverSideEncryption;
+  const lockRequest = protection?.objectLock;
   return {
     Metadata: metadata,
     ContentType: 'application/octet-stream',
@@ -192,16 +224,17 @@ function writeParams(write: UploadWrite, request: 'upload' | 'copy', metadata: R
     ...(sse?.kmsKeyId && { SSEKMSKeyId: sse.kmsKeyId }),
     // S3 refuses uploads to a bucket that locks objects unless every part carries a checksum (the client sends
     // them only when required, for stores that reject them).
-    ...(request === 'upload' && write.checksums && { ChecksumAlgorithm: 'CRC32' as const }),
-    // The version that will hold the hashes is locked after recording them. When the hashes go on as tags that is
-    // the uploaded one, and asking for the lock here too makes it atomic where the store honours it (AWS); when they
-    // go on by a copy, the uploaded version must stay unlocked, so that it can be removed once the copy exists.
-    ...(uploadLockedUntil && { ObjectLockMode: lockRequest.mode, ObjectLockRetainUntilDate: uploadLockedUntil }),
+    ...(opts.checksums && { ChecksumAlgorithm: 'CRC32' as const }),
+    ...(lockRequest &&
+      opts.lockUntil && { ObjectLockMode: lockRequest.mode, ObjectLockRetainUntilDate: opts.lockUntil }),
   };
 }
 
 /** Locks the stored version when Object Lock was asked for; returns the date it is locked until. */
-async function lock(write: PreparedWrite, versionId: string | undefined): Promise<Date | undefined> {
+async function lock(
+  write: { target: SnapshotTarget; lockUntil: Date | undefined },
+  versionId: string | undefined,
+): Promise<Date | undefined> {
   const { client, bucket, key, protection } = write.target;
   const lockRequest = protection?.objectLock;
   if (!lockRequest || !write.lockUntil) return undefined;
@@ -411,4 +444,56 @@ export async function storeStream(write: UploadWrite, stream: StoredStream): Pro
   }
   const { size, sha256, etcdSha256 } = uploaded.figures;
   return { alreadyUploaded: false, size, hashes: { sha256, etcdSha256 }, ...(locked && { retainUntil: locked }) };
+}
+
+/** What storeObject stored (or found stored by an earlier attempt of the same backup). */
+export interface StoredObject {
+  alreadyUploaded: boolean;
+  size: number;
+  /** Hex SHA-256 of the stored bytes, recorded as `x-amz-meta-sha256`. */
+  sha256: string;
+  retainUntil?: Date;
+}
+
+/**
+ * Stores a small object held in memory (the cluster secrets beside a snapshot) at `target.key` with the same
+ * guarantees as a snapshot: never over another backup's object (refused) or this backup's complete one (kept, as a
+ * retried Job finds it), server-side encryption and Object Lock as asked, and its sha256 recorded. A single PUT:
+ * the bytes, and so their hash, are known before it starts, so the metadata is complete from the first byte.
+ */
+export async function storeObject(target: SnapshotTarget, bytes: Buffer, sha256: string): Promise<StoredObject> {
+  const { client, bucket, key, identity } = target;
+  const write = await prepare(target, async (metadata) =>
+    metadata['sha256'] ? { sha256: metadata['sha256'] } : undefined,
+  );
+  if (write.action === 'accept') {
+    const locked = await lock(write, write.versionId);
+    const kept = { alreadyUploaded: true, size: write.size, sha256: write.hashes.sha256 };
+    return { ...kept, ...(locked && { retainUntil: locked }) };
+  }
+  let versionId: string | undefined;
+  try {
+    const put = await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: bytes,
+        ...(write.createOnly && { IfNoneMatch: '*' }),
+        ...protectionParams(
+          target.protection,
+          { ...identityMetadata(identity), sha256 },
+          { checksums: write.checksums, lockUntil: write.lockUntil },
+        ),
+      }),
+      { ...(target.signal && { abortSignal: target.signal }) },
+    );
+    versionId = put.VersionId;
+  } catch (error) {
+    if (error instanceof S3ServiceException && error.$metadata?.httpStatusCode === 412) {
+      throw new S3UploadError(occupied(bucket, key, ' (written while this upload ran)'), { permanent: true });
+    }
+    throw new S3UploadError(describeS3Error(error), { cause: error });
+  }
+  const locked = await lock(write, versionId);
+  return { alreadyUploaded: false, size: bytes.length, sha256, ...(locked && { retainUntil: locked }) };
 }

@@ -25,20 +25,21 @@ export function ownerOf(metadata: Record<string, string>): Partial<BackupIdentit
  * What is at the key. unknown: the store would not say (AWS answers AccessDenied for a missing key when the
  * writer may not list the bucket). `recorded`: the hashes an object of this backup's carries, if it has them.
  */
-export type ExistingObject =
+export type ExistingObject<H = UploadedHashes> =
   | { state: 'absent' | 'unknown' }
   | {
       state: 'present';
       owner: Partial<BackupIdentity>;
       size: number;
       versionId?: string | undefined;
-      recorded?: UploadedHashes | undefined;
+      recorded?: H | undefined;
     };
 
-export interface WriteInputs {
+/** `H`: the hashes a complete object carries (a snapshot's two; the cluster secrets' one). */
+export interface WriteInputs<H = UploadedHashes> {
   bucket: string;
   key: string;
-  existing: ExistingObject;
+  existing: ExistingObject<H>;
   bucketLock: BucketLock;
   /** This backup's uid: an object with it is this backup's own (a retried Job). */
   uid: string;
@@ -52,8 +53,8 @@ export interface WriteInputs {
  * replaces this backup's own unfinished one; `recording`, how the hashes get onto it (see recorded-hashes.ts);
  * `checksums`, whether every part carries one (S3 requires it on buckets that lock objects).
  */
-export type WritePlan =
-  | { action: 'accept'; size: number; versionId: string | undefined; hashes: UploadedHashes }
+export type WritePlan<H = UploadedHashes> =
+  | { action: 'accept'; size: number; versionId: string | undefined; hashes: H }
   | { action: 'refuse'; reason: string }
   | { action: 'upload'; createOnly: boolean; recording: 'copy' | 'tags'; checksums: boolean };
 
@@ -63,7 +64,7 @@ export function occupied(bucket: string, key: string, owner: string): string {
 }
 
 /** The write's plan, from what the store said (its cases: test/job/s3/write-plan.test.ts). */
-export function planWrite(inputs: WriteInputs): WritePlan {
+export function planWrite<H = UploadedHashes>(inputs: WriteInputs<H>): WritePlan<H> {
   const { bucket, key, existing, bucketLock, objectLock } = inputs;
   // The bucket first: a backup that asks for a lock the bucket cannot give fails the same way whatever the key holds.
   if (objectLock && bucketLock.state === 'disabled') {

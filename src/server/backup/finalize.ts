@@ -5,7 +5,8 @@ import { formatTime, parseTime } from '../../api/conditions.js';
 import { RELATED_NAMESPACE_KEY } from '../../api/constants.js';
 import type { BackupSpec, BackupStatus } from '../../api/types.js';
 import { readBackupStatus } from '../../api/validation.js';
-import { objectKey } from '../../contract/object-key.js';
+import { objectKey, secretsKeyOf } from '../../contract/object-key.js';
+import { secretsPlan } from './cluster-secrets.js';
 import { DELETION_MESSAGE } from '../conditions.js';
 import type { DecoratorSyncRequest, DecoratorSyncResponse } from '../metacontroller/types.js';
 import { backupEventsHint, podsHint } from './hints.js';
@@ -135,7 +136,14 @@ export function finalizeBackup(
   // Asked for but absent: look again when the deadline passes, even if nothing else changes.
   const resyncAfterSeconds = job ? undefined : Math.max(1, Math.ceil(deadline - (secondsSince(startedAt, now) ?? 0)));
   // An unfinished backup's snapshot pod may still be stopping: the delete Job looks again after its grace period.
-  const attachments = [deleteJob(ref, spec, key, image, { afterSnapshot: !isFinished(observed) })];
+  // The cluster secrets' object: the one a finished backup recorded (if any); else, when the backup would store
+  // one, the one its Job reported or would have written beside the key.
+  const recorded = observed.snapshot?.key === key ? observed.snapshot : undefined;
+  const stores = secretsPlan(checked.spec).action === 'store';
+  const secretsKey = recorded
+    ? recorded.secrets?.key
+    : (observed.report?.snapshot?.secrets?.key ?? (stores ? secretsKeyOf(key) : undefined));
+  const attachments = [deleteJob(ref, spec, key, image, { afterSnapshot: !isFinished(observed), secretsKey })];
   return {
     response: {
       status: status as Record<string, unknown>,

@@ -6,7 +6,8 @@
 // a missing Secret or key never leaves the pod stuck in CreateContainerConfigError: the CLI starts, finds the
 // input missing (REQUIRED_SECRETS says what to expect) and fails at once with "Failed to get secret ...".
 // How it reports back: a merge patch on its backup's status subresource (status.report), the only thing its
-// ServiceAccount may do. It reads nothing through the API: the kubelet, not the Job's identity, reads the Secrets.
+// ServiceAccount may do. It reads nothing through the API: the kubelet, not the Job's identity, reads the Secrets
+// (the cluster secrets stored beside the snapshot too: a whole-Secret volume, not a Role that may get a Secret).
 
 import { GROUP, BACKUP_PLURAL, SCHEDULED_TIME_ANNOTATION } from '../../api/constants.js';
 import type { BackupSpec, SecretKeyRef } from '../../api/types.js';
@@ -18,6 +19,7 @@ import { EXIT_CODE } from '../../contract/exit-codes.js';
 import { formatRequiredInputs, type RequiredSecret } from '../../contract/required-inputs.js';
 import { attachmentLabels, attachmentName, type Component } from './names.js';
 import type { TalosSource } from './talos-source.js';
+import { secretsPlan } from './cluster-secrets.js';
 
 /** Where the image keeps the CLI (the Dockerfile puts the compiled project in /app). */
 export const IMAGE_ENTRYPOINT = '/app/dist/src/main.js';
@@ -28,6 +30,7 @@ const CA_BUNDLE_DIR = '/var/run/secrets/s3-ca';
 const CA_BUNDLE_FILE = 'ca.crt';
 const AGE_IDENTITY_DIR = '/var/run/secrets/age';
 const AGE_IDENTITY_FILE = 'identity.txt';
+const CLUSTER_SECRETS_DIR = '/var/run/secrets/cluster-secrets';
 // The delete Job only talks to S3; a short deadline keeps a stuck one from holding the finalizer for an hour.
 const DELETE_JOB_DEADLINE_SECONDS = 600;
 const DELETE_JOB_BACKOFF_LIMIT = 2;
@@ -239,6 +242,28 @@ export function identityInputs(identity: SecretKeyRef | undefined) {
   };
 }
 
+/**
+ * The cluster secrets stored beside the snapshot (cluster-secrets.ts): the whole Secret as a volume, every key a
+ * file; required (a missing Secret fails the backup) only when the spec names it.
+ */
+function secretsInputs(spec: BackupSpec) {
+  const plan = secretsPlan(spec);
+  if (plan.action !== 'store')
+    return { vars: [] as EnvVar[], required: [] as RequiredSecret[], volumes: [], mounts: [] };
+  return {
+    vars: [
+      { name: SETTINGS.clusterSecretsDir.env, value: CLUSTER_SECRETS_DIR },
+      { name: SETTINGS.clusterSecretsName.env, value: plan.secretName },
+      { name: SETTINGS.clusterSecretsSource.env, value: plan.source },
+    ],
+    required: plan.required
+      ? ([{ kind: 'Secret', name: plan.secretName, pathEnv: SETTINGS.clusterSecretsDir.env }] as RequiredSecret[])
+      : [],
+    volumes: [{ name: 'cluster-secrets', secret: { secretName: plan.secretName, optional: true } }],
+    mounts: [{ name: 'cluster-secrets', mountPath: CLUSTER_SECRETS_DIR, readOnly: true }],
+  };
+}
+
 /** The Job that takes the snapshot, as `talos-etcd-backup snapshot` with the settings of the backup. */
 export function snapshotJob(
   backup: BackupRef,
@@ -248,6 +273,7 @@ export function snapshotJob(
 ): KubernetesObject {
   const s3 = s3Inputs(spec);
   const protection = protectionInputs(spec);
+  const secrets = secretsInputs(spec);
   const talosconfigFile = SETTINGS.talosconfig.default;
   const vars: EnvVar[] = [
     ...env(SETTINGS.talosconfig.env, talosconfigFile),
@@ -262,6 +288,7 @@ export function snapshotJob(
     ...env(SETTINGS.backupUid.env, backup.uid),
     ...env(SETTINGS.reportStatus.env, 'true'),
     ...protection.vars,
+    ...secrets.vars,
   ];
   const talosconfigItem = talosconfigFile.slice(TALOSCONFIG_DIR.length + 1);
   return cliJob(backup, spec, image, {
@@ -272,6 +299,7 @@ export function snapshotJob(
       { kind: 'Secret', ...source.talosconfig, pathEnv: SETTINGS.talosconfig.env },
       ...s3.required,
       ...protection.required,
+      ...secrets.required,
     ],
     volumes: [
       {
@@ -284,8 +312,14 @@ export function snapshotJob(
       },
       ...s3.volumes,
       ...protection.volumes,
+      ...secrets.volumes,
     ],
-    mounts: [{ name: 'talosconfig', mountPath: TALOSCONFIG_DIR, readOnly: true }, ...s3.mounts, ...protection.mounts],
+    mounts: [
+      { name: 'talosconfig', mountPath: TALOSCONFIG_DIR, readOnly: true },
+      ...s3.mounts,
+      ...protection.mounts,
+      ...secrets.mounts,
+    ],
     serviceAccountName: attachmentName(backup.name, 'snapshot'),
     activeDeadlineSeconds: spec.job.activeDeadlineSeconds,
     backoffLimit: spec.job.backoffLimit,
@@ -328,13 +362,16 @@ export function snapshotIdentity(
   ];
 }
 
-/** The Job that removes the backup's object from S3 (deletionPolicy Delete); it needs no Kubernetes API access. */
+/**
+ * The Job that removes the backup's object from S3 (deletionPolicy Delete), and its cluster secrets' object at
+ * `opts.secretsKey`; it needs no Kubernetes API access.
+ */
 export function deleteJob(
   backup: BackupRef,
   spec: BackupSpec,
   key: string,
   image: JobImage,
-  opts: { afterSnapshot?: boolean } = {},
+  opts: { afterSnapshot?: boolean; secretsKey?: string | undefined } = {},
 ): KubernetesObject {
   const s3 = s3Inputs(spec);
   return cliJob(backup, spec, image, {
@@ -343,6 +380,7 @@ export function deleteJob(
     vars: [
       ...s3.vars,
       ...env(SETTINGS.key.env, key),
+      ...env(SETTINGS.secretsKey.env, opts.secretsKey),
       ...env(SETTINGS.backupUid.env, backup.uid),
       ...(opts.afterSnapshot ? env(SETTINGS.deleteWait.env, String(DELETE_WAIT_AFTER_SNAPSHOT_SECONDS)) : []),
     ],

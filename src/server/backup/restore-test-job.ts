@@ -87,6 +87,9 @@ export function restoreTestJob(
         ...env(SETTINGS.expectedSize.env, String(snapshot.size)),
         ...env(SETTINGS.expectedSha256.env, snapshot.sha256),
         ...env(SETTINGS.expectedEtcdSha256.env, snapshot.etcdSha256),
+        // The cluster secrets stored beside it are part of what a restore needs: decrypted and checked too.
+        ...env(SETTINGS.secretsKey.env, snapshot.secrets?.key),
+        ...env(SETTINGS.expectedSecretsSha256.env, snapshot.secrets?.key && snapshot.secrets.sha256),
         ...recorded,
         ...reporting,
         ...identity.vars,

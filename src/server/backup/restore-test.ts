@@ -6,7 +6,8 @@
 import { formatTime, nextCondition, parseTime, type Condition } from '../../api/conditions.js';
 import { RELATED_SCHEDULE_KEY, RESTORE_TEST_REQUEST_ANNOTATION } from '../../api/constants.js';
 import { owningSchedule } from '../../api/ownership.js';
-import type { BackupSpec, BackupStatus, RestoreTestStatus, ScheduleSpec, ScheduleStatus } from '../../api/types.js';
+import type { BackupSpec, BackupStatus, RestoreTestStatus, ScheduleStatus } from '../../api/types.js';
+import { validateSchedule } from '../../api/validation.js';
 import { CONDITION, RESTORE_TEST_REASON } from '../conditions.js';
 import type { DecoratorSyncRequest, KubernetesObject } from '../metacontroller/types.js';
 import { podsHint } from './hints.js';
@@ -14,9 +15,6 @@ import type { BackupRef } from './job.js';
 import { failureText, readJobState } from './job-state.js';
 import { restoreTestIdentity, restoreTestJobName, type RestoreTestRequest } from './restore-test-job.js';
 import { relatedObject } from './talos-source.js';
-
-/** The defaults the CRD applies, for specs that come without them (a replay, an older CRD). */
-const SETTINGS_DEFAULTS = { etcdImage: 'gcr.io/etcd-development/etcd:v3.6.16', activeDeadlineSeconds: 1800 };
 
 const later = (a: string | undefined, b: string | undefined) => {
   const ta = parseTime(a);
@@ -31,16 +29,21 @@ export function restoreTestRequests(request: DecoratorSyncRequest, spec: BackupS
   if (spec.restoreTest) {
     const { requestedAt, ...settings } = spec.restoreTest;
     const at = parseTime(requestedAt) ?? parseTime(object.metadata.creationTimestamp);
-    if (at) requests.push({ requestedAt: formatTime(at), settings: { ...SETTINGS_DEFAULTS, ...settings } });
+    // The spec was read through the CRD's schema (checkSpec): its defaults are applied.
+    if (at) requests.push({ requestedAt: formatTime(at), settings });
   }
   const scheduleName = owningSchedule(object);
   const schedule = scheduleName ? relatedObject(request.related, RELATED_SCHEDULE_KEY, scheduleName) : undefined;
   const asked = (schedule?.status as ScheduleStatus | undefined)?.restoreTestRequest;
-  const scheduled = (schedule?.spec as Partial<ScheduleSpec> | undefined)?.restoreTest;
   const at = parseTime(asked?.requestedAt);
-  if (scheduled && at && asked?.backup === object.metadata.name) {
-    const { schedule: _cron, ...settings } = scheduled;
-    requests.push({ requestedAt: formatTime(at), settings: { ...SETTINGS_DEFAULTS, ...settings } });
+  if (schedule && at && asked?.backup === object.metadata.name) {
+    // Read through the CRD's schema, as the schedule hook reads it: its defaults applied, a bad spec ignored.
+    const validated = validateSchedule(schedule);
+    const scheduled = validated.ok ? validated.value.restoreTest : undefined;
+    if (scheduled) {
+      const { schedule: _cron, ...settings } = scheduled;
+      requests.push({ requestedAt: formatTime(at), settings });
+    }
   }
   return requests.sort((a, b) => (later(a.requestedAt, b.requestedAt) ? -1 : 1));
 }

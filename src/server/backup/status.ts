@@ -3,7 +3,7 @@
 // the status builder turns it into the phase, the conditions and the rest of the status.
 
 import { findCondition, formatTime, nextCondition, parseTime, type Condition } from '../../api/conditions.js';
-import type { BackupReport, BackupStatus, SnapshotInfo } from '../../api/types.js';
+import type { BackupReport, BackupStatus, SnapshotInfo, StoredSecrets } from '../../api/types.js';
 import { BACKUP_CONDITION_MESSAGE, BACKUP_MESSAGE, BACKUP_REASON, CONDITION } from '../conditions.js';
 import type { KubernetesObject } from '../metacontroller/types.js';
 import { podsHint } from './hints.js';
@@ -96,8 +96,11 @@ export function buildStatus(
   };
 }
 
-/** The snapshot a Succeeded report names, if it names all of it (bucket, key, size and both hashes). */
-export function storedSnapshot(report: BackupReport): SnapshotInfo | undefined {
+/**
+ * The snapshot a Succeeded report names, if it names all of it (bucket, key, size and both hashes), with the cluster
+ * secrets the report names, else `skipped` (what the spec said about secrets the Job was never given).
+ */
+export function storedSnapshot(report: BackupReport, skipped?: StoredSecrets): SnapshotInfo | undefined {
   const s = report.snapshot;
   if (!s?.bucket || !s.key || s.size === undefined || !s.sha256 || !s.etcdSha256) return undefined;
   return {
@@ -115,11 +118,24 @@ export function storedSnapshot(report: BackupReport): SnapshotInfo | undefined {
     ...(s.verification && { verification: s.verification }),
     ...(s.revision !== undefined && { revision: s.revision }),
     ...(s.keys !== undefined && { keys: s.keys }),
+    ...((s.secrets ?? skipped) && { secrets: s.secrets ?? skipped }),
   };
+}
+
+/** What the Ready message says of the cluster secrets: where they are, or why none were stored. */
+function secretsNote(s: SnapshotInfo): string {
+  const secrets = s.secrets;
+  if (secrets?.key) return `; cluster secrets (Secret ${secrets.secretName}) stored at s3://${s.bucket}/${secrets.key}`;
+  if (secrets?.notStored) return `; cluster secrets not stored: ${secrets.notStored}`;
+  return '';
 }
 
 /** The Ready condition's message: where the snapshot is, how it is protected, and what verifying it proved. */
 export function storedMessage(s: SnapshotInfo): string {
+  return `${snapshotMessage(s)}${secretsNote(s)}`;
+}
+
+function snapshotMessage(s: SnapshotInfo): string {
   const format = [
     s.compression && s.compression !== 'none' ? s.compression : '',
     s.encrypted ? 'age-encrypted' : '',
@@ -135,11 +151,19 @@ export function storedMessage(s: SnapshotInfo): string {
   return `${stored}; verified: read back, etcd trailer and database structure sound${counted}`;
 }
 
-/** The verdict on a running backup, from its report and its Job. */
-export function judge(ref: BackupRef, report: BackupReport | undefined, job: JobState | undefined): Verdict {
+/**
+ * The verdict on a running backup, from its report and its Job; `secretsSkipped`: the record of cluster secrets the
+ * spec says are not stored (see cluster-secrets.ts), for the status of a backup that succeeded.
+ */
+export function judge(
+  ref: BackupRef,
+  report: BackupReport | undefined,
+  job: JobState | undefined,
+  secretsSkipped?: StoredSecrets,
+): Verdict {
   const reportedAt = report?.updatedAt ? { completionTime: report.updatedAt } : {};
   if (report?.state === 'Succeeded') {
-    const snapshot = storedSnapshot(report);
+    const snapshot = storedSnapshot(report, secretsSkipped);
     if (snapshot) return { phase: 'Succeeded', message: storedMessage(snapshot), snapshot, ...reportedAt };
   }
   const attemptFailed = report?.state === 'Failed' ? report.message || 'the snapshot attempt failed' : undefined;

@@ -5,7 +5,7 @@
 // nothing, so Kubernetes removes the Job and its helpers, and the backup never runs again.
 
 import { findCondition, formatTime, parseTime } from '../../api/conditions.js';
-import type { BackupStatus, RestoreTestStatus } from '../../api/types.js';
+import type { BackupSpec, BackupStatus, RestoreTestStatus } from '../../api/types.js';
 import { readBackupStatus } from '../../api/validation.js';
 import { BACKUP_MESSAGE, CONDITION, TALOS_OPERATOR_OFF_MESSAGE } from '../conditions.js';
 import type { DecoratorSyncRequest, DecoratorSyncResponse, KubernetesObject } from '../metacontroller/types.js';
@@ -27,6 +27,7 @@ import {
   withCondition,
 } from './restore-test.js';
 import { restoreTestJob, type RestoreTestRequest } from './restore-test-job.js';
+import { secretsPlan } from './cluster-secrets.js';
 
 /** How long a missing or unprovisioned TalosControlPlane is waited for (it may be created alongside the backup). */
 export const CONTROL_PLANE_GRACE_SECONDS = 30;
@@ -160,6 +161,12 @@ function fail(object: KubernetesObject, observed: BackupStatus, message: string,
   return { response: { status: status as Record<string, unknown>, attachments: [] }, outcome: 'failed', message };
 }
 
+/** The record of cluster secrets the spec says are not stored (an unencrypted talosControlPlaneRef backup). */
+function skippedSecrets(spec: BackupSpec) {
+  const plan = secretsPlan(spec);
+  return plan.action === 'skip' ? plan.record : undefined;
+}
+
 export function syncBackup(
   request: DecoratorSyncRequest,
   now: Date,
@@ -185,7 +192,7 @@ export function syncBackup(
   if (!resolved.ok && job) {
     // The Job already has what it needs (its spec never changes: OnDelete): a TalosControlPlane deleted or
     // briefly unprovisioned meanwhile must not fail a backup that is running or has stored its snapshot.
-    const verdict = judge(ref, observed.report, readJobState(job));
+    const verdict = judge(ref, observed.report, readJobState(job), skippedSecrets(checked.spec));
     return answer(buildStatus(object, observed, verdict, {}, now), observedAttachments(request), verdict);
   }
   if (!resolved.ok) {
@@ -198,7 +205,7 @@ export function syncBackup(
   }
   const source = resolved.source;
   const jobState = job && readJobState(job);
-  const verdict = judge(ref, observed.report, jobState);
+  const verdict = judge(ref, observed.report, jobState, skippedSecrets(checked.spec));
   let resyncAfterSeconds: number | undefined;
   if (!job && verdict.phase === 'Pending') {
     // Asked for since the backup became Progressing (the hook's own clock; the first answer sets it).

@@ -300,9 +300,9 @@ export const envValue = (job: J, name: string): string | undefined => envOf(job)
 
 /** REQUIRED_SECRETS of a Job: what the CLI checks before it starts. */
 export const requiredSecrets = (job: J): J[] => JSON.parse(envValue(job, 'REQUIRED_SECRETS')!) as J[];
-export const identify = (entry: J): string => `${entry.kind}/${entry.name}/${entry.key}`;
+export const identify = (entry: J): string => `${entry.kind}/${entry.name}/${entry.key ?? '*'}`;
 
-/** Every Secret and ConfigMap key a Job's pod reads, from its env and volumes, as Kind/name/key. */
+/** Every Secret and ConfigMap key a Job's pod reads, from its env and volumes, as Kind/name/key (`*`: all of them). */
 export function referencedInputs(job: J): string[] {
   const out: string[] = [];
   for (const e of container(job).env as J[]) {
@@ -314,7 +314,8 @@ export function referencedInputs(job: J): string[] {
     const [kind, name, items] = v.secret
       ? ['Secret', v.secret.secretName, v.secret.items]
       : ['ConfigMap', v.configMap.name, v.configMap.items];
-    for (const item of items as J[]) out.push(`${kind}/${name}/${item.key}`);
+    if (!items) out.push(`${kind}/${name}/*`);
+    for (const item of (items ?? []) as J[]) out.push(`${kind}/${name}/${item.key}`);
   }
   return out;
 }
@@ -328,10 +329,12 @@ export function landsWhereSaid(job: J, entry: J): boolean {
   const file: string | undefined = entry.file ?? (entry.pathEnv ? envValue(job, entry.pathEnv) : undefined);
   if (!file) return false;
   return (container(job).volumeMounts as J[]).some((m) => {
-    if (!file.startsWith(`${m.mountPath}/`)) return false;
+    if (!file.startsWith(`${m.mountPath}/`) && file !== m.mountPath) return false;
     const v = (job.spec.template.spec.volumes as J[]).find((x) => x.name === m.name);
     const source = entry.kind === 'Secret' ? v?.secret : v?.configMap;
     const sourceName = entry.kind === 'Secret' ? source?.secretName : source?.name;
+    // A whole Secret: the directory is the mount, the volume has every key.
+    if (entry.key === undefined) return sourceName === entry.name && !source.items && file === m.mountPath;
     return (
       sourceName === entry.name &&
       (source.items as J[]).some((i) => i.key === entry.key && `${m.mountPath}/${i.path}` === file)

@@ -167,6 +167,35 @@ describe('restore tests on a real control plane, run by the test kubelet', () =>
     assert.ok(!JSON.stringify(status).includes('AGE-SECRET-KEY'), 'no identity in the status');
   });
 
+  it('an encrypted backup with its cluster secrets beside it: the test decrypts and checks both', async () => {
+    const identity = await generateIdentity();
+    await c.core.createNamespacedSecret({
+      namespace: NAMESPACE,
+      body: { metadata: { name: 'restore-secrets-age' }, data: { 'identity.txt': b64(`${identity}\n`) } },
+    });
+    await c.core.createNamespacedSecret({
+      namespace: NAMESPACE,
+      body: { metadata: { name: 'restore-bundle' }, data: { 'secrets.yaml': b64('cluster:\n  id: test\n') } },
+    });
+    const recipient = await identityToRecipient(identity);
+    const backup = await readyBackup((s) => ({
+      ...s,
+      verify: true,
+      encryption: {
+        age: { recipients: [recipient], identitySecretRef: { name: 'restore-secrets-age', key: 'identity.txt' } },
+      },
+      clusterSecretsRef: { name: 'restore-bundle' },
+      restoreTest: {},
+    }));
+    const stored = (backup.status as BackupStatus).snapshot!.secrets;
+    assert.ok(stored?.key, JSON.stringify(stored));
+    const { test, pod } = await restoreTest(backup.metadata.name);
+    assert.equal(test.result, 'Succeeded', test.message);
+    const fetch = c.kubelet.pod({ namespace: NAMESPACE, name: pod })!.initContainers.find((i) => i.name === 'fetch')!;
+    assert.equal((JSON.parse(fetch.stdout) as { secretsKeys?: number }).secretsKeys, 1, fetch.stdout);
+    assert.ok(!fetch.stdout.includes('cluster:'), 'no secret value in the output');
+  });
+
   it('a record whose key count differs from the snapshot fails the test, naming both counts', async () => {
     const backup = await readyBackup((s) => ({ ...s, verify: true, restoreTest: {} }));
     const name = backup.metadata.name;

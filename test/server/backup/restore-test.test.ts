@@ -14,6 +14,7 @@ import {
 import type { BackupStatus, RestoreTestReport } from '../../../src/api/types.js';
 import { customizeBackup } from '../../../src/server/backup/customize.js';
 import type { KubernetesObject } from '../../../src/server/metacontroller/types.js';
+import { schedule as scheduleObject } from '../../helpers/builders.js';
 import {
   backup,
   CREATED,
@@ -49,13 +50,11 @@ function schedule(
   requestedAt: string,
   restoreTest: Record<string, unknown> = {},
 ): KubernetesObject {
-  return {
-    apiVersion: API_VERSION,
-    kind: SCHEDULE_KIND,
-    metadata: { name: 'nightly', namespace: 'talos-backup' },
-    spec: { schedule: '0 2 * * *', restoreTest: { schedule: '@weekly', ...restoreTest } },
+  return scheduleObject({
+    name: 'nightly',
+    spec: { restoreTest: { schedule: '@weekly', ...restoreTest } },
     status: { restoreTestRequest: { backup: backupName, requestedAt } },
-  };
+  });
 }
 
 function withSchedule(object: KubernetesObject, related: KubernetesObject, attachments: KubernetesObject[] = []) {
@@ -300,6 +299,18 @@ describe('restore tests in the backup hook', () => {
     assert.equal(job.spec.template.spec.initContainers[1].image, 'gcr.io/etcd-development/etcd:v3.5.26');
     const other = sync(withSchedule(object, schedule('another-backup', at)));
     assert.deepEqual(other.response.attachments, [], 'a request for another backup');
+    const invalid = schedule(NAME, at);
+    (invalid.spec as J).retention = -1;
+    assert.deepEqual(
+      sync(withSchedule(object, invalid)).response.attachments,
+      [],
+      'a schedule its CRD rejects asks nothing',
+    );
+    const defaulted: J = sync(withSchedule(object, schedule(NAME, at))).response.attachments.find(
+      (a) => a.kind === 'Job',
+    );
+    assert.equal(defaulted.spec.activeDeadlineSeconds, 1800, "the CRD's defaults");
+    assert.equal(defaulted.spec.template.spec.initContainers[2].image, 'gcr.io/etcd-development/etcd:v3.6.16');
   });
 
   it("an earlier request's Job still there goes first: the new one waits for it", () => {
