@@ -32,6 +32,9 @@ Commands:
                format, verified)
   backup       backup --from-schedule SCHEDULE [NAME]: create an on-demand TalosEtcdBackup from the schedule's
                template (its retention neither counts nor deletes it); prints one JSON line
+  restore-test restore-test BACKUP [--wait [--timeout SECONDS]]: ask for a restore test of that backup now
+               (spec.restoreTest.requestedAt); --wait waits for its outcome (at most 1800 s by default) and exits 2
+               if it failed
 
 Options for serve (flag, environment variable, meaning [default]; flags win):
 ${helpLines(serverSettings)}
@@ -61,6 +64,7 @@ Options of list, backup and restore --backup (the cluster, as kubectl takes it):
   --context NAME          the kubeconfig context (default: its current context)
   -n, --namespace NS      the namespace (default: the context's, else default)
   list: --schedule NAME (only its backups), -o, --output table|json|yaml [table], -A, --all-namespaces
+  restore-test: needs patch on talosetcdbackups (and get to wait)
   restore --backup NAME: the S3 options above override what the backup records (e.g. an --endpoint reachable from
     here); S3 keys from the AWS SDK's default chain, or with --s3-credentials-from-cluster from the Secrets the
     backup's spec names (needs get on them)
@@ -277,7 +281,7 @@ async function runWorkstationCommand(command: string, args: string[], env: NodeJ
       EXIT_CODE.permanent,
     );
   }
-  const { connect, listCommand, backupFromScheduleCommand, restoreFromBackupCommand } = workstation;
+  const { connect, listCommand, backupFromScheduleCommand, restoreFromBackupCommand, restoreTestCommand } = workstation;
   const { redact, renderFailure } = await import('./job/errors.js');
   const secrets: string[] = [];
   const redactionEnv = () =>
@@ -316,6 +320,21 @@ async function runWorkstationCommand(command: string, args: string[], env: NodeJ
         return fail(`usage: backup --from-schedule SCHEDULE [NAME] ${HELP_POINTER}`, EXIT_CODE.permanent);
       const created = await backupFromScheduleCommand(connect(values), schedule, positionals[0]);
       process.stdout.write(`${JSON.stringify(created)}\n`);
+      return 0;
+    }
+    if (command === 'restore-test') {
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        options: { ...CLUSTER_OPTIONS, wait: { type: 'boolean', default: false }, timeout: { type: 'string' } },
+      });
+      const timeout = values.timeout === undefined ? 1800 : Number(values.timeout);
+      if (positionals.length !== 1 || !Number.isFinite(timeout) || timeout <= 0)
+        return fail(`usage: restore-test BACKUP [--wait [--timeout SECONDS]] ${HELP_POINTER}`, EXIT_CODE.permanent);
+      const outcome = await restoreTestCommand(connect(values), positionals[0]!, {
+        ...(values.wait && { waitMs: timeout * 1000 }),
+      });
+      process.stdout.write(`${JSON.stringify(outcome)}\n`);
       return 0;
     }
     // restore --backup NAME
@@ -384,7 +403,12 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   try {
     if (command === 'serve') return await runServe(rest, env);
-    if (command === 'list' || command === 'backup' || (command === 'restore' && hasFlag(rest, 'backup')))
+    if (
+      command === 'list' ||
+      command === 'backup' ||
+      command === 'restore-test' ||
+      (command === 'restore' && hasFlag(rest, 'backup'))
+    )
       return await runWorkstationCommand(command, rest, env);
     if (Object.hasOwn(COMMAND_SETTINGS, command)) return await runJobCommand(command as JobCommand, rest, env);
   } catch (error) {

@@ -44,3 +44,8 @@ export function nextCondition(
     previous && previous.status === desired.status ? previous.lastTransitionTime : formatTime(now);
   return { ...desired, lastTransitionTime };
 }
+
+/** The latest of some times (undefined when none is given). */
+export function latestTime(...dates: (Date | undefined)[]): Date | undefined {
+  return dates.reduce<Date | undefined>((a, b) => (b && (!a || b > a) ? b : a), undefined);
+}

@@ -253,7 +253,7 @@ export function reportSettings(raw: RawSettings): ReportSettings | undefined {
   return { namespace, name, pod: raw.podName, intervalMs: interval! * 1000, permissionWaitMs: permissionWait! * 1000 };
 }
 
-export interface RestoreTestSettings {
+export interface RestoreTestStepSettings {
   dir: string;
   requestedAt?: string | undefined;
   recorded: { size?: number; sha256?: string; etcdSha256?: string; revision?: number; keys?: number };
@@ -261,7 +261,7 @@ export interface RestoreTestSettings {
 }
 
 /** `restore-test-fetch` and `restore-test-check`: the pod's directory and what the backup recorded. */
-export function restoreTestSettings(raw: RawSettings): RestoreTestSettings {
+export function restoreTestSettings(raw: RawSettings): RestoreTestStepSettings {
   const problems = new Problems(raw);
   const dir = problems.required('restoreTestDir') ?? '';
   const requestedAt = problems.get('requestedAt');
@@ -277,7 +277,7 @@ export function restoreTestSettings(raw: RawSettings): RestoreTestSettings {
   return {
     dir,
     requestedAt: requestedAt && formatTime(requestedAt),
-    recorded: recorded as RestoreTestSettings['recorded'],
+    recorded: recorded as RestoreTestStepSettings['recorded'],
     etcdStartTimeoutMs: timeout * 1000,
   };
 }

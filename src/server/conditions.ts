@@ -18,6 +18,15 @@ export const RESTORE_TEST_REASON = {
   failed: 'RestoreTestFailed',
   pending: 'RestoreTestPending',
   notRun: 'NoRestoreTest',
+  /** A schedule's spec.restoreTest.schedule cannot be parsed (its backups go on). */
+  invalidSchedule: 'InvalidRestoreTestSchedule',
+} as const;
+
+/** The restore test's fixed messages and message prefixes. */
+export const RESTORE_TEST_MESSAGE = {
+  waiting: 'waiting for the restore-test Job to start',
+  jobNotCreated: 'Failed to create the restore-test Job: ',
+  cannotJudge: 'the restore test ended unjudged: ',
 } as const;
 
 export const SCHEDULE_REASON = {

@@ -1,11 +1,20 @@
-// The workstation commands that read the cluster: `list`, `backup --from-schedule` and `restore --backup`. They talk
-// to the API server with @kubernetes/client-node (kubeconfig and context as kubectl takes them), which only these
-// commands load: the snapshot Job uses its own small client (src/job/kubernetes/in-cluster.ts).
+// The workstation commands that read the cluster: `list`, `backup --from-schedule`, `restore --backup` and
+// `restore-test`. They talk to the API server with @kubernetes/client-node (kubeconfig and context as kubectl takes
+// them), which only these commands load: the snapshot Job uses its own small client (src/job/kubernetes/in-cluster.ts).
 
-import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import {
+  ApiException,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { BACKUP_PLURAL, GROUP, SCHEDULE_PLURAL, VERSION } from '../api/constants.js';
 import type { RawSettings } from '../contract/settings.js';
+import { formatTime, parseTime } from '../api/conditions.js';
+import type { BackupStatus } from '../api/types.js';
 import { restoreCommand, type RestoreHooks } from '../job/commands.js';
 import { JobError } from '../job/errors.js';
 import type { RestoreResult } from '../job/pipeline/restore.js';
@@ -214,4 +223,65 @@ export async function restoreFromBackupCommand(
     { ...opts.defaults, ...inputs.raw },
     { ...opts.hooks, expected: inputs.expected, s3, secrets: inputs.secrets },
   );
+}
+
+export interface RestoreTestOptions {
+  /** Wait for the outcome, at most this long; undefined: only ask for the test. */
+  waitMs?: number;
+  now?: Date;
+  pollMs?: number;
+}
+
+/**
+ * `restore-test NAME`: asks for a restore test of a backup now (spec.restoreTest.requestedAt, later than the last
+ * test's request) and, with --wait, waits for its outcome; a failed test is a permanent failure whose message is
+ * the test's.
+ */
+export async function restoreTestCommand(
+  cluster: Cluster,
+  name: string,
+  opts: RestoreTestOptions = {},
+): Promise<{ name: string; namespace: string; requestedAt: string; result?: string; message?: string }> {
+  const backup = await getBackup(cluster, name);
+  const status = (backup.status ?? {}) as BackupStatus;
+  let requestedAt = opts.now ?? new Date();
+  const last = parseTime(status.restoreTest?.requestedAt);
+  // Requests are compared by their time (seconds): a second request within a second must still be later.
+  if (last && last.getTime() >= Math.floor(requestedAt.getTime() / 1000) * 1000)
+    requestedAt = new Date(last.getTime() + 1000);
+  const at = formatTime(requestedAt);
+  try {
+    await cluster.objects.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        namespace: cluster.namespace,
+        plural: BACKUP_PLURAL,
+        name,
+        body: { spec: { restoreTest: { requestedAt: at } } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  } catch (error) {
+    throw apiFailure(`cannot ask for a restore test of TalosEtcdBackup ${cluster.namespace}/${name}`, error);
+  }
+  const asked = { name, namespace: cluster.namespace, requestedAt: at };
+  if (opts.waitMs === undefined) return asked;
+  const until = Date.now() + opts.waitMs;
+  for (;;) {
+    const test = ((await getBackup(cluster, name)).status as BackupStatus | undefined)?.restoreTest;
+    if (test?.requestedAt === at && (test.result === 'Succeeded' || test.result === 'Failed')) {
+      if (test.result === 'Failed')
+        throw new JobError('restoreTest', `${name}: ${test.message ?? 'the restore test failed'}`, { permanent: true });
+      return { ...asked, result: test.result, ...(test.message && { message: test.message }) };
+    }
+    if (Date.now() >= until) {
+      const where = test?.requestedAt === at ? `it is ${test.result ?? 'asked for'}` : 'it has not started';
+      throw failure(
+        `the restore test of ${cluster.namespace}/${name} asked for at ${at} did not end within ${Math.round(opts.waitMs / 1000)}s (${where}): kubectl describe teb -n ${cluster.namespace} ${name}`,
+        false,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, opts.pollMs ?? 2000));
+  }
 }

@@ -159,7 +159,7 @@ describe('list, backup --from-schedule and restore --backup against a real clust
         stringData: { 'access-key-id': rgw().accessKeyId, 'secret-access-key': rgw().secretAccessKey },
       },
     });
-    await custom.createNamespacedCustomObject({
+    const nightly = (await custom.createNamespacedCustomObject({
       group: GROUP,
       version: VERSION,
       namespace: NS,
@@ -174,13 +174,14 @@ describe('list, backup --from-schedule and restore --backup against a real clust
           backupTemplate: { metadata: { labels: { team: 'platform' } }, spec: backupSpec() },
         },
       },
-    });
+    })) as { metadata: { uid: string } };
+    // The schedule's real uid: the garbage collector deletes a backup whose owner does not exist.
     const owner = [
       {
         apiVersion: `${GROUP}/${VERSION}`,
         kind: 'TalosEtcdBackupSchedule',
         name: 'nightly',
-        uid: 'u',
+        uid: nightly.metadata.uid,
         controller: true,
       },
     ];
@@ -345,6 +346,64 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     const keyed = await cli(['restore', '--backup', 'nightly-1764727200', '--key', 'x']);
     assert.equal(keyed.code, 2);
     assert.match(keyed.stderr, /--key cannot be used with --backup/);
+  });
+
+  it('restore-test NAME asks for a test now; --wait prints its outcome, exit 2 when it failed', async () => {
+    await createBackup('to-test', succeeded(stored));
+    const asked = await cli(['restore-test', 'to-test']);
+    assert.equal(asked.code, 0, asked.stderr);
+    const { requestedAt } = JSON.parse(asked.stdout) as { requestedAt: string };
+    const read = async () =>
+      (await custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: NS,
+        plural: BACKUP_PLURAL,
+        name: 'to-test',
+      })) as { spec: { restoreTest?: Record<string, unknown> }; status: Record<string, unknown> };
+    const spec = (await read()).spec.restoreTest!;
+    assert.equal(spec.requestedAt, requestedAt);
+    assert.equal(spec.etcdImage, 'gcr.io/etcd-development/etcd:v3.6.16', "the API server applied the CRD's defaults");
+
+    // The hook's part, played: the outcome of the request the command made.
+    const answer = async (result: string, message: string) => {
+      const current = await read();
+      const { requestedAt: at } = current.spec.restoreTest as { requestedAt: string };
+      await custom.replaceNamespacedCustomObjectStatus({
+        group: GROUP,
+        version: VERSION,
+        namespace: NS,
+        plural: BACKUP_PLURAL,
+        name: 'to-test',
+        body: { ...current, status: { ...current.status, restoreTest: { requestedAt: at, result, message } } },
+      });
+    };
+    const waited = cli(['restore-test', 'to-test', '--wait', '--timeout', '60']);
+    const later = async (at: string) => {
+      for (let i = 0; i < 100; i += 1) {
+        const now = (await read()).spec.restoreTest!.requestedAt as string;
+        if (now !== at) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await later(requestedAt);
+    await answer('Succeeded', 'restored into gcr.io/etcd-development/etcd:v3.6.16');
+    const ok = await waited;
+    assert.equal(ok.code, 0, ok.stderr);
+    const outcome = JSON.parse(ok.stdout) as { requestedAt: string; result: string };
+    assert.equal(outcome.result, 'Succeeded');
+    assert.ok(outcome.requestedAt > requestedAt, 'a second request is later than the first, even within a second');
+
+    const failing = cli(['restore-test', 'to-test', '--wait']);
+    await later(outcome.requestedAt);
+    await answer('Failed', 'Snapshot verification failed: damaged');
+    const bad = await failing;
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^Restore test failed: to-test: Snapshot verification failed: damaged$/m);
+
+    const missing = await cli(['restore-test', 'no-such-backup']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /cannot read TalosEtcdBackup talos-backup\/no-such-backup/);
   });
 
   it('as a kubectl plugin: kubectl talos-etcd-backup list', async () => {

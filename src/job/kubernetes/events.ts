@@ -15,7 +15,7 @@ import type { SnapshotOutcome } from '../pipeline/snapshot.js';
 /** events.k8s.io's reportingController: the project's API group and the component. */
 export const REPORTING_CONTROLLER = `${GROUP}/talos-etcd-backup`;
 export const EVENT_ACTION = 'Backup';
-export const RESTORE_TEST_ACTION = 'RestoreTest';
+const RESTORE_TEST_ACTION = 'RestoreTest';
 // events.k8s.io/v1 validation limits (k8s.io/kubernetes pkg/apis/core/validation/events.go).
 const NOTE_MAX_BYTES = 1024;
 const INSTANCE_MAX = 128;

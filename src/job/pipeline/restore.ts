@@ -185,10 +185,14 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
       [partial, output],
       ...(secrets ? [[secretsPartial, secretsOutput] as [string, string]] : []),
     ];
+    const done: string[] = [];
     for (const [from, to] of published) {
       try {
         await publish(from, to);
+        done.push(to);
       } catch (error) {
+        // All or nothing: a snapshot without its secrets file is not what was asked for.
+        await Promise.all(done.map((file) => rm(file, { force: true })));
         throw new JobError(
           'restore',
           `cannot write ${to}: ${(error as NodeJS.ErrnoException).code === 'EEXIST' ? 'the file exists (restore never overwrites; remove it or choose --output)' : (error as Error).message}`,

@@ -31,7 +31,7 @@ export interface RestoreTestReporterOptions {
 }
 
 /** The Events' notes (no secret: figures, and the failure's one line, already redacted). */
-export const restoreTestNotes = {
+const restoreTestNotes = {
   started: () => 'Restoring the backup into a new etcd inside the restore-test pod',
   succeeded: (f: RestoreTestFigures) =>
     `The restored etcd ${f.etcdVersion ?? ''} serves revision ${f.revision ?? '?'}: ${f.servedKeys ?? '?'} keys at ` +

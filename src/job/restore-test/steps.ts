@@ -1,6 +1,7 @@
 // The restore test's two steps in this image, around etcd's own two containers (src/server/backup/restore-test-job.ts):
 //   fetch (init container): the backup, downloaded, decrypted, decompressed and verified against what its status
 //     records, into <dir>/snapshot.db, and the snapshot's database checked against the recorded revision and keys;
+//     the cluster secrets stored beside it decrypted and checked in memory (never written);
 //   [etcdutl snapshot restore, then etcd serving on the unix socket <dir>/etcd.sock: the etcd image]
 //   check (main container): that etcd answers, serves the recorded revision, a consistent read of every key at it,
 //     and the most recently changed keys with their values.
@@ -12,16 +13,17 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { RestoreTestFigures } from '../../api/types.js';
 import type { EtcdClient } from '../etcd/client.js';
 import { JobError } from '../errors.js';
-import { restoreBackup, secretsOutputOf } from '../pipeline/restore.js';
+import { readClusterSecrets } from '../pipeline/cluster-secrets.js';
+import { restoreBackup } from '../pipeline/restore.js';
 import type { ExpectedObject } from '../pipeline/verify.js';
 
 export const SNAPSHOT_FILE = 'snapshot.db';
 /** What fetch tells check (the emptyDir is their only channel): when the test started. */
-export const FETCHED_FILE = 'fetched.json';
+const FETCHED_FILE = 'fetched.json';
 /** etcd listens here, relative to the directory (unix socket paths are short: 108 bytes); etcd wants host:port. */
 export const ETCD_SOCKET = 'etcd.sock:2379';
 /** How many of the most recently changed keys the check reads back with their values. */
-export const NEWEST_KEYS_READ = 10;
+const NEWEST_KEYS_READ = 10;
 
 export interface Recorded extends ExpectedObject {
   revision?: number | undefined;
@@ -32,7 +34,7 @@ export interface FetchInput {
   client: S3Client;
   bucket: string;
   key: string;
-  /** The cluster secrets stored beside the snapshot: decrypted and checked into the directory too. */
+  /** The cluster secrets stored beside the snapshot: decrypted and checked too, in memory. */
   secrets?: { key: string; sha256?: string | undefined } | undefined;
   identities: string[];
   dir: string;
@@ -63,7 +65,17 @@ export async function fetchStep(
   const output = join(input.dir, SNAPSHOT_FILE);
   // A retried pod finds the emptyDir of the failed one only if it is the same pod.
   await rm(output, { force: true });
-  await rm(secretsOutputOf(output), { force: true });
+  // The cluster secrets are decrypted and checked in memory and never written: they are not part of etcd's data,
+  // and the node's disk must not hold them.
+  const secrets =
+    input.secrets &&
+    (await readClusterSecrets(input.client, input.bucket, input.secrets.key, {
+      identities: input.identities,
+      expected: { sha256: input.secrets.sha256 },
+      signal: input.signal,
+    }));
+  if (secrets && !secrets.keys)
+    throw fail(`the cluster secrets at ${input.secrets!.key} can only be checked with an age identity`);
   const result = await restoreBackup({
     client: input.client,
     bucket: input.bucket,
@@ -71,9 +83,6 @@ export async function fetchStep(
     identities: input.identities,
     output,
     expected: input.recorded,
-    ...(input.secrets && {
-      secrets: { key: input.secrets.key, expected: { sha256: input.secrets.sha256 }, optional: false },
-    }),
     ...(input.signal && { signal: input.signal }),
   });
   if (!result.database) throw fail('the snapshot inside the backup could not be read (no age identity)');
@@ -87,7 +96,7 @@ export async function fetchStep(
     revision: result.database.revision,
     keys: result.database.keys,
     size: result.snapshotSize ?? result.size,
-    ...(result.secrets && { secretsKeys: result.secrets.keys.length }),
+    ...(secrets?.keys && { secretsKeys: secrets.keys.length }),
   };
 }
 

@@ -60,7 +60,7 @@ export interface BackupRef {
   annotations?: Record<string, string> | undefined;
 }
 
-export type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
+type EnvVar = { name: string; value?: string; valueFrom?: Record<string, unknown> };
 
 /** The key's timestamp: the slot a schedule created the backup for, else the backup's creation. */
 export function backupTime(backup: BackupRef): string | undefined {
@@ -110,7 +110,7 @@ export function s3Inputs(spec: BackupSpec) {
   return { vars, required, volumes, mounts };
 }
 
-export interface PodParts {
+interface PodParts {
   component: Component;
   command: string;
   vars: EnvVar[];
@@ -330,7 +330,7 @@ export function snapshotJob(
  * The identity of a Job that reports (the snapshot Job, the restore-test Job): it may patch its own backup's status
  * and create Events, and nothing else.
  */
-export function snapshotIdentity(
+export function reportingIdentity(
   backup: BackupRef,
   component: 'snapshot' | 'restore-test' = 'snapshot',
 ): KubernetesObject[] {

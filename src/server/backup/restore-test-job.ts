@@ -8,7 +8,7 @@
 // The restored data (every Secret of the cluster) exists only in that emptyDir and goes with the pod. Native
 // sidecars need Kubernetes 1.29 or later (on by default since 1.29, GA in 1.33).
 
-import type { RestoreTestSettings, SnapshotInfo } from '../../api/types.js';
+import type { BackupSpec, RestoreTestSettings, SnapshotInfo } from '../../api/types.js';
 import { RESTORE_TEST_REQUEST_ANNOTATION } from '../../api/constants.js';
 import { SETTINGS } from '../../contract/settings.js';
 import { EXIT_CODE } from '../../contract/exit-codes.js';
@@ -24,16 +24,15 @@ import {
   type BackupRef,
   type JobImage,
 } from './job.js';
-import type { BackupSpec } from '../../api/types.js';
 import { attachmentLabels, attachmentName } from './names.js';
 
-export const RESTORE_DIR = '/restore';
+const RESTORE_DIR = '/restore';
 const ETCD_DATA_DIR = `${RESTORE_DIR}/etcd`;
 /** Where etcd's release images keep their binaries (gcr.io/etcd-development/etcd, quay.io/coreos/etcd). */
-export const ETCD_BIN = '/usr/local/bin';
+const ETCD_BIN = '/usr/local/bin';
 /** etcd's default backend quota is 2 GiB; a restored database may be larger (8 GiB is etcd's suggested maximum). */
 const ETCD_QUOTA_BYTES = 8 * 1024 * 1024 * 1024;
-export const DEFAULT_ETCD_RESOURCES = { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '2Gi' } };
+const DEFAULT_ETCD_RESOURCES = { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '2Gi' } };
 /** A restore test is one attempt: a transient failure is retried once; a damaged backup fails at once (exit 2). */
 const RESTORE_TEST_BACKOFF_LIMIT = 1;
 

@@ -8,7 +8,7 @@ import { RELATED_SCHEDULE_KEY, RESTORE_TEST_REQUEST_ANNOTATION } from '../../api
 import { owningSchedule } from '../../api/ownership.js';
 import type { BackupSpec, BackupStatus, RestoreTestStatus, ScheduleStatus } from '../../api/types.js';
 import { validateSchedule } from '../../api/validation.js';
-import { CONDITION, RESTORE_TEST_REASON } from '../conditions.js';
+import { CONDITION, RESTORE_TEST_MESSAGE, RESTORE_TEST_REASON } from '../conditions.js';
 import type { DecoratorSyncRequest, KubernetesObject } from '../metacontroller/types.js';
 import { podsHint } from './hints.js';
 import type { BackupRef } from './job.js';
@@ -68,7 +68,7 @@ export function cannotRun(spec: BackupSpec, status: BackupStatus, request: Resto
   return undefined;
 }
 
-/** The observed restore-test Job, if it was made for this request. */
+/** The observed restore-test Job, if any, and the request it was made for. */
 export function observedTestJob(
   request: DecoratorSyncRequest,
   backupName: string,
@@ -84,6 +84,19 @@ const seconds = (from: string | undefined, to: string | undefined) => {
   const b = parseTime(to);
   return a && b ? Math.max(0, Math.round((b.getTime() - a.getTime()) / 100) / 10) : undefined;
 };
+
+/** A test ended by the hook itself (no Job, or one that never appeared): Failed with `message`. */
+export function endTest(test: RestoreTestStatus, message: string, now: Date): RestoreTestStatus {
+  const completionTime = formatTime(now);
+  const duration = seconds(test.startTime, completionTime);
+  return {
+    ...test,
+    result: 'Failed',
+    completionTime,
+    ...(duration !== undefined && { durationSeconds: duration }),
+    message,
+  };
+}
 
 /** The test's status, from what was recorded, the Job's report and the Job. */
 export function judgeRestoreTest(

@@ -7,10 +7,10 @@
 import { findCondition, formatTime, parseTime } from '../../api/conditions.js';
 import type { BackupSpec, BackupStatus, RestoreTestStatus } from '../../api/types.js';
 import { readBackupStatus } from '../../api/validation.js';
-import { BACKUP_MESSAGE, CONDITION, TALOS_OPERATOR_OFF_MESSAGE } from '../conditions.js';
+import { BACKUP_MESSAGE, CONDITION, RESTORE_TEST_MESSAGE, TALOS_OPERATOR_OFF_MESSAGE } from '../conditions.js';
 import type { DecoratorSyncRequest, DecoratorSyncResponse, KubernetesObject } from '../metacontroller/types.js';
 import { backupEventsHint } from './hints.js';
-import { snapshotIdentity, snapshotJob, type JobImage } from './job.js';
+import { reportingIdentity, snapshotJob, type JobImage } from './job.js';
 import { readJobState } from './job-state.js';
 import { attachmentName } from './names.js';
 import { backupRef, checkSpec, observedJob } from './request.js';
@@ -20,13 +20,14 @@ import { resolveTalosSource } from './talos-source.js';
 import {
   cannotRun,
   dueRequest,
+  endTest,
   judgeRestoreTest,
   observedTestJob,
   restoreTestCondition,
   restoreTestRequests,
   withCondition,
 } from './restore-test.js';
-import { restoreTestJob, type RestoreTestRequest } from './restore-test-job.js';
+import { restoreTestJob, restoreTestJobName } from './restore-test-job.js';
 import { secretsPlan } from './cluster-secrets.js';
 
 /** How long a missing or unprovisioned TalosControlPlane is waited for (it may be created alongside the backup). */
@@ -84,76 +85,119 @@ function answer(
  * (the snapshot Job goes) unless a restore test is due or running for a Ready backup. A restore test adds
  * status.restoreTest and the RestoreTested condition; Ready and everything else stay as recorded.
  */
-function finished(request: DecoratorSyncRequest, recorded: BackupStatus, image: JobImage, now: Date): BackupSyncResult {
+function finished(
+  request: DecoratorSyncRequest,
+  recorded: BackupStatus,
+  image: JobImage,
+  settings: BackupHookSettings,
+  now: Date,
+): BackupSyncResult {
   const done: BackupSyncResult = {
     response: { status: recorded as Record<string, unknown>, attachments: [] },
     outcome: 'finished',
   };
   const { object } = request;
-  const ready = findCondition(recorded.conditions, CONDITION.ready)?.status === 'True';
-  const checked = ready && recorded.snapshot ? checkSpec(object) : undefined;
-  if (!checked?.ok || !recorded.snapshot) return done;
-  const spec = checked.spec;
-  const ref = backupRef(object);
   const last = recorded.restoreTest;
-  const observedJob = observedTestJob(request, ref.name);
-  let test: RestoreTestStatus;
-  let testRequest: RestoreTestRequest | undefined;
-  if (last?.result === 'Running') {
-    // A test runs: its Job is the one made for its request (a Job of an earlier request still going is not).
-    testRequest = restoreTestRequests(request, spec).find((r) => r.requestedAt === last.requestedAt);
-    const job = observedJob?.requestedAt === last.requestedAt ? observedJob?.job : undefined;
-    test = testRequest
-      ? judgeRestoreTest(ref, last, recorded, job, now)
-      : {
-          ...last,
-          result: 'Failed',
-          completionTime: formatTime(now),
-          message:
-            'the request for this restore test was withdrawn (spec.restoreTest removed, or the schedule moved on)',
-        };
-  } else {
-    testRequest = dueRequest(restoreTestRequests(request, spec), last);
-    if (!testRequest) {
-      // Nothing due: a finished test's Job goes once its outcome is recorded.
-      return done;
-    }
-    const refused = cannotRun(spec, recorded, testRequest);
-    test = {
-      requestedAt: testRequest.requestedAt,
-      etcdImage: testRequest.settings.etcdImage,
-      ...(refused
-        ? { result: 'Failed', completionTime: formatTime(now), message: refused }
-        : { result: 'Running', message: 'waiting for the restore-test Job to start' }),
+  const ready = findCondition(recorded.conditions, CONDITION.ready)?.status === 'True';
+  if (!ready || !recorded.snapshot) return done;
+  const ref = backupRef(object);
+  const answer = (
+    test: RestoreTestStatus | undefined,
+    attachments: KubernetesObject[],
+    extra: Partial<BackupSyncResult> = {},
+    resyncAfterSeconds?: number,
+  ): BackupSyncResult => {
+    const { restoreTest: _test, ...rest } = recorded;
+    const conditions = test
+      ? withCondition(
+          recorded.conditions,
+          restoreTestCondition(recorded.conditions, test, object.metadata.generation, now),
+        )
+      : (recorded.conditions ?? []).filter((c) => c.type !== CONDITION.restoreTested);
+    const status: BackupStatus = { ...rest, ...(test && { restoreTest: test }), conditions };
+    return {
+      response: {
+        status: status as Record<string, unknown>,
+        attachments,
+        ...(resyncAfterSeconds !== undefined && { resyncAfterSeconds }),
+      },
+      outcome: 'finished',
+      ...extra,
     };
+  };
+  const counted = (test: RestoreTestStatus) => ({
+    restoreTest: test.result === 'Succeeded' ? ('succeeded' as const) : ('failed' as const),
+  });
+  const checked = checkSpec(object);
+  if (!checked.ok) {
+    // A spec edited into one the CRD rejects: nothing new starts, and a running test ends, saying why.
+    if (last?.result !== 'Running') return done;
+    const ended = endTest(last, `${RESTORE_TEST_MESSAGE.cannotJudge}${checked.message}`, now);
+    return answer(ended, [], counted(ended));
   }
-  const status: BackupStatus = {
-    ...recorded,
-    restoreTest: test,
-    conditions: withCondition(
-      recorded.conditions,
-      restoreTestCondition(recorded.conditions, test, object.metadata.generation, now),
-    ),
-  };
-  const running = test.result === 'Running' || last?.result === 'Running';
-  // An earlier request's Job still there goes first (same name): the new one is attached once it is gone.
-  const stale = observedJob !== undefined && observedJob.requestedAt !== test.requestedAt;
-  const attachments =
-    running && testRequest && !stale
-      ? [...snapshotIdentity(ref, 'restore-test'), restoreTestJob(ref, spec, recorded.snapshot, testRequest, image)]
+  const spec = checked.spec;
+  const requests = restoreTestRequests(request, spec);
+  const observedJob = observedTestJob(request, ref.name);
+
+  if (last?.result === 'Running') {
+    // A test runs until it ends: a newer request (a later requestedAt, the schedule's next slot) waits for it. Its
+    // Job is the one made for its request, never a Job of an earlier request still going.
+    const asked = requests.find((r) => r.requestedAt === last.requestedAt) ?? requests[0];
+    if (!asked) {
+      // Nobody asks any more (spec.restoreTest removed, the schedule asks for another backup): no result.
+      return answer(undefined, []);
+    }
+    const testRequest = { ...asked, requestedAt: last.requestedAt! };
+    const job = observedJob?.requestedAt === last.requestedAt ? observedJob?.job : undefined;
+    const stale = observedJob !== undefined && job === undefined;
+    let test = judgeRestoreTest(ref, last, recorded, job, now);
+    let resync: number | undefined;
+    if (test.result === 'Running' && !job) {
+      // Metacontroller never says that a create was refused (a ResourceQuota, an admission webhook, RBAC): the wait
+      // is bounded as for the snapshot Job, from when the test was asked to start (the condition's transition).
+      const since = findCondition(recorded.conditions, CONDITION.restoreTested)?.lastTransitionTime;
+      const left = settings.attachmentDeadlineSeconds - (secondsSince(since, now) ?? 0);
+      if (left <= 0) {
+        test = endTest(
+          last,
+          `${RESTORE_TEST_MESSAGE.jobNotCreated}${restoreTestJobName(ref.name)} did not appear within ` +
+            `${settings.attachmentDeadlineSeconds}s of being asked for; Metacontroller records why as a Warning ` +
+            `event on this backup: ${backupEventsHint(ref)}`,
+          now,
+        );
+      } else resync = stale ? 5 : Math.ceil(left);
+    }
+    const keepJob = !stale && (test.result === 'Running' || job !== undefined);
+    const attachments = keepJob
+      ? [...reportingIdentity(ref, 'restore-test'), restoreTestJob(ref, spec, recorded.snapshot, testRequest, image)]
       : [];
-  const finishedNow = last?.result === 'Running' && test.result !== 'Running';
-  return {
-    response: {
-      status: status as Record<string, unknown>,
-      attachments,
-      ...(stale && running && { resyncAfterSeconds: 5 }),
-    },
-    outcome: 'finished',
-    ...((finishedNow || (test.result === 'Failed' && last?.requestedAt !== test.requestedAt)) && {
-      restoreTest: test.result === 'Succeeded' ? ('succeeded' as const) : ('failed' as const),
-    }),
+    return answer(test, attachments, test.result === 'Running' ? {} : counted(test), resync);
+  }
+
+  const testRequest = dueRequest(requests, last);
+  // Nothing due: a finished test's Job goes once its outcome is recorded.
+  if (!testRequest) return done;
+  const refused = cannotRun(spec, recorded, testRequest);
+  if (refused) {
+    const test = endTest(
+      { requestedAt: testRequest.requestedAt, etcdImage: testRequest.settings.etcdImage },
+      refused,
+      now,
+    );
+    return answer(test, [], counted(test));
+  }
+  const test: RestoreTestStatus = {
+    requestedAt: testRequest.requestedAt,
+    etcdImage: testRequest.settings.etcdImage,
+    result: 'Running',
+    message: RESTORE_TEST_MESSAGE.waiting,
   };
+  // An earlier request's Job still there goes first (same name): the new one is attached once it is gone.
+  if (observedJob) return answer(test, [], {}, 5);
+  return answer(test, [
+    ...reportingIdentity(ref, 'restore-test'),
+    restoreTestJob(ref, spec, recorded.snapshot, testRequest, image),
+  ]);
 }
 
 function fail(object: KubernetesObject, observed: BackupStatus, message: string, now: Date): BackupSyncResult {
@@ -176,7 +220,8 @@ export function syncBackup(
   const { object } = request;
   // A recorded outcome is final even if the rest of the status does not match the CRD: never run it again.
   const recorded = (object.status ?? {}) as BackupStatus;
-  if (Array.isArray(recorded.conditions) && isFinished(recorded)) return finished(request, recorded, image, now);
+  if (Array.isArray(recorded.conditions) && isFinished(recorded))
+    return finished(request, recorded, image, settings, now);
   const observed = readBackupStatus(object.status);
 
   const checked = checkSpec(object);
@@ -227,6 +272,6 @@ export function syncBackup(
   const status = buildStatus(object, observed, verdict, extra, now);
   // The Job and its identity stay attached until the observed status records the outcome (next sync): the
   // status write comes first, and a backup whose outcome was recorded is never run again.
-  const attachments = [...snapshotIdentity(ref), snapshotJob(ref, checked.spec, source, image)];
+  const attachments = [...reportingIdentity(ref), snapshotJob(ref, checked.spec, source, image)];
   return answer(status, attachments, verdict, resyncAfterSeconds);
 }

@@ -175,7 +175,7 @@ export function createMetrics(opts: MetricsOptions): HookMetrics {
   const series = new ScheduleSeries(opts.expirySeconds * 1000, () => opts.clock().getTime());
   const restoreTests = new Counter({
     name: 'talos_etcd_backup_restore_tests_finished_total',
-    help: 'Restore tests whose outcome a backup sync answer of this replica recorded, by namespace, schedule (empty: no schedule owns the backup) and result.',
+    help: 'Restore tests whose outcome a backup sync answer of this replica recorded, by namespace, schedule (empty: no schedule owns the backup) and result; a repeated request may count twice.',
     labelNames: ['namespace', 'schedule', 'result'],
     registers: [registry],
   });

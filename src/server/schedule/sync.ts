@@ -15,7 +15,7 @@ import { specProblems } from '../../api/spec-checks.js';
 import type { ScheduleSpec, ScheduleStatus } from '../../api/types.js';
 import { readScheduleStatus, validateSchedule } from '../../api/validation.js';
 import type { CompositeSyncRequest, CompositeSyncResponse, KubernetesObject } from '../metacontroller/types.js';
-import { formatTime, nextCondition, parseTime, type Condition } from '../../api/conditions.js';
+import { formatTime, latestTime, nextCondition, parseTime, type Condition } from '../../api/conditions.js';
 import { CONDITION, SCHEDULE_MESSAGE, SCHEDULE_REASON, type ScheduleFailureReason } from '../conditions.js';
 import { newestFirst, readBackup, type ObservedBackup } from './backups.js';
 import { parseSchedule, type CronSchedule } from './cron.js';
@@ -49,10 +49,6 @@ const MAX_MESSAGE_LENGTH = 1024;
 /** `<schedule>-<unix seconds of the slot>`: one name per slot, whoever computes it and whenever. */
 export function backupName(scheduleName: string, slot: Date): string {
   return `${scheduleName}-${Math.floor(slot.getTime() / 1000)}`;
-}
-
-function latest(...dates: (Date | undefined)[]): Date | undefined {
-  return dates.reduce<Date | undefined>((a, b) => (b && (!a || b > a) ? b : a), undefined);
 }
 
 function truncate(message: string): string {
@@ -131,7 +127,7 @@ function restoreTestStatus(facts: StatusFacts): { fields: Record<string, unknown
 
 function buildStatus(facts: StatusFacts, now: Date): Record<string, unknown> {
   const succeeded = facts.backups.map((b) => b.succeededAt);
-  const lastSuccess = latest(parseTime(facts.observed.lastSuccessfulBackupTime), ...succeeded);
+  const lastSuccess = latestTime(parseTime(facts.observed.lastSuccessfulBackupTime), ...succeeded);
   const generation = facts.generation !== undefined ? { observedGeneration: facts.generation } : {};
   const conditions = [
     nextCondition(facts.observed.conditions, { type: CONDITION.ready, ...facts.ready, ...generation }, now),
@@ -248,7 +244,7 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
   const observed = readScheduleStatus(parent.status);
   const backups = Object.values(request.children[BACKUP_CHILDREN_KEY] ?? {}).map((o) => readBackup(o, scheduleName));
   const live = backups.filter((b) => !b.deleting);
-  const lastScheduled = latest(parseTime(observed.lastScheduleTime), ...backups.map((b) => b.scheduledTime));
+  const lastScheduled = latestTime(parseTime(observed.lastScheduleTime), ...backups.map((b) => b.scheduledTime));
   const base = { observed, generation: parent.metadata.generation, backups, lastScheduled };
 
   const validated = validateSchedule(parent);
@@ -286,7 +282,7 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
 
   const { kept, pruned } = selectForRetention(live, spec);
   const active = kept.filter((b) => b.outcome === 'active');
-  const earliest = latest(parseTime(parent.metadata.creationTimestamp), lastScheduled);
+  const earliest = latestTime(parseTime(parent.metadata.creationTimestamp), lastScheduled);
   const decision = decideSlot(schedule, spec, earliest, active, now);
   const replaced = decision.create && spec.concurrencyPolicy === 'Replace' ? active : [];
   const remaining = kept.filter((b) => !replaced.includes(b));

@@ -267,6 +267,65 @@ describe('restore tests in the backup hook', () => {
       assert.equal(conditionOf(silent, 'Ready')?.status, 'True', 'Ready never changes');
     });
 
+    it('a newer request waits for the running test: it goes on, and the newer one is due once it ended', () => {
+      const newer = ready(withSpec({ verify: true, restoreTest: { requestedAt: '2026-01-15T13:00:00Z' } }), running);
+      const attachments = [observedJob(first.response.attachments, { active: 1 })];
+      const going = sync(request(newer, { attachments }), LATER);
+      assert.equal(testOf(going)?.result, 'Running');
+      assert.equal(testOf(going)?.requestedAt, CREATED, 'still the running request');
+      assert.ok(going.response.attachments.some((a) => a.metadata.name === TEST_JOB));
+      assert.equal(going.restoreTest, undefined, 'nothing counted');
+      const ended = { ...running, restoreTest: { ...running.restoreTest!, result: 'Succeeded' as const } };
+      const next = sync(request(ready(newer.spec as J, ended), { attachments: [] }), LATER);
+      assert.equal(testOf(next)?.requestedAt, '2026-01-15T13:00:00Z');
+      assert.equal(testOf(next)?.result, 'Running');
+    });
+
+    it('withdrawn (spec.restoreTest removed, nobody asks): no result, no condition, the Job goes', () => {
+      const withdrawn = sync(
+        request(ready(withSpec({ verify: true }), running), {
+          attachments: [observedJob(first.response.attachments, { active: 1 })],
+        }),
+        LATER,
+      );
+      assert.equal(testOf(withdrawn), undefined);
+      assert.equal(conditionOf(withdrawn, 'RestoreTested'), undefined);
+      assert.deepEqual(withdrawn.response.attachments, []);
+      assert.equal(withdrawn.restoreTest, undefined);
+    });
+
+    it('a Job that never appears ends the test after the attachment deadline; until then the hook resyncs', () => {
+      const asked = conditionOf(first, 'RestoreTested')!.lastTransitionTime;
+      const soon = sync(
+        request(backup({ spec: object.spec as J, status: running })),
+        new Date(Date.parse(asked) + 60_000),
+      );
+      assert.equal(testOf(soon)?.result, 'Running');
+      assert.equal(soon.response.resyncAfterSeconds, 540);
+      const late = sync(
+        request(backup({ spec: object.spec as J, status: running })),
+        new Date(Date.parse(asked) + 601_000),
+      );
+      assert.equal(testOf(late)?.result, 'Failed');
+      assert.match(
+        testOf(late)!.message!,
+        /^Failed to create the restore-test Job: manual-backup-restore-test did not appear within 600s/,
+      );
+      assert.equal(late.restoreTest, 'failed');
+      assert.deepEqual(late.response.attachments, []);
+    });
+
+    it('a spec edited into one the CRD rejects ends a running test, saying why; nothing new starts', () => {
+      const broken = { ...(object.spec as J), compression: 'lz4' };
+      const ended = sync(request(backup({ spec: broken, status: running })), LATER);
+      assert.equal(testOf(ended)?.result, 'Failed');
+      assert.match(testOf(ended)!.message!, /^the restore test ended unjudged: Invalid spec: /);
+      assert.equal(conditionOf(ended, 'Ready')?.status, 'True');
+      const idle = sync(request(backup({ spec: broken, status: ended.response.status })), LATER);
+      assert.deepEqual(idle.response.attachments, []);
+      assert.deepEqual(idle.response.status, ended.response.status);
+    });
+
     it('a report of an earlier request does not count for this one', () => {
       const result = again(
         { ...running, restoreTestReport: report({ state: 'Succeeded', requestedAt: '2026-01-01T00:00:00Z' }) },

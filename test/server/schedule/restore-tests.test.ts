@@ -70,6 +70,42 @@ describe('syncSchedule: restore tests', () => {
     assert.deepEqual(s.restoreTestRequest, { backup: name('2026-01-11T00:00:00Z'), requestedAt: asked.requestedAt });
   });
 
+  it('a test of the asked-for backup at the slot or later (its own spec.restoreTest) answers the slot', () => {
+    const asked = { backup: name('2026-01-11T00:00:00Z'), requestedAt: '2026-01-11T04:00:00Z' };
+    const tested = withTest(backup('2026-01-11T00:00:00Z', 'succeeded'), {
+      requestedAt: '2026-01-11T04:30:00Z',
+      result: 'Succeeded',
+      completionTime: '2026-01-11T04:33:00Z',
+      message: 'restored',
+    });
+    const s = statusOf(sync([tested], '2026-01-11T05:00:00Z', { restoreTestRequest: asked }));
+    const condition_ = condition(s as Record<string, unknown>, 'RestoreTested')!;
+    assert.equal(condition_.status, 'True');
+    assert.doesNotMatch(condition_.message, /asked for/);
+  });
+
+  it('a slot whose tested backup was pruned afterwards is not asked again; its result stays', () => {
+    const tested = withTest(backup('2026-01-11T00:00:00Z', 'succeeded'), {
+      requestedAt: '2026-01-11T04:00:00Z',
+      result: 'Failed',
+      completionTime: '2026-01-11T04:02:00Z',
+      message: 'Snapshot verification failed: damaged',
+    });
+    const asked = { backup: tested.metadata.name, requestedAt: '2026-01-11T04:00:00Z' };
+    const first = statusOf(sync([tested], '2026-01-11T05:00:00Z', { restoreTestRequest: asked }));
+    assert.equal(condition(first as Record<string, unknown>, 'RestoreTested')?.status, 'False');
+    // Retention prunes it; a newer backup is Ready.
+    const later = statusOf(sync([backup('2026-01-11T06:00:00Z', 'succeeded')], '2026-01-11T06:05:00Z', first));
+    assert.deepEqual(later.restoreTestRequest, asked, 'the slot was answered: no second test for it');
+    const kept = condition(later as Record<string, unknown>, 'RestoreTested')!;
+    assert.equal(kept.status, 'False', 'deleting the failed backup does not clear the failure');
+    assert.equal(kept.reason, 'RestoreTestFailed');
+    assert.equal(
+      kept.lastTransitionTime,
+      condition(first as Record<string, unknown>, 'RestoreTested')!.lastTransitionTime,
+    );
+  });
+
   it('no Ready backup at the slot: the test waits for one, and says so', () => {
     const s = statusOf(sync([backup('2026-01-11T00:00:00Z', 'failed')], '2026-01-11T04:30:00Z'));
     assert.equal(s.restoreTestRequest, undefined);
@@ -149,6 +185,7 @@ describe('syncSchedule: restore tests', () => {
     assert.match(condition(s as Record<string, unknown>, 'Ready')!.message, /spec\.restoreTest\.schedule/);
     const tested = condition(s as Record<string, unknown>, 'RestoreTested')!;
     assert.equal(tested.status, 'False');
+    assert.equal(tested.reason, 'InvalidRestoreTestSchedule', 'not RestoreTestFailed: no backup failed a test');
     assert.match(tested.message, /^spec\.restoreTest\.schedule: /);
     const created = sync([], '2026-01-11T06:00:01Z', undefined, {
       timeZone: 'UTC',
