@@ -2,7 +2,9 @@
 // identity) to attach and what the status says (src/server/backup/status.ts).
 //
 // A finished backup is final: once the observed status records the outcome, the answer repeats it and attaches
-// nothing, so Kubernetes removes the Job and its helpers, and the backup never runs again.
+// nothing, so Kubernetes removes the Job and its helpers, and the backup never runs again. Only a restore test of a
+// Ready backup attaches a Job then (its own, src/server/backup/restore-test.ts), and changes only status.restoreTest
+// and the RestoreTested condition.
 
 import { findCondition, formatTime, parseTime } from '../../api/conditions.js';
 import type { BackupSpec, BackupStatus, RestoreTestStatus } from '../../api/types.js';
