@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond npm ci, on Debian:
 #  - OS packages: a real etcd (snapshot source), Ceph RADOS Gateway (a real S3), curl (the README's examples run
 #    as written), zstd and age (their CLIs check our compressed and encrypted output), prometheus (its promtool checks
-#    the alert rules and the metrics). Skips apt when all are present.
+#    the alert rules and the metrics), restic (its `forget` is the reference for the tiered retention policy). Skips
+#    apt when all are present.
 #  - The Node.js release the image ships (Dockerfile's NODE_IMAGE), as the npm package node-linux-<arch>: zstd takes
 #    node:zlib's path there and the WASM one on an older Node, and test/job/codec/ runs both. Cached once per version
 #    under ${XDG_CACHE_HOME:-$HOME/.cache}/talos-etcd-backup/node-v<version>/ (bin/node); test/harness/node22.ts
@@ -18,7 +19,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-packages=(etcd-server etcd-client radosgw ceph-mon ceph-osd curl ca-certificates zstd age prometheus)
+packages=(etcd-server etcd-client radosgw ceph-mon ceph-osd curl ca-certificates zstd age prometheus restic)
 
 missing=()
 for p in "${packages[@]}"; do

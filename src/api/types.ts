@@ -78,6 +78,16 @@ export interface ScheduleSpec {
   concurrencyPolicy: ConcurrencyPolicy;
   failedBackupsHistoryLimit?: number;
   restoreTest?: RestoreTestSettings & { schedule: string };
+  /** Tiered retention beside `retention` (restic's forget rules; src/server/schedule/retention-policy.ts). */
+  retentionPolicy?: {
+    keepLast?: number;
+    keepHourly?: number;
+    keepDaily?: number;
+    keepWeekly?: number;
+    keepMonthly?: number;
+    keepYearly?: number;
+    keepWithin?: string;
+  };
   backupTemplate: {
     metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> };
     spec: BackupSpec;
@@ -95,6 +105,8 @@ export interface ScheduleStatus {
   lastSuccessfulRestoreTestTime?: string;
   nextRestoreTestTime?: string;
   restoreTestRequest?: { backup?: string; requestedAt?: string };
+  /** Successful backups kept, and how many each retention rule keeps. */
+  retained?: { backups: number; byRule: Record<string, number> };
 }
 
 /**

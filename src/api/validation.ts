@@ -25,6 +25,25 @@ export const STRUCTURAL_KEYWORDS = [
   'x-kubernetes-embedded-resource',
 ];
 
+/**
+ * A value as CEL sees it in the API server: `type: integer` fields are CEL ints (BigInt for cel-js, which reads a
+ * JavaScript number as a double, so that `self.retention + 1` would have no overload), everything else as it is.
+ */
+function celValue(data: unknown, schema: JsonSchema | undefined): unknown {
+  if (!schema) return data;
+  if (schema.type === 'integer' && typeof data === 'number' && Number.isInteger(data)) return BigInt(data);
+  if (Array.isArray(data)) return data.map((item) => celValue(item, schema.items as JsonSchema | undefined));
+  if (data !== null && typeof data === 'object') {
+    const properties = (schema.properties ?? {}) as Record<string, JsonSchema>;
+    const rest =
+      typeof schema.additionalProperties === 'object' ? (schema.additionalProperties as JsonSchema) : undefined;
+    return Object.fromEntries(
+      Object.entries(data).map(([key, value]) => [key, celValue(value, properties[key] ?? rest)]),
+    );
+  }
+  return data;
+}
+
 function newAjv(useDefaults: boolean, allErrors = true): Ajv {
   // strictTypes off: Kubernetes' int-or-string idiom (`anyOf` + `pattern` without `type`) is valid OpenAPI.
   const ajv = new Ajv({ allErrors, useDefaults, strictTypes: false, messages: true });
@@ -37,7 +56,7 @@ function newAjv(useDefaults: boolean, allErrors = true): Ajv {
     keyword: 'x-kubernetes-validations',
     schemaType: 'array',
     errors: true,
-    compile(rules: CelRule[]) {
+    compile(rules: CelRule[], parentSchema: JsonSchema) {
       const checks = rules.map((r) => ({
         rule: r.rule,
         message: r.message ?? `failed rule: ${r.rule}`,
@@ -48,7 +67,7 @@ function newAjv(useDefaults: boolean, allErrors = true): Ajv {
         for (const check of checks) {
           let passed = false;
           try {
-            passed = check.evaluate({ self: data }) === true;
+            passed = check.evaluate({ self: celValue(data, parentSchema) }) === true;
           } catch {
             passed = false; // a rule that cannot be evaluated on this value fails, as in the API server
           }

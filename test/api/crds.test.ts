@@ -264,6 +264,40 @@ describe('validation against the CRD schemas', () => {
   }
 });
 
+describe('retentionPolicy in the schedule CRD', () => {
+  const spec = (retentionPolicy: unknown, retention = 5) => ({
+    metadata: { name: 'nightly' },
+    spec: { schedule: '@hourly', retention, retentionPolicy, backupTemplate: { spec: backupTemplateSpec() } },
+  });
+  it('accepts counts that add up to 1000 with retention, and keepWithin durations', () => {
+    for (const policy of [
+      { keepHourly: 24, keepDaily: 7, keepWeekly: 4, keepMonthly: 12, keepYearly: 3 },
+      { keepLast: 995 },
+      { keepWithin: '1y6m' },
+      { keepWithin: '2w3d12h' },
+    ])
+      assert.ok(validateSchedule(spec(policy)).ok, JSON.stringify(policy));
+  });
+  const refused: [string, unknown, number, RegExp][] = [
+    ['counts adding up to more than 1000', { keepHourly: 500, keepDaily: 500 }, 1, /add up to more than 1000/],
+    ['an empty policy', {}, 5, /retentionPolicy: must NOT have fewer than 1 properties/],
+    ['a count of 0', { keepDaily: 0 }, 5, /keepDaily: must be >= 1/],
+    ['keepWithin with units out of order', { keepWithin: '1d1y' }, 5, /keepWithin: must match pattern/],
+    [
+      'keepWithin with no unit',
+      { keepWithin: '7' },
+      5,
+      /keepWithin: must (match pattern|NOT have fewer than 2 characters)/,
+    ],
+  ];
+  for (const [name, policy, retention, message] of refused)
+    it(`refuses ${name}, saying why`, () => {
+      const result = validateSchedule(spec(policy, retention));
+      assert.equal(result.ok, false);
+      if (!result.ok) assert.match(result.problems.join('\n'), message);
+    });
+});
+
 describe('the enums the code lists (src/api/types.ts) are the CRDs’ own', () => {
   const enumsAt = (suffix: string): [string, unknown][] =>
     Object.entries(crds).flatMap(([name, crd]) =>

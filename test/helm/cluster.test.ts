@@ -303,4 +303,44 @@ describe('the manifests on a real API server', () => {
       `talosetcdbackupschedule.${GROUP}/daily-backup-schedule`,
     ]);
   });
+
+  it("the API server enforces the schedule's retentionPolicy rules: at most 1000 kept, keepWithin's grammar", async () => {
+    await cp().installCrds();
+    const ns = 'retention-rules';
+    assert.equal((await cp().kubectl(['create', 'namespace', ns])).code, 0);
+    const custom = (await cp().kubeConfig()).makeApiClient(CustomObjectsApi);
+    const [group, version] = API_VERSION.split('/') as [string, string];
+    const create = (name: string, spec: Record<string, unknown>) =>
+      custom.createNamespacedCustomObject({
+        group,
+        version,
+        namespace: ns,
+        plural: SCHEDULE_PLURAL,
+        body: {
+          apiVersion: API_VERSION,
+          kind: 'TalosEtcdBackupSchedule',
+          metadata: { name },
+          spec: {
+            schedule: '@hourly',
+            backupTemplate: {
+              spec: {
+                talosConfigSecretRef: { name: 'etcd-backup' },
+                backupStorage: { s3: { bucket: 'etcd-backups', region: 'us-east-1' } },
+              },
+            },
+            ...spec,
+          },
+        },
+      });
+    const message = (error: unknown) => String((error as { body?: unknown }).body ?? error);
+    await create('tiered', { retentionPolicy: { keepHourly: 24, keepDaily: 7, keepWeekly: 4, keepWithin: '2w' } });
+    await assert.rejects(create('too-many', { retention: 10, retentionPolicy: { keepHourly: 991 } }), (error) => {
+      assert.match(message(error), /retention and the counts of retentionPolicy add up to more than 1000/);
+      return true;
+    });
+    await assert.rejects(create('bad-within', { retentionPolicy: { keepWithin: '1d1y' } }), (error) => {
+      assert.match(message(error), /keepWithin/);
+      return true;
+    });
+  });
 });

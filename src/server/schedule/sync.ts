@@ -19,7 +19,7 @@ import { formatTime, latestTime, nextCondition, parseTime, type Condition } from
 import { CONDITION, SCHEDULE_MESSAGE, SCHEDULE_REASON, type ScheduleFailureReason } from '../conditions.js';
 import { newestFirst, readBackup, type ObservedBackup } from './backups.js';
 import { parseSchedule, type CronSchedule } from './cron.js';
-import { selectForRetention } from './retention.js';
+import { MAX_KEPT_SUCCESSFUL, selectForRetention, type RetentionDecision } from './retention.js';
 import { scheduleRestoreTests, type RestoreTestFacts } from './restore-tests.js';
 
 /** What an answer does, for logs and metrics. */
@@ -103,6 +103,8 @@ interface StatusFacts {
   failure: { reason: ScheduleFailureReason; message: string } | undefined;
   /** The restore tests' facts; unset (an invalid or paused schedule): what was recorded is kept. */
   restore?: RestoreTestFacts;
+  /** What retention keeps; unset (an invalid or paused schedule): what was recorded is kept. */
+  retained?: RetentionDecision['retained'];
 }
 
 /** The restore-test fields of the status: the facts, else those recorded. */
@@ -150,6 +152,11 @@ function buildStatus(facts: StatusFacts, now: Date): Record<string, unknown> {
     ...(lastSuccess && { lastSuccessfulBackupTime: formatTime(lastSuccess) }),
     ...(facts.next && { nextScheduleTime: formatTime(facts.next) }),
     activeBackups: facts.activeNames,
+    ...((facts.retained ?? facts.observed.retained) && {
+      retained: facts.retained
+        ? { backups: facts.retained.backups, byRule: facts.retained.byRule }
+        : facts.observed.retained,
+    }),
     ...restore.fields,
     conditions,
     ...generation,
@@ -280,7 +287,7 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
     };
   }
 
-  const { kept, pruned } = selectForRetention(live, spec);
+  const { kept, pruned, retained } = selectForRetention(live, spec);
   const active = kept.filter((b) => b.outcome === 'active');
   const earliest = latestTime(parseTime(parent.metadata.creationTimestamp), lastScheduled);
   const decision = decideSlot(schedule, spec, earliest, active, now);
@@ -297,6 +304,9 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
     decision.note,
     unreadable.length > 0
       ? `kept without counting ${unreadable.join(', ')}: spec or status does not match the CRD`
+      : undefined,
+    retained.capped
+      ? `retention keeps the newest ${MAX_KEPT_SUCCESSFUL} successful backups only (keepWithin would keep more)`
       : undefined,
     next ? `next backup at ${formatTime(next)}` : 'no further slot',
   ]
@@ -325,6 +335,7 @@ export function syncSchedule(request: CompositeSyncRequest, now: Date): Schedule
       },
       failure: undefined,
       restore,
+      retained,
     },
     now,
   );
