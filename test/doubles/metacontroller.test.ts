@@ -16,6 +16,7 @@ import {
   BACKUP_KIND,
   JOB_KEY,
   RELATED_CONTROL_PLANE_KEY,
+  RELATED_SCHEDULE_KEY,
   ROLE_BINDING_KEY,
   ROLE_KEY,
   SCHEDULE_KIND,
@@ -440,9 +441,11 @@ describe('Metacontroller stand-in with the real hook server on a real API server
       [`${name}-snapshot`],
       'hook v1: attachments keyed by name',
     );
-    // The backup's own Namespace comes along (its deletion must not wait on a delete Job), keyed by name.
-    assert.deepEqual(Object.keys(last.related), ['Namespace.v1']);
+    // The backup's own Namespace comes along (its deletion must not wait on a delete Job), keyed by name, and the
+    // schedule that owns it (its restore-test request), by name.
+    assert.deepEqual(Object.keys(last.related), ['Namespace.v1', RELATED_SCHEDULE_KEY]);
     assert.deepEqual(Object.keys(last.related['Namespace.v1']), [w.ns]);
+    assert.deepEqual(Object.keys(last.related[RELATED_SCHEDULE_KEY]), ['nightly']);
     assert.equal(last.finalizing, false);
     assert.equal(
       w.mc.calls.filter((c) => c.hook === 'customize').length,
