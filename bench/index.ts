@@ -1,7 +1,7 @@
 // Entry of `npm run bench`: runs each benchmark section in turn and ends with one JSON line of all figures.
 // A benchmark, not a test: a missed target is printed as FAIL but the exit code stays 0; a broken run exits 1.
 
-import { runPipelineBenchmark } from './pipeline.js';
+import { runCopiesBenchmark, runPipelineBenchmark } from './pipeline.js';
 import { runScheduleFailedChildrenBenchmark } from './schedule-failed-children.js';
 import { runScheduleHookBenchmark } from './schedule-hook.js';
 import { runWorstBodiesBenchmark } from './worst-bodies-bench.js';
@@ -13,10 +13,14 @@ async function main(): Promise<void> {
 
   // Further sections (e.g. the snapshot pipeline) go here, each adding its figures under its own key.
   const figures: Record<string, unknown> = { node: process.version };
-  figures.scheduleHook = await runScheduleHookBenchmark();
-  figures.scheduleFailedChildren = await runScheduleFailedChildrenBenchmark();
-  figures.worstBodies = await runWorstBodiesBenchmark();
-  figures.pipeline = await runPipelineBenchmark();
+  // BENCH_SECTIONS=copies,pipeline runs only those sections (all by default).
+  const only = process.env.BENCH_SECTIONS?.split(',').map((s) => s.trim());
+  const runs = (name: string) => !only || only.includes(name);
+  if (runs('scheduleHook')) figures.scheduleHook = await runScheduleHookBenchmark();
+  if (runs('scheduleFailedChildren')) figures.scheduleFailedChildren = await runScheduleFailedChildrenBenchmark();
+  if (runs('worstBodies')) figures.worstBodies = await runWorstBodiesBenchmark();
+  if (runs('pipeline')) figures.pipeline = await runPipelineBenchmark();
+  if (runs('copies')) figures.copies = await runCopiesBenchmark();
 
   console.log('');
   console.log(JSON.stringify(figures));

@@ -550,12 +550,14 @@ async function runCliWith(
   setup: Setup,
   double: DoubleProcess,
   key: string,
-  extraEnv: Record<string, string>,
+  extraEnv: Record<string, string> | ((rgw: Rgw) => Promise<Record<string, string>>),
   passes: number,
   check: (result: CliResult, rgw: Rgw) => Promise<void>,
+  storedCopies = 1,
 ): Promise<{ figures: RunFigures; result: CliResult }> {
   const cli = fileURLToPath(new URL('../src/main.js', import.meta.url));
-  return withRgw(double.facts.size, async (rgw) => {
+  return withRgw(storedCopies * double.facts.size, async (rgw) => {
+    const more = typeof extraEnv === 'function' ? await extraEnv(rgw) : extraEnv;
     const env = childEnv({
       ...s3Env(rgw),
       TALOSCONFIG: setup.talosconfig,
@@ -565,7 +567,7 @@ async function runCliWith(
       BACKUP_NAMESPACE: 'bench',
       BACKUP_NAME: label,
       ...SNAPSHOT_RUNTIME_ENV,
-      ...extraEnv,
+      ...more,
     });
     const { measured, figures } = await observe(label, [...SNAPSHOT_NODE_FLAGS, cli, 'snapshot'], env, {
       dir: setup.dir,
@@ -956,5 +958,81 @@ export async function runPipelineBenchmark(): Promise<PipelineFigures> {
     killChildren(); // nothing should be left; this is the last resort
     await rm(dir, { recursive: true, force: true });
     uninstall();
+  }
+}
+
+/** One destination against two (backupStorage.copies): time and peak RSS of the CLI, the same snapshot. */
+export interface CopiesFigures {
+  mib: number;
+  one: RunFigures;
+  two: RunFigures;
+  /** Peak RSS of two destinations minus one, MiB: about one more part size × (queue size + 1). */
+  rssPerCopyMiB: number;
+}
+
+/**
+ * The CLI storing a BENCH_COPIES_MIB (default 1024) snapshot to one destination, then to the same plus a copy in
+ * another RGW user's bucket (another trust domain) in the same pass. Bounded: two runs, one fresh RGW each.
+ */
+export async function runCopiesBenchmark(): Promise<CopiesFigures> {
+  const mib = positiveInteger('BENCH_COPIES_MIB', 1024);
+  console.log(
+    `\n## copies: one destination vs two in one pass, ${mib} MiB snapshot; parts ${PART_SIZE_MIB} MiB, queue ${QUEUE_SIZE}`,
+  );
+  const dir = await mkdtemp(join(tmpdir(), 'talos-etcd-backup-bench-copies-'));
+  const uninstall = installCleanup(dir);
+  let double: DoubleProcess | undefined;
+  try {
+    const pki = await createTalosPki();
+    const client = await pki.clientCert(['os:etcd:backup']);
+    const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
+    const talosconfig = join(dir, 'talosconfig');
+    const setup: Setup = { dir, talosconfig };
+    double = await startDouble(tls, mib * MIB, 'random');
+    await writeFile(
+      talosconfig,
+      talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }),
+      { mode: 0o600 },
+    );
+    const one = await runCli(`copies-one-${mib}MiB`, setup, double);
+    describeRun(`one destination, ${mib} MiB`, one);
+    const key = `bench/copies-two-${mib}MiB.db`;
+    const { figures: two } = await runCliWith(
+      `copies-two-${mib}MiB`,
+      setup,
+      double,
+      key,
+      async (rgw) => {
+        const offsite = await rgw.createUser('offsite');
+        await offsite.createBucket('offsite');
+        return {
+          S3_COPIES: JSON.stringify([
+            { name: 'offsite', bucket: 'offsite', region: rgw.region, endpoint: rgw.endpoint, keysFromEnv: true },
+          ]),
+          S3_COPY_1_ACCESS_KEY_ID: offsite.accessKeyId,
+          S3_COPY_1_SECRET_ACCESS_KEY: offsite.secretAccessKey,
+        };
+      },
+      1,
+      async (result, rgw) => {
+        const copies = (result as { copies?: { sha256?: string; size?: number; error?: string }[] }).copies;
+        const facts = double!.facts;
+        if (result.sha256 !== facts.sha256 || copies?.[0]?.sha256 !== facts.sha256 || copies[0].size !== facts.size)
+          throw new Error(
+            `copies: the CLI reported ${JSON.stringify(result)}, expected both at sha256 ${facts.sha256}`,
+          );
+        await checkObject('copies', rgw, key, facts, true);
+      },
+      2,
+    );
+    describeRun(`two destinations, ${mib} MiB`, two);
+    const rssPerCopyMiB = round(two.peakRssMiB - one.peakRssMiB, 1);
+    show('  peak RSS, two − one', `${rssPerCopyMiB >= 0 ? '+' : ''}${rssPerCopyMiB} MiB`);
+    show('  time, two / one', `${(two.seconds / one.seconds).toFixed(2)}×`);
+    return { mib, one, two, rssPerCopyMiB };
+  } finally {
+    await double?.stop();
+    uninstall();
+    await rm(dir, { recursive: true, force: true });
   }
 }

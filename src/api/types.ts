@@ -29,6 +29,28 @@ export interface RestoreTestSettings {
   volumeSizeLimit?: string | number;
 }
 
+/** An S3 destination: spec.backupStorage.s3, and each of spec.backupStorage.copies (with `name` and `required`). */
+export interface S3Storage {
+  bucket: string;
+  region: string;
+  accessKeyID?: SecretKeyRef;
+  secretAccessKey?: SecretKeyRef;
+  endpoint?: string;
+  insecureSkipTLSVerify: boolean;
+  forcePathStyle?: boolean;
+  caBundle?: { kind: 'Secret' | 'ConfigMap'; name: string; key: string };
+  prefix: string;
+  serverSideEncryption?: { algorithm: SseAlgorithm; kmsKeyID?: string };
+  objectLock?: { mode: ObjectLockMode; retainDays: number };
+}
+
+/** A further destination written in the same pass as the primary (spec.backupStorage.copies[]). */
+export interface CopyStorage extends S3Storage {
+  name?: string;
+  /** false: the backup is Ready without this copy, with a warning. */
+  required: boolean;
+}
+
 export interface BackupSpec {
   talosControlPlaneRef?: { name: string };
   talosConfigSecretRef?: { name: string; key: string };
@@ -38,19 +60,8 @@ export interface BackupSpec {
   endpoints?: string[];
   node?: string;
   backupStorage: {
-    s3: {
-      bucket: string;
-      region: string;
-      accessKeyID?: SecretKeyRef;
-      secretAccessKey?: SecretKeyRef;
-      endpoint?: string;
-      insecureSkipTLSVerify: boolean;
-      forcePathStyle?: boolean;
-      caBundle?: { kind: 'Secret' | 'ConfigMap'; name: string; key: string };
-      prefix: string;
-      serverSideEncryption?: { algorithm: SseAlgorithm; kmsKeyID?: string };
-      objectLock?: { mode: ObjectLockMode; retainDays: number };
-    };
+    s3: S3Storage;
+    copies?: CopyStorage[];
   };
   compression: Compression;
   encryption?: { age: { recipients: string[]; identitySecretRef?: SecretKeyRef } };
@@ -145,6 +156,24 @@ export interface SnapshotInfo {
   keys?: number;
   /** The cluster's secrets stored beside the snapshot (verified with it when `verified`). */
   secrets?: StoredSecrets;
+  /** Each of spec.backupStorage.copies, in order: the same stored bytes at another destination, or why not. */
+  copies?: StoredCopy[];
+}
+
+/** One copy of the stored bytes (status.snapshot.copies[]): where, and what was proved; `error` when it is missing. */
+export interface StoredCopy {
+  name: string;
+  bucket: string;
+  key: string;
+  size?: number;
+  sha256?: string;
+  retainUntil?: string;
+  verified?: boolean;
+  verification?: 'Full' | 'StoredBytes';
+  /** The cluster secrets stored beside this copy. */
+  secretsKey?: string;
+  /** A copy with required false that was not stored: why. */
+  error?: string;
 }
 
 /**

@@ -21,6 +21,7 @@ import {
   SSE_ALGORITHMS,
   type BackupSpec,
 } from '../api/types.js';
+import { copiesParser } from './copies.js';
 import { DEFAULT_PREFIX } from './object-key.js';
 
 /** Every setting, in the order `--help` and the README list them. */
@@ -156,6 +157,19 @@ export const SETTINGS = {
     flag: 'object-lock-retain-days',
     help: 'days the object stays locked, with `--object-lock-mode`',
     parse: wholeNumberAtLeast(1, 'days'),
+  },
+  copies: {
+    env: 'S3_COPIES',
+    flag: 'copies',
+    help: 'JSON list of further S3 destinations written in the same pass, `[{"name","required","bucket","region","endpoint","forcePathStyle","insecureSkipTLSVerify","caBundle","prefix","key","sse","sseKmsKeyId","objectLockMode","objectLockRetainDays"}]` (`caBundle`: a file path; copy N\'s keys in `S3_COPY_<N>_ACCESS_KEY_ID`/`S3_COPY_<N>_SECRET_ACCESS_KEY`, N from 1; the Job sets it from `backupStorage.copies`); delete: every copy\'s `key` (and `secretsKey`) is deleted too',
+    parse: copiesParser,
+  },
+  copy: {
+    env: 'S3_COPY',
+    flag: 'copy',
+    help: 'verify, restore: read copy N of `--copies` (from 1) instead of the primary destination; 0 = the primary',
+    default: '0',
+    parse: wholeNumberAtLeast(0, 'copies'),
   },
   verify: {
     env: 'VERIFY',
@@ -323,11 +337,11 @@ const REPORTING: SettingName[] = [
 /** The settings each command takes, in its `--help` order: snapshot takes all but restore's, secretsKey and the restore test's. */
 export const COMMAND_SETTINGS: Record<JobCommand, readonly SettingName[]> = {
   snapshot: (Object.keys(SETTINGS) as SettingName[]).filter(
-    (name) => name !== 'output' && name !== 'secretsKey' && !RESTORE_TEST.includes(name),
+    (name) => name !== 'output' && name !== 'secretsKey' && name !== 'copy' && !RESTORE_TEST.includes(name),
   ),
-  verify: [...S3, 'secretsKey', 'ageIdentity'],
-  delete: [...S3, 'secretsKey', 'backupUid', 'backupNamespace', 'deleteWait', 'requiredSecrets'],
-  restore: [...S3, 'prefix', 'cluster', 'ageIdentity', 'output'],
+  verify: [...S3, 'secretsKey', 'ageIdentity', 'copies', 'copy'],
+  delete: [...S3, 'secretsKey', 'backupUid', 'backupNamespace', 'deleteWait', 'requiredSecrets', 'copies'],
+  restore: [...S3, 'prefix', 'cluster', 'ageIdentity', 'output', 'copies', 'copy'],
   'restore-test-fetch': [...S3, 'secretsKey', 'ageIdentity', ...RESTORE_TEST, ...REPORTING, 'requiredSecrets'],
   'restore-test-check': [...RESTORE_TEST, ...REPORTING],
 };

@@ -3,14 +3,21 @@
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { deleteSnapshotObject, deleteSnapshotObjectAfterSnapshot, type DeleteOutcome } from './s3/delete.js';
+import {
+  deleteSnapshotObject,
+  deleteSnapshotObjectAfterSnapshot,
+  S3DeleteError,
+  type DeleteOutcome,
+} from './s3/delete.js';
 import { DEFAULT_PREFIX, secretsKeyOf, storedFormatOf } from '../contract/object-key.js';
 import { readClusterSecrets, storeClusterSecrets } from './pipeline/cluster-secrets.js';
 import { createS3Client, type S3Settings } from './s3/client.js';
 import { SettingsError, type RawSettings } from '../contract/settings.js';
 import { checkRequiredInputs } from './required-inputs.js';
 import { defaultOutput, newestBackup, restoreBackup, type RestoreResult } from './pipeline/restore.js';
-import { takeSnapshot, type SnapshotOutcome } from './pipeline/snapshot.js';
+import { takeSnapshot, type CopyOutcome, type CopyTarget, type SnapshotOutcome } from './pipeline/snapshot.js';
+import type { ObjectProtection } from './s3/upload.js';
+import type { S3Client } from '@aws-sdk/client-s3';
 import {
   deleteSettings,
   reportSettings,
@@ -25,7 +32,7 @@ import { normalizeEndpoint, parseTalosconfig, TalosconfigError } from './talos/t
 import { JobError } from './errors.js';
 import { checkStep, ETCD_SOCKET, fetchStep, readFetched } from './restore-test/steps.js';
 import type { RestoreTestReporter } from './restore-test/report.js';
-import type { RestoreTestFigures } from '../api/types.js';
+import type { RestoreTestFigures, StoredCopy, StoredSecrets } from '../api/types.js';
 import { formatTime } from '../api/conditions.js';
 
 export interface SnapshotHooks {
@@ -55,7 +62,8 @@ export async function snapshotCommand(
     verifyIdentities,
     talosconfig,
     secrets: secretsInput,
-  } = snapshotSettings(raw, now());
+    copies: copySettings,
+  } = snapshotSettings(raw, now(), env);
 
   let context;
   try {
@@ -78,44 +86,61 @@ export async function snapshotCommand(
     name: raw.backupName ?? '',
     uid: raw.backupUid ?? randomUUID(),
   };
-  const snapshot = await takeSnapshot({
+  const copyTargets: CopyTarget[] = copySettings.map((copy) => ({
+    ...copy,
+    client: createS3Client(copy.s3),
+  }));
+  const { copies: copyOutcomes, ...snapshot } = await takeSnapshot({
     talos: { context, endpoints, node: raw.node, connectTimeoutMs, idleTimeoutMs },
     s3: { client, bucket, key, partSize, queueSize, protection: objectProtection },
     format,
+    copies: copyTargets,
     identity,
     ...hooks,
   });
-  // The secrets after the snapshot: a backup whose snapshot failed stores nothing.
-  const secrets =
-    secretsInput &&
-    (await storeClusterSecrets(
+  // The secrets after the snapshot: a backup whose snapshot failed stores nothing. Beside every stored copy too
+  // (a rebuild from the offsite copy needs them as much).
+  const storeSecrets = (where: { client: S3Client; bucket: string; key: string; protection: ObjectProtection }) =>
+    storeClusterSecrets(
       {
-        client,
-        bucket,
-        key: secretsKeyOf(key),
+        client: where.client,
+        bucket: where.bucket,
+        key: secretsKeyOf(where.key),
         identity,
         partSize,
         queueSize,
-        protection: objectProtection,
+        protection: where.protection,
         ...(hooks.signal && { signal: hooks.signal }),
       },
-      secretsInput,
+      secretsInput!,
       format.recipients,
-    ));
+    );
+  const secrets = secretsInput && (await storeSecrets({ client, bucket, key, protection: objectProtection }));
   const stored = { ...snapshot, ...(secrets && { secrets }) };
-  if (!verify) return { ...stored, verified: false };
   // What was uploaded is known exactly: the objects read back must be those bytes.
-  const checked = await verifyObject(client, bucket, key, {
-    identities: verifyIdentities,
-    expected: { size: stored.size, sha256: stored.sha256, etcdSha256: stored.etcdSha256 },
-  });
-  if (secrets?.key)
-    await readClusterSecrets(client, bucket, secrets.key, {
+  const expected = { size: stored.size, sha256: stored.sha256, etcdSha256: stored.etcdSha256 };
+  const readBackAt = async (where: { client: S3Client; bucket: string; key: string }, secretsKey?: string) => {
+    const checked = await verifyObject(where.client, where.bucket, where.key, {
       identities: verifyIdentities,
-      expected: { size: secrets.size, sha256: secrets.sha256 },
+      expected,
     });
+    if (secretsKey && secrets?.key)
+      await readClusterSecrets(where.client, where.bucket, secretsKey, {
+        identities: verifyIdentities,
+        expected: { size: secrets.size, sha256: secrets.sha256 },
+      });
+    return checked;
+  };
+  const copies = await Promise.all(
+    copyOutcomes.map((outcome, i) =>
+      finishCopy(outcome, copyTargets[i]!, { storeSecrets, readBackAt, secrets, verify }),
+    ),
+  );
+  const withCopies = { ...stored, ...(copies.length > 0 && { copies }) };
+  if (!verify) return { ...withCopies, verified: false };
+  const checked = await readBackAt({ client, bucket, key }, secrets?.key);
   return {
-    ...stored,
+    ...withCopies,
     verified: true,
     verifiedAt: now().toISOString(),
     verification: checked.verification,
@@ -123,12 +148,66 @@ export async function snapshotCommand(
   };
 }
 
+/**
+ * A copy after the snapshot's pass: its cluster secrets stored and, with verify, both read back, as the primary's.
+ * A required copy's failure fails the backup (the error names it); an optional one's is its record's `error`.
+ */
+async function finishCopy(
+  outcome: CopyOutcome,
+  target: CopyTarget,
+  steps: {
+    storeSecrets: (where: {
+      client: S3Client;
+      bucket: string;
+      key: string;
+      protection: ObjectProtection;
+    }) => Promise<StoredSecrets>;
+    readBackAt: (
+      where: { client: S3Client; bucket: string; key: string },
+      secretsKey?: string,
+    ) => Promise<VerifiedObject>;
+    secrets: StoredSecrets | undefined;
+    verify: boolean;
+  },
+): Promise<StoredCopy> {
+  const { name, bucket, key } = outcome;
+  if (!outcome.stored) return { name, bucket, key, error: outcome.error ?? 'not stored' };
+  const record: StoredCopy = {
+    name,
+    bucket,
+    key,
+    size: outcome.stored.size,
+    sha256: outcome.stored.hashes.sha256,
+    ...(outcome.stored.retainUntil && { retainUntil: outcome.stored.retainUntil.toISOString() }),
+  };
+  try {
+    const where = { client: target.client, bucket, key, protection: target.protection ?? {} };
+    const secrets = steps.secrets?.key ? await steps.storeSecrets(where) : undefined;
+    const secretsKey = secrets?.key;
+    const withSecrets = { ...record, ...(secretsKey && { secretsKey }) };
+    if (!steps.verify) return { ...withSecrets, verified: false };
+    const checked = await steps.readBackAt(where, secretsKey);
+    return { ...withSecrets, verified: true, verification: checked.verification };
+  } catch (error) {
+    const where = `copy ${name} (s3://${bucket}/${key})`;
+    const detail = error instanceof JobError ? error.message : (error as Error).message;
+    if (target.required) {
+      throw new JobError(undefined, `${where}: ${detail}`, {
+        cause: error,
+        permanent: error instanceof JobError ? error.permanent : false,
+      });
+    }
+    return { ...record, error: `${where}: ${detail}` };
+  }
+}
+
 /** `verify`: read a stored snapshot (and its cluster secrets) back and check them against the hashes recorded with them. */
 export async function verifyCommand(
   raw: RawSettings,
   signal?: AbortSignal,
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<VerifiedObject & { secrets?: { key: string; size: number; sha256: string; keys?: string[] } }> {
-  const { bucket, key, secretsKey, s3, identities } = verifySettings(raw);
+  const { bucket, key, secretsKey, s3, identities } = verifySettings(raw, env);
   const client = createS3Client(s3);
   const verified = await verifyObject(client, bucket, key, { identities, signal });
   if (!secretsKey) return verified;
@@ -146,6 +225,8 @@ export interface RestoreHooks {
   signal?: AbortSignal;
   /** What the object must be (`restore --backup`: the backup's recorded hashes); else those stored with it. */
   expected?: ExpectedObject;
+  /** Where copies' S3 keys are read from (S3_COPY_<N>_*); default process.env. */
+  env?: NodeJS.ProcessEnv;
   /** S3 keys and a CA bundle read from the cluster (`restore --backup`), over the settings' own. */
   s3?: Pick<S3Settings, 'credentials' | 'caBundlePem'>;
   /**
@@ -157,14 +238,14 @@ export interface RestoreHooks {
 
 /** `restore`: a backup (S3_KEY, else the newest of CLUSTER_NAME under S3_PREFIX) into a verified snapshot file. */
 export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {}): Promise<RestoreResult> {
-  const { bucket, s3, identities: ids } = restoreSettings(raw);
+  const { bucket, key: chosenKey, s3, identities: ids } = restoreSettings(raw, hooks.env);
   const client = createS3Client({
     ...s3,
     ...(hooks.s3?.credentials && { credentials: hooks.s3.credentials }),
     ...(hooks.s3?.caBundlePem && { caBundlePem: hooks.s3.caBundlePem }),
   });
-  const { key, skipped } = raw.key
-    ? { key: raw.key, skipped: [] }
+  const { key, skipped } = chosenKey
+    ? { key: chosenKey, skipped: [] }
     : await newestBackup(client, bucket, raw.prefix ?? DEFAULT_PREFIX, raw.cluster!);
   hooks.onKey?.(key, skipped);
   const secrets =
@@ -188,18 +269,52 @@ export async function restoreCommand(raw: RawSettings, hooks: RestoreHooks = {})
 export async function deleteCommand(
   raw: RawSettings,
   env: NodeJS.ProcessEnv = process.env,
-): Promise<DeleteOutcome & { bucket: string; key: string; secrets?: DeleteOutcome & { key: string } }> {
+): Promise<
+  DeleteOutcome & {
+    bucket: string;
+    key: string;
+    secrets?: DeleteOutcome & { key: string };
+    copies?: (DeleteOutcome & { name: string; bucket: string; key: string })[];
+  }
+> {
   checkRequiredInputs(raw.requiredSecrets, raw.backupNamespace ?? '', env);
-  const { bucket, key, secretsKey, uid, waitSeconds, s3 } = deleteSettings(raw);
-  const client = createS3Client(s3);
-  const snapshot =
-    waitSeconds === 0
-      ? await deleteSnapshotObject(client, bucket, key, uid)
-      : await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds);
-  if (!secretsKey) return { bucket, key, ...snapshot };
-  // After the snapshot's wait (if any) the snapshot pod is gone: one pass deletes what it stored.
-  const secrets = await deleteSnapshotObject(client, bucket, secretsKey, uid);
-  return { bucket, key, ...snapshot, secrets: { key: secretsKey, ...secrets } };
+  const { bucket, key, secretsKey, uid, waitSeconds, s3, copies } = deleteSettings(raw, env);
+  const deleteAt = async (client: S3Client, bucket: string, key: string, secretsKey: string | undefined) => {
+    const snapshot =
+      waitSeconds === 0
+        ? await deleteSnapshotObject(client, bucket, key, uid)
+        : await deleteSnapshotObjectAfterSnapshot(client, bucket, key, uid, waitSeconds);
+    if (!secretsKey) return { bucket, key, ...snapshot };
+    // After the snapshot's wait (if any) the snapshot pod is gone: one pass deletes what it stored.
+    const secrets = await deleteSnapshotObject(client, bucket, secretsKey, uid);
+    return { bucket, key, ...snapshot, secrets: { key: secretsKey, ...secrets } };
+  };
+  // Every destination, each with its own keys, in parallel (the waits overlap). A copy that cannot be deleted fails
+  // the Job, naming it, after the others were tried; a locked one is kept and reported, as the primary.
+  const [primary, ...rest] = await Promise.allSettled([
+    deleteAt(createS3Client(s3), bucket, key, secretsKey),
+    ...copies.map((copy) =>
+      copy.unusable
+        ? Promise.reject(new S3DeleteError(copy.unusable, { permanent: true }))
+        : deleteAt(createS3Client(copy.s3), copy.bucket, copy.key, copy.secretsKey),
+    ),
+  ]);
+  if (primary!.status === 'rejected') throw primary!.reason;
+  const failed = rest.findIndex((r) => r.status === 'rejected');
+  if (failed >= 0) {
+    const copy = copies[failed]!;
+    const error = (rest[failed] as PromiseRejectedResult).reason as Error;
+    const detail = error instanceof JobError ? error.detail : error.message;
+    throw new S3DeleteError(`copy ${copy.name} (s3://${copy.bucket}/${copy.key}): ${detail}`, {
+      cause: error,
+      permanent: error instanceof JobError ? error.permanent : false,
+    });
+  }
+  const deletedCopies = rest.map((r, i) => ({
+    name: copies[i]!.name,
+    ...(r as PromiseFulfilledResult<Awaited<ReturnType<typeof deleteAt>>>).value,
+  }));
+  return { ...primary!.value, ...(deletedCopies.length > 0 && { copies: deletedCopies }) };
 }
 /**
  * Writes progress and the outcome into the backup's status when REPORT_STATUS=true (the snapshot Job), and

@@ -5,6 +5,7 @@
 import { AgeError } from '../api/age-keys.js';
 import { EXIT_CODE } from '../contract/exit-codes.js';
 import { SettingsError } from '../contract/settings.js';
+import { COPY_CREDENTIAL_ENV } from '../contract/copies.js';
 
 /** The first words of each kind of failure's one-line message, as a Failed backup's condition shows them. */
 export const FAILURE_PREFIX = {
@@ -56,7 +57,9 @@ export function isPermanentFailure(error: unknown): boolean {
 /** Removes the S3 keys' values and anything shaped like an age identity from text about to be printed, on one line. */
 export function redact(text: string, env: NodeJS.ProcessEnv): string {
   let out = text.replace(/[\r\n]+/g, ' ');
-  for (const name of ['AWS_SECRET_ACCESS_KEY', 'AWS_ACCESS_KEY_ID', 'AWS_SESSION_TOKEN']) {
+  // The copies' keys too (S3_COPY_<N>_*): each destination's own, in a trust domain of its own.
+  const copyKeys = Object.keys(env).filter((name) => COPY_CREDENTIAL_ENV.test(name));
+  for (const name of ['AWS_SECRET_ACCESS_KEY', 'AWS_ACCESS_KEY_ID', 'AWS_SESSION_TOKEN', ...copyKeys]) {
     const value = env[name];
     if (value && value.length >= 4) out = out.split(value).join(`[${name} redacted]`);
   }

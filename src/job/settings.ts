@@ -12,6 +12,7 @@ import type { S3Settings } from './s3/client.js';
 import type { ObjectProtection } from './s3/upload.js';
 import type { StoredFormat } from './pipeline/snapshot.js';
 import type { ClusterSecretsInput } from './pipeline/cluster-secrets.js';
+import { copyCredentialEnv, type CopySetting } from '../contract/copies.js';
 
 const MIB = 1024 * 1024;
 
@@ -90,6 +91,93 @@ function protection(raw: RawSettings, problems: Problems): ObjectProtection {
   return out;
 }
 
+/** A further destination of the same stored bytes (S3_COPIES), resolved: N from 1, its key, client settings, protection. */
+export interface CopyDestination {
+  n: number;
+  name: string;
+  required: boolean;
+  bucket: string;
+  key: string;
+  secretsKey?: string | undefined;
+  s3: S3Settings;
+  protection: ObjectProtection;
+  /** Why this copy cannot be written at all (its keys did not arrive); an optional copy is then only reported. */
+  unusable?: string;
+}
+
+/** S3_COPIES, with each copy's keys (S3_COPY_<N>_*) and CA bundle read; `keyOf` makes a copy's key from its prefix. */
+function copyDestinations(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv,
+  problems: Problems,
+  keyOf: (copy: CopySetting) => string,
+): CopyDestination[] {
+  const copies = problems.get('copies') ?? [];
+  return copies.map((copy, i) => {
+    const n = i + 1;
+    const names = copyCredentialEnv(n);
+    const accessKeyId = env[names.accessKeyId] || undefined;
+    const secretAccessKey = env[names.secretAccessKey] || undefined;
+    let unusable: string | undefined;
+    if (Boolean(accessKeyId) !== Boolean(secretAccessKey))
+      problems.list.push(`${names.accessKeyId} and ${names.secretAccessKey} must be set together (copy ${copy.name})`);
+    else if (copy.keysFromEnv && !accessKeyId)
+      unusable = `its S3 keys (${names.accessKeyId}, ${names.secretAccessKey}) are not set: their Secret or key is missing`;
+    // An optional copy's missing CA bundle (or keys) costs that copy only, never the backup.
+    const caProblems = copy.required ? problems : new Problems(raw);
+    const caBundlePem = copy.caBundle
+      ? readFile(copy.caBundle, `CA bundle of copy ${copy.name}`, caProblems)
+      : undefined;
+    if (caProblems !== problems && caProblems.list.length > 0) unusable ??= caProblems.list.join('; ');
+    const protection: ObjectProtection = {
+      ...(copy.sse && { serverSideEncryption: { algorithm: copy.sse, kmsKeyId: copy.sseKmsKeyId } }),
+      ...(copy.objectLockMode && {
+        objectLock: { mode: copy.objectLockMode, retainDays: copy.objectLockRetainDays ?? 0 },
+      }),
+    };
+    return {
+      n,
+      name: copy.name,
+      required: copy.required,
+      bucket: copy.bucket,
+      key: keyOf(copy),
+      ...(copy.secretsKey && { secretsKey: copy.secretsKey }),
+      s3: {
+        region: copy.region,
+        endpoint: copy.endpoint,
+        forcePathStyle: copy.forcePathStyle,
+        insecureSkipTLSVerify: copy.insecureSkipTLSVerify,
+        caBundlePem,
+        ...(accessKeyId && secretAccessKey && { credentials: { accessKeyId, secretAccessKey } }),
+      },
+      protection,
+      ...(unusable && { unusable }),
+    };
+  });
+}
+
+/** The destination `--copy N` names (0: the primary), as verify and restore read it. */
+function chosenDestination(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv,
+  problems: Problems,
+  primary: { bucket: string; key: string | undefined; secretsKey: string | undefined; s3: S3Settings },
+): { bucket: string; key: string | undefined; secretsKey: string | undefined; s3: S3Settings } {
+  const n = problems.get('copy') ?? 0;
+  if (n === 0) return primary;
+  const copies = copyDestinations(raw, env, problems, (copy) => copy.key ?? primary.key ?? '');
+  const copy = copies[n - 1];
+  if (!copy) {
+    problems.add(
+      'copy',
+      `is ${n}, but ${settingLabel('copies')} lists ${copies.length} cop${copies.length === 1 ? 'y' : 'ies'}`,
+    );
+    return primary;
+  }
+  if (copy.unusable) problems.list.push(`copy ${copy.name}: ${copy.unusable}`);
+  return { bucket: copy.bucket, key: copy.key || undefined, secretsKey: copy.secretsKey, s3: copy.s3 };
+}
+
 export interface SnapshotCommandSettings {
   bucket: string;
   key: string;
@@ -106,6 +194,8 @@ export interface SnapshotCommandSettings {
   talosconfig: { path: string; text: string };
   /** The Secret to store beside the snapshot (CLUSTER_SECRETS_DIR), when there is one. */
   secrets?: ClusterSecretsInput;
+  /** Further destinations of the same stored bytes (S3_COPIES). */
+  copies: CopyDestination[];
 }
 
 /** CLUSTER_SECRETS_*: the Secret to store beside the snapshot; refused without age recipients. */
@@ -123,7 +213,11 @@ function clusterSecrets(raw: RawSettings, format: StoredFormat, problems: Proble
 }
 
 /** `snapshot`: everything it needs, or a SettingsError listing every problem. */
-export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSettings {
+export function snapshotSettings(
+  raw: RawSettings,
+  now: Date,
+  env: NodeJS.ProcessEnv = process.env,
+): SnapshotCommandSettings {
   const problems = new Problems(raw);
   const bucket = problems.required('bucket') ?? '';
   const s3 = s3Settings(raw, problems);
@@ -160,8 +254,28 @@ export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSe
   const talosconfigPath = raw.talosconfig ?? '';
   const talosconfigText = readFile(talosconfigPath, 'talosconfig', problems);
   const secrets = clusterSecrets(raw, format, problems);
+  // A copy's key: the primary's with the copy's prefix (the same cluster, time and suffixes); `--key` sets every one.
+  const fileOf = key.slice(key.lastIndexOf('/') + 1);
+  const copies = copyDestinations(raw, env, problems, (copy) =>
+    copy.key !== undefined
+      ? copy.key
+      : raw.key !== undefined
+        ? key
+        : objectKey({
+            prefix: copy.prefix ?? raw.prefix ?? '',
+            cluster,
+            time,
+            compression: format.compression,
+            encrypted,
+          }),
+  );
+  for (const copy of copies) {
+    if (storedFormatOf(copy.key).compression !== format.compression || storedFormatOf(copy.key).encrypted !== encrypted)
+      problems.list.push(`copy ${copy.name}: its key must end like the primary's (${fileOf.replace(/^[^.]*/, '')})`);
+  }
   problems.throwIfAny();
   return {
+    copies,
     bucket,
     key,
     s3,
@@ -179,7 +293,10 @@ export function snapshotSettings(raw: RawSettings, now: Date): SnapshotCommandSe
 }
 
 /** `verify`: the object to read back and how to decrypt it. */
-export function verifySettings(raw: RawSettings): {
+export function verifySettings(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv = process.env,
+): {
   bucket: string;
   key: string;
   secretsKey: string | undefined;
@@ -187,37 +304,64 @@ export function verifySettings(raw: RawSettings): {
   identities: string[];
 } {
   const problems = new Problems(raw);
-  const bucket = problems.required('bucket') ?? '';
-  const key = problems.required('key') ?? '';
-  const s3 = s3Settings(raw, problems);
+  const copy = (problems.get('copy') ?? 0) > 0;
+  // With --copy N the copy's bucket and key (S3_COPIES) replace the primary's, which need not be given.
+  const primary = {
+    bucket: copy ? (raw.bucket ?? '') : (problems.required('bucket') ?? ''),
+    key: copy ? raw.key : (problems.required('key') ?? ''),
+    secretsKey: raw.secretsKey || undefined,
+    s3: copy ? { region: raw.region ?? '' } : s3Settings(raw, problems),
+  };
+  const chosen = chosenDestination(raw, env, problems, primary);
+  if (!chosen.key)
+    problems.list.push(`copy ${raw.copy}: no key (give it in ${settingLabel('copies')} or ${settingLabel('key')})`);
   const ids = identities(raw, problems);
   problems.throwIfAny();
-  return { bucket, key, secretsKey: raw.secretsKey || undefined, s3, identities: ids };
+  return {
+    bucket: chosen.bucket,
+    key: chosen.key ?? '',
+    secretsKey: chosen.secretsKey,
+    s3: chosen.s3,
+    identities: ids,
+  };
 }
 
 /** `restore`: a key, or the cluster whose newest backup to restore. */
-export function restoreSettings(raw: RawSettings): { bucket: string; s3: S3Settings; identities: string[] } {
+export function restoreSettings(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv = process.env,
+): { bucket: string; key: string | undefined; s3: S3Settings; identities: string[] } {
   const problems = new Problems(raw);
-  const bucket = problems.required('bucket') ?? '';
-  if (!raw.key && !raw.cluster) {
+  const copy = (problems.get('copy') ?? 0) > 0;
+  const primary = {
+    bucket: copy ? (raw.bucket ?? '') : (problems.required('bucket') ?? ''),
+    key: raw.key,
+    secretsKey: undefined,
+    s3: copy ? { region: raw.region ?? '' } : s3Settings(raw, problems),
+  };
+  const chosen = chosenDestination(raw, env, problems, primary);
+  if (!chosen.key && !raw.cluster) {
     problems.list.push(
       `${settingLabel('key')} or ${settingLabel('cluster')} is required: the backup to restore, or the cluster whose newest backup to restore`,
     );
   }
-  const s3 = s3Settings(raw, problems);
   const ids = identities(raw, problems);
   problems.throwIfAny();
-  return { bucket, s3, identities: ids };
+  return { bucket: chosen.bucket, key: chosen.key, s3: chosen.s3, identities: ids };
 }
 
 /** `delete`: the object, the backup that may delete it, and the wait before its second pass. */
-export function deleteSettings(raw: RawSettings): {
+export function deleteSettings(
+  raw: RawSettings,
+  env: NodeJS.ProcessEnv = process.env,
+): {
   bucket: string;
   key: string;
   secretsKey: string | undefined;
   uid: string;
   waitSeconds: number;
   s3: S3Settings;
+  copies: CopyDestination[];
 } {
   const problems = new Problems(raw);
   const bucket = problems.required('bucket') ?? '';
@@ -225,8 +369,10 @@ export function deleteSettings(raw: RawSettings): {
   const uid = problems.required('backupUid') ?? '';
   const waitSeconds = problems.get('deleteWait') ?? 0;
   const s3 = s3Settings(raw, problems);
+  const copies = copyDestinations(raw, env, problems, (copy) => copy.key ?? '');
+  for (const copy of copies) if (!copy.key) problems.list.push(`copy ${copy.name}: delete needs its key`);
   problems.throwIfAny();
-  return { bucket, key, secretsKey: raw.secretsKey || undefined, uid, waitSeconds, s3 };
+  return { bucket, key, secretsKey: raw.secretsKey || undefined, uid, waitSeconds, s3, copies };
 }
 
 export interface ReportSettings {

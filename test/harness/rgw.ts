@@ -39,8 +39,21 @@ export interface Rgw {
   client(overrides?: Partial<S3ClientConfig>): S3Client;
   /** Creates a bucket, with Object Lock (and so versioning) enabled when `objectLock` is true. */
   createBucket(name: string, opts?: { objectLock?: boolean }): Promise<void>;
+  /**
+   * Creates another S3 user (its own keys: another trust domain, which cannot see the first user's buckets), and
+   * returns its keys, a client with them, and createBucket as that user.
+   */
+  createUser(uid: string): Promise<RgwUser>;
   /** Idempotent. Kills radosgw, then the OSD, then the mon (SIGTERM, SIGKILL after a short grace) and removes `dir`. */
   stop(): Promise<void>;
+}
+
+/** A further S3 user of the gateway (createUser). */
+export interface RgwUser {
+  accessKeyId: string;
+  secretAccessKey: string;
+  client(overrides?: Partial<S3ClientConfig>): S3Client;
+  createBucket(name: string, opts?: { objectLock?: boolean }): Promise<void>;
 }
 
 export interface StartRgwOptions {
@@ -240,6 +253,39 @@ async function bringUp(
       await admin.send(
         new CreateBucketCommand({ Bucket: name, ...(opts.objectLock ? { ObjectLockEnabledForBucket: true } : {}) }),
       );
+    },
+    async createUser(uid) {
+      const user = {
+        accessKeyId: randomKey(20, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'),
+        secretAccessKey: randomKey(40, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'),
+      };
+      await run(
+        bins['radosgw-admin'],
+        [
+          '-c',
+          conf,
+          'user',
+          'create',
+          `--uid=${uid}`,
+          `--display-name=${uid}`,
+          `--access-key=${user.accessKeyId}`,
+          `--secret-key=${user.secretAccessKey}`,
+        ],
+        Date.now() + START_TIMEOUT_MS,
+      );
+      const client = (overrides: Partial<S3ClientConfig> = {}) =>
+        instance.track(new S3Client(clientConfig({ credentials: user, ...overrides })));
+      let own: S3Client | undefined;
+      return {
+        ...user,
+        client,
+        async createBucket(name, opts = {}) {
+          own ??= client();
+          await own.send(
+            new CreateBucketCommand({ Bucket: name, ...(opts.objectLock ? { ObjectLockEnabledForBucket: true } : {}) }),
+          );
+        },
+      };
     },
     stop: () => instance.stop(),
   };

@@ -161,6 +161,15 @@ async function abortLeftoverUploads(client: S3Client, bucket: string, key: strin
 }
 
 /**
+ * After a failed attempt to several destinations: aborts every multipart upload still open at the target's key. A
+ * destination that stalled mid-part cannot finish its own abort (lib-storage waits for the stalled part first), so
+ * this is sent anew, on another connection. Best effort, like abortLeftoverUploads.
+ */
+export async function abortOpenUploads(target: SnapshotTarget): Promise<void> {
+  await abortLeftoverUploads(target.client, target.bucket, target.key, new Date(8.64e15));
+}
+
+/**
  * Reads the bucket's Object Lock configuration and what is at the key, and plans the write (write-plan.ts). A
  * refused write is thrown here, before any byte is sent; for an upload, what an earlier attempt left is cleared.
  */

@@ -169,7 +169,7 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
         out.destroy(
           new TalosError(`no snapshot data from ${where} within ${opts.connectTimeoutMs / 1000}s`, endpoint, true),
         );
-      } else if (lastData !== undefined && now - lastData > opts.idleTimeoutMs) {
+      } else if (lastData !== undefined && !heldBack && now - lastData > opts.idleTimeoutMs) {
         out.destroy(
           new TalosError(`no more snapshot data from ${where} within ${opts.idleTimeoutMs / 1000}s`, endpoint, true),
         );
@@ -180,7 +180,16 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
 
   // The call's messages are taken as 'data' events (no per-message stream plumbing); backpressure pauses the
   // call, which stops grpc-js reading and so, through HTTP/2 flow control, the server.
-  const out = new Readable({ read: () => void call.resume() });
+  // While the reader holds the stream back (a slow or stalled S3 upload), the idle clock stops: a stall there is
+  // the upload's to report (pipeline/fan-out.ts), and must not send the snapshot to another endpoint.
+  let heldBack = false;
+  const out = new Readable({
+    read: () => {
+      if (heldBack) lastData = Date.now();
+      heldBack = false;
+      call.resume();
+    },
+  });
   call.on('data', (message: DataMessage) => {
     lastData = Date.now();
     if (message.error) {
@@ -191,7 +200,10 @@ export function openEtcdSnapshot(context: TalosContext, endpoint: string, opts: 
       batch.push(message.bytes);
       batchBytes += message.bytes.length;
     }
-    if (batchBytes >= BATCH_BYTES && !out.push(takeBatch())) call.pause();
+    if (batchBytes >= BATCH_BYTES && !out.push(takeBatch())) {
+      heldBack = true;
+      call.pause();
+    }
   });
   // grpc-js emits 'error' (a non-OK status) before 'end', so 'end' here means the server said OK.
   call.on('error', (error: grpc.ServiceError) => out.destroy(describeStatus(error, endpoint, opts.node)));

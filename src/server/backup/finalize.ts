@@ -90,11 +90,18 @@ export function finalizeBackup(
 
   // The bucket the object went to: the spec may have been edited since.
   const bucket = observed.snapshot?.bucket ?? observed.report?.snapshot?.bucket ?? checked.spec.backupStorage.s3.bucket;
-  const spec: BackupSpec = { ...checked.spec, backupStorage: { s3: { ...checked.spec.backupStorage.s3, bucket } } };
+  const spec: BackupSpec = {
+    ...checked.spec,
+    backupStorage: { ...checked.spec.backupStorage, s3: { ...checked.spec.backupStorage.s3, bucket } },
+  };
   const where = `s3://${bucket}/${key}`;
   const kept = (why: string) => `${DELETION_MESSAGE.kept}${where}: ${why}`;
   const lockedUntil = parseTime(observed.snapshot?.retainUntil);
-  if (lockedUntil && lockedUntil > now && observed.snapshot?.key === key) {
+  // With copies, only when every copy is locked too: an unlocked copy is still deleted (by the delete Job).
+  const copiesLocked = (observed.snapshot?.copies ?? []).every((c) => (parseTime(c.retainUntil) ?? now) > now);
+  const everyCopyRecorded =
+    (observed.snapshot?.copies?.length ?? 0) === (checked.spec.backupStorage.copies?.length ?? 0);
+  if (lockedUntil && lockedUntil > now && observed.snapshot?.key === key && copiesLocked && everyCopyRecorded) {
     const until = observed.snapshot.retainUntil;
     const message = kept(`it is locked by S3 Object Lock until ${until}, and S3 refuses to delete it before then`);
     return answer({ ...observed, deletion: { message } }, true, 'kept-locked');
@@ -143,7 +150,19 @@ export function finalizeBackup(
   const secretsKey = recorded
     ? recorded.secrets?.key
     : (observed.report?.snapshot?.secrets?.key ?? (stores ? secretsKeyOf(key) : undefined));
-  const attachments = [deleteJob(ref, spec, key, image, { afterSnapshot: !isFinished(observed), secretsKey })];
+  // Each copy's object: the one recorded (stored or not: an optional copy that failed late may have left one; a
+  // delete of no object is done), else the key its Job would have written: the primary's with the copy's prefix.
+  const copyRecords = recorded?.copies ?? observed.report?.snapshot?.copies;
+  const copyKeys = (n: number) => {
+    const copy = checked.spec.backupStorage.copies?.[n - 1];
+    const r = copyRecords?.[n - 1];
+    const copyKey = r?.key ?? (copy && `${copy.prefix}/${key.split('/').slice(-2).join('/')}`);
+    if (!copyKey) return undefined;
+    return { key: copyKey, secretsKey: r?.secretsKey ?? (secretsKey ? secretsKeyOf(copyKey) : undefined) };
+  };
+  const attachments = [
+    deleteJob(ref, spec, key, image, { afterSnapshot: !isFinished(observed), secretsKey, copyKeys }),
+  ];
   return {
     response: {
       status: status as Record<string, unknown>,

@@ -20,6 +20,7 @@ import { formatRequiredInputs, type RequiredSecret } from '../../contract/requir
 import { attachmentLabels, attachmentName, type Component } from './names.js';
 import type { TalosSource } from './talos-source.js';
 import { secretsPlan } from './cluster-secrets.js';
+import { copyCredentialEnv, copySettingsOf, formatCopies, type CopySetting } from '../../contract/copies.js';
 
 /** Where the image keeps the CLI (the Dockerfile puts the compiled project in /app). */
 export const IMAGE_ENTRYPOINT = '/app/dist/src/main.js';
@@ -107,6 +108,55 @@ export function s3Inputs(spec: BackupSpec) {
     vars.push({ name: SETTINGS.caBundle.env, value: `${CA_BUNDLE_DIR}/${CA_BUNDLE_FILE}` });
     required.push({ kind, name, key, pathEnv: SETTINGS.caBundle.env });
   }
+  return { vars, required, volumes, mounts };
+}
+
+/**
+ * The copies (spec.backupStorage.copies) for the snapshot and delete Jobs: S3_COPIES, each copy's keys as
+ * S3_COPY_<N>_* from its Secret and its CA bundle as a file. A required copy's Secrets are REQUIRED_SECRETS (missing:
+ * the backup fails at once); an optional copy's missing Secret costs that copy only (`keysFromEnv`: never the ambient
+ * keys instead). `keys`: the delete Job's, each copy's object (and its cluster secrets') key.
+ */
+export function copiesInputs(
+  spec: BackupSpec,
+  keys?: (n: number) => { key?: string | undefined; secretsKey?: string | undefined } | undefined,
+) {
+  const copies = spec.backupStorage.copies ?? [];
+  const vars: EnvVar[] = [];
+  const required: RequiredSecret[] = [];
+  const volumes: Record<string, unknown>[] = [];
+  const mounts: Record<string, unknown>[] = [];
+  if (copies.length === 0) return { vars, required, volumes, mounts };
+  const settings = copySettingsOf(copies, (copy, n) => {
+    const extra: Partial<CopySetting> = { ...keys?.(n) };
+    const needed = copy.required ?? true;
+    if (copy.accessKeyID && copy.secretAccessKey) {
+      const names = copyCredentialEnv(n);
+      vars.push(secretEnv(names.accessKeyId, copy.accessKeyID), secretEnv(names.secretAccessKey, copy.secretAccessKey));
+      if (needed)
+        required.push(
+          { kind: 'Secret', ...copy.accessKeyID, env: names.accessKeyId },
+          { kind: 'Secret', ...copy.secretAccessKey, env: names.secretAccessKey },
+        );
+      extra.keysFromEnv = true;
+    }
+    if (copy.caBundle) {
+      const { kind, name, key } = copy.caBundle;
+      const volume = `s3-ca-copy-${n}`;
+      const dir = `${CA_BUNDLE_DIR}-copy-${n}`;
+      const items = [{ key, path: CA_BUNDLE_FILE }];
+      volumes.push({
+        name: volume,
+        ...(kind === 'ConfigMap'
+          ? { configMap: { name, items, optional: true } }
+          : { secret: { secretName: name, items, optional: true } }),
+      });
+      mounts.push({ name: volume, mountPath: dir, readOnly: true });
+      extra.caBundle = `${dir}/${CA_BUNDLE_FILE}`;
+    }
+    return extra;
+  });
+  vars.push({ name: SETTINGS.copies.env, value: formatCopies(settings) });
   return { vars, required, volumes, mounts };
 }
 
@@ -274,6 +324,7 @@ export function snapshotJob(
   const s3 = s3Inputs(spec);
   const protection = protectionInputs(spec);
   const secrets = secretsInputs(spec);
+  const copies = copiesInputs(spec);
   const talosconfigFile = SETTINGS.talosconfig.default;
   const vars: EnvVar[] = [
     ...env(SETTINGS.talosconfig.env, talosconfigFile),
@@ -289,6 +340,7 @@ export function snapshotJob(
     ...env(SETTINGS.reportStatus.env, 'true'),
     ...protection.vars,
     ...secrets.vars,
+    ...copies.vars,
   ];
   const talosconfigItem = talosconfigFile.slice(TALOSCONFIG_DIR.length + 1);
   return cliJob(backup, spec, image, {
@@ -300,6 +352,7 @@ export function snapshotJob(
       ...s3.required,
       ...protection.required,
       ...secrets.required,
+      ...copies.required,
     ],
     volumes: [
       {
@@ -313,12 +366,14 @@ export function snapshotJob(
       ...s3.volumes,
       ...protection.volumes,
       ...secrets.volumes,
+      ...copies.volumes,
     ],
     mounts: [
       { name: 'talosconfig', mountPath: TALOSCONFIG_DIR, readOnly: true },
       ...s3.mounts,
       ...protection.mounts,
       ...secrets.mounts,
+      ...copies.mounts,
     ],
     serviceAccountName: attachmentName(backup.name, 'snapshot'),
     activeDeadlineSeconds: spec.job.activeDeadlineSeconds,
@@ -371,9 +426,23 @@ export function deleteJob(
   spec: BackupSpec,
   key: string,
   image: JobImage,
-  opts: { afterSnapshot?: boolean; secretsKey?: string | undefined } = {},
+  opts: {
+    afterSnapshot?: boolean;
+    secretsKey?: string | undefined;
+    /** Copy N's object and cluster secrets to delete (N from 1); a copy without a key is skipped. */
+    copyKeys?: (n: number) => { key?: string | undefined; secretsKey?: string | undefined } | undefined;
+  } = {},
 ): KubernetesObject {
   const s3 = s3Inputs(spec);
+  // Only the copies with a key to delete (a copy never stored has nothing), renumbered in that order.
+  const stored = (spec.backupStorage.copies ?? []).flatMap((copy, i) => {
+    const keys = opts.copyKeys?.(i + 1);
+    return keys?.key ? [{ copy: { ...copy, name: copy.name ?? `copy-${i + 1}` }, keys }] : [];
+  });
+  const copies = copiesInputs(
+    { ...spec, backupStorage: { ...spec.backupStorage, copies: stored.map((s) => s.copy) } },
+    (n) => stored[n - 1]!.keys,
+  );
   return cliJob(backup, spec, image, {
     component: 'delete',
     command: 'delete',
@@ -383,10 +452,11 @@ export function deleteJob(
       ...env(SETTINGS.secretsKey.env, opts.secretsKey),
       ...env(SETTINGS.backupUid.env, backup.uid),
       ...(opts.afterSnapshot ? env(SETTINGS.deleteWait.env, String(DELETE_WAIT_AFTER_SNAPSHOT_SECONDS)) : []),
+      ...copies.vars,
     ],
-    required: s3.required,
-    volumes: s3.volumes,
-    mounts: s3.mounts,
+    required: [...s3.required, ...copies.required],
+    volumes: [...s3.volumes, ...copies.volumes],
+    mounts: [...s3.mounts, ...copies.mounts],
     activeDeadlineSeconds: DELETE_JOB_DEADLINE_SECONDS,
     backoffLimit: DELETE_JOB_BACKOFF_LIMIT,
   });

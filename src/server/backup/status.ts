@@ -119,7 +119,30 @@ export function storedSnapshot(report: BackupReport, skipped?: StoredSecrets): S
     ...(s.revision !== undefined && { revision: s.revision }),
     ...(s.keys !== undefined && { keys: s.keys }),
     ...((s.secrets ?? skipped) && { secrets: s.secrets ?? skipped }),
+    ...(s.copies && s.copies.length > 0 && { copies: s.copies }),
   };
+}
+
+/** What the Ready message says of the copies: where each is, and as a warning, each optional one that is missing. */
+function copiesNote(s: SnapshotInfo): string {
+  const copies = s.copies ?? [];
+  if (copies.length === 0) return '';
+  const stored = copies.filter((c) => !c.error);
+  const missing = copies.filter((c) => c.error);
+  const where = stored.map((c) => {
+    const extra = [c.retainUntil ? `locked until ${c.retainUntil}` : '', c.verified ? 'verified' : '']
+      .filter(Boolean)
+      .join(', ');
+    return `${c.name} at s3://${c.bucket}/${c.key}${extra ? ` (${extra})` : ''}`;
+  });
+  const copiesText = where.length > 0 ? `; copies: ${where.join(', ')}` : '';
+  const warning =
+    missing.length > 0
+      ? `; warning: ${missing.length} optional cop${missing.length === 1 ? 'y was' : 'ies were'} not stored: ${missing
+          .map((c) => c.error)
+          .join('; ')}`
+      : '';
+  return `${copiesText}${warning}`;
 }
 
 /** What the Ready message says of the cluster secrets: where they are, or why none were stored. */
@@ -132,7 +155,7 @@ function secretsNote(s: SnapshotInfo): string {
 
 /** The Ready condition's message: where the snapshot is, how it is protected, and what verifying it proved. */
 export function storedMessage(s: SnapshotInfo): string {
-  return `${snapshotMessage(s)}${secretsNote(s)}`;
+  return `${snapshotMessage(s)}${secretsNote(s)}${copiesNote(s)}`;
 }
 
 function snapshotMessage(s: SnapshotInfo): string {
