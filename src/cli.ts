@@ -284,8 +284,11 @@ async function runWorkstationCommand(command: string, args: string[], env: NodeJ
   const { connect, listCommand, backupFromScheduleCommand, restoreFromBackupCommand, restoreTestCommand } = workstation;
   const { redact, renderFailure } = await import('./job/errors.js');
   const secrets: string[] = [];
-  const redactionEnv = () =>
-    secrets.length === 2 ? { ...env, AWS_ACCESS_KEY_ID: secrets[0], AWS_SECRET_ACCESS_KEY: secrets[1] } : env;
+  // Keys read from the cluster are redacted like the environment's (as copy keys: redact() knows their names).
+  const redactionEnv = () => ({
+    ...env,
+    ...Object.fromEntries(secrets.map((secret, i) => [`S3_COPY_${1000 + i}_ACCESS_KEY_ID`, secret])),
+  });
   try {
     if (command === 'list') {
       const { values } = parseArgs({
@@ -354,7 +357,7 @@ async function runWorkstationCommand(command: string, args: string[], env: NodeJ
       string | boolean | undefined
     >;
     const given = flags as Record<string, string | undefined>;
-    for (const name of ['key', 'bucket', 'cluster', 'prefix'] as const)
+    for (const name of ['key', 'bucket', 'cluster', 'prefix', 'copies'] as const)
       if (given[SETTINGS[name].flag] !== undefined)
         return fail(
           `--${SETTINGS[name].flag} cannot be used with --backup: the backup says which object it is`,
@@ -370,6 +373,8 @@ async function runWorkstationCommand(command: string, args: string[], env: NodeJ
         credentialsFromCluster: fromCluster === true,
         secrets,
         hooks: progress.hooks,
+        env,
+        onFallback: (message) => process.stderr.write(`${redact(message, redactionEnv())}\n`),
       });
       progress.finish();
       process.stdout.write(`${redact(JSON.stringify(result), redactionEnv())}\n`);

@@ -178,11 +178,27 @@ export interface RestoreInputs {
   secrets: { key: string; expected: { size?: number | undefined; sha256?: string | undefined } } | false;
 }
 
+/** The settings that say how to reach one S3 store: the user's apply to the destination tried first only. */
+const REACH_SETTINGS = ['region', 'endpoint', 'forcePathStyle', 'insecureSkipTLSVerify', 'caBundle'] as const;
+
+/** `local` without how to reach a store (for a copy: another store), keeping the rest (output file, identity…). */
+export function withoutReach(local: RawSettings): RawSettings {
+  const rest = { ...local };
+  for (const name of REACH_SETTINGS) delete rest[name];
+  return rest;
+}
+
+/** The destinations a backup's objects can be restored from: 0 the primary, then each copy stored (1-based). */
+export function storedDestinations(backup: ClusterObject): number[] {
+  const copies = ((backup.status ?? {}) as BackupStatus).snapshot?.copies ?? [];
+  return [0, ...copies.flatMap((copy, i) => (copy.key && !copy.error ? [i + 1] : []))];
+}
+
 /**
  * Where a backup's object is and what it must be, from its spec and status; `local` is what the user set. Throws a
- * permanent JobError for a backup with nothing stored.
+ * permanent JobError for a backup with nothing stored, or a copy (`destination` N, from 1) that was not stored.
  */
-export function restoreInputs(backup: ClusterObject, local: RawSettings): RestoreInputs {
+export function restoreInputs(backup: ClusterObject, local: RawSettings, destination = 0): RestoreInputs {
   const name = `${backup.metadata.namespace ?? ''}/${backup.metadata.name}`;
   const status = (backup.status ?? {}) as BackupStatus;
   const snapshot = status.snapshot;
@@ -192,22 +208,45 @@ export function restoreInputs(backup: ClusterObject, local: RawSettings): Restor
       `backup ${name} has no stored snapshot to restore (phase ${status.phase ?? 'Pending'}${status.message ? `: ${status.message}` : ''}); \`talos-etcd-backup list\` shows the ones that have`,
       { permanent: true },
     );
-  const s3 = (backup.spec as Partial<BackupSpec> | undefined)?.backupStorage?.s3;
+  const storage = (backup.spec as Partial<BackupSpec> | undefined)?.backupStorage;
+  const stored = destination === 0 ? undefined : snapshot.copies?.[destination - 1];
+  if (destination > 0 && (!stored?.key || stored.error))
+    throw new JobError(
+      undefined,
+      `backup ${name} has no stored copy ${destination}${stored?.error ? ` (${stored.name}: ${stored.error})` : ''}: its status lists ${snapshot.copies?.length ?? 0} cop${snapshot.copies?.length === 1 ? 'y' : 'ies'}`,
+      { permanent: true },
+    );
+  const s3 = destination === 0 ? storage?.s3 : storage?.copies?.[destination - 1];
+  const where = stored ?? snapshot;
   // Where the Job was told to write, but the bucket and key it recorded having written.
-  const fromSpec: RawSettings = { ...(s3 && s3SettingsOf(s3)), bucket: snapshot.bucket, key: snapshot.key };
+  const fromSpec: RawSettings = { ...(s3 && s3SettingsOf(s3)), bucket: where.bucket, key: where.key };
   // The object is the backup's: the user may say how to reach it (an endpoint the workstation can reach, its own
-  // CA bundle), never which object it is.
-  const { bucket: _bucket, key: _key, cluster: _cluster, prefix: _prefix, ...reach } = local;
+  // CA bundle), never which object it is; nor which copy (that is `destination`).
+  const {
+    bucket: _bucket,
+    key: _key,
+    cluster: _cluster,
+    prefix: _prefix,
+    copy: _copy,
+    copies: _copies,
+    ...reach
+  } = local;
+  const secretsKey = destination === 0 ? snapshot.secrets?.key : stored?.secretsKey;
   return {
     raw: { ...fromSpec, ...reach },
-    expected: { size: snapshot.size, sha256: snapshot.sha256, etcdSha256: snapshot.etcdSha256 },
+    // The same stored bytes at every destination.
+    expected: {
+      size: where.size ?? snapshot.size,
+      sha256: where.sha256 ?? snapshot.sha256,
+      etcdSha256: snapshot.etcdSha256,
+    },
     credentials:
       s3?.accessKeyID && s3.secretAccessKey
         ? { accessKeyID: s3.accessKeyID, secretAccessKey: s3.secretAccessKey }
         : undefined,
     caBundle: s3?.caBundle && !local.caBundle ? s3.caBundle : undefined,
-    secrets: snapshot.secrets?.key
-      ? { key: snapshot.secrets.key, expected: { size: snapshot.secrets.size, sha256: snapshot.secrets.sha256 } }
+    secrets: secretsKey
+      ? { key: secretsKey, expected: { size: snapshot.secrets?.size, sha256: snapshot.secrets?.sha256 } }
       : false,
   };
 }

@@ -16,7 +16,9 @@ import type { RawSettings } from '../contract/settings.js';
 import { formatTime, parseTime } from '../api/conditions.js';
 import type { BackupStatus } from '../api/types.js';
 import { restoreCommand, type RestoreHooks } from '../job/commands.js';
-import { JobError } from '../job/errors.js';
+import { isPermanentFailure, JobError } from '../job/errors.js';
+import { VerificationError } from '../job/pipeline/verify.js';
+import { copyCredentialEnv } from '../contract/copies.js';
 import type { RestoreResult } from '../job/pipeline/restore.js';
 import {
   backupFromSchedule,
@@ -24,6 +26,8 @@ import {
   backupTable,
   restoreInputs,
   selectBackups,
+  storedDestinations,
+  withoutReach,
   type ClusterObject,
 } from './backups.js';
 
@@ -192,37 +196,74 @@ export interface RestoreFromBackupOptions {
   hooks: RestoreHooks;
   /** Filled with the S3 keys read from the cluster, so that the caller keeps them out of every message it prints. */
   secrets: string[];
+  /** The workstation's environment (a copy's keys: S3_COPY_<N>_ACCESS_KEY_ID, S3_COPY_<N>_SECRET_ACCESS_KEY). */
+  env?: NodeJS.ProcessEnv;
+  /** Told when a destination failed and the next copy is tried. */
+  onFallback?: (message: string) => void;
 }
 
 /**
  * `restore --backup NAME`: bucket, key, format and the recorded hashes from the backup's status, the endpoint and
  * region from its spec (the user's own settings win, to reach S3 from where they are), then the verified restore.
+ * With copies (spec.backupStorage.copies), `--copy N` restores copy N; without it the primary is tried first, then
+ * each stored copy in order while a destination cannot be read or its object is not what the backup recorded
+ * (`onFallback` says why); a failure on this side (the output file) stops at once. The user's S3 settings apply to
+ * the destination tried first only: the copies are other stores.
  */
 export async function restoreFromBackupCommand(
   cluster: Cluster,
   name: string,
   opts: RestoreFromBackupOptions,
-): Promise<RestoreResult> {
+): Promise<RestoreResult & { destination: string }> {
   const backup = await getBackup(cluster, name);
-  const inputs = restoreInputs(backup, opts.local);
-  const s3: NonNullable<RestoreHooks['s3']> = {};
-  if (inputs.caBundle) s3.caBundlePem = await readKey(cluster, inputs.caBundle, "the backup's S3 CA bundle");
-  if (opts.credentialsFromCluster) {
-    if (!inputs.credentials)
-      throw failure(
-        `backup ${cluster.namespace}/${name} names no S3 key Secrets (it uses the Job's own credentials): drop --s3-credentials-from-cluster and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`,
-        true,
+  const chosen = opts.local.copy === undefined ? undefined : Number(opts.local.copy);
+  if (chosen !== undefined && !(Number.isInteger(chosen) && chosen >= 0))
+    throw failure(`--copy must be 0 (the primary) or the number of a copy, got ${opts.local.copy}`, true);
+  const order = chosen !== undefined ? [chosen] : storedDestinations(backup);
+  const reasons: string[] = [];
+  for (const [i, destination] of order.entries()) {
+    const inputs = restoreInputs(backup, i === 0 ? opts.local : withoutReach(opts.local), destination);
+    const label = destination === 0 ? 'the primary' : `copy ${destination}`;
+    const s3: NonNullable<RestoreHooks['s3']> = {};
+    if (inputs.caBundle) s3.caBundlePem = await readKey(cluster, inputs.caBundle, "the backup's S3 CA bundle");
+    if (opts.credentialsFromCluster) {
+      if (!inputs.credentials)
+        throw failure(
+          `backup ${cluster.namespace}/${name} names no S3 key Secrets for ${label} (it uses the Job's own credentials): drop --s3-credentials-from-cluster and set ${destination === 0 ? 'AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY' : `${copyCredentialEnv(destination).accessKeyId} and ${copyCredentialEnv(destination).secretAccessKey}`}`,
+          true,
+        );
+      const why = '--s3-credentials-from-cluster';
+      const accessKeyId = await readKey(cluster, { kind: 'Secret', ...inputs.credentials.accessKeyID }, why);
+      const secretAccessKey = await readKey(cluster, { kind: 'Secret', ...inputs.credentials.secretAccessKey }, why);
+      s3.credentials = { accessKeyId, secretAccessKey };
+      opts.secrets.push(accessKeyId, secretAccessKey);
+    } else if (destination > 0) {
+      // A copy's own keys, under the names the Job uses; else the default chain (AWS_*), as for the primary.
+      const names = copyCredentialEnv(destination);
+      const accessKeyId = opts.env?.[names.accessKeyId];
+      const secretAccessKey = opts.env?.[names.secretAccessKey];
+      if (accessKeyId && secretAccessKey) {
+        s3.credentials = { accessKeyId, secretAccessKey };
+        opts.secrets.push(accessKeyId, secretAccessKey);
+      }
+    }
+    try {
+      const result = await restoreCommand(
+        { ...opts.defaults, ...inputs.raw },
+        { ...opts.hooks, expected: inputs.expected, s3, secrets: inputs.secrets },
       );
-    const why = '--s3-credentials-from-cluster';
-    const accessKeyId = await readKey(cluster, { kind: 'Secret', ...inputs.credentials.accessKeyID }, why);
-    const secretAccessKey = await readKey(cluster, { kind: 'Secret', ...inputs.credentials.secretAccessKey }, why);
-    s3.credentials = { accessKeyId, secretAccessKey };
-    opts.secrets.push(accessKeyId, secretAccessKey);
+      return { ...result, destination: label };
+    } catch (error) {
+      // Only a destination's fault moves on: it cannot be reached or read, or holds other bytes.
+      if (!(error instanceof VerificationError) || i === order.length - 1) {
+        if (reasons.length === 0) throw error;
+        throw failure(`${reasons.join('; ')}; ${label}: ${(error as Error).message}`, isPermanentFailure(error), error);
+      }
+      reasons.push(`${label}: ${error.message}`);
+      opts.onFallback?.(`${label} could not be restored (${error.message}); trying copy ${order[i + 1]}`);
+    }
   }
-  return restoreCommand(
-    { ...opts.defaults, ...inputs.raw },
-    { ...opts.hooks, expected: inputs.expected, s3, secrets: inputs.secrets },
-  );
+  throw failure(`backup ${cluster.namespace}/${name} has nothing to restore`, true);
 }
 
 export interface RestoreTestOptions {
@@ -245,10 +286,14 @@ export async function restoreTestCommand(
   const backup = await getBackup(cluster, name);
   const status = (backup.status ?? {}) as BackupStatus;
   let requestedAt = opts.now ?? new Date();
-  const last = parseTime(status.restoreTest?.requestedAt);
+  // The last request: a pending one (spec) or the last answered (status), whichever is later.
+  const pending = (backup.spec as { restoreTest?: { requestedAt?: string } } | undefined)?.restoreTest?.requestedAt;
+  const last = Math.max(
+    parseTime(pending)?.getTime() ?? 0,
+    parseTime(status.restoreTest?.requestedAt)?.getTime() ?? 0,
+  );
   // Requests are compared by their time (seconds): a second request within a second must still be later.
-  if (last && last.getTime() >= Math.floor(requestedAt.getTime() / 1000) * 1000)
-    requestedAt = new Date(last.getTime() + 1000);
+  if (last >= Math.floor(requestedAt.getTime() / 1000) * 1000) requestedAt = new Date(last + 1000);
   const at = formatTime(requestedAt);
   try {
     await cluster.objects.patchNamespacedCustomObject(

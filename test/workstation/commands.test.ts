@@ -9,6 +9,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
 import { BACKUP_PLURAL, GROUP, SCHEDULE_PLURAL, VERSION } from '../../src/api/constants.js';
@@ -57,7 +58,10 @@ describe('list, backup --from-schedule and restore --backup against a real clust
   let custom: CustomObjectsApi;
   let stored: SnapshotInfo;
   /** The CLI as a person runs it: their kubeconfig in $KUBECONFIG, their own S3 keys (or none). */
-  let cli: (args: string[], opts?: { s3Keys?: boolean; cwd?: string; node?: string }) => Promise<Run>;
+  let cli: (
+    args: string[],
+    opts?: { s3Keys?: boolean; cwd?: string; node?: string; env?: Record<string, string> },
+  ) => Promise<Run>;
 
   const s3Spec = () => ({
     bucket: BUCKET,
@@ -224,6 +228,7 @@ describe('list, backup --from-schedule and restore --backup against a real clust
             AWS_ACCESS_KEY_ID: rgw().accessKeyId,
             AWS_SECRET_ACCESS_KEY: rgw().secretAccessKey,
           }),
+          ...opts.env,
         },
         opts.cwd ?? dir,
       );
@@ -302,6 +307,62 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     } finally {
       await restoredEtcd.stop();
     }
+  });
+
+  it('restore --backup with copies: --copy N restores that copy with its own keys; an unreachable primary falls back to the copy', async () => {
+    // A second trust domain: another RGW user, its own bucket, holding the same stored bytes as the primary.
+    const offsite = await rgw().createUser('workstation-offsite');
+    await offsite.createBucket('offsite-backups');
+    const bytes = await (
+      await rgw().client().send(new GetObjectCommand({ Bucket: BUCKET, Key: stored.key }))
+    ).Body!.transformToByteArray();
+    await offsite.client().send(new PutObjectCommand({ Bucket: 'offsite-backups', Key: stored.key, Body: bytes }));
+    const copySpec = {
+      name: 'offsite',
+      bucket: 'offsite-backups',
+      region: rgw().region,
+      endpoint: rgw().endpoint,
+    };
+    const copied = (primaryEndpoint: string) => ({
+      ...backupSpec(),
+      backupStorage: {
+        s3: { ...s3Spec(), endpoint: primaryEndpoint },
+        copies: [copySpec, { ...copySpec, name: 'gone', bucket: 'gone-backups', required: false }],
+      },
+    });
+    const status = succeeded({
+      ...stored,
+      copies: [
+        { name: 'offsite', bucket: 'offsite-backups', key: stored.key, size: stored.size, sha256: stored.sha256 },
+        { name: 'gone', bucket: 'gone-backups', key: stored.key, error: 'Failed to upload snapshot to S3: NoSuchBucket' },
+      ],
+    } as SnapshotInfo);
+    await createBackup('copied', status, {}, copied(rgw().endpoint));
+    // Port 9 (discard) is closed here: the primary cannot be reached.
+    await createBackup('copied-primary-down', status, {}, copied('http://127.0.0.1:9'));
+    const copyKeys = { S3_COPY_1_ACCESS_KEY_ID: offsite.accessKeyId, S3_COPY_1_SECRET_ACCESS_KEY: offsite.secretAccessKey };
+
+    const chosen = await cli(['restore', '--backup', 'copied', '--copy', '1', '--output', 'copy-1.db'], { env: copyKeys });
+    assert.equal(chosen.code, 0, chosen.stderr);
+    const result = JSON.parse(chosen.stdout) as { bucket: string; destination: string };
+    assert.equal(result.bucket, 'offsite-backups');
+    assert.equal(result.destination, 'copy 1');
+    assert.ok(!chosen.stdout.includes(offsite.secretAccessKey) && !chosen.stderr.includes(offsite.secretAccessKey));
+
+    const fellBack = await cli(['restore', '--backup', 'copied-primary-down', '--output', 'fallback.db'], { env: copyKeys });
+    assert.equal(fellBack.code, 0, fellBack.stderr);
+    assert.equal((JSON.parse(fellBack.stdout) as { destination: string }).destination, 'copy 1');
+    assert.match(fellBack.stderr, /the primary could not be restored \(.*\); trying copy 1/);
+    const restoredEtcd = await restoreSnapshot(join(dir, 'fallback.db'), { version: '3.6' });
+    try {
+      assert.equal(await restoredEtcd.get('registry/workstation/marker'), 'restored from the backup name alone');
+    } finally {
+      await restoredEtcd.stop();
+    }
+
+    const notStored = await cli(['restore', '--backup', 'copied', '--copy', '2', '--output', 'copy-2.db']);
+    assert.equal(notStored.code, 2);
+    assert.match(notStored.stderr, /has no stored copy 2 \(gone: Failed to upload snapshot to S3: NoSuchBucket\)/);
   });
 
   it("--s3-credentials-from-cluster reads the spec's Secrets instead of the workstation's keys, and prints neither", async () => {
