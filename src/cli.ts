@@ -67,7 +67,8 @@ Options of list, backup and restore --backup (the cluster, as kubectl takes it):
   restore-test: needs patch on talosetcdbackups (and get to wait)
   restore --backup NAME: the S3 options above override what the backup records (e.g. an --endpoint reachable from
     here); S3 keys from the AWS SDK's default chain, or with --s3-credentials-from-cluster from the Secrets the
-    backup's spec names (needs get on them)
+    backup's spec names (needs get on them); with copies, the primary then each stored copy while one cannot be
+    read or holds other bytes, or --copy N (keys S3_COPY_<N>_ACCESS_KEY_ID/_SECRET_ACCESS_KEY, else the chain)
 
 Exit codes of every command but serve: 0 done; 1 failed, a retry may succeed; 2 failed, a retry cannot
 help (bad settings, a missing Secret, a refused object, denied access, a damaged backup).

@@ -289,8 +289,9 @@ export async function deleteCommand(
     const secrets = await deleteSnapshotObject(client, bucket, secretsKey, uid);
     return { bucket, key, ...snapshot, secrets: { key: secretsKey, ...secrets } };
   };
-  // Every destination, each with its own keys, in parallel (the waits overlap). A copy that cannot be deleted fails
-  // the Job, naming it, after the others were tried; a locked one is kept and reported, as the primary.
+  // Every destination, each with its own keys, in parallel (the waits overlap). A required copy that cannot be
+  // deleted fails the Job, naming it, after the others were tried; an optional one (required: false, which the
+  // backup could be Ready without) is kept and reported, as a locked one: its keys may be gone with the store.
   const [primary, ...rest] = await Promise.allSettled([
     deleteAt(createS3Client(s3), bucket, key, secretsKey),
     ...copies.map((copy) =>
@@ -300,20 +301,22 @@ export async function deleteCommand(
     ),
   ]);
   if (primary!.status === 'rejected') throw primary!.reason;
-  const failed = rest.findIndex((r) => r.status === 'rejected');
+  const detailOf = (error: Error) => (error instanceof JobError ? error.detail : error.message);
+  const failed = rest.findIndex((r, i) => r.status === 'rejected' && copies[i]!.required);
   if (failed >= 0) {
     const copy = copies[failed]!;
     const error = (rest[failed] as PromiseRejectedResult).reason as Error;
-    const detail = error instanceof JobError ? error.detail : error.message;
-    throw new S3DeleteError(`copy ${copy.name} (s3://${copy.bucket}/${copy.key}): ${detail}`, {
+    throw new S3DeleteError(`copy ${copy.name} (s3://${copy.bucket}/${copy.key}): ${detailOf(error)}`, {
       cause: error,
       permanent: error instanceof JobError ? error.permanent : false,
     });
   }
-  const deletedCopies = rest.map((r, i) => ({
-    name: copies[i]!.name,
-    ...(r as PromiseFulfilledResult<Awaited<ReturnType<typeof deleteAt>>>).value,
-  }));
+  const deletedCopies = rest.map((r, i) => {
+    const { name, bucket, key } = copies[i]!;
+    if (r.status === 'fulfilled') return { name, ...r.value };
+    const detail = `not deleted (an optional copy, kept): ${detailOf(r.reason as Error)}`;
+    return { name, bucket, key, deleted: false, detail };
+  });
   return { ...primary!.value, ...(deletedCopies.length > 0 && { copies: deletedCopies }) };
 }
 /**

@@ -288,10 +288,7 @@ export async function restoreTestCommand(
   let requestedAt = opts.now ?? new Date();
   // The last request: a pending one (spec) or the last answered (status), whichever is later.
   const pending = (backup.spec as { restoreTest?: { requestedAt?: string } } | undefined)?.restoreTest?.requestedAt;
-  const last = Math.max(
-    parseTime(pending)?.getTime() ?? 0,
-    parseTime(status.restoreTest?.requestedAt)?.getTime() ?? 0,
-  );
+  const last = Math.max(parseTime(pending)?.getTime() ?? 0, parseTime(status.restoreTest?.requestedAt)?.getTime() ?? 0);
   // Requests are compared by their time (seconds): a second request within a second must still be later.
   if (last >= Math.floor(requestedAt.getTime() / 1000) * 1000) requestedAt = new Date(last + 1000);
   const at = formatTime(requestedAt);

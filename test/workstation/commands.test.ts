@@ -314,7 +314,9 @@ describe('list, backup --from-schedule and restore --backup against a real clust
     const offsite = await rgw().createUser('workstation-offsite');
     await offsite.createBucket('offsite-backups');
     const bytes = await (
-      await rgw().client().send(new GetObjectCommand({ Bucket: BUCKET, Key: stored.key }))
+      await rgw()
+        .client()
+        .send(new GetObjectCommand({ Bucket: BUCKET, Key: stored.key }))
     ).Body!.transformToByteArray();
     await offsite.client().send(new PutObjectCommand({ Bucket: 'offsite-backups', Key: stored.key, Body: bytes }));
     const copySpec = {
@@ -334,22 +336,34 @@ describe('list, backup --from-schedule and restore --backup against a real clust
       ...stored,
       copies: [
         { name: 'offsite', bucket: 'offsite-backups', key: stored.key, size: stored.size, sha256: stored.sha256 },
-        { name: 'gone', bucket: 'gone-backups', key: stored.key, error: 'Failed to upload snapshot to S3: NoSuchBucket' },
+        {
+          name: 'gone',
+          bucket: 'gone-backups',
+          key: stored.key,
+          error: 'Failed to upload snapshot to S3: NoSuchBucket',
+        },
       ],
     } as SnapshotInfo);
     await createBackup('copied', status, {}, copied(rgw().endpoint));
     // Port 9 (discard) is closed here: the primary cannot be reached.
     await createBackup('copied-primary-down', status, {}, copied('http://127.0.0.1:9'));
-    const copyKeys = { S3_COPY_1_ACCESS_KEY_ID: offsite.accessKeyId, S3_COPY_1_SECRET_ACCESS_KEY: offsite.secretAccessKey };
+    const copyKeys = {
+      S3_COPY_1_ACCESS_KEY_ID: offsite.accessKeyId,
+      S3_COPY_1_SECRET_ACCESS_KEY: offsite.secretAccessKey,
+    };
 
-    const chosen = await cli(['restore', '--backup', 'copied', '--copy', '1', '--output', 'copy-1.db'], { env: copyKeys });
+    const chosen = await cli(['restore', '--backup', 'copied', '--copy', '1', '--output', 'copy-1.db'], {
+      env: copyKeys,
+    });
     assert.equal(chosen.code, 0, chosen.stderr);
     const result = JSON.parse(chosen.stdout) as { bucket: string; destination: string };
     assert.equal(result.bucket, 'offsite-backups');
     assert.equal(result.destination, 'copy 1');
     assert.ok(!chosen.stdout.includes(offsite.secretAccessKey) && !chosen.stderr.includes(offsite.secretAccessKey));
 
-    const fellBack = await cli(['restore', '--backup', 'copied-primary-down', '--output', 'fallback.db'], { env: copyKeys });
+    const fellBack = await cli(['restore', '--backup', 'copied-primary-down', '--output', 'fallback.db'], {
+      env: copyKeys,
+    });
     assert.equal(fellBack.code, 0, fellBack.stderr);
     assert.equal((JSON.parse(fellBack.stdout) as { destination: string }).destination, 'copy 1');
     assert.match(fellBack.stderr, /the primary could not be restored \(.*\); trying copy 1/);

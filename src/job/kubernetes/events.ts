@@ -96,7 +96,11 @@ export const notes = {
       : o.secrets?.notStored
         ? `; cluster secrets not stored: ${o.secrets.notStored}`
         : '';
-    return `Stored s3://${o.bucket}/${o.key}: ${o.size} bytes in ${(o.durationMs / 1000).toFixed(1)}s${earlier}, ${verified}${secrets}`;
+    // Each copy by name and place; an optional one not stored says why (the Ready message says it too).
+    const copies = o.copies?.length
+      ? `; copies: ${o.copies.map((c) => (c.error ? `${c.name} NOT stored (${c.error})` : `${c.name} s3://${c.bucket}/${c.key}`)).join(', ')}`
+      : '';
+    return `Stored s3://${o.bucket}/${o.key}: ${o.size} bytes in ${(o.durationMs / 1000).toFixed(1)}s${earlier}, ${verified}${secrets}${copies}`;
   },
   /** The failure's one line, as written into status.report.message (already redacted). */
   failed: (message: string) => message,

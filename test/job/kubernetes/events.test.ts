@@ -68,6 +68,16 @@ describe('the snapshot Job’s Events on its backup', () => {
       } as SnapshotOutcome),
       /bytes in 4\.3s, found complete from an earlier attempt, not verified$/,
     );
+    assert.match(
+      notes.succeeded({
+        ...outcome,
+        copies: [
+          { name: 'offsite', bucket: 'offsite-backups', key: 'offsite/prod/etcd-snapshot-2026-11-21T10-00-00Z.db.zst' },
+          { name: 'spare', bucket: 'spare', key: 'k', error: 'Failed to upload snapshot to S3: NoSuchBucket' },
+        ],
+      } as SnapshotOutcome),
+      /, verified \(Full\); copies: offsite s3:\/\/offsite-backups\/offsite\/prod\/etcd-snapshot-2026-11-21T10-00-00Z\.db\.zst, spare NOT stored \(Failed to upload snapshot to S3: NoSuchBucket\)$/,
+    );
     const event = backupEvent({ backup, reason: 'BackupSucceeded', note: 'x', instance: 'p', time, suffix: '1' });
     assert.equal(event.type, 'Normal');
   });

@@ -297,4 +297,50 @@ describe('copies: one Talos read, every destination stored', () => {
     );
     assert.deepEqual((await leftIn(offsite.client(), 'etcd-backups-second')).objects, []);
   });
+  it("an optional copy that cannot be deleted (its keys' Secret is gone) is kept and reported; a required one fails the delete", async () => {
+    const s = settings(
+      [
+        offsiteCopy({
+          name: 'optional',
+          required: false,
+          objectLockMode: undefined,
+          objectLockRetainDays: undefined,
+          bucket: 'etcd-backups-third',
+          prefix: 'third',
+        }),
+      ],
+      { backupUid: 'uid-optional' },
+    );
+    await offsite.createBucket('etcd-backups-third');
+    const result = await snapshotCommand(s, offsiteEnv());
+    const copyKey = result.copies![0]!.key;
+    const { S3_COPY_1_ACCESS_KEY_ID: _id, S3_COPY_1_SECRET_ACCESS_KEY: _secret, ...keysGone } = offsiteEnv();
+    const raw = (required: boolean): RawSettings => ({
+      bucket: PRIMARY,
+      key: result.key,
+      region: rgw().region,
+      endpoint: rgw().endpoint,
+      backupUid: 'uid-optional',
+      copies: formatCopies([offsiteCopy({ name: 'optional', required, bucket: 'etcd-backups-third', key: copyKey })]),
+    });
+    await assert.rejects(deleteCommand(raw(true), keysGone), (error: Error) => {
+      assert.match(
+        error.message,
+        /copy optional \(s3:\/\/etcd-backups-third\/third\/[^)]+\): its S3 keys \(S3_COPY_1_ACCESS_KEY_ID, S3_COPY_1_SECRET_ACCESS_KEY\) are not set/,
+      );
+      return true;
+    });
+    // The required attempt deleted the primary already (every destination is tried); this one finds it gone.
+    const deleted = await deleteCommand(raw(false), keysGone);
+    assert.equal((await leftIn(rgw().client(), PRIMARY)).objects.includes(result.key), false);
+    assert.deepEqual(
+      { ...deleted.copies![0]!, detail: undefined },
+      { name: 'optional', bucket: 'etcd-backups-third', key: copyKey, deleted: false, detail: undefined },
+    );
+    assert.match(
+      deleted.copies![0]!.detail!,
+      /^not deleted \(an optional copy, kept\): its S3 keys \(S3_COPY_1_ACCESS_KEY_ID/,
+    );
+    assert.deepEqual((await leftIn(offsite.client(), 'etcd-backups-third')).objects, [copyKey]);
+  });
 });

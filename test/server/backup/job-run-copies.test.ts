@@ -263,6 +263,7 @@ describe('copies through the snapshot and delete Jobs on a real control plane', 
       ['BackupStarted', 'BackupSucceeded'],
     );
     assert.match(events[1]!.note, new RegExp(`^Stored s3://${BUCKET}/${re(snapshot.key)}: ${snapshot.size} bytes `));
+    assert.match(events[1]!.note, new RegExp(`; copies: offsite s3://${copies[0]!.bucket}/${re(copies[0]!.key)}$`));
     noKeyIn(JSON.stringify(events), 'the Events');
     first = { backup, jobName, status };
   });

@@ -274,6 +274,7 @@ describe('POST /hooks/backup/*: specs and bodies', () => {
       { ...base, talosConfigSecretRef: { name: 'x' } },
       { ...base, encryption: { age: { recipients: ['age1' + 'q'.repeat(58)] } } },
       { ...base, backupStorage: { s3: { bucket: 'b', region: 'r' } }, deletionPolicy: 'Sometimes' },
+      { ...base, backupStorage: { ...base.backupStorage, copies: [base.backupStorage.s3] } },
     ]) {
       const { status, body } = await post(app, SYNC, syncBody({ spec }));
       assert.equal(status, 200, JSON.stringify(body));
