@@ -1,7 +1,7 @@
 // Entry of `npm run bench`: runs each benchmark section in turn and ends with one JSON line of all figures.
 // A benchmark, not a test: a missed target is printed as FAIL but the exit code stays 0; a broken run exits 1.
 
-import { runCopiesBenchmark, runPipelineBenchmark } from './pipeline.js';
+import { runCopiesBenchmark, runCpuBenchmark, runPipelineBenchmark } from './pipeline.js';
 import { runScheduleFailedChildrenBenchmark } from './schedule-failed-children.js';
 import { runScheduleHookBenchmark } from './schedule-hook.js';
 import { runWorstBodiesBenchmark } from './worst-bodies-bench.js';
@@ -21,6 +21,7 @@ async function main(): Promise<void> {
   if (runs('worstBodies')) figures.worstBodies = await runWorstBodiesBenchmark();
   if (runs('pipeline')) figures.pipeline = await runPipelineBenchmark();
   if (runs('copies')) figures.copies = await runCopiesBenchmark();
+  if (runs('cpu')) figures.cpu = await runCpuBenchmark();
 
   console.log('');
   console.log(JSON.stringify(figures));

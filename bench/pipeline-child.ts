@@ -8,19 +8,35 @@
 //             metadata copy).
 //   two-step  What a user would script otherwise: `talosctl etcd snapshot file` (stream to file.part, fsync, rename;
 //             talosctl does not check the trailer) then `aws s3 cp file s3://…` (a lib-storage Upload of the file).
+// The floors (issue 18): what each kind of work costs at the least, to compare the CLI with.
+//   http2-read        the same gRPC stream read with node:http2 alone: frames and protobuf decoded by hand, the
+//                     payload counted (no grpc-js, no hash).
+//   http2-sha256      the same, hashing the payload (sha256): reading and the one hash the product must do.
+//   upload-memory     a lib-storage Upload of bytes already in memory (one 8 MiB buffer repeated): no source cost.
+//   upload-memory-unsigned  the same with UNSIGNED-PAYLOAD (no SigV4 hash of each part).
+//   minimal           a minimal careful pipeline: grpc-js (the hand decoder) → sha256 → lib-storage, ~40 lines.
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { open, rename, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { Writable } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { verifyingStream, type VerifiedSnapshot } from '../src/job/etcd/trailer.js';
 import { openEtcdSnapshot } from '../src/job/talos/client.js';
+import { decodeDataMessage, type DataMessage } from '../src/job/talos/data-message.js';
 import { parseTalosconfig } from '../src/job/talos/talosconfig.js';
 import { snapshotStream, type SnapshotFacts } from './snapshot-bytes.js';
 
-export type ChildMode = 'read' | 'upload' | 'two-step';
+export type ChildMode =
+  | 'read'
+  | 'upload'
+  | 'two-step'
+  | 'http2-read'
+  | 'http2-sha256'
+  | 'upload-memory'
+  | 'upload-memory-unsigned'
+  | 'minimal';
 
 export interface ChildConfig {
   mode: ChildMode;
@@ -180,14 +196,206 @@ async function twoStep(cfg: ChildConfig): Promise<ChildReport> {
   }
 }
 
+/** The EtcdSnapshot stream read with node:http2 alone (gRPC framing and common.Data decoded here), optionally hashed. */
+async function http2Read(cfg: ChildConfig, hash: boolean): Promise<ChildReport> {
+  const { connect, constants } = await import('node:http2');
+  const { context, endpoint } = talos(cfg);
+  const started = performance.now();
+  const window = 4 * 1024 * 1024; // as the product's grpc-js channel
+  const session = connect(`https://${endpoint}`, {
+    ca: context.caPem,
+    cert: context.certPem,
+    key: context.keyPem,
+    settings: { initialWindowSize: window },
+  });
+  session.on('connect', () => session.setLocalWindowSize(window));
+  const digest = hash ? createHash('sha256') : undefined;
+  let bytes = 0;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      session.once('error', reject);
+      const stream = session.request({
+        [constants.HTTP2_HEADER_METHOD]: 'POST',
+        [constants.HTTP2_HEADER_PATH]: '/machine.MachineService/EtcdSnapshot',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      stream.end(Buffer.alloc(5)); // one uncompressed, empty EtcdSnapshotRequest
+      // gRPC messages: 1 byte flag, 4 bytes length, the message; a message may span DATA frames.
+      // Only a message split between chunks is copied (into `split`); the rest is read in place.
+      let split: Buffer | undefined;
+      let header = Buffer.alloc(0);
+      let need = 0;
+      let have = 0;
+      const take = (message: Buffer) => {
+        const data: DataMessage = decodeDataMessage(message);
+        bytes += data.bytes.length;
+        digest?.update(data.bytes);
+      };
+      stream.on('data', (chunk: Buffer) => {
+        let at = 0;
+        if (split) {
+          const n = Math.min(need - have, chunk.length);
+          chunk.copy(split, have, 0, n);
+          have += n;
+          at = n;
+          if (have < need) return;
+          take(split);
+          split = undefined;
+        }
+        if (header.length > 0) {
+          const n = 5 - header.length;
+          header = Buffer.concat([header, chunk.subarray(0, n)]);
+          at += n;
+          if (header.length < 5) return;
+          need = header.readUInt32BE(1);
+          header = Buffer.alloc(0);
+          if (chunk.length - at >= need) {
+            take(chunk.subarray(at, at + need));
+            at += need;
+          } else {
+            split = Buffer.allocUnsafe(need);
+            have = chunk.copy(split, 0, at);
+            return;
+          }
+        }
+        while (chunk.length - at >= 5) {
+          const length = chunk.readUInt32BE(at + 1);
+          if (chunk.length - at - 5 < length) {
+            need = length;
+            split = Buffer.allocUnsafe(length);
+            have = chunk.copy(split, 0, at + 5);
+            return;
+          }
+          take(chunk.subarray(at + 5, at + 5 + length));
+          at += 5 + length;
+        }
+        if (at < chunk.length) header = Buffer.from(chunk.subarray(at));
+      });
+      stream.on('trailers', (trailers) => {
+        if (trailers['grpc-status'] !== '0') reject(new Error(`grpc-status ${String(trailers['grpc-status'])}`));
+      });
+      stream.on('error', reject);
+      stream.on('end', () =>
+        split || header.length > 0 ? reject(new Error('a partial message at the end')) : resolve(),
+      );
+    });
+  } finally {
+    session.close();
+  }
+  return {
+    mode: hash ? 'http2-sha256' : 'http2-read',
+    bytes,
+    ...(digest && { sha256: digest.digest('hex') }),
+    phases: { total: performance.now() - started },
+  };
+}
+
+/** A lib-storage Upload of bytes from memory (one random 8 MiB buffer, repeated), signed or with UNSIGNED-PAYLOAD. */
+async function uploadFromMemory(cfg: ChildConfig, unsigned: boolean): Promise<ChildReport> {
+  const { Upload } = await import('@aws-sdk/lib-storage');
+  const client = await s3Client(cfg);
+  if (unsigned)
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const request = args.request as { headers?: Record<string, string> };
+        if (request.headers) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+        return next(args);
+      },
+      { step: 'build', name: 'benchUnsignedPayload' },
+    );
+  const block = randomBytes(8 * 1024 * 1024);
+  const total = cfg.facts.size;
+  try {
+    const started = performance.now();
+    const body = Readable.from(
+      (function* () {
+        for (let sent = 0; sent < total; sent += block.length)
+          yield block.subarray(0, Math.min(block.length, total - sent));
+      })(),
+      { objectMode: false },
+    );
+    const upload = new Upload({
+      client,
+      params: { Bucket: cfg.s3.bucket, Key: cfg.s3.key, Body: body, ContentType: 'application/octet-stream' },
+      partSize: cfg.partSize,
+      queueSize: cfg.queueSize,
+      leavePartsOnError: false,
+    });
+    await upload.done();
+    return {
+      mode: unsigned ? 'upload-memory-unsigned' : 'upload-memory',
+      bytes: total,
+      phases: { total: performance.now() - started },
+    };
+  } finally {
+    client.destroy();
+  }
+}
+
+/** The pipeline a careful engineer would write in 40 lines: grpc-js (hand decoder) → sha256 → lib-storage Upload. */
+async function minimalPipeline(cfg: ChildConfig): Promise<ChildReport> {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadMachineService } = await import('../src/job/talos/protos.js');
+  const { Upload } = await import('@aws-sdk/lib-storage');
+  const { context, endpoint } = talos(cfg);
+  const Service = loadMachineService();
+  const credentials = grpc.credentials.createSsl(
+    Buffer.from(context.caPem),
+    Buffer.from(context.keyPem),
+    Buffer.from(context.certPem),
+    { checkServerIdentity: () => undefined }, // the chain to the CA is still checked
+  );
+  const talosClient = new Service(endpoint, credentials, { 'grpc-node.flow_control_window': 4 * 1024 * 1024 });
+  const client = await s3Client(cfg);
+  const digest = createHash('sha256');
+  let bytes = 0;
+  try {
+    const started = performance.now();
+    const method = Service.service.EtcdSnapshot!;
+    const call = talosClient.makeServerStreamRequest(method.path, method.requestSerialize, decodeDataMessage, {});
+    const toBytes = new Transform({
+      writableObjectMode: true,
+      transform(message: DataMessage, _encoding, callback) {
+        digest.update(message.bytes);
+        bytes += message.bytes.length;
+        callback(null, message.bytes);
+      },
+    });
+    call.on('error', (error) => toBytes.destroy(error));
+    const upload = new Upload({
+      client,
+      params: {
+        Bucket: cfg.s3.bucket,
+        Key: cfg.s3.key,
+        Body: call.pipe(toBytes),
+        ContentType: 'application/octet-stream',
+      },
+      partSize: cfg.partSize,
+      queueSize: cfg.queueSize,
+      leavePartsOnError: false,
+    });
+    await upload.done();
+    return { mode: 'minimal', bytes, sha256: digest.digest('hex'), phases: { total: performance.now() - started } };
+  } finally {
+    talosClient.close();
+    client.destroy();
+  }
+}
+
 async function main(): Promise<void> {
   const cfg = config();
-  const report =
-    cfg.mode === 'read'
-      ? await readAndVerify(cfg)
-      : cfg.mode === 'upload'
-        ? await uploadAlone(cfg)
-        : await twoStep(cfg);
+  const modes: Record<ChildMode, () => Promise<ChildReport>> = {
+    read: () => readAndVerify(cfg),
+    upload: () => uploadAlone(cfg),
+    'two-step': () => twoStep(cfg),
+    'http2-read': () => http2Read(cfg, false),
+    'http2-sha256': () => http2Read(cfg, true),
+    'upload-memory': () => uploadFromMemory(cfg, false),
+    'upload-memory-unsigned': () => uploadFromMemory(cfg, true),
+    minimal: () => minimalPipeline(cfg),
+  };
+  const report = await modes[cfg.mode]();
   process.stdout.write(`${JSON.stringify(report)}\n`);
 }
 

@@ -350,11 +350,12 @@ async function runMeasured(
   dir: string,
   timeoutMs: number,
   traceS3: boolean,
+  node = process.execPath,
 ): Promise<Measured> {
   const measureFile = join(dir, `measure-${process.hrtime.bigint()}.json`);
   const preload = new URL('./measure-preload.js', import.meta.url).href;
   const started = performance.now();
-  const child = spawn(process.execPath, ['--import', preload, ...args], {
+  const child = spawn(node, ['--import', preload, ...args], {
     env: { ...env, BENCH_MEASURE_FILE: measureFile, ...(traceS3 && { BENCH_S3_TIMING: '1' }) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -433,14 +434,14 @@ async function observe(
   label: string,
   args: string[],
   env: NodeJS.ProcessEnv,
-  ctx: { dir: string; bytes: number; double?: DoubleProcess; rgw?: Rgw; passes?: number },
+  ctx: { dir: string; bytes: number; double?: DoubleProcess; rgw?: Rgw; passes?: number; node?: string | undefined },
 ): Promise<Observed> {
   const mib = (ctx.bytes - 32) / MIB;
   // 8 MiB/s at worst for each pass over the bytes (VERIFY reads them back: 2): a run slower than that is broken, not slow
   const timeoutMs = 60_000 + mib * 125 * (ctx.passes ?? 1);
   const doubleBefore = await ctx.double?.stats();
   const rgwBefore = ctx.rgw && rgwCpuSeconds(ctx.rgw);
-  const measured = await runMeasured(label, args, env, ctx.dir, timeoutMs, ctx.rgw !== undefined);
+  const measured = await runMeasured(label, args, env, ctx.dir, timeoutMs, ctx.rgw !== undefined, ctx.node);
   const doubleAfter = await ctx.double?.stats();
   const rgwAfter = ctx.rgw && rgwCpuSeconds(ctx.rgw);
   if (doubleBefore && doubleAfter) {
@@ -481,6 +482,8 @@ async function observe(
 interface Setup {
   dir: string;
   talosconfig: string;
+  /** The node binary of the measured processes (default: this one). */
+  node?: string;
 }
 
 async function withRgw<T>(bytes: number, body: (rgw: Rgw) => Promise<T>): Promise<T> {
@@ -575,6 +578,7 @@ async function runCliWith(
       double,
       rgw,
       passes,
+      node: setup.node,
     });
     const result = lastJsonLine<CliResult>(label, measured.stdout);
     await check(result, rgw);
@@ -702,6 +706,10 @@ async function runCliFormat(
   };
 }
 
+/** Child modes that read from Talos only (no S3), and those that upload only (no Talos). */
+const READ_ONLY = new Set<ChildMode>(['read', 'http2-read', 'http2-sha256']);
+const UPLOAD_ONLY = new Set<ChildMode>(['upload', 'upload-memory', 'upload-memory-unsigned']);
+
 async function runStage(mode: ChildMode, label: string, setup: Setup, double: DoubleProcess): Promise<RunFigures> {
   const entry = fileURLToPath(new URL('./pipeline-child.js', import.meta.url));
   const key = `bench/${mode}.db`;
@@ -725,8 +733,14 @@ async function runStage(mode: ChildMode, label: string, setup: Setup, double: Do
       ...(mode === 'two-step' && { file }),
     };
     const env = childEnv({ BENCH_PIPELINE_CHILD: JSON.stringify(config) });
-    // The S3-only upload needs no Talos: the double is left out of its figures (it idles meanwhile).
-    const ctx = { dir: setup.dir, bytes: double.facts.size, ...(mode !== 'upload' && { double }), ...(rgw && { rgw }) };
+    // The S3-only uploads need no Talos: the double is left out of their figures (it idles meanwhile).
+    const ctx = {
+      dir: setup.dir,
+      bytes: double.facts.size,
+      node: setup.node,
+      ...(!UPLOAD_ONLY.has(mode) && { double }),
+      ...(rgw && { rgw }),
+    };
     try {
       const { measured, figures } = await observe(label, [entry], env, ctx);
       const report = lastJsonLine<ChildReport>(label, measured.stdout);
@@ -753,7 +767,7 @@ async function runStage(mode: ChildMode, label: string, setup: Setup, double: Do
       await rm(`${file}.part`, { force: true });
     }
   };
-  return mode === 'read' ? go(undefined) : withRgw(double.facts.size, go);
+  return READ_ONLY.has(mode) ? go(undefined) : withRgw(double.facts.size, go);
 }
 
 // --- report ----------------------------------------------------------------------------------------------------
@@ -1030,6 +1044,128 @@ export async function runCopiesBenchmark(): Promise<CopiesFigures> {
     show('  peak RSS, two − one', `${rssPerCopyMiB >= 0 ? '+' : ''}${rssPerCopyMiB} MiB`);
     show('  time, two / one', `${(two.seconds / one.seconds).toFixed(2)}×`);
     return { mib, one, two, rssPerCopyMiB };
+  } finally {
+    await double?.stop();
+    uninstall();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// --- issue 18: the CLI against its floors, on this Node and the image's ------------------------------------------
+
+/** The rows of the CPU comparison, in the order they run: the CLI, the baselines, then the floors. */
+export const CPU_ROWS = [
+  { name: 'cli', label: '`snapshot` CLI, plain' },
+  { name: 'minimal', label: 'minimal pipeline (grpc-js → sha256 → lib-storage)', mode: 'minimal' },
+  { name: 'twoStep', label: 'two-step: save a file (fsync), upload it', mode: 'two-step' },
+  { name: 'grpcRead', label: 'gRPC read + trailer check (grpc-js)', mode: 'read' },
+  { name: 'http2Read', label: 'node:http2 read alone', mode: 'http2-read' },
+  { name: 'http2Sha256', label: 'node:http2 read + sha256', mode: 'http2-sha256' },
+  { name: 'uploadSigned', label: 'lib-storage upload from memory, signed payload', mode: 'upload-memory' },
+  { name: 'uploadUnsigned', label: 'lib-storage upload from memory, UNSIGNED-PAYLOAD', mode: 'upload-memory-unsigned' },
+] as const satisfies readonly { name: string; label: string; mode?: ChildMode }[];
+export type CpuRowName = (typeof CPU_ROWS)[number]['name'];
+
+/** One row on one Node: medians over the runs. */
+export interface CpuRow {
+  cpuSecondsPerGiB: number;
+  seconds: number;
+  peakRssMiB: number;
+  runs: number;
+}
+
+export interface CpuFigures {
+  mib: number;
+  runs: number;
+  byNode: Record<string, { rows: Record<CpuRowName, CpuRow>; floor: number; ratios: Record<string, number> }>;
+}
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+/**
+ * `BENCH_SECTIONS=cpu`: each row of CPU_ROWS at BENCH_CPU_MIB (default 1024) on this Node and on the image's
+ * (BENCH_CPU_NODES=this,image), BENCH_CPU_RUNS times each (default 1; medians), rows interleaved so that drift
+ * spreads over all of them. CPU s/GiB is user + system of the measured process alone; the floor is node:http2 read
+ * + sha256 plus the unsigned upload from memory: the work the CLI cannot avoid.
+ */
+export async function runCpuBenchmark(): Promise<CpuFigures> {
+  const mib = positiveInteger('BENCH_CPU_MIB', 1024);
+  const runs = positiveInteger('BENCH_CPU_RUNS', 1);
+  const { imageNodeBinary } = await import('../test/harness/node22.js');
+  const wanted = (process.env.BENCH_CPU_NODES ?? 'this,image').split(',').map((n) => n.trim());
+  const nodes = wanted.map((n) => (n === 'image' ? imageNodeBinary() : n === 'this' ? process.execPath : n));
+  console.log(`\n## CPU: the CLI against its floors, ${mib} MiB, ${runs} run(s) each (medians), 1 KiB messages`);
+  const dir = await mkdtemp(join(tmpdir(), 'talos-etcd-backup-bench-cpu-'));
+  const uninstall = installCleanup(dir);
+  let double: DoubleProcess | undefined;
+  const byNode: CpuFigures['byNode'] = {};
+  try {
+    const pki = await createTalosPki();
+    const client = await pki.clientCert(['os:etcd:backup']);
+    const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
+    const talosconfig = join(dir, 'talosconfig');
+    double = await startDouble(tls, mib * MIB, 'random');
+    await writeFile(
+      talosconfig,
+      talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }),
+      { mode: 0o600 },
+    );
+    const gib = double.facts.size / (1024 * MIB);
+    for (const node of nodes) {
+      const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+      const setup: Setup = { dir, talosconfig, node };
+      const samples = new Map<CpuRowName, RunFigures[]>(CPU_ROWS.map((row) => [row.name, []]));
+      for (let i = 0; i < runs; i += 1) {
+        for (const row of CPU_ROWS) {
+          const label = `${row.name}-${version}-${i}`;
+          const figures =
+            'mode' in row ? await runStage(row.mode, label, setup, double) : await runCli(label, setup, double);
+          samples.get(row.name)!.push(figures);
+        }
+      }
+      const rows = Object.fromEntries(
+        CPU_ROWS.map(({ name }) => {
+          const runsOf = samples.get(name)!;
+          return [
+            name,
+            {
+              cpuSecondsPerGiB: round(median(runsOf.map((r) => r.cpuSeconds.measured)) / gib),
+              seconds: round(median(runsOf.map((r) => r.seconds))),
+              peakRssMiB: round(median(runsOf.map((r) => r.peakRssMiB)), 1),
+              runs: runsOf.length,
+            },
+          ];
+        }),
+      ) as Record<CpuRowName, CpuRow>;
+      const floor = round(rows.http2Sha256.cpuSecondsPerGiB + rows.uploadUnsigned.cpuSecondsPerGiB);
+      const ratios = {
+        cliCpuToFloor: round(rows.cli.cpuSecondsPerGiB / floor),
+        cliCpuToTwoStep: round(rows.cli.cpuSecondsPerGiB / rows.twoStep.cpuSecondsPerGiB),
+        cliWallToTwoStep: round(rows.cli.seconds / rows.twoStep.seconds),
+        grpcToHttp2: round(rows.grpcRead.cpuSecondsPerGiB / rows.http2Read.cpuSecondsPerGiB),
+      };
+      byNode[version] = { rows, floor, ratios };
+      console.log(`\n### node ${version}`);
+      console.log(
+        `${'what'.padEnd(52)}${'CPU s/GiB'.padStart(10)}${'wall s'.padStart(9)}${'peak RSS MiB'.padStart(14)}`,
+      );
+      for (const row of CPU_ROWS) {
+        const r = rows[row.name];
+        console.log(
+          `${row.label.padEnd(52)}${r.cpuSecondsPerGiB.toFixed(2).padStart(10)}${r.seconds.toFixed(2).padStart(9)}${r.peakRssMiB.toFixed(1).padStart(14)}`,
+        );
+      }
+      show('floor (http2 + sha256 + unsigned upload)', `${floor.toFixed(2)} CPU s/GiB`);
+      show('CLI CPU / floor', `${ratios.cliCpuToFloor.toFixed(2)}×`);
+      show('CLI CPU / two-step', `${ratios.cliCpuToTwoStep.toFixed(2)}×`);
+      show('CLI wall / two-step', `${ratios.cliWallToTwoStep.toFixed(2)}×`);
+      show('gRPC read / http2 read (CPU)', `${ratios.grpcToHttp2.toFixed(2)}×`);
+    }
+    return { mib, runs, byNode };
   } finally {
     await double?.stop();
     uninstall();

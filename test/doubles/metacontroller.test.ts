@@ -529,10 +529,12 @@ describe('Metacontroller stand-in with the real hook server on a real API server
       'the oldest of three successful backups went',
     );
     const finalize = w.mc.calls.filter((c) => c.hook === 'finalize');
+    // A sync queued before the finalizer's removal landed may call finalize again (Metacontroller does too: the hook
+    // is idempotent), so the calls are counted by key; the first one already let the backup go.
     assert.deepEqual(
-      finalize.map((c) => c.key),
+      [...new Set(finalize.map((c) => c.key))],
       [`${w.ns}/${names[0]}`],
-      'deletionPolicy Retain: one finalize call lets it go',
+      'deletionPolicy Retain: only the oldest is finalized',
     );
     assert.equal((finalize[0]!.request as J).finalizing, true);
     assert.ok((finalize[0]!.request as J).object.metadata.deletionTimestamp);
