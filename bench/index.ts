@@ -1,7 +1,13 @@
 // Entry of `npm run bench`: runs each benchmark section in turn and ends with one JSON line of all figures.
 // A benchmark, not a test: a missed target is printed as FAIL but the exit code stays 0; a broken run exits 1.
 
-import { runCopiesBenchmark, runCpuBenchmark, runPipelineBenchmark } from './pipeline.js';
+import {
+  runCodecsBenchmark,
+  runCopiesBenchmark,
+  runCpuBenchmark,
+  runPipelineBenchmark,
+  runSizesBenchmark,
+} from './pipeline.js';
 import { runScheduleFailedChildrenBenchmark } from './schedule-failed-children.js';
 import { runScheduleHookBenchmark } from './schedule-hook.js';
 import { runWorstBodiesBenchmark } from './worst-bodies-bench.js';
@@ -22,6 +28,8 @@ async function main(): Promise<void> {
   if (runs('pipeline')) figures.pipeline = await runPipelineBenchmark();
   if (runs('copies')) figures.copies = await runCopiesBenchmark();
   if (runs('cpu')) figures.cpu = await runCpuBenchmark();
+  if (runs('codecs')) figures.codecs = await runCodecsBenchmark();
+  if (runs('sizes')) figures.sizes = await runSizesBenchmark();
 
   console.log('');
   console.log(JSON.stringify(figures));

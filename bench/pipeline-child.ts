@@ -12,9 +12,12 @@
 //   http2-read        the same gRPC stream read with node:http2 alone: frames and protobuf decoded by hand, the
 //                     payload counted (no grpc-js, no hash).
 //   http2-sha256      the same, hashing the payload (sha256): reading and the one hash the product must do.
-//   upload-memory     a lib-storage Upload of bytes already in memory (one 8 MiB buffer repeated): no source cost.
+//   upload-memory     a lib-storage Upload of bytes already in memory (one 8 MiB buffer repeated, in 256 KiB chunks
+//                     like the CLI's): no source cost.
 //   upload-memory-unsigned  the same with UNSIGNED-PAYLOAD (no SigV4 hash of each part).
 //   minimal           a minimal careful pipeline: grpc-js (the hand decoder) → sha256 → lib-storage, ~40 lines.
+//   codecs            the product's zstd compressor and age encryptor alone, on bytes from memory (one random 8 MiB
+//                     buffer repeated: beyond zstd's window at level 3), to a discarding sink: what the codecs cost.
 
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
@@ -36,7 +39,8 @@ export type ChildMode =
   | 'http2-sha256'
   | 'upload-memory'
   | 'upload-memory-unsigned'
-  | 'minimal';
+  | 'minimal'
+  | 'codecs';
 
 export interface ChildConfig {
   mode: ChildMode;
@@ -45,11 +49,22 @@ export interface ChildConfig {
   /** The snapshot the double serves. */
   dbBytes: number;
   facts: SnapshotFacts;
-  s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; bucket: string; key: string };
+  s3: {
+    endpoint: string;
+    region: string;
+    accessKeyId: string;
+    secretAccessKey: string;
+    bucket: string;
+    key: string;
+    /** The CA of an HTTPS endpoint. */
+    caPem?: string;
+  };
   partSize: number;
   queueSize: number;
   /** two-step: where to save the snapshot. */
   file?: string;
+  /** codecs: the age recipient to encrypt to. */
+  ageRecipient?: string;
 }
 
 export interface ChildReport {
@@ -84,6 +99,7 @@ async function s3Client(cfg: ChildConfig) {
     region: cfg.s3.region,
     endpoint: cfg.s3.endpoint,
     credentials: { accessKeyId: cfg.s3.accessKeyId, secretAccessKey: cfg.s3.secretAccessKey },
+    caBundlePem: cfg.s3.caPem,
   });
 }
 
@@ -291,10 +307,31 @@ async function http2Read(cfg: ChildConfig, hash: boolean): Promise<ChildReport> 
   };
 }
 
+/**
+ * `total` bytes of `block`, repeated, in chunks of the size the CLI hands downstream (its 256 KiB batches of gRPC
+ * messages), so that lib-storage assembles parts as it does in the CLI (8 MiB chunks would make it hold 16 MiB per
+ * part: a chunk is kept until the next one pushes the buffer over the part size).
+ */
+function fromMemory(block: Buffer, total: number): Readable {
+  const chunkBytes = 256 * 1024;
+  return Readable.from(
+    (function* () {
+      for (let sent = 0; sent < total; sent += chunkBytes) {
+        const at = sent % block.length;
+        yield block.subarray(at, at + Math.min(chunkBytes, total - sent));
+      }
+    })(),
+    { objectMode: false },
+  );
+}
+
 /** A lib-storage Upload of bytes from memory (one random 8 MiB buffer, repeated), signed or with UNSIGNED-PAYLOAD. */
 async function uploadFromMemory(cfg: ChildConfig, unsigned: boolean): Promise<ChildReport> {
   const { Upload } = await import('@aws-sdk/lib-storage');
   const client = await s3Client(cfg);
+  // Signed means signed: over HTTPS the product's client would otherwise send these parts unsigned already.
+  const { UNSIGNED_PAYLOAD_MIDDLEWARE } = await import('../src/job/s3/client.js');
+  if (!unsigned) client.middlewareStack.remove(UNSIGNED_PAYLOAD_MIDDLEWARE);
   if (unsigned)
     client.middlewareStack.add(
       (next) => async (args) => {
@@ -308,13 +345,7 @@ async function uploadFromMemory(cfg: ChildConfig, unsigned: boolean): Promise<Ch
   const total = cfg.facts.size;
   try {
     const started = performance.now();
-    const body = Readable.from(
-      (function* () {
-        for (let sent = 0; sent < total; sent += block.length)
-          yield block.subarray(0, Math.min(block.length, total - sent));
-      })(),
-      { objectMode: false },
-    );
+    const body = fromMemory(block, total);
     const upload = new Upload({
       client,
       params: { Bucket: cfg.s3.bucket, Key: cfg.s3.key, Body: body, ContentType: 'application/octet-stream' },
@@ -383,6 +414,30 @@ async function minimalPipeline(cfg: ChildConfig): Promise<ChildReport> {
   }
 }
 
+/** zstd then age, the snapshot's stored format, on bytes from memory: the codecs' own cost, without Talos or S3. */
+async function codecsAlone(cfg: ChildConfig): Promise<ChildReport> {
+  const { createCompressor } = await import('../src/job/codec/compression.js');
+  const { createEncryptor } = await import('../src/job/codec/age.js');
+  if (!cfg.ageRecipient) throw new Error('codecs: no age recipient');
+  const block = randomBytes(8 * 1024 * 1024);
+  const total = cfg.facts.size;
+  const started = performance.now();
+  let stored = 0;
+  await pipeline(
+    fromMemory(block, total),
+    await createCompressor('zstd'),
+    createEncryptor([cfg.ageRecipient]),
+    new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        stored += chunk.length;
+        callback();
+      },
+    }),
+  );
+  if (stored < total) throw new Error(`codecs: ${stored} bytes out of ${total} in: random bytes cannot shrink`);
+  return { mode: 'codecs', bytes: total, phases: { total: performance.now() - started } };
+}
+
 async function main(): Promise<void> {
   const cfg = config();
   const modes: Record<ChildMode, () => Promise<ChildReport>> = {
@@ -394,6 +449,7 @@ async function main(): Promise<void> {
     'upload-memory': () => uploadFromMemory(cfg, false),
     'upload-memory-unsigned': () => uploadFromMemory(cfg, true),
     minimal: () => minimalPipeline(cfg),
+    codecs: () => codecsAlone(cfg),
   };
   const report = await modes[cfg.mode]();
   process.stdout.write(`${JSON.stringify(report)}\n`);

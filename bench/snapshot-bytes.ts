@@ -257,3 +257,38 @@ export function snapshotStream(dbBytes: number, etcdSha256: string, chunkBytes =
     { objectMode: false },
   );
 }
+
+/**
+ * A 'random' snapshot larger than one Buffer should hold (the 8 GiB run: etcd's largest quota), as segments for the
+ * Talos double: one keystream block of `blockBytes`, repeated, then the trailer. Memory stays `blockBytes`; the
+ * hashes are of the whole snapshot. Its bytes differ from snapshotStream's past the first block: only the CLI (which
+ * reads them from the double) runs at these sizes.
+ */
+export function buildRepeatedSnapshot(
+  dbBytes: number,
+  blockBytes: number,
+): { segments: Buffer[]; facts: SnapshotFacts } {
+  checkDatabaseBytes(dbBytes);
+  checkDatabaseBytes(blockBytes);
+  if (dbBytes % blockBytes !== 0)
+    throw new RangeError(`${dbBytes} database bytes are not a whole number of ${blockBytes}-byte blocks`);
+  const block = buildSnapshot(blockBytes).buffer.subarray(0, blockBytes);
+  const database = createHash('sha256');
+  const whole = createHash('sha256');
+  const segments: Buffer[] = [];
+  for (let at = 0; at < dbBytes; at += blockBytes) {
+    database.update(block);
+    whole.update(block);
+    segments.push(block);
+  }
+  const trailer = database.digest();
+  segments.push(trailer);
+  return {
+    segments,
+    facts: {
+      size: dbBytes + TRAILER_BYTES,
+      sha256: whole.update(trailer).digest('hex'),
+      etcdSha256: trailer.toString('hex'),
+    },
+  };
+}

@@ -1,5 +1,6 @@
 // Benchmark-only entry: the Talos API double (test/doubles/talos.ts) in fast mode, in its own process so that
-// neither its CPU nor its 1 GiB source buffer counts against the process being measured.
+// neither its CPU nor its source buffer (at most 1 GiB: larger snapshots repeat one block) counts against the process
+// being measured.
 // Spawned by bench/pipeline.ts with an IPC channel:
 //   parent → {type:'start', tls, dbBytes, layout?}   child → {type:'ready', endpoint, facts}
 //   parent → {type:'stats'}                 child → {type:'stats', cpuUs, calls}
@@ -7,7 +8,16 @@
 
 import { performance } from 'node:perf_hooks';
 import { startTalosDouble, type TalosDouble, type TalosDoubleTls } from '../test/doubles/talos.js';
-import { buildSnapshot, type DatabaseLayout, type SnapshotFacts } from './snapshot-bytes.js';
+import {
+  buildRepeatedSnapshot,
+  buildSnapshot,
+  MIB,
+  type DatabaseLayout,
+  type SnapshotFacts,
+} from './snapshot-bytes.js';
+
+/** Above this a 'random' database is served as this block repeated (bench/snapshot-bytes.ts, buildRepeatedSnapshot). */
+const LARGEST_BUFFER_BYTES = 1024 * MIB;
 
 export interface StartMessage {
   type: 'start';
@@ -47,9 +57,13 @@ function send(message: ReadyMessage | StatsMessage | ErrorMessage): void {
 async function start(message: StartMessage): Promise<void> {
   if (double) throw new Error('the double is already running');
   const began = performance.now();
-  const { buffer, facts } = buildSnapshot(message.dbBytes, message.layout);
+  const repeat = message.dbBytes > LARGEST_BUFFER_BYTES && (message.layout ?? 'random') === 'random';
+  let source: Buffer | Buffer[];
+  let facts: SnapshotFacts;
+  if (repeat) ({ segments: source, facts } = buildRepeatedSnapshot(message.dbBytes, LARGEST_BUFFER_BYTES));
+  else ({ buffer: source, facts } = buildSnapshot(message.dbBytes, message.layout));
   const buildMs = performance.now() - began;
-  double = await startTalosDouble({ pki: message.tls, source: buffer, hostname: 'bench-cp-1' });
+  double = await startTalosDouble({ pki: message.tls, source, hostname: 'bench-cp-1' });
   send({ type: 'ready', endpoint: double.endpoint, facts, buildMs });
 }
 

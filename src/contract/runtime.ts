@@ -6,8 +6,11 @@
  * A 1 GiB snapshot is a million 1 KiB gRPC messages, each leaving short-lived garbage: V8's default young
  * generation (16 MiB semi-spaces) grows to ~50 MiB of heap for it. 2 MiB semi-spaces keep the heap near 20 MiB;
  * measured with `npm run bench`: peak RSS 148 instead of 213 MiB at 1 GiB, for more frequent scavenges.
+ * Collecting on the main thread alone (no GC helper threads) takes another ~18 MiB off the peak for the same CPU
+ * (Node 22, 1 GiB, six interleaved runs each: median 170 vs 189 MiB, 10.5 vs 10.8 CPU s/GiB); 8 MiB semi-spaces
+ * would save ~1.5 CPU s/GiB for ~20 MiB more. `BENCH_SECTIONS=cpu` with BENCH_CLI_NODE_FLAGS; README "Performance".
  */
-export const SNAPSHOT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+export const SNAPSHOT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--single-threaded-gc'];
 
 /**
  * Environment the snapshot Job runs with, for the same reason. glibc's malloc would otherwise keep the freed

@@ -95,7 +95,7 @@ export const SERVER_SETTINGS = {
   jobImage: {
     env: 'JOB_IMAGE',
     help: "the image the snapshot and delete Jobs run: this server's own image (the Helm chart sets it)",
-    details: 'The Jobs run `node --max-semi-space-size=2 /app/dist/src/main.js snapshot` in it.',
+    details: 'The Jobs run `node --max-semi-space-size=2 --single-threaded-gc /app/dist/src/main.js snapshot` in it.',
     parse: imageReference,
   },
   jobImagePullPolicy: {

@@ -65,8 +65,11 @@ export interface TalosNode {
   hostname?: string;
   /** The node's etcd: an Etcd or its client URL (`http://127.0.0.1:P`). */
   etcd?: Etcd | string;
-  /** Fast mode: stream this buffer as the snapshot instead of asking etcd (should be db || sha256(db)). */
-  source?: Buffer;
+  /**
+   * Fast mode: stream this buffer as the snapshot instead of asking etcd (should be db || sha256(db)); a list is
+   * streamed in order, as one snapshot (a benchmark repeats one block for a database larger than it holds).
+   */
+  source?: Buffer | readonly Buffer[];
   /** false: a worker; EtcdSnapshot/EtcdStatus answer UNIMPLEMENTED. Default true. */
   controlPlane?: boolean;
 }
@@ -139,7 +142,7 @@ export interface TalosDouble {
 interface ResolvedNode {
   hostname: string;
   clientUrl?: string;
-  source?: Buffer;
+  source?: readonly Buffer[];
   controlPlane: boolean;
 }
 
@@ -157,7 +160,8 @@ function resolveNode(name: string, spec: TalosNode | string | Etcd): ResolvedNod
   if (clientUrl === undefined && spec.source === undefined && spec.controlPlane !== false) {
     throw new Error(`talos double: node ${name} needs an etcd, a source buffer, or controlPlane: false`);
   }
-  return { hostname: spec.hostname ?? name, clientUrl, source: spec.source, controlPlane: spec.controlPlane ?? true };
+  const source = spec.source === undefined ? undefined : Buffer.isBuffer(spec.source) ? [spec.source] : spec.source;
+  return { hostname: spec.hostname ?? name, clientUrl, source, controlPlane: spec.controlPlane ?? true };
 }
 
 class CallError extends Error {
@@ -491,8 +495,11 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
    * ServerWritableStreamImpl._write) up to FAST_HIGH messages are kept in flight, which lets Node's HTTP/2 session
    * coalesce them into large socket writes. Falls back to call.write() + 'drain' otherwise.
    */
-  const pumpSource = async (call: DataCall, record: CallRecord, source: Buffer): Promise<'ok' | 'gone'> => {
-    const full = Math.floor(source.length / CHUNK_SIZE);
+  const pumpSource = async (
+    call: DataCall,
+    record: CallRecord,
+    segments: readonly Buffer[],
+  ): Promise<'ok' | 'gone'> => {
     const prefix = dataPrefix(CHUNK_SIZE);
     const frameLen = prefix.length + CHUNK_SIZE;
     const inner = (call as unknown as { call?: { sendMessage?: (message: unknown, callback: () => void) => void } })
@@ -534,25 +541,28 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
       }
     };
 
-    let block: Buffer = Buffer.alloc(0);
-    for (let m = 0; m < full; m++) {
-      const j = m % FRAME_BLOCK;
-      if (j === 0) {
-        // serialize the next FRAME_BLOCK messages into one allocation
-        const count = Math.min(FRAME_BLOCK, full - m);
-        block = Buffer.allocUnsafe(count * frameLen);
-        for (let k = 0; k < count; k++) {
-          prefix.copy(block, k * frameLen);
-          source.copy(block, k * frameLen + prefix.length, (m + k) * CHUNK_SIZE, (m + k + 1) * CHUNK_SIZE);
+    for (const source of segments) {
+      const full = Math.floor(source.length / CHUNK_SIZE);
+      let block: Buffer = Buffer.alloc(0);
+      for (let m = 0; m < full; m++) {
+        const j = m % FRAME_BLOCK;
+        if (j === 0) {
+          // serialize the next FRAME_BLOCK messages into one allocation
+          const count = Math.min(FRAME_BLOCK, full - m);
+          block = Buffer.allocUnsafe(count * frameLen);
+          for (let k = 0; k < count; k++) {
+            prefix.copy(block, k * frameLen);
+            source.copy(block, k * frameLen + prefix.length, (m + k) * CHUNK_SIZE, (m + k + 1) * CHUNK_SIZE);
+          }
         }
+        if (gone(call)) return 'gone';
+        await emit(block.subarray(j * frameLen, (j + 1) * frameLen), CHUNK_SIZE);
       }
-      if (gone(call)) return 'gone';
-      await emit(block.subarray(j * frameLen, (j + 1) * frameLen), CHUNK_SIZE);
-    }
-    const rest = source.subarray(full * CHUNK_SIZE);
-    if (rest.length > 0) {
-      if (gone(call)) return 'gone';
-      await emit(Buffer.concat([dataPrefix(rest.length), rest]), rest.length);
+      const rest = source.subarray(full * CHUNK_SIZE);
+      if (rest.length > 0) {
+        if (gone(call)) return 'gone';
+        await emit(Buffer.concat([dataPrefix(rest.length), rest]), rest.length);
+      }
     }
     // Let every message reach the HTTP/2 stream before the status goes out.
     await waitUntil(() => inFlight === 0);
@@ -573,7 +583,7 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
         if (target.source && !f) {
           ending = await pumpSource(call, record, target.source);
         } else if (target.source) {
-          ending = await pump(call, record, target.hostname, [target.source], f);
+          ending = await pump(call, record, target.hostname, target.source, f);
         } else {
           const abort: { cancel?: () => void } = {};
           try {
@@ -636,7 +646,8 @@ export async function startTalosDouble(opts: TalosDoubleOptions): Promise<TalosD
 
   const etcdStatus = unaryHandler('EtcdStatus', async (target) => {
     if (!target.clientUrl) {
-      const size = String(Math.max(0, (target.source?.length ?? 32) - 32));
+      const bytes = (target.source ?? []).reduce((sum, segment) => sum + segment.length, 0);
+      const size = String(Math.max(0, (target.source ? bytes : 32) - 32));
       const id = fakeMemberId(target.hostname);
       return {
         messages: [

@@ -20,6 +20,7 @@ import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, ListBucketsCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { Agent as HttpsAgent } from 'node:https';
 
 /** A running RADOS Gateway. */
 export interface Rgw {
@@ -59,6 +60,13 @@ export interface RgwUser {
 export interface StartRgwOptions {
   /** Capacity of the in-memory OSD (`memstore device bytes`); data is held in RAM. Default 1 GiB. */
   memstoreBytes?: number;
+  /**
+   * Keep the data on disk instead: a BlueStore OSD on a sparse file of this many bytes in the gateway's directory
+   * (for objects RAM cannot hold: memstore needs ~2.5× an object's size, and a multipart copy doubles it).
+   */
+  diskBytes?: number;
+  /** Serve HTTPS (beast's own TLS) with this certificate instead of HTTP; the clients trust `caPem`. */
+  tls?: { certPem: string; keyPem: string; caPem: string };
 }
 
 const REGION = 'us-east-1';
@@ -93,7 +101,7 @@ export async function startRgw(opts: StartRgwOptions = {}): Promise<Rgw> {
   live.add(instance);
   installExitHandlers();
   try {
-    return await bringUp(instance, bins, memstoreBytes, deadline);
+    return await bringUp(instance, bins, memstoreBytes, deadline, opts.tls, opts.diskBytes);
   } catch (err) {
     const logs = await tailLogs(dir);
     await instance.stop();
@@ -127,6 +135,8 @@ async function bringUp(
   bins: Record<Binary, string>,
   memstoreBytes: number,
   deadline: number,
+  tls?: StartRgwOptions['tls'],
+  diskBytes?: number,
 ): Promise<Rgw> {
   const { dir } = instance;
   const [monV1, monV2, rgwPort, osdPortMin] = await reservePorts();
@@ -136,6 +146,10 @@ async function bringUp(
   const fsid = randomUUID();
 
   for (const sub of ['mon-a', 'osd-0', 'rgw', 'run', 'log', 'crash']) await mkdir(join(dir, sub));
+  if (tls) {
+    await writeFile(join(dir, 'rgw.crt'), tls.certPem);
+    await writeFile(join(dir, 'rgw.key'), tls.keyPem, { mode: 0o600 });
+  }
   await writeFile(join(dir, 'keyring'), '');
   await writeFile(
     conf,
@@ -174,12 +188,22 @@ async function bringUp(
       '',
       '[osd]',
       `osd data = ${dir}/osd-$id`,
-      'osd objectstore = memstore',
-      `memstore device bytes = ${memstoreBytes}`,
+      ...(diskBytes
+        ? [
+            'osd objectstore = bluestore',
+            'bluestore block create = true',
+            `bluestore block size = ${diskBytes}`,
+            'bluestore fsck on mkfs = false',
+            // Its cache would otherwise grow to 4 GiB of RAM.
+            'osd memory target = 1073741824',
+          ]
+        : ['osd objectstore = memstore', `memstore device bytes = ${memstoreBytes}`]),
       '',
       '[client.rgw.a]',
       `rgw data = ${dir}/rgw`,
-      `rgw frontends = beast endpoint=127.0.0.1:${rgwPort} tcp_nodelay=1`,
+      tls
+        ? `rgw frontends = beast ssl_endpoint=127.0.0.1:${rgwPort} ssl_certificate=${dir}/rgw.crt ssl_private_key=${dir}/rgw.key tcp_nodelay=1`
+        : `rgw frontends = beast endpoint=127.0.0.1:${rgwPort} tcp_nodelay=1`,
       // Required: with auth off, radosgw otherwise loops on "get_initial_auth_request returned -13".
       'ms mon client mode = crc secure',
       // Server-side encryption over plain HTTP on loopback, with RGW's built-in test KMS holding one key, so
@@ -226,17 +250,20 @@ async function bringUp(
   );
   await launch(bins.radosgw, ['-c', conf, '-n', 'client.rgw.a'], dir, 'client.rgw.a', deadline);
 
-  const endpoint = `http://127.0.0.1:${rgwPort}`;
+  const endpoint = `${tls ? 'https' : 'http'}://127.0.0.1:${rgwPort}`;
   const clientConfig = (overrides: Partial<S3ClientConfig> = {}): S3ClientConfig => ({
     region: REGION,
     endpoint,
+    ...(tls && {
+      requestHandler: new NodeHttpHandler({ httpsAgent: new HttpsAgent({ ca: tls.caPem, keepAlive: true }) }),
+    }),
     forcePathStyle: true,
     credentials: { accessKeyId, secretAccessKey },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     ...overrides,
   });
-  await waitForGateway(instance, clientConfig, deadline);
+  await waitForGateway(instance, clientConfig, deadline, tls?.caPem);
 
   let admin: S3Client | undefined;
   return {
@@ -296,11 +323,16 @@ async function waitForGateway(
   instance: Instance,
   clientConfig: (o?: Partial<S3ClientConfig>) => S3ClientConfig,
   deadline: number,
+  caPem?: string,
 ): Promise<void> {
   const probe = new S3Client(
     clientConfig({
       maxAttempts: 1,
-      requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 2_000 }),
+      requestHandler: new NodeHttpHandler({
+        connectionTimeout: 1_000,
+        requestTimeout: 2_000,
+        ...(caPem && { httpsAgent: new HttpsAgent({ ca: caPem }) }),
+      }),
     }),
   );
   let last: unknown;
