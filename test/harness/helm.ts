@@ -50,7 +50,9 @@ function extractEntry(zipPath: string, entryName: string, target: string): Promi
           stream.on('data', (chunk: Buffer) => (crc = crc32(chunk, crc)));
           const out = createWriteStream(target, { mode: 0o755 });
           out.on('error', reject);
-          out.on('finish', () => {
+          // 'close', not 'finish': until its descriptor is closed the file is open for writing, and executing it
+          // then fails with ETXTBSY (seen once on a fresh clone).
+          out.on('close', () => {
             if (crc !== entry.crc32)
               reject(new Error(`${entryName}: CRC-32 ${crc} differs from the zip's ${entry.crc32}`));
             else resolve();
