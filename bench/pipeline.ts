@@ -1109,6 +1109,27 @@ export async function runCopiesBenchmark(): Promise<CopiesFigures> {
   }
 }
 
+/**
+ * A Talos PKI and `dir/talosconfig` for the measured processes: `start` runs a double with a snapshot of `mib` MiB
+ * and points the talosconfig at it.
+ */
+async function benchTalos(dir: string) {
+  const pki = await createTalosPki();
+  const client = await pki.clientCert(['os:etcd:backup']);
+  const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
+  const talosconfig = join(dir, 'talosconfig');
+  const start = async (mib: number, layout: DatabaseLayout): Promise<DoubleProcess> => {
+    const double = await startDouble(tls, mib * MIB, layout);
+    await writeFile(
+      talosconfig,
+      talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }),
+      { mode: 0o600 },
+    );
+    return double;
+  };
+  return { talosconfig, start };
+}
+
 // --- issue 18: the CLI against its floors, on this Node and the image's ------------------------------------------
 
 /** The rows of the CPU comparison, in the order they run: the CLI, the baselines, then the floors. */
@@ -1191,16 +1212,8 @@ export async function runCpuBenchmark(): Promise<CpuFigures> {
   let double: DoubleProcess | undefined;
   const byNode: CpuFigures['byNode'] = {};
   try {
-    const pki = await createTalosPki();
-    const client = await pki.clientCert(['os:etcd:backup']);
-    const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
-    const talosconfig = join(dir, 'talosconfig');
-    double = await startDouble(tls, mib * MIB, 'random');
-    await writeFile(
-      talosconfig,
-      talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }),
-      { mode: 0o600 },
-    );
+    const { talosconfig, start } = await benchTalos(dir);
+    double = await start(mib, 'random');
     const gib = double.facts.size / (1024 * MIB);
     const s3Pki = await createTalosPki({
       algorithm: 'ECDSA-P256',
@@ -1339,17 +1352,9 @@ export async function runSizesBenchmark(): Promise<SizesFigures> {
   let double: DoubleProcess | undefined;
   const runs: SizesFigures['runs'] = [];
   try {
-    const pki = await createTalosPki();
-    const client = await pki.clientCert(['os:etcd:backup']);
-    const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
-    const talosconfig = join(dir, 'talosconfig');
+    const { talosconfig, start } = await benchTalos(dir);
     for (const mib of sizes) {
-      double = await startDouble(tls, mib * MIB, 'random');
-      await writeFile(
-        talosconfig,
-        talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }),
-        { mode: 0o600 },
-      );
+      double = await start(mib, 'random');
       const run = await runCli(`size-${mib}MiB`, { dir, talosconfig, node: node! }, double);
       await double.stop();
       double = undefined;
@@ -1446,16 +1451,8 @@ export async function runCodecsBenchmark(): Promise<CodecsFigures> {
   let double: DoubleProcess | undefined;
   const byNode: CodecsFigures['byNode'] = {};
   try {
-    const pki = await createTalosPki();
-    const client = await pki.clientCert(['os:etcd:backup']);
-    const tls = { caPem: pki.caPem, serverCertPem: pki.serverCertPem, serverKeyPem: pki.serverKeyPem };
-    const talosconfig = join(dir, 'talosconfig');
-    double = await startDouble(tls, mib * MIB, 'bolt');
-    await writeFile(
-      talosconfig,
-      talosconfigYaml({ context: 'bench', endpoints: [double.endpoint], caPem: pki.caPem, ...client }),
-      { mode: 0o600 },
-    );
+    const { talosconfig, start } = await benchTalos(dir);
+    double = await start(mib, 'bolt');
     const gib = double.facts.size / (1024 * MIB);
     const age = await makeAgeKeys(dir);
     const full = FORMAT_RUNS.find((run) => run.name === 'zstdAgeVerify')!;
